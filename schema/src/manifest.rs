@@ -1,0 +1,250 @@
+//! Manifest v1 types. Field names are the wire contract: they come from the original design
+//! and must not drift. Every type rejects unknown fields; validation (`validate`) reports
+//! them with a suggestion before these types ever see the document.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Ferry manifest: which services run on which hosts, and from which Nix closure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Manifest {
+    /// Format version. Always 1 for this schema.
+    pub version: u32,
+    /// When this manifest was published, as an RFC 3339 timestamp (UTC, e.g.
+    /// `2025-01-15T12:34:56Z`). Each published manifest has a strictly later generation
+    /// than the one it replaces; archived copies are named after it.
+    pub generation: String,
+    /// The services, each deployed to the hosts it names.
+    pub services: Vec<Service>,
+    /// Signatures over the RFC 8785 canonical form of this manifest without this field,
+    /// each `keyname:base64` (ed25519, Nix key format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Vec<String>>,
+}
+
+/// One service: a program from a Nix closure, run as a systemd unit on some hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Service {
+    /// Unique name; becomes the unit `ferry-<name>.service`, the Nix profile name and the
+    /// Caddy route id `ferry-<name>`. Lowercase letters, digits and `-`, starting with a
+    /// letter or digit, at most 63 characters.
+    pub name: String,
+    /// What to run.
+    pub artifact: Artifact,
+    /// Host names this service is deployed to (at least one).
+    pub hosts: Vec<String>,
+    /// How to start the program.
+    pub exec: Exec,
+    /// Environment variables set in the unit. Never put secrets here: use `envFile`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Absolute path of an environment file on the host (secrets live there, never in the
+    /// bucket). The agent only accepts files under its allowed secrets directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<String>,
+    /// How Caddy routes HTTP traffic to this service. Absent for services without HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<Http>,
+    /// Unit ordering and restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<SystemdOptions>,
+    /// Sandboxing switches on top of Ferry's hardening baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardening: Option<Hardening>,
+    /// Free-form source revision (usually a git commit), for humans and `ferry history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// How the agent decides a freshly started version is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Names of services in this manifest that must be healthy before this one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<String>>,
+}
+
+/// The deployable artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Artifact {
+    /// Artifact kind. Only `nix-closure` exists.
+    #[serde(rename = "type")]
+    pub kind: ArtifactKind,
+    /// The closure's top store path, e.g. `/nix/store/<hash>-web-1.2.3`. It must be in the
+    /// bucket's binary cache, signed by a key the host trusts.
+    pub store_path: String,
+}
+
+/// Artifact kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ArtifactKind {
+    /// A Nix store path and its closure, fetched from the bucket's binary cache.
+    #[serde(rename = "nix-closure")]
+    NixClosure,
+}
+
+/// How the service's program is started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exec {
+    /// A program name, run as `<storePath>/bin/<command>`, or a relative path inside the
+    /// closure (`libexec/web/serve`). Never absolute, never containing `..`.
+    pub command: String,
+    /// Arguments passed to the command, each as one argument (no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// User to run as (POSIX name). Ignored when `hardening.dynamicUser` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group to run as (POSIX name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// HTTP routing through Caddy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Http {
+    /// Lowercase domain name Caddy matches on, e.g. `example.com`.
+    pub domain: String,
+    /// Path prefix, starting with `/`; `/` matches everything under the domain.
+    pub path: String,
+    /// Loopback port the service listens on (1-65535). Blue-green also uses port + 1.
+    pub internal_port: u16,
+    /// How an update replaces the running version: `restart` (default) or `blue-green`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+}
+
+/// Update strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Restart the single instance in place (a short gap in service).
+    Restart,
+    /// Start the new version beside the old one, switch traffic when healthy, stop the old.
+    BlueGreen,
+}
+
+/// Unit ordering and restart policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SystemdOptions {
+    /// Units this one is ordered after (`After=`), e.g. `postgresql.service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    /// Units this one requires (`Requires=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<Vec<String>>,
+    /// systemd `Restart=`: `no`, `on-success`, `on-failure`, `on-abnormal`, `on-watchdog`,
+    /// `on-abort` or `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// systemd `RestartSec=`, in seconds (0-3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_sec: Option<u32>,
+}
+
+/// Sandboxing switches. Ferry always applies a strong baseline; these adjust it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Hardening {
+    /// Run as a transient user allocated by systemd (`DynamicUser=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_user: Option<bool>,
+    /// Private `/tmp` and `/var/tmp` (`PrivateTmp=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_tmp: Option<bool>,
+    /// `ProtectSystem=`: `true`, `false`, `"full"` or `"strict"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protect_system: Option<ProtectSystem>,
+    /// `ProtectHome=`: `true`, `false`, `"read-only"` or `"tmpfs"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protect_home: Option<ProtectHome>,
+}
+
+/// systemd `ProtectSystem=` values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProtectSystem {
+    /// `true` (read-only /usr and /boot) or `false` (off).
+    Bool(bool),
+    /// `"full"` (also /etc) or `"strict"` (the whole file system but API mounts).
+    Mode(ProtectSystemMode),
+}
+
+/// String values of `ProtectSystem=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectSystemMode {
+    /// Read-only /usr, /boot and /etc.
+    Full,
+    /// Read-only everything but /dev, /proc and /sys.
+    Strict,
+}
+
+/// systemd `ProtectHome=` values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProtectHome {
+    /// `true` (inaccessible) or `false` (off).
+    Bool(bool),
+    /// `"read-only"` or `"tmpfs"`.
+    Mode(ProtectHomeMode),
+}
+
+/// String values of `ProtectHome=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtectHomeMode {
+    /// Home directories are read-only.
+    ReadOnly,
+    /// An empty tmpfs over the home directories.
+    Tmpfs,
+}
+
+/// How the agent checks a newly started version.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `http` (GET expecting `expectStatus`), `tcp` (connect) or `none` (systemd's view only).
+    #[serde(rename = "type")]
+    pub kind: HealthCheckKind,
+    /// HTTP path to GET, starting with `/` (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port to probe on 127.0.0.1 (default: `http.internalPort`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// HTTP status that counts as healthy (default: any status below 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    /// Seconds to wait after start before the first probe (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period_sec: Option<u32>,
+    /// Seconds between probes (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_sec: Option<u32>,
+    /// Seconds one probe may take (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_sec: Option<u32>,
+    /// Probes to try before the version counts as unhealthy (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+}
+
+/// Health check kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthCheckKind {
+    /// HTTP GET on 127.0.0.1.
+    #[default]
+    Http,
+    /// TCP connect on 127.0.0.1.
+    Tcp,
+    /// No probe: the unit being active and not restarting is enough.
+    None,
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test Ferry has, the ones on the real test bed included: installs what the bed
+# needs (idempotent; seconds on a prepared machine), then formatting, lints and the tests.
+# Needs root: the bed boots systemd-nspawn containers and makes network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: run as root (sudo scripts/test.sh): the test bed boots systemd-nspawn containers" >&2
+    exit 2
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing the test bed's needs"
+tests/bed/install.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, backend and end-to-end tests on the bed)"
+cargo test --workspace --locked

@@ -1,0 +1,1 @@
+//! The test bed: real Garage, real systemd hosts in nspawn containers, Nix and Caddy.
