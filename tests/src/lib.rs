@@ -1,1 +1,24 @@
 //! The test bed: real Garage, real systemd hosts in nspawn containers, Nix and Caddy.
+//!
+//! Prepare the machine once with `tests/bed/install.sh` (as root), then
+//! `Bed::start(BedOptions { hosts: 2, ..Default::default() })` in a test. See
+//! `tests/tests/bed_*.rs` for every handle in use.
+
+pub mod bed;
+
+pub mod footprint;
+pub mod garage;
+pub mod host;
+pub mod network;
+pub mod process;
+mod random;
+pub mod s3;
+pub mod slot;
+mod stop;
+
+pub use bed::{Bed, BedOptions};
+
+pub use footprint::Footprint;
+pub use host::{BindRo, Host};
+pub use process::Output;
+pub use s3::S3;

@@ -1,0 +1,204 @@
+//! A whole test bed: a slot, its bridge, a Garage and N hosts, torn down on drop.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::footprint::Footprint;
+use crate::garage::{Garage, garage_binary};
+use crate::host::{BindRo, Host};
+use crate::network;
+use crate::process::{cmd, run};
+use crate::s3::S3;
+use crate::slot::{Names, Slot};
+
+/// The root filesystem `tests/bed/install.sh` builds (a link to the current build).
+const DEFAULT_ROOTFS: &str = "/var/cache/ferry-testbed/rootfs";
+
+/// What a bed should contain.
+#[derive(Clone, Debug, Default)]
+pub struct BedOptions {
+    /// How many systemd hosts to boot (0 is fine: Garage only).
+    pub hosts: usize,
+    /// Files or folders of the machine bound read-only into every host (e.g. the agent).
+    pub bind_ro: Vec<BindRo>,
+}
+
+/// A running test bed. Dropping it stops the hosts and Garage and removes every namespace,
+/// veth, bridge, mount and file it made.
+#[derive(Debug)]
+pub struct Bed {
+    hosts: Vec<Host>,
+    garage: Option<Garage>,
+    s3: Option<S3>,
+    footprint: Footprint,
+    bridge_up: bool,
+    // Declared last so the slot stays locked until everything above is gone.
+    slot: Slot,
+}
+
+impl Bed {
+    /// Starts a bed: Garage with a bucket, and `options.hosts` booted hosts. Fails with what
+    /// is missing when the machine is not prepared (never skips).
+    pub fn start(options: BedOptions) -> Result<Bed> {
+        preflight()?;
+        let rootfs = rootfs_path();
+        let slot = Slot::take()?;
+        let names = slot.names();
+        clear_stale(&names)?;
+        let work = names.work_dir();
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let mut bed = Bed {
+            hosts: Vec::new(),
+            garage: None,
+            s3: None,
+            footprint: Footprint::new(names),
+            bridge_up: false,
+            slot,
+        };
+        network::bridge_up(&names).context("making the bed's bridge")?;
+        bed.bridge_up = true;
+        let (garage, s3) =
+            Garage::start(&work.join("garage"), &names.bridge_ip()).context("starting Garage")?;
+        bed.footprint.pids.extend(garage.pid());
+        bed.garage = Some(garage);
+        bed.s3 = Some(s3);
+        // Hosts boot in parallel: each waits mostly on its own systemd.
+        let results: Vec<Result<Host>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..options.hosts)
+                .map(|index| {
+                    let dir = work.join(format!("host{index}"));
+                    let (rootfs, binds) = (&rootfs, &options.bind_ro);
+                    scope.spawn(move || Host::create(names, index, dir, rootfs, binds))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| match handle.join() {
+                    Ok(result) => result,
+                    Err(_) => Err(anyhow::anyhow!("a host's boot thread panicked")),
+                })
+                .collect()
+        });
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(host) => {
+                    bed.footprint.pids.extend_from_slice(host.started_pids());
+                    bed.hosts.push(host);
+                }
+                Err(err) => {
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
+        Ok(bed)
+    }
+
+    /// The bed's bucket (endpoint reachable from the tests and from the hosts).
+    pub fn s3(&self) -> &S3 {
+        // Always set once start() returns.
+        self.s3
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a started bed has Garage"))
+    }
+
+    /// Host `index` (panics when out of range, like indexing).
+    pub fn host(&self, index: usize) -> &Host {
+        &self.hosts[index]
+    }
+
+    /// Host `index`, for poweroff()/boot().
+    pub fn host_mut(&mut self, index: usize) -> &mut Host {
+        &mut self.hosts[index]
+    }
+
+    /// All hosts.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// The bed's names and addresses (bridge, subnet, …).
+    pub fn names(&self) -> Names {
+        self.slot.names()
+    }
+
+    /// What the bed has made so far, to check after drop that none of it is left.
+    pub fn footprint(&self) -> Footprint {
+        let mut footprint = self.footprint.clone();
+        for host in &self.hosts {
+            footprint.pids.extend_from_slice(host.started_pids());
+        }
+        footprint.pids.sort_unstable();
+        footprint.pids.dedup();
+        footprint
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // All hosts shut down at once; each Host's drop then waits for its own.
+        for host in &self.hosts {
+            host.request_poweroff();
+        }
+        self.hosts.clear();
+        self.garage = None;
+        if self.bridge_up {
+            network::bridge_down(&self.names());
+        }
+        let _ = std::fs::remove_dir_all(self.names().work_dir());
+    }
+}
+
+fn rootfs_path() -> PathBuf {
+    std::env::var_os("FERRY_TESTBED_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS))
+}
+
+/// Checks that the machine can run a bed, naming what is missing.
+fn preflight() -> Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let euid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1));
+    if euid != Some("0") {
+        bail!(
+            "the test bed needs root (it boots nspawn containers and makes network namespaces): run the tests as root, e.g. sudo scripts/test.sh"
+        );
+    }
+    let rootfs = rootfs_path();
+    if !rootfs.join("lib/systemd/systemd").exists() {
+        bail!(
+            "the hosts' root filesystem {} is missing: run tests/bed/install.sh as root",
+            rootfs.display()
+        );
+    }
+    garage_binary()?;
+    for tool in ["systemd-nspawn", "nsenter", "ip", "mount"] {
+        if run(&mut cmd("sh", ["-c", &format!("command -v {tool}")])).is_err() {
+            bail!("`{tool}` is not installed: run tests/bed/install.sh as root");
+        }
+    }
+    Ok(())
+}
+
+/// Removes what a crashed earlier user of this slot left: mounts under its work folder,
+/// its namespaces and links, and the folder itself.
+fn clear_stale(names: &Names) -> Result<()> {
+    let work = names.work_dir();
+    for mount in crate::footprint::mounts_under(&work)?.into_iter().rev() {
+        let _ = run(&mut cmd("umount", ["-l", &mount]));
+    }
+    network::clear_slot(names)?;
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("removing the stale {}", work.display()))?;
+    }
+    Ok(())
+}

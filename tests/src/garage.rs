@@ -1,0 +1,177 @@
+//! A single-node Garage for one bed: fresh data folder, one key, one bucket, listening on
+//! the bed's bridge address so both the tests and the hosts reach it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::capture;
+use crate::random::random_hex;
+use crate::s3::S3;
+use crate::stop::stop_child;
+
+/// The S3 port on the bed's bridge address.
+const S3_PORT: u16 = 3900;
+/// The RPC port on the bed's bridge address.
+const RPC_PORT: u16 = 3901;
+/// The bucket every bed starts with.
+pub const BUCKET: &str = "ferry-test";
+/// How long Garage may take to answer after starting.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running Garage; stopping it (or dropping it) ends the process.
+#[derive(Debug)]
+pub struct Garage {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+/// Garage's configuration file for a node in `dir` listening on `addr`. Pure.
+pub fn render_config(dir: &Path, addr: &str, rpc_secret: &str) -> String {
+    format!(
+        "metadata_dir = \"{meta}\"\n\
+         data_dir = \"{data}\"\n\
+         db_engine = \"sqlite\"\n\
+         replication_factor = 1\n\
+         rpc_bind_addr = \"{addr}:{RPC_PORT}\"\n\
+         rpc_public_addr = \"{addr}:{RPC_PORT}\"\n\
+         rpc_secret = \"{rpc_secret}\"\n\
+         \n\
+         [s3_api]\n\
+         s3_region = \"garage\"\n\
+         api_bind_addr = \"{addr}:{S3_PORT}\"\n\
+         root_domain = \".s3.garage.localhost\"\n",
+        meta = dir.join("meta").display(),
+        data = dir.join("data").display(),
+    )
+}
+
+/// The `garage` binary: on PATH, else where `cargo install` puts it.
+pub fn garage_binary() -> Result<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("garage");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let candidate = PathBuf::from(home).join(".cargo/bin/garage");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "garage is not installed (not on PATH nor in ~/.cargo/bin): run tests/bed/install.sh as root"
+    )
+}
+
+impl Garage {
+    /// Starts Garage in `dir` (created fresh) on `addr`, with a key and the bucket.
+    pub fn start(dir: &Path, addr: &str) -> Result<(Garage, S3)> {
+        let binary = garage_binary()?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("garage.toml");
+        std::fs::write(&config, render_config(dir, addr, &random_hex(32)?))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let s3 = S3 {
+            endpoint: format!("http://{addr}:{S3_PORT}"),
+            region: "garage".into(),
+            bucket: BUCKET.into(),
+            access_key: format!("GK{}", random_hex(12)?),
+            secret_key: random_hex(32)?,
+        };
+        let log_path = dir.join("garage.log");
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config)
+            .args(["server", "--single-node", "--default-bucket"])
+            .env("GARAGE_DEFAULT_ACCESS_KEY", &s3.access_key)
+            .env("GARAGE_DEFAULT_SECRET_KEY", &s3.secret_key)
+            .env("GARAGE_DEFAULT_BUCKET", &s3.bucket)
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .context("duplicating the Garage log handle")?,
+            )
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut garage = Garage {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+        };
+        garage.wait_ready(&binary, &config, &s3.bucket)?;
+        Ok((garage, s3))
+    }
+
+    /// The PID of the Garage process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("garage.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Polls until the bucket exists, which means the node, the key and the bucket are up.
+    fn wait_ready(&mut self, binary: &Path, config: &Path, bucket: &str) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().context("checking on Garage")?
+            {
+                bail!("garage exited at start ({status}):\n{}", self.log_tail());
+            }
+            let mut probe = Command::new(binary);
+            probe.arg("-c").arg(config).args(["bucket", "info", bucket]);
+            if capture(&mut probe, b"")?.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "garage did not create bucket {bucket} within {READY_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops Garage (SIGTERM, then SIGKILL) and removes its data.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child, Duration::from_secs(10));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_listens_on_the_given_address_only() {
+        let text = render_config(Path::new("/x"), "10.213.1.1", "ab");
+        assert!(text.contains("api_bind_addr = \"10.213.1.1:3900\""));
+        assert!(text.contains("rpc_bind_addr = \"10.213.1.1:3901\""));
+        assert!(text.contains("metadata_dir = \"/x/meta\""));
+        assert!(text.contains("s3_region = \"garage\""));
+    }
+}

@@ -1,0 +1,96 @@
+//! How tests reach a bed's Garage: endpoint, region, bucket and key, an aws-sdk-s3 client set
+//! up the way Garage needs, and a folder upload (to seed a bucket with a binary cache).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::ByteStream;
+
+/// Connection details of a bed's bucket.
+#[derive(Clone, Debug)]
+pub struct S3 {
+    /// `http://<bridge address>:3900`, reachable from the tests and from inside the hosts.
+    pub endpoint: String,
+    /// Always `garage`.
+    pub region: String,
+    /// The bucket the bed made.
+    pub bucket: String,
+    /// Access key id (`GK…`).
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+}
+
+impl S3 {
+    /// An S3 client for the bed: path style, checksums only when required (Garage rejects
+    /// the SDK's default CRC32 trailers), static credentials (the machine's AWS settings are
+    /// ignored).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let credentials = Credentials::new(
+            self.access_key.clone(),
+            self.secret_key.clone(),
+            None,
+            None,
+            "ferry-testbed",
+        );
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Uploads every file under `dir` to `<prefix><relative path>` in the bucket. Files whose
+    /// name ends in `.narinfo` go last, so a reader never sees a narinfo before its NAR.
+    pub async fn upload_dir(&self, dir: &Path, prefix: &str) -> Result<usize> {
+        let mut files = Vec::new();
+        collect_files(dir, &mut files)?;
+        files.sort_by_key(|path| path.extension().is_some_and(|ext| ext == "narinfo"));
+        let client = self.client();
+        for path in &files {
+            let relative = path
+                .strip_prefix(dir)
+                .with_context(|| format!("{} is not under {}", path.display(), dir.display()))?;
+            let key = format!("{prefix}{}", relative.display());
+            let body = ByteStream::from_path(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?;
+            client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(body)
+                .send()
+                .await
+                .with_context(|| {
+                    format!(
+                        "uploading {key} to bucket {} at {}",
+                        self.bucket, self.endpoint
+                    )
+                })?;
+        }
+        Ok(files.len())
+    }
+}
+
+fn collect_files(dir: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            collect_files(&path, into)?;
+        } else {
+            into.push(path);
+        }
+    }
+    Ok(())
+}
