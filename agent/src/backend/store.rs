@@ -1,0 +1,283 @@
+//! The `Store` trait and its Nix CLI implementation: pull a closure with `nix copy` (signature
+//! checks always on), pin it as a profile generation, and prune old generations. Command
+//! lines are built as values first so their exact argv is tested without running Nix.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::process::Command;
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// `nix copy` failed; `reason` is Nix's own message, classified when recognisable.
+    #[error("pulling {path} failed ({kind}): {reason}")]
+    Pull {
+        /// The store path.
+        path: String,
+        /// missing / bad signature / network / other.
+        kind: &'static str,
+        /// What Nix said.
+        reason: String,
+    },
+    /// `nix copy` ran longer than the pull timeout.
+    #[error("pulling {path} timed out after {after:?}; raise timeouts.pullSec or check the bucket")]
+    Timeout {
+        /// The store path.
+        path: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// A profile operation failed.
+    #[error("profile {profile}: {reason}")]
+    Profile {
+        /// The profile path.
+        profile: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The Nix store on this host.
+pub trait Store: Send + Sync {
+    /// Copy `path` and its closure from the binary cache at `cache_url`.
+    fn pull(
+        &self,
+        cache_url: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Make `path` the newest generation of `profile`, then keep only the newest `keep`.
+    fn pin(
+        &self,
+        profile: &Path,
+        path: &str,
+        keep: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The nix CLI.
+#[derive(Debug, Clone)]
+pub struct NixCli {
+    /// `nix` program.
+    pub nix: String,
+    /// Trusted closure keys (`name:base64`).
+    pub trusted_keys: Vec<String>,
+    /// Limit for one `nix copy`.
+    pub pull_timeout: Duration,
+}
+
+impl NixCli {
+    /// argv of the `nix copy` for `path` (signature checks on, only the configured keys).
+    pub fn copy_argv(&self, cache_url: &str, path: &str) -> Vec<String> {
+        vec![
+            self.nix.clone(),
+            "--extra-experimental-features".into(),
+            "nix-command".into(),
+            "copy".into(),
+            "--from".into(),
+            cache_url.into(),
+            "--option".into(),
+            "trusted-public-keys".into(),
+            self.trusted_keys.join(" "),
+            "--option".into(),
+            "require-sigs".into(),
+            "true".into(),
+            "--option".into(),
+            "substituters".into(),
+            String::new(),
+            path.into(),
+        ]
+    }
+
+    /// The `nix-env` beside `nix` (same directory when `nix` is a path).
+    fn nix_env(&self) -> String {
+        match Path::new(&self.nix).parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join("nix-env").display().to_string(),
+            _ => "nix-env".to_owned(),
+        }
+    }
+
+    /// argv that makes `path` the profile's new generation.
+    pub fn set_profile_argv(&self, profile: &Path, path: &str) -> Vec<String> {
+        vec![
+            self.nix_env(),
+            "--profile".into(),
+            profile.display().to_string(),
+            "--set".into(),
+            path.into(),
+        ]
+    }
+
+    /// argv that deletes all but the newest `keep` generations.
+    pub fn prune_argv(&self, profile: &Path, keep: u32) -> Vec<String> {
+        vec![
+            self.nix_env(),
+            "--profile".into(),
+            profile.display().to_string(),
+            "--delete-generations".into(),
+            format!("+{keep}"),
+        ]
+    }
+}
+
+/// Nix's message, classified into what the user should look at.
+pub fn classify_pull_failure(stderr: &str) -> &'static str {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("lacks a signature") || s.contains("signature") {
+        "bad signature: not signed by a key in trustedKeys"
+    } else if s.contains("does not exist in binary cache")
+        || s.contains("don't know how to build")
+        || s.contains("is not valid")
+        || s.contains("not found")
+    {
+        "missing from the bucket's cache"
+    } else if s.contains("unable to download")
+        || s.contains("couldn't connect")
+        || s.contains("connection")
+        || s.contains("timeout")
+    {
+        "network"
+    } else {
+        "other"
+    }
+}
+
+async fn run(argv: &[String]) -> Result<std::process::Output, std::io::Error> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"))?;
+    Command::new(prog)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+}
+
+fn last_lines(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" | ")
+}
+
+impl Store for NixCli {
+    async fn pull(&self, cache_url: &str, path: &str) -> Result<(), StoreError> {
+        let argv = self.copy_argv(cache_url, path);
+        let out = match tokio::time::timeout(self.pull_timeout, run(&argv)).await {
+            Err(_) => {
+                return Err(StoreError::Timeout {
+                    path: path.into(),
+                    after: self.pull_timeout,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Pull {
+                    path: path.into(),
+                    kind: "other",
+                    reason: format!("cannot run {}: {e}", self.nix),
+                });
+            }
+            Ok(Ok(out)) => out,
+        };
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(StoreError::Pull {
+            path: path.into(),
+            kind: classify_pull_failure(&stderr),
+            reason: last_lines(&out.stderr),
+        })
+    }
+
+    async fn pin(&self, profile: &Path, path: &str, keep: u32) -> Result<(), StoreError> {
+        let err = |reason: String| StoreError::Profile {
+            profile: profile.to_owned(),
+            reason,
+        };
+        if let Some(dir) = profile.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        for argv in [
+            self.set_profile_argv(profile, path),
+            self.prune_argv(profile, keep),
+        ] {
+            let out = run(&argv)
+                .await
+                .map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?;
+            if !out.status.success() {
+                return Err(err(format!(
+                    "{} failed: {}",
+                    argv[3],
+                    last_lines(&out.stderr)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The store path a profile points at now (following the generation link).
+pub fn profile_target(profile: &Path) -> Option<String> {
+    std::fs::canonicalize(profile)
+        .ok()
+        .map(|p| p.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nix() -> NixCli {
+        NixCli {
+            nix: "/usr/bin/nix".into(),
+            trusted_keys: vec!["a:AAA".into(), "b:BBB".into()],
+            pull_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn copy_checks_signatures_with_configured_keys_only() {
+        let argv = nix().copy_argv("http://127.0.0.1:1/t", "/nix/store/x-y");
+        assert!(!argv.iter().any(|a| a.contains("no-check-sigs")));
+        let joined = argv.join(" ");
+        assert!(
+            joined.contains("--option trusted-public-keys a:AAA b:BBB"),
+            "{joined}"
+        );
+        assert!(joined.contains("--option require-sigs true"));
+        assert!(joined.ends_with("copy --from http://127.0.0.1:1/t --option trusted-public-keys a:AAA b:BBB --option require-sigs true --option substituters  /nix/store/x-y"), "{joined}");
+    }
+
+    #[test]
+    fn profile_commands_use_nix_env_beside_nix() {
+        let p = Path::new("/nix/var/nix/profiles/ferry/web");
+        assert_eq!(
+            nix().set_profile_argv(p, "/nix/store/x-y"),
+            [
+                "/usr/bin/nix-env",
+                "--profile",
+                "/nix/var/nix/profiles/ferry/web",
+                "--set",
+                "/nix/store/x-y"
+            ]
+        );
+        assert_eq!(nix().prune_argv(p, 5)[4], "+5");
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        assert!(classify_pull_failure("error: cannot add path '/nix/store/x' because it lacks a signature by a trusted key").starts_with("bad signature"));
+        assert!(
+            classify_pull_failure("error: path '/nix/store/x' does not exist in binary cache")
+                .starts_with("missing")
+        );
+        assert_eq!(
+            classify_pull_failure("error: unable to download 'http://x': Couldn't connect"),
+            "network"
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! The `Systemd` trait and its D-Bus implementation (zbus + zbus_systemd's generated
+//! `org.freedesktop.systemd1` proxies), on the system bus or a configured address.
+//!
+//! Jobs are waited for without races: the `JobRemoved` match is registered before the
+//! Start/Restart/Stop call, and the signal whose job path equals the call's reply is the one.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use thiserror::Error;
+use zbus::proxy::CacheProperties;
+use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
+
+use crate::plan::Job;
+
+/// Why a systemd operation failed.
+#[derive(Debug, Error)]
+pub enum SystemdError {
+    /// The bus or systemd could not be reached.
+    #[error("cannot reach systemd over D-Bus ({address}): {reason}")]
+    Connect {
+        /// Bus address used.
+        address: String,
+        /// What zbus said.
+        reason: String,
+    },
+    /// A D-Bus call failed.
+    #[error("systemd {call} {unit}: {reason}")]
+    Call {
+        /// Method name.
+        call: &'static str,
+        /// Unit (empty for manager calls).
+        unit: String,
+        /// What systemd said.
+        reason: String,
+    },
+    /// The job did not finish in time.
+    #[error("systemd {job:?} of {unit} did not finish within {after:?}")]
+    JobTimeout {
+        /// Which job.
+        job: Job,
+        /// Unit.
+        unit: String,
+        /// The limit.
+        after: Duration,
+    },
+}
+
+/// A unit's runtime state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// `ActiveState` (active, failed, inactive, activating…).
+    pub active_state: String,
+    /// `SubState` (running, exited, dead, auto-restart…).
+    pub sub_state: String,
+    /// `NRestarts`: automatic restarts since the last explicit start.
+    pub n_restarts: u32,
+    /// `ExecMainStatus`: exit status of the main process, when it exited.
+    pub exec_main_status: i32,
+}
+
+/// systemd, as the agent uses it.
+pub trait Systemd: Send + Sync {
+    /// `daemon-reload` (the reply comes after the reload finished).
+    fn reload(&self) -> impl Future<Output = Result<(), SystemdError>> + Send;
+    /// Run a start/restart/stop job and return its result (`done`, `failed`, …).
+    fn run_job(
+        &self,
+        unit: &str,
+        job: Job,
+    ) -> impl Future<Output = Result<String, SystemdError>> + Send;
+    /// The unit's state; `None` when systemd has not loaded it.
+    fn unit_state(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<Option<UnitState>, SystemdError>> + Send;
+}
+
+/// systemd over D-Bus.
+#[derive(Debug, Clone)]
+pub struct DbusSystemd {
+    conn: zbus::Connection,
+    manager: ManagerProxy<'static>,
+    job_timeout: Duration,
+}
+
+impl DbusSystemd {
+    /// Connect to the system bus, or to `address` (e.g. a test host's bus).
+    pub async fn connect(
+        address: Option<&str>,
+        job_timeout: Duration,
+    ) -> Result<Self, SystemdError> {
+        let shown = address.unwrap_or("system bus").to_owned();
+        let fail = |e: zbus::Error| SystemdError::Connect {
+            address: shown.clone(),
+            reason: e.to_string(),
+        };
+        let conn = match address {
+            Some(a) => zbus::connection::Builder::address(a)
+                .map_err(fail)?
+                .build()
+                .await
+                .map_err(fail)?,
+            None => zbus::Connection::system().await.map_err(fail)?,
+        };
+        let manager = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(fail)?;
+        Ok(Self {
+            conn,
+            manager,
+            job_timeout,
+        })
+    }
+}
+
+fn call_err<'a>(
+    call: &'static str,
+    unit: &'a str,
+) -> impl Fn(zbus::Error) -> SystemdError + use<'a> {
+    move |e| SystemdError::Call {
+        call,
+        unit: unit.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+impl Systemd for DbusSystemd {
+    async fn reload(&self) -> Result<(), SystemdError> {
+        self.manager.reload().await.map_err(call_err("Reload", ""))
+    }
+
+    async fn run_job(&self, unit: &str, job: Job) -> Result<String, SystemdError> {
+        let (call, mode) = match job {
+            Job::Start => ("StartUnit", "replace"),
+            Job::Restart => ("RestartUnit", "replace"),
+            Job::Stop => ("StopUnit", "replace"),
+        };
+        // Registering the match first is what makes the wait race-free.
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(call_err(call, unit))?;
+        let name = unit.to_owned();
+        let path = match job {
+            Job::Start => self.manager.start_unit(name, mode.into()).await,
+            Job::Restart => self.manager.restart_unit(name, mode.into()).await,
+            Job::Stop => self.manager.stop_unit(name, mode.into()).await,
+        }
+        .map_err(call_err(call, unit))?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                if let Ok(args) = signal.args()
+                    && args.job == path
+                {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(self.job_timeout, wait).await {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(SystemdError::Call {
+                call,
+                unit: unit.to_owned(),
+                reason: "the bus closed while waiting for the job".into(),
+            }),
+            Err(_) => Err(SystemdError::JobTimeout {
+                job,
+                unit: unit.to_owned(),
+                after: self.job_timeout,
+            }),
+        }
+    }
+
+    async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {
+        let path = match self.manager.get_unit(unit.to_owned()).await {
+            Ok(p) => p,
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("NoSuchUnit") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(call_err("GetUnit", unit)(e)),
+        };
+        let err = call_err("properties of", unit);
+        let u = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .map_err(&err)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(&err)?;
+        let s = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .map_err(&err)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(&err)?;
+        Ok(Some(UnitState {
+            active_state: u.active_state().await.map_err(&err)?,
+            sub_state: u.sub_state().await.map_err(&err)?,
+            n_restarts: s.n_restarts().await.map_err(&err)?,
+            exec_main_status: s.exec_main_status().await.map_err(&err)?,
+        }))
+    }
+}

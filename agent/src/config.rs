@@ -1,0 +1,364 @@
+//! `agent.toml`: the agent's configuration, parsed strictly, with a named default for every
+//! field that has a safe one. The doc comments here are the user documentation of each key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Where the configuration lives unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ferry/agent.toml";
+
+/// The agent's configuration (`/etc/ferry/agent.toml`). Keys are camelCase, like the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// This host's name as the manifest's `hosts` lists use it. Default: the machine's
+    /// hostname (`/proc/sys/kernel/hostname`).
+    #[serde(default = "default_host_name")]
+    pub host_name: Option<String>,
+    /// The bucket holding `manifest.json` and the binary cache:
+    /// `s3://BUCKET?endpoint=URL&region=REGION&profile=PROFILE` or `file:///DIR`. No default:
+    /// `reconcile` and `plan` need it; `render` does not.
+    #[serde(default = "default_bucket")]
+    pub bucket: Option<String>,
+    /// Where S3 credentials come from. Default: the AWS default chain (environment,
+    /// `~/.aws/credentials`, …).
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Public keys (`name:base64`, Nix format) whose narinfo signatures make a closure
+    /// trusted. Passed to `nix copy` as `trusted-public-keys`; closures signed by no key here
+    /// are refused. Default: none (every closure is refused until a key is configured).
+    #[serde(default = "default_trusted_keys")]
+    pub trusted_keys: Vec<String>,
+    /// Public keys (`name:base64`) allowed to sign `manifest.json`. When any are configured,
+    /// unsigned or badly signed manifests are refused. Default: none (signatures not checked).
+    #[serde(default = "default_manifest_keys")]
+    pub manifest_keys: Vec<String>,
+    /// Directory for `state.json` and its lock file. Default: `/var/lib/ferry`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Directory the agent writes `ferry-<service>.service` files to. Default:
+    /// `/run/systemd/system` (writable on NixOS; emptied at boot, re-rendered from state).
+    #[serde(default = "default_unit_dir")]
+    pub unit_dir: PathBuf,
+    /// Directory of the per-service Nix profiles (GC roots). Default:
+    /// `/nix/var/nix/profiles/ferry`.
+    #[serde(default = "default_profile_dir")]
+    pub profile_dir: PathBuf,
+    /// Profile generations kept per service (the newest N; older ones are deleted so Nix can
+    /// collect them). At least 2, so rollback has somewhere to go. Default: 5.
+    #[serde(default = "default_generations_to_keep")]
+    pub generations_to_keep: u32,
+    /// The only directory a manifest's `envFile` may name a file under. Default:
+    /// `/var/lib/ferry-secrets`.
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
+    /// Whether a service may run as root (`user = "root"`, or no user with
+    /// `dynamicUser = false`). Default: false.
+    #[serde(default = "default_allow_root")]
+    pub allow_root: bool,
+    /// Time limits for each step of a tick.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// D-Bus address of the system bus to drive systemd through, e.g.
+    /// `unix:path=/run/dbus/system_bus_socket`. Default: the standard system bus.
+    #[serde(default = "default_bus_address")]
+    pub bus_address: Option<String>,
+    /// Program used for `nix copy`, `nix-env` and friends (looked up in `PATH` when not
+    /// absolute). Default: `nix`; `nix-env` is found beside it.
+    #[serde(default = "default_nix_bin")]
+    pub nix_bin: String,
+}
+
+/// Where S3 credentials come from. Both unset: the AWS default chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Credentials {
+    /// Named profile in the shared credentials/config files (overrides the bucket URL's
+    /// `profile=`). Default: none.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Path of a shared-credentials file (`[default]` / `[PROFILE]` sections with
+    /// `aws_access_key_id` and `aws_secret_access_key`). Default: none (`~/.aws/credentials`).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// Time limits, in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Fetching `manifest.json`, retries included. Default: 30.
+    #[serde(default = "default_fetch_sec")]
+    pub fetch_sec: u64,
+    /// One `nix copy` of one closure. Default: 600.
+    #[serde(default = "default_pull_sec")]
+    pub pull_sec: u64,
+    /// Waiting for one systemd job (start/restart/stop) to finish. Default: 90.
+    #[serde(default = "default_job_sec")]
+    pub job_sec: u64,
+    /// How long a started unit must stay up before it counts as running (catches
+    /// immediate crashes and restart loops). Default: 2.
+    #[serde(default = "default_settle_sec")]
+    pub settle_sec: u64,
+    /// How long a tick waits for another tick's lock before giving up. Default: 10.
+    #[serde(default = "default_lock_wait_sec")]
+    pub lock_wait_sec: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            fetch_sec: default_fetch_sec(),
+            pull_sec: default_pull_sec(),
+            job_sec: default_job_sec(),
+            settle_sec: default_settle_sec(),
+            lock_wait_sec: default_lock_wait_sec(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host_name: default_host_name(),
+            bucket: default_bucket(),
+            credentials: Credentials::default(),
+            trusted_keys: default_trusted_keys(),
+            manifest_keys: default_manifest_keys(),
+            state_dir: default_state_dir(),
+            unit_dir: default_unit_dir(),
+            profile_dir: default_profile_dir(),
+            generations_to_keep: default_generations_to_keep(),
+            secrets_dir: default_secrets_dir(),
+            allow_root: default_allow_root(),
+            timeouts: Timeouts::default(),
+            bus_address: default_bus_address(),
+            nix_bin: default_nix_bin(),
+        }
+    }
+}
+
+fn default_host_name() -> Option<String> {
+    None
+}
+fn default_bucket() -> Option<String> {
+    None
+}
+fn default_trusted_keys() -> Vec<String> {
+    Vec::new()
+}
+fn default_manifest_keys() -> Vec<String> {
+    Vec::new()
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ferry")
+}
+fn default_unit_dir() -> PathBuf {
+    PathBuf::from("/run/systemd/system")
+}
+fn default_profile_dir() -> PathBuf {
+    PathBuf::from("/nix/var/nix/profiles/ferry")
+}
+fn default_generations_to_keep() -> u32 {
+    5
+}
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ferry-secrets")
+}
+fn default_allow_root() -> bool {
+    false
+}
+fn default_fetch_sec() -> u64 {
+    30
+}
+fn default_pull_sec() -> u64 {
+    600
+}
+fn default_job_sec() -> u64 {
+    90
+}
+fn default_settle_sec() -> u64 {
+    2
+}
+fn default_lock_wait_sec() -> u64 {
+    10
+}
+fn default_bus_address() -> Option<String> {
+    None
+}
+fn default_nix_bin() -> String {
+    "nix".to_owned()
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the agent configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid for this schema.
+    #[error("invalid agent configuration {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml/serde said (names the key).
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("invalid agent configuration {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which key and why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parse and check a configuration text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Read and parse the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if self.generations_to_keep < 2 {
+            return Err(invalid(format!(
+                "generationsToKeep is {}; keep at least 2 so a rollback target exists",
+                self.generations_to_keep
+            )));
+        }
+        if let Some(bucket) = &self.bucket {
+            crate::bucket_url::BucketUrl::parse(bucket)
+                .map_err(|e| invalid(format!("bucket: {e}")))?;
+        }
+        for (key, dir) in [
+            ("stateDir", &self.state_dir),
+            ("unitDir", &self.unit_dir),
+            ("profileDir", &self.profile_dir),
+            ("secretsDir", &self.secrets_dir),
+        ] {
+            if !dir.is_absolute() {
+                return Err(invalid(format!(
+                    "{key} must be an absolute path, got {}",
+                    dir.display()
+                )));
+            }
+        }
+        for (key, list) in [
+            ("trustedKeys", &self.trusted_keys),
+            ("manifestKeys", &self.manifest_keys),
+        ] {
+            for k in list {
+                if k.split_once(':')
+                    .is_none_or(|(n, v)| n.is_empty() || v.is_empty())
+                {
+                    return Err(invalid(format!(
+                        "{key}: {k:?} is not a key in Nix format `name:base64`"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This host's name: the configured one, or the machine's hostname.
+    pub fn effective_host_name(&self) -> std::io::Result<String> {
+        match &self.host_name {
+            Some(name) => Ok(name.clone()),
+            None => Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+                .trim()
+                .to_owned()),
+        }
+    }
+
+    /// The state file's path.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+
+    /// The tick lock's path.
+    pub fn lock_file(&self) -> PathBuf {
+        self.state_dir.join("state.lock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", Path::new("t")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.generations_to_keep, 5);
+        assert_eq!(c.unit_dir, PathBuf::from("/run/systemd/system"));
+        assert!(!c.allow_root);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+hostName = "biz"
+bucket = "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage"
+trustedKeys = ["cache:AAAA"]
+manifestKeys = ["dev:BBBB"]
+generationsToKeep = 3
+allowRoot = true
+busAddress = "unix:path=/tmp/bus"
+[credentials]
+profile = "ferry"
+file = "/etc/ferry/credentials"
+[timeouts]
+pullSec = 60
+"#;
+        let c = Config::parse(text, Path::new("t")).unwrap();
+        assert_eq!(c.host_name.as_deref(), Some("biz"));
+        assert_eq!(c.credentials.profile.as_deref(), Some("ferry"));
+        assert_eq!(c.timeouts.pull_sec, 60);
+        assert_eq!(c.timeouts.job_sec, 90);
+        assert_eq!(c.generations_to_keep, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_by_name() {
+        let e = Config::parse("stateDirectory = \"/x\"", Path::new("agent.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("stateDirectory"), "{msg}");
+        assert!(msg.contains("agent.toml"), "{msg}");
+        let e = Config::parse("[timeouts]\npull = 3", Path::new("t")).unwrap_err();
+        assert!(e.to_string().contains("pull"));
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        assert!(Config::parse("generationsToKeep = 1", Path::new("t")).is_err());
+        assert!(Config::parse("stateDir = \"rel\"", Path::new("t")).is_err());
+        assert!(Config::parse("trustedKeys = [\"nocolon\"]", Path::new("t")).is_err());
+        assert!(Config::parse("bucket = \"http://x\"", Path::new("t")).is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! `ferry-agent`'s library: the reconcile tick and everything it is built from. Pure modules
+//! (config, plan, policy, render, state) are separate from the backends that do I/O.
+
+// Tests may panic on unexpected errors: that is how they fail.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod atomic_file;
+pub mod backend;
+pub mod bucket_url;
+pub mod config;
+pub mod plan;
+pub mod policy;
+pub mod render;
+pub mod state;
+pub mod tick_lock;
+pub mod verify;
+
+/// Prefix of every unit and route the agent owns.
+pub const UNIT_PREFIX: &str = "ferry-";

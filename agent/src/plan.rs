@@ -1,0 +1,471 @@
+//! The planner: a pure function of (manifest, observed host, policy) to an ordered list of
+//! per-service actions, printable as a readable diff (`ferry-agent plan`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use ferry_schema::Manifest;
+use ferry_schema::manifest::Service;
+use serde::Serialize;
+
+use crate::render::unit;
+
+/// What the host runs now, as far as the plan cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Services the agent manages on this host, by name (from the state file, the unit
+    /// directory and systemd).
+    pub services: BTreeMap<String, ObservedService>,
+}
+
+/// One managed service as found on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedService {
+    /// The store path last deployed (state file, or a unit header when state was lost).
+    pub store_path: Option<String>,
+    /// The unit file's current text; `None` when the file is missing.
+    pub unit_text: Option<String>,
+    /// systemd's `ActiveState`; `None` when unknown (systemd not asked or unit not loaded).
+    pub active_state: Option<String>,
+}
+
+/// Inputs to planning that are not in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// This host's name: only services listing it are planned.
+    pub host: String,
+}
+
+/// What happens to one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// New on this host: pull, pin, write unit, start.
+    Add,
+    /// New store path: pull, pin, write unit, restart.
+    UpdateClosure,
+    /// Same store path, different unit text (env, args, hardening…): write unit, restart.
+    UpdateUnit,
+    /// Unit is right but not running: start it.
+    Start,
+    /// No longer for this host: stop, delete the unit (the profile stays as a GC root).
+    Remove,
+    /// Nothing to do.
+    Unchanged,
+}
+
+/// The systemd job a service needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Job {
+    /// `StartUnit`.
+    Start,
+    /// `RestartUnit`.
+    Restart,
+    /// `StopUnit`.
+    Stop,
+}
+
+/// The plan for one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePlan {
+    /// Service name.
+    pub name: String,
+    /// What happens.
+    pub action: Action,
+    /// Why, in words.
+    pub why: String,
+    /// The store path running now, if any.
+    pub from: Option<String>,
+    /// The store path to run (absent for removals).
+    pub to: Option<String>,
+    /// The manifest's service (absent for removals).
+    #[serde(skip)]
+    pub service: Option<Service>,
+    /// The unit text to write (absent for removals and unchanged units).
+    #[serde(skip)]
+    pub unit_text: Option<String>,
+}
+
+impl ServicePlan {
+    /// Whether the closure must be pulled and pinned.
+    pub fn pulls(&self) -> bool {
+        matches!(self.action, Action::Add | Action::UpdateClosure)
+    }
+
+    /// Whether the unit file is (re)written.
+    pub fn writes_unit(&self) -> bool {
+        self.unit_text.is_some()
+    }
+
+    /// The systemd job to run after the reload, if any.
+    pub fn job(&self) -> Option<Job> {
+        match self.action {
+            Action::Add | Action::Start => Some(Job::Start),
+            Action::UpdateClosure | Action::UpdateUnit => Some(Job::Restart),
+            Action::Remove => Some(Job::Stop),
+            Action::Unchanged => None,
+        }
+    }
+}
+
+/// An ordered plan: removals first, then this host's services in `dependsOn` order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// One entry per service that is or will be on this host.
+    pub services: Vec<ServicePlan>,
+}
+
+impl Plan {
+    /// Whether any unit file is written or deleted (so one `Reload` is needed).
+    pub fn needs_reload(&self) -> bool {
+        self.services
+            .iter()
+            .any(|s| s.writes_unit() || s.action == Action::Remove)
+    }
+
+    /// Whether the plan changes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.services.iter().all(|s| s.action == Action::Unchanged)
+    }
+}
+
+/// Plan the host's changes. Pure and deterministic.
+pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
+    let mine: BTreeMap<&str, &Service> = manifest
+        .services
+        .iter()
+        .filter(|s| s.hosts.contains(&policy.host))
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+
+    let mut services = Vec::with_capacity(mine.len() + observed.services.len());
+    for (name, obs) in observed.services.iter().rev() {
+        if !mine.contains_key(name.as_str()) {
+            services.push(ServicePlan {
+                name: name.clone(),
+                action: Action::Remove,
+                why: format!("no longer in the manifest for host {}", policy.host),
+                from: obs.store_path.clone(),
+                to: None,
+                service: None,
+                unit_text: None,
+            });
+        }
+    }
+    for name in dependency_order(&mine) {
+        let Some(service) = mine.get(name) else {
+            continue;
+        };
+        services.push(plan_service(service, observed.services.get(name)));
+    }
+    Plan { services }
+}
+
+fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan {
+    let to = service.artifact.store_path.clone();
+    let text = unit::render(service);
+    let mut p = ServicePlan {
+        name: service.name.clone(),
+        action: Action::Unchanged,
+        why: String::new(),
+        from: obs.and_then(|o| o.store_path.clone()),
+        to: Some(to.clone()),
+        service: Some(service.clone()),
+        unit_text: None,
+    };
+    let Some(obs) = obs else {
+        p.action = Action::Add;
+        p.why = "new service for this host".to_owned();
+        p.unit_text = Some(text);
+        return p;
+    };
+    if obs.store_path.as_deref() != Some(to.as_str()) {
+        p.action = Action::UpdateClosure;
+        p.why = match &obs.store_path {
+            Some(from) => format!("store path changed from {from}"),
+            None => "store path not recorded".to_owned(),
+        };
+        p.unit_text = Some(text);
+        return p;
+    }
+    match &obs.unit_text {
+        None => {
+            p.action = Action::UpdateUnit;
+            p.why = "unit file missing (host rebooted?)".to_owned();
+            p.unit_text = Some(text);
+        }
+        Some(old) if *old != text => {
+            p.action = Action::UpdateUnit;
+            p.why = format!("unit changed: {}", changed_keys(old, &text));
+            p.unit_text = Some(text);
+        }
+        Some(_) => match obs.active_state.as_deref() {
+            Some("active" | "activating" | "reloading") | None => {
+                p.why = "up to date".to_owned();
+            }
+            Some(state) => {
+                p.action = Action::Start;
+                p.why = format!("unit is {state}");
+            }
+        },
+    }
+    p
+}
+
+/// Names of unit settings whose lines differ between two unit texts.
+fn changed_keys(old: &str, new: &str) -> String {
+    let a: BTreeSet<&str> = old.lines().collect();
+    let b: BTreeSet<&str> = new.lines().collect();
+    let mut keys: Vec<&str> = a
+        .symmetric_difference(&b)
+        .map(|l| l.split_once('=').map_or(*l, |(k, _)| k))
+        .filter(|k| !k.starts_with('#'))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        "comments only".to_owned()
+    } else {
+        keys.join(", ")
+    }
+}
+
+/// Kahn's algorithm over `dependsOn` edges within this host's services, ties broken by name.
+/// Dependencies on services not on this host impose no order here. A cycle (refused by
+/// validation, but the planner must not loop) is appended in name order.
+fn dependency_order<'a>(mine: &BTreeMap<&'a str, &'a Service>) -> Vec<&'a str> {
+    let mut waiting: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (&name, s) in mine {
+        let deps: BTreeSet<&str> = s
+            .depends_on
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|d| mine.contains_key(d) && *d != name)
+            .collect();
+        waiting.insert(name, deps.len());
+        for d in deps {
+            dependents.entry(d).or_default().push(name);
+        }
+    }
+    let mut ready: BTreeSet<&str> = waiting
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut order = Vec::with_capacity(mine.len());
+    while let Some(next) = ready.pop_first() {
+        order.push(next);
+        waiting.remove(next);
+        for d in dependents.get(next).into_iter().flatten() {
+            if let Some(n) = waiting.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.insert(d);
+                }
+            }
+        }
+    }
+    order.extend(waiting.keys());
+    order
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.services {
+            let (mark, verb) = match s.action {
+                Action::Add => ('+', "add"),
+                Action::UpdateClosure => ('~', "update closure"),
+                Action::UpdateUnit => ('~', "update unit"),
+                Action::Start => ('>', "start"),
+                Action::Remove => ('-', "remove"),
+                Action::Unchanged => ('=', "unchanged"),
+            };
+            write!(f, "{mark} {}: {verb}", s.name)?;
+            match (s.action, &s.from, &s.to) {
+                (Action::UpdateClosure, Some(from), Some(to)) => write!(f, " {from} -> {to}")?,
+                (Action::Remove, Some(from), _) => write!(f, " {from}")?,
+                (_, _, Some(to)) => write!(f, " {to}")?,
+                _ => {}
+            }
+            writeln!(f, " ({})", s.why)?;
+        }
+        if self.services.is_empty() {
+            writeln!(f, "(no services for this host)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, path: &str, deps: &[&str]) -> Service {
+        let json = serde_json::json!({
+            "name": name,
+            "artifact": {"type": "nix-closure", "storePath": path},
+            "hosts": ["h1"],
+            "exec": {"command": name, "user": "u"},
+        });
+        let mut s: Service = serde_json::from_value(json).unwrap();
+        if !deps.is_empty() {
+            s.depends_on = Some(deps.iter().map(|d| d.to_string()).collect());
+        }
+        s
+    }
+
+    fn manifest(services: Vec<Service>) -> Manifest {
+        Manifest {
+            version: 1,
+            generation: "2025-01-01T00:00:00Z".into(),
+            services,
+            signatures: None,
+        }
+    }
+
+    fn running(s: &Service) -> ObservedService {
+        ObservedService {
+            store_path: Some(s.artifact.store_path.clone()),
+            unit_text: Some(unit::render(s)),
+            active_state: Some("active".into()),
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy { host: "h1".into() }
+    }
+
+    fn actions(p: &Plan) -> Vec<(&str, Action)> {
+        p.services
+            .iter()
+            .map(|s| (s.name.as_str(), s.action))
+            .collect()
+    }
+
+    #[test]
+    fn fresh_host_adds_in_dependency_order() {
+        let m = manifest(vec![
+            svc("web", "/nix/store/a-web", &["db"]),
+            svc("db", "/nix/store/b-db", &[]),
+            svc("zz", "/nix/store/c-zz", &[]),
+        ]);
+        let p = plan(&m, &Observed::default(), &policy());
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("db", Action::Add),
+                ("web", Action::Add),
+                ("zz", Action::Add)
+            ]
+        );
+        assert!(p.needs_reload());
+        assert!(
+            p.services
+                .iter()
+                .all(|s| s.pulls() && s.job() == Some(Job::Start))
+        );
+    }
+
+    #[test]
+    fn unchanged_host_is_a_noop() {
+        let a = svc("a", "/nix/store/a-a", &[]);
+        let m = manifest(vec![a.clone()]);
+        let mut o = Observed::default();
+        o.services.insert("a".into(), running(&a));
+        let p = plan(&m, &o, &policy());
+        assert!(p.is_noop());
+        assert!(!p.needs_reload());
+        assert_eq!(
+            p.to_string(),
+            "= a: unchanged /nix/store/a-a (up to date)\n"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_change() {
+        let a = svc("a", "/nix/store/a-a", &[]);
+        let b = svc("b", "/nix/store/b-b", &[]);
+        let c = svc("c", "/nix/store/c-c", &[]);
+        let d = svc("d", "/nix/store/d-d", &[]);
+        let mut o = Observed::default();
+        o.services.insert("a".into(), running(&a));
+        o.services.insert("b".into(), running(&b));
+        o.services.insert("c".into(), running(&c));
+        let mut stopped = running(&d);
+        stopped.active_state = Some("failed".into());
+        o.services.insert("d".into(), stopped);
+        o.services.insert(
+            "gone".into(),
+            running(&svc("gone", "/nix/store/g-gone", &[])),
+        );
+
+        let mut a2 = a.clone();
+        a2.artifact.store_path = "/nix/store/a2-a".into();
+        let mut b2 = b.clone();
+        b2.env.insert("X".into(), "1".into());
+        let m = manifest(vec![a2, b2, c, d]);
+        let p = plan(&m, &o, &policy());
+        assert_eq!(
+            actions(&p),
+            vec![
+                ("gone", Action::Remove),
+                ("a", Action::UpdateClosure),
+                ("b", Action::UpdateUnit),
+                ("c", Action::Unchanged),
+                ("d", Action::Start),
+            ]
+        );
+        let text = p.to_string();
+        assert!(
+            text.contains(
+                "- gone: remove /nix/store/g-gone (no longer in the manifest for host h1)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ a: update closure /nix/store/a-a -> /nix/store/a2-a"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ b: update unit /nix/store/b-b (unit changed: Environment)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("> d: start /nix/store/d-d (unit is failed)"),
+            "{text}"
+        );
+        assert!(!p.services[2].pulls());
+        assert_eq!(p.services[2].job(), Some(Job::Restart));
+    }
+
+    #[test]
+    fn missing_unit_file_is_rewritten_without_pull() {
+        let a = svc("a", "/nix/store/a-a", &[]);
+        let mut o = Observed::default();
+        let mut obs = running(&a);
+        obs.unit_text = None;
+        obs.active_state = None;
+        o.services.insert("a".into(), obs);
+        let p = plan(&manifest(vec![a]), &o, &policy());
+        assert_eq!(p.services[0].action, Action::UpdateUnit);
+        assert!(!p.services[0].pulls());
+        assert!(p.needs_reload());
+    }
+
+    #[test]
+    fn other_hosts_services_are_ignored_and_cycles_terminate() {
+        let mut other = svc("other", "/nix/store/o-other", &[]);
+        other.hosts = vec!["h2".into()];
+        let m = manifest(vec![
+            other,
+            svc("x", "/nix/store/x-x", &["y"]),
+            svc("y", "/nix/store/y-y", &["x"]),
+        ]);
+        let p = plan(&m, &Observed::default(), &policy());
+        assert_eq!(actions(&p), vec![("x", Action::Add), ("y", Action::Add)]);
+    }
+}

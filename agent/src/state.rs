@@ -1,0 +1,199 @@
+//! The state file (`<stateDir>/state.json`): what the agent last deployed, the manifest it
+//! last accepted and its ETag, and the last tick's result. Versioned JSON; parsing is pure,
+//! writing goes through `atomic_file`.
+
+use std::collections::BTreeMap;
+
+use ferry_schema::Manifest;
+use ferry_schema::manifest::Service;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The state format this agent writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// Everything the agent remembers between ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct State {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    /// ETag of the `manifest.json` last fetched and accepted (for the conditional GET).
+    #[serde(default)]
+    pub manifest_etag: Option<String>,
+    /// The manifest last accepted; re-planned on a 304 so failed pulls are retried.
+    #[serde(default)]
+    pub manifest: Option<Manifest>,
+    /// Services deployed on this host, as last successfully applied. This is what the agent
+    /// re-renders and starts when the bucket is unreachable (e.g. at boot).
+    #[serde(default)]
+    pub services: BTreeMap<String, Applied>,
+    /// The last tick's outcome.
+    #[serde(default)]
+    pub last_tick: Option<TickRecord>,
+}
+
+/// One service as applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Applied {
+    /// The manifest entry that was applied (its store path is the one pinned and running).
+    pub service: Service,
+    /// When it was applied (RFC 3339).
+    pub applied_at: String,
+}
+
+/// How a tick ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The host matches the manifest.
+    Ok,
+    /// At least one service failed.
+    Failed,
+    /// The manifest was refused; nothing changed.
+    Refused,
+    /// The bucket could not be reached; services were restored from state.
+    Unreachable,
+}
+
+/// The last tick, for `ferry-agent status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TickRecord {
+    /// When the tick started (RFC 3339).
+    pub at: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Manifest generation the tick worked from, if any.
+    #[serde(default)]
+    pub generation: Option<String>,
+    /// One line per service, plus refusal reasons.
+    pub lines: Vec<String>,
+    /// Wall time of the tick in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Why a state file could not be used.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// Not JSON, or not this shape.
+    #[error("state file is corrupt: {0}")]
+    Corrupt(String),
+    /// Written by a newer agent.
+    #[error("state file has format version {found}; this agent reads version {STATE_VERSION}")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            manifest_etag: None,
+            manifest: None,
+            services: BTreeMap::new(),
+            last_tick: None,
+        }
+    }
+}
+
+impl State {
+    /// Parse a state file's bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Self, StateError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt(e.to_string()))?;
+        if v.version != STATE_VERSION {
+            return Err(StateError::Version { found: v.version });
+        }
+        serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt(e.to_string()))
+    }
+
+    /// The bytes written to disk (pretty JSON, newline-terminated).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these plain types cannot fail; fall back to an empty object just in case.
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_else(|_| b"{}".to_vec());
+        out.push(b'\n');
+        out
+    }
+
+    /// The applied services as a manifest, for restoring units without the bucket.
+    pub fn applied_manifest(&self, host: &str) -> Manifest {
+        Manifest {
+            version: 1,
+            generation: self
+                .manifest
+                .as_ref()
+                .map_or_else(String::new, |m| m.generation.clone()),
+            services: self
+                .services
+                .values()
+                .map(|a| {
+                    let mut s = a.service.clone();
+                    if !s.hosts.iter().any(|h| h == host) {
+                        s.hosts.push(host.to_owned());
+                    }
+                    s
+                })
+                .collect(),
+            signatures: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m: Manifest =
+            serde_json::from_str(include_str!("../../schema/tests/fixtures/example.json")).unwrap();
+        let mut s = State {
+            manifest_etag: Some("\"abc\"".into()),
+            manifest: Some(m.clone()),
+            ..State::default()
+        };
+        s.services.insert(
+            "podcastitlater-web".into(),
+            Applied {
+                service: m.services[0].clone(),
+                applied_at: "2025-01-01T00:00:00Z".into(),
+            },
+        );
+        s.last_tick = Some(TickRecord {
+            at: "2025-01-01T00:00:00Z".into(),
+            outcome: Outcome::Ok,
+            generation: Some(m.generation.clone()),
+            lines: vec!["web: ok".into()],
+            duration_ms: 12,
+        });
+        let back = State::parse(&s.to_bytes()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.applied_manifest("biz").services.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_and_future_versions_are_errors() {
+        assert!(matches!(
+            State::parse(b"{\"vers"),
+            Err(StateError::Corrupt(_))
+        ));
+        assert!(matches!(State::parse(b"[]"), Err(StateError::Corrupt(_))));
+        assert!(matches!(
+            State::parse(b"{\"version\":2}"),
+            Err(StateError::Version { found: 2 })
+        ));
+        assert!(matches!(
+            State::parse(b"{\"version\":1,\"extra\":1}"),
+            Err(StateError::Corrupt(_))
+        ));
+        assert_eq!(State::parse(b"{\"version\":1}").unwrap(), State::default());
+    }
+}

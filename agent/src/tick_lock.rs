@@ -1,0 +1,88 @@
+//! The lock that keeps two ticks from overlapping: an advisory `flock` on
+//! `<stateDir>/state.lock`, released when the process exits (even on SIGKILL).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// A held tick lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct TickLock {
+    _file: File,
+}
+
+/// Why the lock was not taken.
+#[derive(Debug, Error)]
+pub enum LockError {
+    /// Another tick kept it for the whole wait.
+    #[error(
+        "another ferry-agent tick holds {path} (waited {waited:?}); it will converge the host — try again after it ends"
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long this tick waited.
+        waited: Duration,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {path}: {source}")]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl TickLock {
+    /// Take the lock, polling until `wait` has passed.
+    pub fn acquire(path: &Path, wait: Duration) -> Result<Self, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        let start = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(TryLockError::WouldBlock) if start.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(LockError::Busy {
+                        path: path.to_owned(),
+                        waited: start.elapsed(),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_waits_then_fails_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.lock");
+        let first = TickLock::acquire(&p, Duration::ZERO).unwrap();
+        let err = TickLock::acquire(&p, Duration::from_millis(300)).unwrap_err();
+        assert!(
+            err.to_string().contains("another ferry-agent tick"),
+            "{err}"
+        );
+        drop(first);
+        TickLock::acquire(&p, Duration::ZERO).unwrap();
+    }
+}
