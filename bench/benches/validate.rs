@@ -1,0 +1,20 @@
+//! How long validating a large manifest takes (goal: under 20 ms for 1,000 services).
+//! Run: `cargo bench -p ferry-bench --bench validate`.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ferry_bench::synthetic_manifest_bytes;
+use ferry_schema::{DEFAULT_SIZE_CAP, validate_bytes};
+
+fn validate_1000_services(c: &mut Criterion) {
+    let bytes = synthetic_manifest_bytes(1000);
+    // Guard: the bench would be meaningless on a manifest that fails early.
+    if let Err(problems) = validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
+        panic!("synthetic manifest is invalid: {problems:?}");
+    }
+    c.bench_function("validate_bytes/1000 services", |b| {
+        b.iter(|| validate_bytes(std::hint::black_box(&bytes), DEFAULT_SIZE_CAP))
+    });
+}
+
+criterion_group!(benches, validate_1000_services);
+criterion_main!(benches);

@@ -1,0 +1,56 @@
+//! The bucket layout: which object key holds what. The pusher writes these keys and the
+//! agent reads them, so both take them from here.
+
+use crate::names::StorePath;
+
+/// The live manifest the agents follow.
+pub const MANIFEST_KEY: &str = "manifest.json";
+
+/// Nix binary cache metadata (`StoreDir: /nix/store`).
+pub const CACHE_INFO_KEY: &str = "nix-cache-info";
+
+/// Folder of archived manifests, one per generation.
+pub const ARCHIVE_PREFIX: &str = "manifests/";
+
+/// Folder of per-host status reports.
+pub const STATUS_PREFIX: &str = "status/";
+
+/// Folder of NAR files.
+pub const NAR_PREFIX: &str = "nar/";
+
+/// The archived copy of the manifest with this generation:
+/// `manifests/manifest-<generation>.json`. RFC 3339 generations in UTC sort by time.
+pub fn archive_key(generation: &str) -> String {
+    format!("{ARCHIVE_PREFIX}manifest-{generation}.json")
+}
+
+/// The status report of one host: `status/<host>.json`.
+pub fn status_key(host: &str) -> String {
+    format!("{STATUS_PREFIX}{host}.json")
+}
+
+/// The narinfo of a store path: `<hash>.narinfo`, or `None` when `store_path` is not a
+/// store path.
+pub fn narinfo_key(store_path: &str) -> Option<String> {
+    let path = StorePath::parse(store_path).ok()?;
+    Some(format!("{}.narinfo", path.hash_part()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert_eq!(
+            archive_key("2025-01-15T12:34:56Z"),
+            "manifests/manifest-2025-01-15T12:34:56Z.json"
+        );
+        assert_eq!(status_key("biz"), "status/biz.json");
+        assert_eq!(
+            narinfo_key("/nix/store/0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j-hello-2.12").as_deref(),
+            Some("0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo")
+        );
+        assert_eq!(narinfo_key("/tmp/x"), None);
+    }
+}

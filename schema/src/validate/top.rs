@@ -1,0 +1,63 @@
+//! Document-level checks: version, generation, the service list as a whole, signature
+//! format.
+
+use chrono::DateTime;
+
+use super::report::{Report, q};
+use crate::keys::check_signature_format;
+
+/// Checks `version`, `generation` and that there is something to deploy. `None` means the
+/// field is missing or mistyped (the schema layer reported that already).
+pub fn check(
+    version: Option<u64>,
+    generation: Option<&str>,
+    service_count: usize,
+    report: &mut Report,
+) {
+    if let Some(v) = version
+        && v != 1
+    {
+        report.error(
+            "/version",
+            format!("version is {v}, but this ferry reads manifest version 1: set \"version\": 1 or use a ferry that knows version {v}"),
+        );
+    }
+    if let Some(g) = generation {
+        check_generation(g, report);
+    }
+    if service_count == 0 {
+        report.warn(
+            "/services",
+            "the manifest has no services: publishing it stops every service Ferry runs on every host",
+        );
+    }
+}
+
+fn check_generation(g: &str, report: &mut Report) {
+    match DateTime::parse_from_rfc3339(g) {
+        Err(e) => report.error(
+            "/generation",
+            format!("generation {} is not an RFC 3339 timestamp ({e}): write it like 2025-01-15T12:34:56Z", q(g)),
+        ),
+        Ok(t) if t.offset().local_minus_utc() != 0 || !g.ends_with('Z') => report.warn(
+            "/generation",
+            format!("generation {} is not in UTC with a `Z`: archived manifests sort by name, so write UTC like 2025-01-15T12:34:56Z", q(g)),
+        ),
+        Ok(_) => {}
+    }
+}
+
+/// Checks that each signature is shaped like `keyname:base64` of 64 bytes (whether it is
+/// valid is for `verify`).
+pub fn check_signatures(signatures: Option<&[String]>, report: &mut Report) {
+    for (k, sig) in signatures.unwrap_or_default().iter().enumerate() {
+        if let Err(e) = check_signature_format(sig) {
+            report.error(
+                format!("/signatures/{k}"),
+                format!(
+                    "signature {k} is malformed ({e}): remove it and sign again with `ferry sign`"
+                ),
+            );
+        }
+    }
+}
