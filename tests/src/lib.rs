@@ -5,7 +5,7 @@
 //! `tests/tests/bed_*.rs` for every handle in use.
 
 pub mod bed;
-
+pub mod closures;
 pub mod footprint;
 pub mod garage;
 pub mod host;
@@ -17,7 +17,7 @@ pub mod slot;
 mod stop;
 
 pub use bed::{Bed, BedOptions};
-
+pub use closures::Closures;
 pub use footprint::Footprint;
 pub use host::{BindRo, Host};
 pub use process::Output;

@@ -1,0 +1,241 @@
+//! Real, signed Nix closures of the test service for end-to-end tests: v1, v2, a broken
+//! one (health answers 503), a crashing one, and a multi-path one whose store paths
+//! reference each other. Built once per binary (cached on disk under
+//! /var/cache/ferry-testbed, keyed by the binary's and the expression's hash) with the
+//! machine's nix-build and plain derivations, then copied into a signed and an unsigned
+//! `file://` binary cache.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::process::{cmd, run};
+use crate::s3::S3;
+
+/// The Nix expression with every test closure.
+const EXPRESSION: &str = include_str!("closures.nix");
+/// Where built closures and their caches are kept between runs.
+const CACHE_ROOT: &str = "/var/cache/ferry-testbed";
+/// GC roots so the machine's `nix-collect-garbage` keeps the closures.
+const GC_ROOTS: &str = "/nix/var/nix/gcroots/ferry-testbed";
+/// The signing key's name, as it appears in `Sig:` lines and `trusted-public-keys`.
+pub const KEY_NAME: &str = "ferry-test-1";
+/// Flags every `nix` (not `nix-store`) command needs on Nix 2.8.
+pub const NIX_FLAGS: [&str; 2] = ["--extra-experimental-features", "nix-command"];
+
+/// The test closures and binary caches holding them.
+#[derive(Clone, Debug)]
+pub struct Closures {
+    /// Service version `1.0.0`, healthy.
+    pub v1: String,
+    /// Service version `2.0.0`, healthy.
+    pub v2: String,
+    /// Version `3.0.0-broken`: starts, but `/health` answers 503 (baked into the closure).
+    pub broken: String,
+    /// Version `4.0.0-crashing`: exits 1 at start.
+    pub crashing: String,
+    /// Version `5.0.0-multi`: healthy, references `multi_deps` (which reference each other).
+    pub multi: String,
+    /// The other store paths of `multi`'s closure (`ferry-testlib-1`, `ferry-testdata-1`).
+    pub multi_deps: Vec<String>,
+    /// `ferry-test-1:<base64>`, for `trusted-public-keys`.
+    pub public_key: String,
+    /// The secret key file (`nix-store --generate-binary-cache-key` format).
+    pub secret_key_file: PathBuf,
+    /// A `file://` binary cache folder with every closure, signed by the key.
+    pub signed_cache: PathBuf,
+    /// The same closures without signatures (a host must refuse them).
+    pub unsigned_cache: PathBuf,
+}
+
+static CLOSURES: OnceLock<std::result::Result<Closures, String>> = OnceLock::new();
+
+impl Closures {
+    /// The closures, built on first use in this process (or found in the disk cache).
+    pub fn get() -> Result<&'static Closures> {
+        CLOSURES
+            .get_or_init(|| build_or_load().map_err(|err| format!("{err:#}")))
+            .as_ref()
+            .map_err(|err| anyhow!("building the test closures failed: {err}"))
+    }
+
+    /// Every service closure's top store path, in order v1, v2, broken, crashing, multi.
+    pub fn services(&self) -> [&str; 5] {
+        [
+            &self.v1,
+            &self.v2,
+            &self.broken,
+            &self.crashing,
+            &self.multi,
+        ]
+    }
+
+    /// Uploads the signed binary cache into the bed's bucket under `prefix` (e.g. `""` or
+    /// `"cache/"`), NARs before narinfos.
+    pub async fn upload_signed(&self, s3: &S3, prefix: &str) -> Result<usize> {
+        s3.upload_dir(&self.signed_cache, prefix).await
+    }
+
+    /// Uploads the unsigned binary cache into the bed's bucket under `prefix`.
+    pub async fn upload_unsigned(&self, s3: &S3, prefix: &str) -> Result<usize> {
+        s3.upload_dir(&self.unsigned_cache, prefix).await
+    }
+}
+
+/// The ferry-testsvc binary cargo built beside the running test.
+fn testsvc_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FERRY_TESTSVC_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("finding the running test binary")?;
+    // Tests run from target/<profile>/deps/; binaries sit in target/<profile>/.
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no target folder above it")?;
+    let candidate = profile_dir.join("ferry-testsvc");
+    if !candidate.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p ferry-tests --bin ferry-testsvc` or set FERRY_TESTSVC_BIN",
+            candidate.display()
+        );
+    }
+    Ok(candidate)
+}
+
+fn build_or_load() -> Result<Closures> {
+    let binary = testsvc_binary()?;
+    let bytes = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    let mut hasher = Sha256::new();
+    hasher.update(&bytes);
+    hasher.update(EXPRESSION.as_bytes());
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let root = PathBuf::from(CACHE_ROOT);
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    // One builder at a time across processes; the others then find the result.
+    let lock_path = root.join("closures.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let dir = root.join(format!("closures-{digest}"));
+    if let Ok(closures) = load(&dir) {
+        return Ok(closures);
+    }
+    let temp = root.join(format!("closures-{digest}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&temp);
+    std::fs::create_dir_all(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    let result = build(&binary, &temp, &dir, &digest);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&temp, &dir)
+        .with_context(|| format!("moving {} into place", temp.display()))?;
+    load(&dir)
+}
+
+/// Builds every closure and both caches into `temp`, which will become `dir`.
+fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
+    let expr = temp.join("closures.nix");
+    std::fs::write(&expr, EXPRESSION).with_context(|| format!("writing {}", expr.display()))?;
+    let binary = binary
+        .to_str()
+        .context("the ferry-testsvc path is not UTF-8")?;
+    let mut paths = serde_json::Map::new();
+    std::fs::create_dir_all(GC_ROOTS).with_context(|| format!("creating {GC_ROOTS}"))?;
+    for attr in ["v1", "v2", "broken", "crashing", "multi", "lib", "data"] {
+        let mut build = cmd(
+            "nix-build",
+            ["--no-out-link", "--option", "substituters", ""],
+        );
+        build
+            .arg(&expr)
+            .args(["--argstr", "binPath", binary, "-A", attr]);
+        let out = run(&mut build)
+            .with_context(|| format!("building test closure {attr} with nix-build"))?;
+        let path = out.stdout.trim().to_string();
+        let root = Path::new(GC_ROOTS).join(format!("{digest}-{attr}"));
+        let _ = std::fs::remove_file(&root);
+        std::os::unix::fs::symlink(&path, &root)
+            .with_context(|| format!("making GC root {}", root.display()))?;
+        paths.insert(attr.to_string(), Value::String(path));
+    }
+    let (secret, public) = (temp.join("key.sec"), temp.join("key.pub"));
+    let mut keygen = cmd("nix-store", ["--generate-binary-cache-key", KEY_NAME]);
+    keygen.arg(&secret).arg(&public);
+    run(&mut keygen).context("generating the test signing key")?;
+    let tops: Vec<String> = ["v1", "v2", "broken", "crashing", "multi"]
+        .iter()
+        .filter_map(|attr| paths.get(*attr).and_then(Value::as_str).map(str::to_string))
+        .collect();
+    // The signing key path is recorded as it will be after the rename.
+    let final_secret = dir.join("key.sec");
+    for (name, key) in [("signed", Some(&secret)), ("unsigned", None)] {
+        let mut url = format!("file://{}", temp.join(name).display());
+        if let Some(key) = key {
+            url.push_str(&format!("?secret-key={}", key.display()));
+        }
+        let mut copy = cmd("nix", NIX_FLAGS);
+        copy.args(["copy", "--option", "substituters", "", "--to", &url])
+            .args(&tops);
+        run(&mut copy).with_context(|| format!("writing the {name} binary cache"))?;
+    }
+    let public_key = std::fs::read_to_string(&public).context("reading the test public key")?;
+    let manifest = json!({
+        "paths": paths,
+        "public_key": public_key.trim(),
+        "secret_key_file": final_secret,
+    });
+    let manifest_path = temp.join("closures.json");
+    std::fs::write(&manifest_path, manifest.to_string())
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
+    Ok(())
+}
+
+/// Reads a finished closure folder.
+fn load(dir: &Path) -> Result<Closures> {
+    let manifest_path = dir.join("closures.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest: Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let path = |attr: &str| -> Result<String> {
+        let path = manifest["paths"][attr]
+            .as_str()
+            .with_context(|| format!("{} lacks path {attr}", manifest_path.display()))?;
+        if !Path::new(path).exists() {
+            bail!("{path} was garbage-collected; rebuilding");
+        }
+        Ok(path.to_string())
+    };
+    Ok(Closures {
+        v1: path("v1")?,
+        v2: path("v2")?,
+        broken: path("broken")?,
+        crashing: path("crashing")?,
+        multi: path("multi")?,
+        multi_deps: vec![path("lib")?, path("data")?],
+        public_key: manifest["public_key"]
+            .as_str()
+            .context("closures.json lacks public_key")?
+            .to_string(),
+        secret_key_file: dir.join("key.sec"),
+        signed_cache: dir.join("signed"),
+        unsigned_cache: dir.join("unsigned"),
+    })
+}
