@@ -4,14 +4,18 @@
 // Tests may panic on unexpected errors: that is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod apply;
 pub mod atomic_file;
 pub mod backend;
 pub mod bucket_url;
 pub mod config;
+pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod render;
 pub mod state;
+pub mod state_file;
+pub mod tick;
 pub mod tick_lock;
 pub mod verify;
 

@@ -1,12 +1,59 @@
-//! `ferry-agent`: keeps one host in line with the manifest in the bucket.
+//! `ferry-agent`: keeps one host in line with the manifest in the bucket. This file only
+//! parses the command line and dispatches to one module per verb.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod command;
 
 /// Ferry's host agent (run by a systemd timer).
 #[derive(Parser)]
-#[command(version)]
-struct Cli {}
+#[command(version, about)]
+struct Cli {
+    /// Agent configuration file.
+    #[arg(long, global = true, default_value = ferry_agent::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    verb: Verb,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Subcommand)]
+enum Verb {
+    /// Run one tick: bring this host in line with the manifest.
+    Reconcile(command::reconcile::Args),
+    /// Show what a tick would do, without doing it.
+    Plan(command::plan::Args),
+    /// Show what this host runs.
+    Status(command::status::Args),
+    /// Write the unit files the agent would install for a host (no config needed).
+    Render(command::render::Args),
+    /// Print the effective configuration.
+    Config(command::config::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.verb {
+        Verb::Reconcile(a) => command::reconcile::run(&cli.config, a),
+        Verb::Plan(a) => command::plan::run(&cli.config, a),
+        Verb::Status(a) => command::status::run(&cli.config, a),
+        Verb::Render(a) => command::render::run(a),
+        Verb::Config(a) => command::config::run(&cli.config, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

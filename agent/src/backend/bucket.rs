@@ -41,6 +41,12 @@ pub trait Bucket: Send + Sync + 'static {
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
 
+    /// A binary-cache URL `nix copy` can read directly, when there is one (`file://` buckets);
+    /// `None` means serve the bucket through the loopback cache proxy.
+    fn direct_cache_url(&self) -> Option<String> {
+        None
+    }
+
     /// Requests made so far (for reports and benchmarks: a no-op tick makes one).
     fn requests(&self) -> u64;
 }

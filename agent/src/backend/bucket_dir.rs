@@ -69,6 +69,10 @@ impl Bucket for DirBucket {
         })
     }
 
+    fn direct_cache_url(&self) -> Option<String> {
+        Some(format!("file://{}", self.root.display()))
+    }
+
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

@@ -7,6 +7,7 @@ pub mod bucket;
 pub mod bucket_dir;
 pub mod bucket_s3;
 pub mod cache_proxy;
+pub mod configured_bucket;
 pub mod store;
 pub mod systemd;
 pub mod units;

@@ -1,0 +1,89 @@
+//! `ferry-agent plan [--manifest FILE]`: what a tick would do, as a readable diff. Reads the
+//! host (state, unit files, systemd when reachable) but changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use ferry_agent::backend::bucket::{Bucket, Fetched};
+use ferry_agent::backend::systemd::DbusSystemd;
+use ferry_agent::backend::units::UnitDir;
+use ferry_agent::config::Config;
+use ferry_agent::observe::observe;
+use ferry_agent::plan::{Policy, plan};
+use ferry_agent::state_file;
+use ferry_agent::verify::verify;
+
+use super::runtime;
+
+/// Arguments of `plan`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Plan against this manifest file instead of the bucket's `manifest.json`.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+/// Print the plan. Exit 0 when nothing would change, 1 when something would, 2 when refused.
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let policy = runtime::host_policy(&config)?;
+    let rt = runtime::runtime()?;
+    rt.block_on(async {
+        let bytes = match &args.manifest {
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            None => {
+                let bucket = runtime::bucket(&config).await?;
+                match bucket.get(ferry_schema::layout::MANIFEST_KEY, None).await? {
+                    Fetched::Object { bytes, .. } => bytes,
+                    Fetched::Missing | Fetched::NotModified => {
+                        anyhow::bail!(
+                            "the bucket has no manifest.json; publish one with `ferry push`"
+                        )
+                    }
+                }
+            }
+        };
+        let accepted = match verify(
+            &bytes,
+            ferry_schema::DEFAULT_SIZE_CAP,
+            &config.manifest_keys,
+            Some(&policy),
+        ) {
+            Ok(a) => a,
+            Err(reasons) => {
+                println!("manifest refused; a tick would change nothing:");
+                for r in reasons {
+                    println!("  refused: {r}");
+                }
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let (state, note) = state_file::load(&config.state_file());
+        if let Some(note) = note {
+            println!("state: {note}");
+        }
+        let systemd = match runtime::systemd(&config).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                println!("note: {e:#}; unit states unknown");
+                None
+            }
+        };
+        let units = UnitDir {
+            dir: config.unit_dir.clone(),
+        };
+        let observed = observe::<DbusSystemd, _>(&state, &units, systemd.as_ref()).await?;
+        let p = plan(
+            &accepted.manifest,
+            &observed,
+            &Policy {
+                host: policy.host.clone(),
+            },
+        );
+        print!("{p}");
+        Ok(ExitCode::from(if p.is_noop() { 0 } else { 1 }))
+    })
+}

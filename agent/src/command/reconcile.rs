@@ -1,0 +1,77 @@
+//! `ferry-agent reconcile`: one tick, under the lock, with the state saved atomically.
+//! Exit codes: 0 host matches the manifest; 1 a service failed; 2 manifest refused;
+//! 3 bucket unreachable (services restored from state); 75 another tick holds the lock.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ferry_agent::config::Config;
+use ferry_agent::state::Outcome;
+use ferry_agent::state_file;
+use ferry_agent::tick::{TickSettings, tick};
+use ferry_agent::tick_lock::{LockError, TickLock};
+
+use super::runtime;
+
+/// Arguments of `reconcile`.
+#[derive(clap::Args)]
+pub struct Args {}
+
+/// Run one tick.
+pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let config = Config::load(config_path)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    let _lock = match TickLock::acquire(
+        &config.lock_file(),
+        Duration::from_secs(config.timeouts.lock_wait_sec),
+    ) {
+        Ok(l) => l,
+        Err(e @ LockError::Busy { .. }) => {
+            eprintln!("ferry-agent: {e}");
+            return Ok(ExitCode::from(75));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (mut state, note) = state_file::load(&config.state_file());
+    if let Some(note) = &note {
+        println!("state: {note}");
+    }
+    let settings = TickSettings {
+        policy: runtime::host_policy(&config)?,
+        manifest_keys: config.manifest_keys.clone(),
+        size_cap: ferry_schema::DEFAULT_SIZE_CAP,
+        apply: runtime::apply_settings(&config),
+    };
+    let rt = runtime::runtime()?;
+    let report = rt.block_on(async {
+        let backends = runtime::backends(&config).await?;
+        anyhow::Ok(tick(&settings, &mut state, &backends).await)
+    })?;
+    state_file::save(&config.state_file(), &state)?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    let outcome = match report.outcome {
+        Outcome::Ok => "ok",
+        Outcome::Failed => "failed",
+        Outcome::Refused => "refused",
+        Outcome::Unreachable => "unreachable",
+    };
+    println!(
+        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} ms={}",
+        report.applied.reloads,
+        report.applied.units_touched,
+        report.requests,
+        started.elapsed().as_millis()
+    );
+    Ok(ExitCode::from(match report.outcome {
+        Outcome::Ok => 0,
+        Outcome::Failed => 1,
+        Outcome::Refused => 2,
+        Outcome::Unreachable => 3,
+    }))
+}

@@ -1,0 +1,83 @@
+//! What the verbs share: a small tokio runtime and the backends built from the configuration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferry_agent::apply::{ApplySettings, Backends};
+use ferry_agent::backend::configured_bucket::ConfiguredBucket;
+use ferry_agent::backend::store::NixCli;
+use ferry_agent::backend::systemd::DbusSystemd;
+use ferry_agent::backend::units::UnitDir;
+use ferry_agent::bucket_url::BucketUrl;
+use ferry_agent::config::Config;
+use ferry_agent::policy::HostPolicy;
+
+/// A single-threaded runtime: a tick is mostly waiting, and a small RSS matters on small hosts.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The configured bucket.
+pub async fn bucket(config: &Config) -> anyhow::Result<ConfiguredBucket> {
+    let url = config.bucket.as_deref().context(
+        "no bucket configured: set bucket = \"s3://BUCKET?endpoint=…&region=…\" or \"file:///DIR\" in agent.toml",
+    )?;
+    let url = BucketUrl::parse(url).context("bucket in agent.toml")?;
+    Ok(ConfiguredBucket::open(&url, config).await)
+}
+
+/// The nix CLI store.
+pub fn store(config: &Config) -> NixCli {
+    NixCli {
+        nix: config.nix_bin.clone(),
+        trusted_keys: config.trusted_keys.clone(),
+        pull_timeout: Duration::from_secs(config.timeouts.pull_sec),
+    }
+}
+
+/// systemd over the configured bus.
+pub async fn systemd(config: &Config) -> anyhow::Result<DbusSystemd> {
+    Ok(DbusSystemd::connect(
+        config.bus_address.as_deref(),
+        Duration::from_secs(config.timeouts.job_sec),
+    )
+    .await?)
+}
+
+/// The host policy from the configuration.
+pub fn host_policy(config: &Config) -> anyhow::Result<HostPolicy> {
+    Ok(HostPolicy {
+        host: config
+            .effective_host_name()
+            .context("reading this machine's hostname (set hostName in agent.toml)")?,
+        secrets_dir: config.secrets_dir.clone(),
+        allow_root: config.allow_root,
+    })
+}
+
+/// All backends.
+pub async fn backends(
+    config: &Config,
+) -> anyhow::Result<Backends<ConfiguredBucket, NixCli, DbusSystemd, UnitDir>> {
+    Ok(Backends {
+        bucket: Arc::new(bucket(config).await?),
+        store: store(config),
+        systemd: systemd(config).await?,
+        units: UnitDir {
+            dir: config.unit_dir.clone(),
+        },
+    })
+}
+
+/// Apply settings from the configuration.
+pub fn apply_settings(config: &Config) -> ApplySettings {
+    ApplySettings {
+        profile_dir: config.profile_dir.clone(),
+        generations_to_keep: config.generations_to_keep,
+        settle: Duration::from_secs(config.timeouts.settle_sec),
+    }
+}

@@ -1,0 +1,106 @@
+//! `ferry-agent status [--json]`: what this host runs — services, store paths, profile
+//! generation, unit state, and the last tick's result and time.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ferry_agent::backend::systemd::Systemd;
+use ferry_agent::backend::units::{UnitDir, Units};
+use ferry_agent::config::Config;
+use ferry_agent::render::unit::{header_store_path, unit_name};
+use ferry_agent::state_file;
+use serde_json::json;
+
+use super::runtime;
+
+/// Arguments of `status`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Print the status.
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let (state, note) = state_file::load(&config.state_file());
+    let units = UnitDir {
+        dir: config.unit_dir.clone(),
+    }
+    .list()?;
+    let rt = runtime::runtime()?;
+    let systemd = rt.block_on(runtime::systemd(&config)).ok();
+    let mut names: Vec<&String> = state.services.keys().chain(units.keys()).collect();
+    names.sort();
+    names.dedup();
+    let mut services = Vec::new();
+    for name in names {
+        let store_path = state
+            .services
+            .get(name)
+            .map(|a| a.service.artifact.store_path.clone())
+            .or_else(|| {
+                units
+                    .get(name)
+                    .and_then(|t| header_store_path(t))
+                    .map(|(_, p)| p.to_owned())
+            });
+        let unit = unit_name(name);
+        let unit_state = match &systemd {
+            Some(sd) => rt.block_on(sd.unit_state(&unit)).ok().flatten(),
+            None => None,
+        };
+        let profile = config.profile_dir.join(name);
+        let generation = std::fs::read_link(&profile)
+            .ok()
+            .and_then(|l| l.file_name().map(|f| f.to_string_lossy().into_owned()))
+            .and_then(|f| f.rsplit('-').nth(1).and_then(|g| g.parse::<u64>().ok()));
+        services.push(json!({
+            "name": name,
+            "storePath": store_path,
+            "unit": unit,
+            "unitFile": units.contains_key(name),
+            "activeState": unit_state.as_ref().map(|s| s.active_state.clone()),
+            "subState": unit_state.as_ref().map(|s| s.sub_state.clone()),
+            "nRestarts": unit_state.as_ref().map(|s| s.n_restarts),
+            "profile": profile,
+            "profileGeneration": generation,
+            "appliedAt": state.services.get(name).map(|a| a.applied_at.clone()),
+        }));
+    }
+    let doc = json!({
+        "host": config.effective_host_name().ok(),
+        "manifestGeneration": state.manifest.as_ref().map(|m| m.generation.clone()),
+        "stateNote": note,
+        "systemdReachable": systemd.is_some(),
+        "lastTick": state.last_tick,
+        "services": services,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(note) = &note {
+        println!("state: {note}");
+    }
+    match &state.last_tick {
+        Some(t) => println!("last tick: {} {:?} ({} ms)", t.at, t.outcome, t.duration_ms),
+        None => println!("last tick: never"),
+    }
+    for s in &services {
+        let get = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        println!(
+            "{}: {} unit={} {}/{} generation={}",
+            get("name"),
+            get("storePath"),
+            get("unit"),
+            get("activeState"),
+            get("subState"),
+            s.get("profileGeneration")
+                .and_then(|v| v.as_u64())
+                .map_or("-".to_owned(), |g| g.to_string()),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

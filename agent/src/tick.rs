@@ -1,0 +1,219 @@
+//! One reconcile tick: fetch → verify → observe → plan → apply → record (in memory; the
+//! caller writes the state file). An unreachable bucket or a refused manifest falls back to
+//! the services recorded in state, so a rebooted host brings its last known-good services
+//! back, and a healthy host is left alone.
+
+use std::time::Instant;
+
+use ferry_schema::Manifest;
+use ferry_schema::layout::MANIFEST_KEY;
+
+use crate::apply::{ApplyReport, ApplySettings, Backends, apply};
+use crate::backend::bucket::{Bucket, BucketError, Fetched};
+use crate::backend::store::Store;
+use crate::backend::systemd::Systemd;
+use crate::backend::units::Units;
+use crate::observe::observe;
+use crate::plan::{Action, Plan, Policy, plan};
+use crate::policy::HostPolicy;
+use crate::state::{Applied, Outcome, State, TickRecord};
+use crate::verify::verify;
+
+/// Everything a tick needs besides the backends and the state.
+#[derive(Debug, Clone)]
+pub struct TickSettings {
+    /// Host policy (host name, secrets dir, root).
+    pub policy: HostPolicy,
+    /// Trusted manifest keys (empty: signatures not required).
+    pub manifest_keys: Vec<String>,
+    /// Manifest size cap in bytes.
+    pub size_cap: usize,
+    /// Apply settings.
+    pub apply: ApplySettings,
+}
+
+/// What a tick did.
+#[derive(Debug, Clone)]
+pub struct TickReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Refusal reasons / notes, then one line per service.
+    pub lines: Vec<String>,
+    /// The plan that was applied, if one was made.
+    pub plan: Option<Plan>,
+    /// The apply step's report.
+    pub applied: ApplyReport,
+    /// Bucket requests made.
+    pub requests: u64,
+}
+
+/// Where the desired state came from.
+enum Source {
+    /// A newly fetched, accepted manifest (with its ETag).
+    Fetched(Box<Manifest>, Option<String>),
+    /// `manifest.json` unchanged (304): the stored manifest.
+    Unchanged(Box<Manifest>),
+    /// No usable manifest: restore what state says is deployed, never remove anything.
+    Restore(Outcome),
+}
+
+/// Run one tick.
+pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
+    settings: &TickSettings,
+    state: &mut State,
+    b: &Backends<B, S, D, U>,
+) -> TickReport {
+    let started = Instant::now();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let host = settings.policy.host.clone();
+    let mut lines = Vec::new();
+
+    let etag = state.manifest.as_ref().and(state.manifest_etag.as_deref());
+    let source = match b.bucket.get(MANIFEST_KEY, etag).await {
+        Ok(Fetched::Object { bytes, etag }) => {
+            match verify(
+                &bytes,
+                settings.size_cap,
+                &settings.manifest_keys,
+                Some(&settings.policy),
+            ) {
+                Ok(accepted) => {
+                    for w in &accepted.warnings {
+                        lines.push(format!("manifest warning: {w}"));
+                    }
+                    Source::Fetched(Box::new(accepted.manifest), etag)
+                }
+                Err(reasons) => {
+                    lines.push(format!(
+                        "manifest refused ({} reason{}); nothing changed:",
+                        reasons.len(),
+                        if reasons.len() == 1 { "" } else { "s" }
+                    ));
+                    lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
+                    Source::Restore(Outcome::Refused)
+                }
+            }
+        }
+        Ok(Fetched::NotModified) => match &state.manifest {
+            Some(m) => Source::Unchanged(Box::new(m.clone())),
+            None => Source::Restore(Outcome::Ok),
+        },
+        Ok(Fetched::Missing) => {
+            lines.push(format!(
+                "the bucket has no {MANIFEST_KEY}; publish one with `ferry push` (keeping current services)"
+            ));
+            Source::Restore(Outcome::Refused)
+        }
+        Err(e @ BucketError::Unreachable(_)) | Err(e @ BucketError::Refused(_)) => {
+            lines.push(format!("{e}; restoring services from state"));
+            Source::Restore(Outcome::Unreachable)
+        }
+    };
+
+    let (desired, restore_outcome) = match &source {
+        Source::Fetched(m, _) | Source::Unchanged(m) => ((**m).clone(), None),
+        Source::Restore(o) => (state.applied_manifest(&host), Some(*o)),
+    };
+
+    let observed = match observe(state, &b.units, Some(&b.systemd)).await {
+        Ok(o) => o,
+        Err(e) => {
+            lines.push(format!(
+                "cannot read the unit directory: {e}; nothing changed"
+            ));
+            return finish(
+                state,
+                at,
+                Outcome::Failed,
+                lines,
+                None,
+                ApplyReport::default(),
+                started,
+                b,
+            );
+        }
+    };
+    let mut the_plan = plan(&desired, &observed, &Policy { host: host.clone() });
+    if restore_outcome.is_some() {
+        // Without a trusted manifest the agent only restores; it never removes.
+        the_plan.services.retain(|p| p.action != Action::Remove);
+    }
+
+    let applied = apply(&the_plan, b, &settings.apply).await;
+
+    // Record: successful services become the applied set; failures keep their old entry.
+    let now = at.clone();
+    for (p, outcome) in the_plan.services.iter().zip(&applied.services) {
+        if !outcome.ok {
+            continue;
+        }
+        if p.action == Action::Remove {
+            state.services.remove(&p.name);
+        } else if let Some(service) = &p.service {
+            let fresh = state
+                .services
+                .get(&p.name)
+                .is_none_or(|a| a.service != *service);
+            if fresh {
+                state.services.insert(
+                    p.name.clone(),
+                    Applied {
+                        service: service.clone(),
+                        applied_at: now.clone(),
+                    },
+                );
+            }
+        }
+    }
+    if let Source::Fetched(m, etag) = source {
+        state.manifest = Some(*m);
+        state.manifest_etag = etag;
+    }
+
+    let any_failed = applied.services.iter().any(|s| !s.ok);
+    for s in &applied.services {
+        lines.push(format!("{}: {}", s.name, s.message));
+    }
+    let outcome = match (any_failed, restore_outcome) {
+        (true, _) => Outcome::Failed,
+        (false, Some(o)) => o,
+        (false, None) => Outcome::Ok,
+    };
+    finish(
+        state,
+        at,
+        outcome,
+        lines,
+        Some(the_plan),
+        applied,
+        started,
+        b,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish<B: Bucket, S, D, U>(
+    state: &mut State,
+    at: String,
+    outcome: Outcome,
+    lines: Vec<String>,
+    plan: Option<Plan>,
+    applied: ApplyReport,
+    started: Instant,
+    b: &Backends<B, S, D, U>,
+) -> TickReport {
+    state.last_tick = Some(TickRecord {
+        at,
+        outcome,
+        generation: state.manifest.as_ref().map(|m| m.generation.clone()),
+        lines: lines.clone(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    TickReport {
+        outcome,
+        lines,
+        plan,
+        applied,
+        requests: b.bucket.requests(),
+    }
+}
