@@ -30,8 +30,8 @@ pub struct Manifest {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Service {
     /// Unique name; becomes the unit `ferry-<name>.service`, the Nix profile name and the
-    /// Caddy route id `ferry-<name>`. Lowercase letters, digits and `-`, starting with a
-    /// letter or digit, at most 63 characters.
+    /// Caddy route id `ferry-<name>`. A lowercase DNS label: 1-63 lowercase letters, digits
+    /// and `-`, starting and ending with a letter or digit.
     pub name: String,
     /// What to run.
     pub artifact: Artifact,
@@ -91,7 +91,8 @@ pub enum ArtifactKind {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exec {
     /// A program name, run as `<storePath>/bin/<command>`, or a relative path inside the
-    /// closure (`libexec/web/serve`). Never absolute, never containing `..`.
+    /// closure (`libexec/web/serve`). Never containing `..`; an absolute path is accepted
+    /// only inside the service's own store path.
     pub command: String,
     /// Arguments passed to the command, each as one argument (no shell).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -70,14 +70,19 @@ pub fn check(doc: &Value, report: &mut Report) {
                     ),
                 );
             }
-            ValidationErrorKind::AnyOf { .. } => {
+            ValidationErrorKind::AnyOf { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
+                let values = accepted_values(&compiled.schema, &pointer);
+                let hint = if values.is_empty() {
+                    "see `ferry schema` for what is accepted".to_owned()
+                } else {
+                    format!("use one of {}", values.join(", "))
+                };
                 report.error(
                     pointer.clone(),
                     format!(
-                        "{subject}: {}{} is not an accepted value; {}",
+                        "{subject}: {}{} is not an accepted value; {hint}",
                         short(&error.instance),
-                        place(&pointer),
-                        accepted(&pointer)
+                        place(&pointer)
                     ),
                 );
             }
@@ -120,13 +125,42 @@ fn place(pointer: &str) -> String {
     }
 }
 
-fn accepted(pointer: &str) -> &'static str {
-    if pointer.ends_with("/protectSystem") {
-        "use true, false, \"full\" or \"strict\""
-    } else if pointer.ends_with("/protectHome") {
-        "use true, false, \"read-only\" or \"tmpfs\""
-    } else {
-        "see `ferry schema` for the accepted values"
+/// The literal values the schema accepts at `pointer` (`true`, `"strict"`…), from the
+/// `const`, `enum` and boolean branches of its `anyOf`/`oneOf`.
+fn accepted_values(schema: &Value, pointer: &str) -> Vec<String> {
+    let Some(node) = node_at(schema, pointer) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    collect_values(schema, node, &mut out);
+    out
+}
+
+fn collect_values(schema: &Value, node: &Value, out: &mut Vec<String>) {
+    let node = resolve(schema, node);
+    if let Some(c) = node.get("const") {
+        out.push(c.to_string());
+    }
+    for v in node
+        .get("enum")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push(v.to_string());
+    }
+    if node.get("type").and_then(Value::as_str) == Some("boolean") {
+        out.extend(["true".to_owned(), "false".to_owned()]);
+    }
+    for key in ["anyOf", "oneOf"] {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            collect_values(schema, branch, out);
+        }
     }
 }
 
@@ -146,21 +180,25 @@ fn one_line(s: &str) -> String {
 
 /// Field names the schema allows at the object `pointer` points to.
 fn allowed_fields(schema: &Value, pointer: &str) -> Vec<String> {
+    node_at(schema, pointer)
+        .and_then(|node| node.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The subschema describing the value at the instance location `pointer` (following
+/// `properties`, `items` and local `$ref`s).
+fn node_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
     let mut node = resolve(schema, schema);
     for part in pointer.split('/').skip(1) {
         let next = node
             .get("properties")
             .and_then(|p| p.get(part))
-            .or_else(|| node.get("items").filter(|_| part.parse::<usize>().is_ok()));
-        match next {
-            Some(n) => node = resolve(schema, n),
-            None => return Vec::new(),
-        }
+            .or_else(|| node.get("items").filter(|_| part.parse::<usize>().is_ok()))?;
+        node = resolve(schema, next);
     }
-    node.get("properties")
-        .and_then(Value::as_object)
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
+    Some(node)
 }
 
 /// Follows a local `$ref` (`#/$defs/X`).
@@ -203,6 +241,15 @@ mod tests {
         assert!(http.contains(&"internalPort".to_owned()), "{http:?}");
         let top = allowed_fields(&schema, "");
         assert!(top.contains(&"generation".to_owned()));
+    }
+
+    #[test]
+    fn accepted_values_come_from_the_schema() {
+        let schema = schema_value();
+        let values = accepted_values(&schema, "/services/0/hardening/protectSystem");
+        assert_eq!(values, ["true", "false", "\"full\"", "\"strict\""]);
+        let kinds = accepted_values(&schema, "/services/0/artifact/type");
+        assert_eq!(kinds, ["\"nix-closure\""]);
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! Property test: whatever a manifest is mutated into, parsing and validating it returns
+//! problems instead of panicking.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferry_schema::{DEFAULT_SIZE_CAP, validate_bytes, validate_manifest};
+use proptest::prelude::*;
+use serde_json::Value;
+
+const EXAMPLE: &str = include_str!("fixtures/example.json");
+
+/// Values that stress the checks: wrong types, edge numbers, hostile strings.
+fn nasty_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        ".*".prop_map(Value::String),
+        "[a-z./\\-%$\n\u{0}]{0,12}".prop_map(Value::String),
+        Just(Value::String("/nix/store/..".to_owned())),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!({})),
+        Just(serde_json::json!([
+            "podcastitlater-web",
+            "podcastitlater-web"
+        ])),
+    ]
+}
+
+/// Every location in the example document, as JSON Pointers.
+fn pointers(v: &Value, here: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                pointers(child, format!("{here}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointers(child, format!("{here}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(here);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn mutated_manifests_never_panic(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), nasty_value()), 1..6),
+        duplicate in any::<bool>(),
+    ) {
+        let mut doc: Value = serde_json::from_str(EXAMPLE).unwrap();
+        if duplicate {
+            let copy = doc["services"][0].clone();
+            doc["services"].as_array_mut().unwrap().push(copy);
+        }
+        for (index, value) in edits {
+            let mut all = Vec::new();
+            pointers(&doc, String::new(), &mut all);
+            let target = index.get(&all).clone();
+            if target.is_empty() {
+                doc = value;
+            } else if let Some(slot) = doc.pointer_mut(&target) {
+                *slot = value;
+            }
+        }
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let result = validate_bytes(&bytes, DEFAULT_SIZE_CAP);
+        if let Ok(validated) = result {
+            // Whatever passes the bytes layer passes the typed layer too.
+            prop_assert!(validate_manifest(&validated.manifest).iter().all(|p| !p.is_error()));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = validate_bytes(&bytes, DEFAULT_SIZE_CAP);
+    }
+
+    #[test]
+    fn truncated_example_never_panics(cut in 0..EXAMPLE.trim_end().len()) {
+        prop_assert!(validate_bytes(&EXAMPLE.as_bytes()[..cut], DEFAULT_SIZE_CAP).is_err());
+    }
+}

@@ -1,0 +1,593 @@
+//! Validation against literals: the original example, a table of invalid manifests with the
+//! pointer each must produce, serde round trip, and the committed schema's freshness.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferry_schema::{
+    DEFAULT_SIZE_CAP, Manifest, Problem, Severity, validate_bytes, validate_manifest,
+};
+use serde_json::{Value, json};
+
+const EXAMPLE: &str = include_str!("fixtures/example.json");
+
+fn example() -> Value {
+    serde_json::from_str(EXAMPLE).unwrap()
+}
+
+fn problems_of(doc: &Value) -> Vec<Problem> {
+    match validate_bytes(&serde_json::to_vec(doc).unwrap(), DEFAULT_SIZE_CAP) {
+        Ok(v) => v.warnings,
+        Err(p) => p,
+    }
+}
+
+#[test]
+fn example_validates_with_only_the_store_hash_warning() {
+    let validated = validate_bytes(EXAMPLE.as_bytes(), DEFAULT_SIZE_CAP).unwrap();
+    assert_eq!(validated.manifest.services[0].name, "podcastitlater-web");
+    assert_eq!(validated.warnings.len(), 1, "{:?}", validated.warnings);
+    let w = &validated.warnings[0];
+    assert_eq!(w.pointer, "/services/0/artifact/storePath");
+    assert_eq!(w.severity, Severity::Warning);
+    assert!(w.message.contains("podcastitlater-web"), "{w}");
+}
+
+/// Sets `pointer` in `doc` to `value`, creating objects on the way; `Value::Null` as the
+/// value with `remove` semantics is spelled by [`Edit::Remove`].
+enum Edit {
+    Set(&'static str, Value),
+    Remove(&'static str),
+    /// Appends a copy of service 0 with these edits (pointers relative to the service).
+    AddService(Vec<Edit>),
+}
+
+fn set(doc: &mut Value, pointer: &str, value: Value) {
+    let (parent, last) = pointer.rsplit_once('/').unwrap();
+    let mut node = doc;
+    for part in parent.split('/').skip(1) {
+        node = match node {
+            Value::Array(items) => &mut items[part.parse::<usize>().unwrap()],
+            Value::Object(map) => map.entry(part).or_insert_with(|| json!({})),
+            _ => panic!("cannot descend into {pointer}"),
+        };
+    }
+    match node {
+        Value::Object(map) => {
+            map.insert(last.to_owned(), value);
+        }
+        Value::Array(items) => items[last.parse::<usize>().unwrap()] = value,
+        _ => panic!("cannot set {pointer}"),
+    }
+}
+
+fn apply(doc: &mut Value, edits: Vec<Edit>) {
+    for edit in edits {
+        match edit {
+            Edit::Set(p, v) => set(doc, p, v),
+            Edit::Remove(p) => {
+                let (parent, last) = p.rsplit_once('/').unwrap();
+                doc.pointer_mut(parent)
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(last);
+            }
+            Edit::AddService(edits) => {
+                let mut service = doc["services"][0].clone();
+                apply(&mut service, edits);
+                doc["services"].as_array_mut().unwrap().push(service);
+            }
+        }
+    }
+}
+
+use Edit::{AddService, Remove, Set};
+
+/// (what, edits to the example, pointer that must be reported, text the message must contain)
+fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)> {
+    vec![
+        (
+            "version 2",
+            vec![Set("/version", json!(2))],
+            "/version",
+            "version 1",
+        ),
+        (
+            "generation not RFC 3339",
+            vec![Set("/generation", json!("yesterday"))],
+            "/generation",
+            "RFC 3339",
+        ),
+        (
+            "unknown top-level field",
+            vec![Set("/servces", json!([]))],
+            "/servces",
+            "did you mean `services`",
+        ),
+        (
+            "unknown service field",
+            vec![Set("/services/0/htpp", json!({}))],
+            "/services/0/htpp",
+            "did you mean `http`",
+        ),
+        (
+            "snake_case field",
+            vec![Set("/services/0/http/internal_port", json!(1))],
+            "/services/0/http/internal_port",
+            "did you mean `internalPort`",
+        ),
+        (
+            "missing name",
+            vec![Remove("/services/0/name")],
+            "/services/0/name",
+            "required field `name`",
+        ),
+        (
+            "name with capitals",
+            vec![Set("/services/0/name", json!("Web_App"))],
+            "/services/0/name",
+            "web-app",
+        ),
+        (
+            "name with newline",
+            vec![Set("/services/0/name", json!("web\nExecStartPre=/bin/sh"))],
+            "/services/0/name",
+            "lowercase",
+        ),
+        (
+            "duplicate name",
+            vec![AddService(vec![Set("/hosts", json!(["other"]))])],
+            "/services/1/name",
+            "unique",
+        ),
+        (
+            "no hosts",
+            vec![Set("/services/0/hosts", json!([]))],
+            "/services/0/hosts",
+            "at least one host",
+        ),
+        (
+            "bad host",
+            vec![Set("/services/0/hosts", json!(["biz", "Biz!"]))],
+            "/services/0/hosts/1",
+            "host name",
+        ),
+        (
+            "store path outside store",
+            vec![Set(
+                "/services/0/artifact/storePath",
+                json!("/usr/bin/python3"),
+            )],
+            "/services/0/artifact/storePath",
+            "not under /nix/store",
+        ),
+        (
+            "store path escaping",
+            vec![Set(
+                "/services/0/artifact/storePath",
+                json!("/nix/store/abc-x/../../etc"),
+            )],
+            "/services/0/artifact/storePath",
+            "inside a store path",
+        ),
+        (
+            "store path with space",
+            vec![Set(
+                "/services/0/artifact/storePath",
+                json!("/nix/store/abc-x y"),
+            )],
+            "/services/0/artifact/storePath",
+            "a space",
+        ),
+        (
+            "unknown artifact type",
+            vec![Set("/services/0/artifact/type", json!("docker"))],
+            "/services/0/artifact/type",
+            "podcastitlater-web",
+        ),
+        (
+            "command escapes closure",
+            vec![Set("/services/0/exec/command", json!("../../bin/sh"))],
+            "/services/0/exec/command",
+            "`..`",
+        ),
+        (
+            "absolute command",
+            vec![Set("/services/0/exec/command", json!("/bin/sh"))],
+            "/services/0/exec/command",
+            "outside the service's store path",
+        ),
+        (
+            "command with newline",
+            vec![Set(
+                "/services/0/exec/command",
+                json!("web\nExecStartPre=/bin/rm"),
+            )],
+            "/services/0/exec/command",
+            "a newline",
+        ),
+        (
+            "command with specifier",
+            vec![Set("/services/0/exec/command", json!("web%h"))],
+            "/services/0/exec/command",
+            "`%`",
+        ),
+        (
+            "bad user",
+            vec![Set("/services/0/exec/user", json!("Root User"))],
+            "/services/0/exec/user",
+            "POSIX",
+        ),
+        (
+            "bad group",
+            vec![Set("/services/0/exec/group", json!("9group"))],
+            "/services/0/exec/group",
+            "POSIX",
+        ),
+        (
+            "arg with newline",
+            vec![Set("/services/0/exec/args", json!(["--ok", "a\nb"]))],
+            "/services/0/exec/args/1",
+            "a newline",
+        ),
+        (
+            "bad env key",
+            vec![Set("/services/0/env/BAD-KEY", json!("x"))],
+            "/services/0/env/BAD-KEY",
+            "variable name",
+        ),
+        (
+            "env value with newline",
+            vec![Set(
+                "/services/0/env/AREA",
+                json!("Live\nExecStart=/bin/sh"),
+            )],
+            "/services/0/env/AREA",
+            "a newline",
+        ),
+        (
+            "env value with NUL",
+            vec![Set("/services/0/env/AREA", json!("a\u{0}b"))],
+            "/services/0/env/AREA",
+            "NUL",
+        ),
+        (
+            "relative envFile",
+            vec![Set("/services/0/envFile", json!("secrets.env"))],
+            "/services/0/envFile",
+            "absolute",
+        ),
+        (
+            "envFile with ..",
+            vec![Set(
+                "/services/0/envFile",
+                json!("/var/lib/../../etc/shadow"),
+            )],
+            "/services/0/envFile",
+            "`..`",
+        ),
+        (
+            "uppercase domain",
+            vec![Set("/services/0/http/domain", json!("PodcastItLater.com"))],
+            "/services/0/http/domain",
+            "lowercase",
+        ),
+        (
+            "domain with scheme",
+            vec![Set(
+                "/services/0/http/domain",
+                json!("https://podcastitlater.com"),
+            )],
+            "/services/0/http/domain",
+            "no scheme",
+        ),
+        (
+            "relative http path",
+            vec![Set("/services/0/http/path", json!("api"))],
+            "/services/0/http/path",
+            "start with `/`",
+        ),
+        (
+            "port 0",
+            vec![Set("/services/0/http/internalPort", json!(0))],
+            "/services/0/http/internalPort",
+            "1-65535",
+        ),
+        (
+            "port too big",
+            vec![Set("/services/0/http/internalPort", json!(70000))],
+            "/services/0/http/internalPort",
+            "65535",
+        ),
+        (
+            "port as string",
+            vec![Set("/services/0/http/internalPort", json!("8000"))],
+            "/services/0/http/internalPort",
+            "integer",
+        ),
+        (
+            "http null",
+            vec![Set("/services/0/http", json!(null))],
+            "/services/0/http",
+            "object",
+        ),
+        (
+            "port clash on shared host",
+            vec![AddService(vec![
+                Set("/name", json!("other")),
+                Set("/http/domain", json!("other.com")),
+            ])],
+            "/services/1/http/internalPort",
+            "port 8000 on host `biz` is also used by service `podcastitlater-web`",
+        ),
+        (
+            "blue-green port + 1 clash",
+            vec![
+                Set("/services/0/http/strategy", json!("blue-green")),
+                AddService(vec![
+                    Set("/name", json!("other")),
+                    Set("/http/domain", json!("other.com")),
+                    Set("/http/internalPort", json!(8001)),
+                ]),
+            ],
+            "/services/1/http/internalPort",
+            "blue-green",
+        ),
+        (
+            "route clash on shared host",
+            vec![AddService(vec![
+                Set("/name", json!("other")),
+                Set("/http/internalPort", json!(9000)),
+            ])],
+            "/services/1/http/path",
+            "also claimed by service `podcastitlater-web`",
+        ),
+        (
+            "unit name without type",
+            vec![Set("/services/0/systemd/after/1", json!("postgresql"))],
+            "/services/0/systemd/after/1",
+            "postgresql.service",
+        ),
+        (
+            "unit name with newline",
+            vec![Set("/services/0/systemd/requires", json!(["a\nb.service"]))],
+            "/services/0/systemd/requires/0",
+            "unit name",
+        ),
+        (
+            "bad restart",
+            vec![Set("/services/0/systemd/restart", json!("sometimes"))],
+            "/services/0/systemd/restart",
+            "on-failure",
+        ),
+        (
+            "restartSec too big",
+            vec![Set("/services/0/systemd/restartSec", json!(100000))],
+            "/services/0/systemd/restartSec",
+            "at most 3600",
+        ),
+        (
+            "protectSystem maybe",
+            vec![Set("/services/0/hardening/protectSystem", json!("maybe"))],
+            "/services/0/hardening/protectSystem",
+            "\"strict\"",
+        ),
+        (
+            "protectHome yes",
+            vec![Set("/services/0/hardening/protectHome", json!("yes"))],
+            "/services/0/hardening/protectHome",
+            "\"tmpfs\"",
+        ),
+        (
+            "dependsOn unknown",
+            vec![Set("/services/0/dependsOn", json!(["postgres"]))],
+            "/services/0/dependsOn/0",
+            "not in this manifest",
+        ),
+        (
+            "dependsOn self",
+            vec![Set("/services/0/dependsOn", json!(["podcastitlater-web"]))],
+            "/services/0/dependsOn/0",
+            "itself",
+        ),
+        (
+            "dependsOn cycle",
+            vec![
+                Set("/services/0/dependsOn", json!(["b"])),
+                AddService(vec![
+                    Set("/name", json!("b")),
+                    Set("/http/domain", json!("b.com")),
+                    Set("/http/internalPort", json!(9001)),
+                    Set("/dependsOn", json!(["c"])),
+                ]),
+                AddService(vec![
+                    Set("/name", json!("c")),
+                    Set("/http/domain", json!("c.com")),
+                    Set("/http/internalPort", json!(9002)),
+                    Set("/dependsOn", json!(["podcastitlater-web"])),
+                ]),
+            ],
+            "/services/2/dependsOn/0",
+            "podcastitlater-web → b → c → podcastitlater-web",
+        ),
+        (
+            "health check kind",
+            vec![Set("/services/0/healthCheck", json!({"type": "grpc"}))],
+            "/services/0/healthCheck/type",
+            "podcastitlater-web",
+        ),
+        (
+            "tcp health check without port",
+            vec![
+                Remove("/services/0/http"),
+                Set("/services/0/healthCheck", json!({"type": "tcp"})),
+            ],
+            "/services/0/healthCheck/port",
+            "no port",
+        ),
+        (
+            "health retries 0",
+            vec![Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "retries": 0}),
+            )],
+            "/services/0/healthCheck/retries",
+            "1-1000",
+        ),
+        (
+            "revision with escape",
+            vec![Set("/services/0/revision", json!("abc\u{1b}[2J"))],
+            "/services/0/revision",
+            "U+001B",
+        ),
+        (
+            "malformed signature",
+            vec![Set("/signatures", json!(["garbage"]))],
+            "/signatures/0",
+            "ferry sign",
+        ),
+        (
+            "missing services",
+            vec![Remove("/services")],
+            "/services",
+            "required field `services`",
+        ),
+    ]
+}
+
+#[test]
+fn invalid_manifests_report_the_expected_pointer() {
+    let cases = invalid_cases();
+    assert!(cases.len() >= 25);
+    let mut failures = Vec::new();
+    for (what, edits, pointer, text) in cases {
+        let mut doc = example();
+        apply(&mut doc, edits);
+        let bytes = serde_json::to_vec(&doc).unwrap();
+        let problems = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
+            Ok(v) => {
+                failures.push(format!("{what}: accepted (warnings: {:?})", v.warnings));
+                continue;
+            }
+            Err(p) => p,
+        };
+        let hit = problems
+            .iter()
+            .find(|p| p.pointer == pointer && p.is_error());
+        match hit {
+            None => failures.push(format!("{what}: no error at {pointer}; got {problems:#?}")),
+            Some(p) if !p.message.contains(text) => {
+                failures.push(format!("{what}: message lacks {text:?}: {p}"))
+            }
+            Some(p) if p.message.contains('\n') => {
+                failures.push(format!("{what}: message spans lines: {p:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let mut doc = example();
+    apply(
+        &mut doc,
+        vec![
+            Set("/version", json!(3)),
+            AddService(vec![
+                Set("/name", json!("b")),
+                Set("/hosts", json!(["other"])),
+                Set("/exec/user", json!("Bad")),
+            ]),
+            // A shape error in service 0 does not hide the semantic error in service 1.
+            Set("/services/0/http/internalPort", json!("x")),
+        ],
+    );
+    let problems = problems_of(&doc);
+    let pointers: Vec<&str> = problems.iter().map(|p| p.pointer.as_str()).collect();
+    for expected in [
+        "/version",
+        "/services/0/http/internalPort",
+        "/services/1/exec/user",
+    ] {
+        assert!(
+            pointers.contains(&expected),
+            "{expected} missing from {pointers:?}"
+        );
+    }
+}
+
+#[test]
+fn size_cap_is_checked_before_parsing() {
+    let err = validate_bytes(b"{ not even json", 4).unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert!(err[0].message.contains("size cap"), "{}", err[0]);
+}
+
+#[test]
+fn syntax_errors_are_one_problem_with_position() {
+    let err = validate_bytes(b"{\"version\": 1,,}", DEFAULT_SIZE_CAP).unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert!(err[0].message.contains("line 1"), "{}", err[0]);
+}
+
+#[test]
+fn absolute_command_inside_the_store_path_is_allowed() {
+    let mut doc = example();
+    set(
+        &mut doc,
+        "/services/0/exec/command",
+        json!("/nix/store/abc123-podcastitlater-web-1.2.3/libexec/serve"),
+    );
+    assert!(problems_of(&doc).iter().all(|p| !p.is_error()));
+}
+
+#[test]
+fn services_on_different_hosts_may_share_ports_and_routes() {
+    let mut doc = example();
+    apply(
+        &mut doc,
+        vec![AddService(vec![
+            Set("/name", json!("b")),
+            Set("/hosts", json!(["other"])),
+        ])],
+    );
+    assert!(
+        problems_of(&doc).iter().all(|p| !p.is_error()),
+        "{:?}",
+        problems_of(&doc)
+    );
+}
+
+#[test]
+fn serde_round_trip_is_lossless() {
+    let manifest: Manifest = serde_json::from_str(EXAMPLE).unwrap();
+    let text = serde_json::to_string_pretty(&manifest).unwrap();
+    let again: Manifest = serde_json::from_str(&text).unwrap();
+    assert_eq!(manifest, again);
+    // And the JSON itself is the same document (key order aside).
+    assert_eq!(serde_json::to_value(&again).unwrap(), example());
+}
+
+#[test]
+fn validate_manifest_agrees_on_typed_values() {
+    let mut manifest: Manifest = serde_json::from_str(EXAMPLE).unwrap();
+    assert!(validate_manifest(&manifest).iter().all(|p| !p.is_error()));
+    manifest.services[0].hosts.clear();
+    let problems = validate_manifest(&manifest);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.pointer == "/services/0/hosts" && p.is_error())
+    );
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let committed = include_str!("../manifest.v1.schema.json");
+    assert!(
+        committed == ferry_schema::schema_json(),
+        "schema/manifest.v1.schema.json is stale: regenerate it with `cargo run -q -p ferry-schema --example print_schema > schema/manifest.v1.schema.json`"
+    );
+}
