@@ -1,6 +1,6 @@
 //! A whole test bed: a slot, its bridge, a Garage and N hosts, torn down on drop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -22,6 +22,9 @@ pub struct BedOptions {
     pub hosts: usize,
     /// Files or folders of the machine bound read-only into every host (e.g. the agent).
     pub bind_ro: Vec<BindRo>,
+    /// The hosts' root filesystem; default `$FERRY_TESTBED_ROOTFS`, else the one
+    /// `tests/bed/install.sh` builds (/var/cache/ferry-testbed/rootfs).
+    pub rootfs: Option<PathBuf>,
 }
 
 /// A running test bed. Dropping it stops the hosts and Garage and removes every namespace,
@@ -41,8 +44,8 @@ impl Bed {
     /// Starts a bed: Garage with a bucket, and `options.hosts` booted hosts. Fails with what
     /// is missing when the machine is not prepared (never skips).
     pub fn start(options: BedOptions) -> Result<Bed> {
-        preflight()?;
-        let rootfs = rootfs_path();
+        let rootfs = options.rootfs.clone().unwrap_or_else(default_rootfs);
+        preflight(&rootfs)?;
         let slot = Slot::take()?;
         let names = slot.names();
         clear_stale(&names)?;
@@ -153,14 +156,14 @@ impl Drop for Bed {
     }
 }
 
-fn rootfs_path() -> PathBuf {
+fn default_rootfs() -> PathBuf {
     std::env::var_os("FERRY_TESTBED_ROOTFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOTFS))
 }
 
 /// Checks that the machine can run a bed, naming what is missing.
-fn preflight() -> Result<()> {
+fn preflight(rootfs: &Path) -> Result<()> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let euid = status
@@ -172,7 +175,6 @@ fn preflight() -> Result<()> {
             "the test bed needs root (it boots nspawn containers and makes network namespaces): run the tests as root, e.g. sudo scripts/test.sh"
         );
     }
-    let rootfs = rootfs_path();
     if !rootfs.join("lib/systemd/systemd").exists() {
         bail!(
             "the hosts' root filesystem {} is missing: run tests/bed/install.sh as root",

@@ -204,7 +204,9 @@ impl Host {
                 format!("creating {} in host {}", parent.display(), self.name())
             })?;
         }
-        let temp = target.with_extension("ferry-tmp");
+        let mut temp_name = target.clone().into_os_string();
+        temp_name.push(".ferry-tmp");
+        let temp = PathBuf::from(temp_name);
         std::fs::write(&temp, bytes)
             .with_context(|| format!("writing {path} in host {}", self.name()))?;
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))

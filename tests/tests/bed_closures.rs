@@ -136,3 +136,39 @@ async fn signed_closure_copies_unsigned_is_refused_and_service_answers_through_c
     assert_eq!(version, "1.0.0");
     Ok(())
 }
+
+#[tokio::test]
+async fn signed_cache_uploads_into_the_bucket_narinfos_last() -> anyhow::Result<()> {
+    let closures = Closures::get()?;
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let uploaded = closures.upload_signed(s3, "cache/").await?;
+    let listed = s3
+        .client()
+        .list_objects_v2()
+        .bucket(&s3.bucket)
+        .prefix("cache/")
+        .send()
+        .await?;
+    let keys: Vec<&str> = listed
+        .contents()
+        .iter()
+        .filter_map(|object| object.key())
+        .collect();
+    assert_eq!(keys.len(), uploaded);
+    assert!(keys.contains(&"cache/nix-cache-info"), "{keys:?}");
+    let narinfo = format!(
+        "cache/{}.narinfo",
+        &closures.v1["/nix/store/".len()..][..32]
+    );
+    let body = s3
+        .client()
+        .get_object()
+        .bucket(&s3.bucket)
+        .key(&narinfo)
+        .send()
+        .await?;
+    let text = String::from_utf8(body.body.collect().await?.into_bytes().to_vec())?;
+    assert!(text.contains("Sig: ferry-test-1:"), "{text}");
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! `ferry-agent reconcile` running inside a real nspawn systemd host against the bed's Garage,
+//! with real signed closures: adds, no-op ticks, targeted restarts, env-only changes,
+//! removals, refused manifests, untrusted closures, env escaping, and the rendered units
+//! checked by the host's own `systemd-analyze`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_s3::primitives::ByteStream;
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output};
+use serde_json::{Value, json};
+
+/// The name the manifests use for the bed host.
+const HOST: &str = "bedhost";
+/// Where the agent binary appears inside the host.
+const AGENT: &str = "/usr/local/bin/ferry-agent";
+
+/// Builds the agent (so the test never runs a stale binary) and returns its path.
+fn agent_binary() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry-agent"])
+        .status()
+        .context("running cargo build -p ferry-agent")?;
+    if !status.success() {
+        bail!("cargo build -p ferry-agent failed");
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("no target dir above the test binary")?;
+    Ok(dir.join("ferry-agent"))
+}
+
+/// A bed with one host, the agent bound into it, the signed cache in the bucket, and an
+/// agent.toml pointing at Garage.
+struct AgentBed {
+    bed: Bed,
+    closures: &'static Closures,
+}
+
+impl AgentBed {
+    async fn start() -> Result<Self> {
+        let closures = Closures::get()?;
+        let agent = agent_binary()?;
+        let bed = Bed::start(BedOptions {
+            hosts: 1,
+            bind_ro: vec![BindRo { source: agent, target: AGENT.into() }],
+            ..Default::default()
+        })?;
+        closures.upload_signed(bed.s3(), "").await?;
+        let this = Self { bed, closures };
+        this.write_config(&closures.public_key, &[])?;
+        Ok(this)
+    }
+
+    fn host(&self) -> &Host {
+        self.bed.host(0)
+    }
+
+    fn write_config(&self, trusted_key: &str, manifest_keys: &[String]) -> Result<()> {
+        let s3 = self.bed.s3();
+        let config = format!(
+            "hostName = \"{HOST}\"\nbucket = \"s3://{}?endpoint={}&region={}\"\n\
+             trustedKeys = [\"{trusted_key}\"]\nmanifestKeys = {}\nnixBin = \"/usr/bin/nix\"\n\
+             [credentials]\nfile = \"/etc/ferry/credentials\"\n[timeouts]\nsettleSec = 1\n",
+            s3.bucket,
+            s3.endpoint,
+            s3.region,
+            serde_json::to_string(manifest_keys)?,
+        );
+        let credentials = format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.access_key, s3.secret_key
+        );
+        self.host().put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
+        self.host().put_bytes("/etc/ferry/credentials", credentials.as_bytes(), 0o600)?;
+        Ok(())
+    }
+
+    async fn publish(&self, manifest: &Value) -> Result<()> {
+        self.publish_bytes(serde_json::to_vec_pretty(manifest)?).await
+    }
+
+    async fn publish_bytes(&self, bytes: Vec<u8>) -> Result<()> {
+        let s3 = self.bed.s3();
+        s3.client()
+            .put_object()
+            .bucket(&s3.bucket)
+            .key("manifest.json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    fn reconcile(&self) -> Result<Output> {
+        let out = self.host().exec(&[AGENT, "reconcile"])?;
+        eprintln!("--- reconcile (exit {})\n{}{}", out.status, out.stdout, out.stderr);
+        Ok(out)
+    }
+
+    /// `systemctl show -p P --value UNIT` inside the host.
+    fn show(&self, unit: &str, prop: &str) -> Result<String> {
+        Ok(self
+            .host()
+            .sh_ok(&format!("systemctl show -p {prop} --value {unit}"))?
+            .trim()
+            .to_owned())
+    }
+
+    /// GET 127.0.0.1:port/path inside the host.
+    fn get(&self, port: u16, path: &str) -> Result<String> {
+        self.host().sh_ok(&format!("curl -sf http://127.0.0.1:{port}{path}"))
+    }
+
+    fn state(&self) -> Result<Value> {
+        let text = self.host().sh_ok("cat /var/lib/ferry/state.json")?;
+        serde_json::from_str(&text).context("state.json is not JSON")
+    }
+
+    fn unit_files(&self) -> Result<String> {
+        self.host()
+            .sh_ok("cd /run/systemd/system && for f in ferry-*.service; do [ -e \"$f\" ] && echo \"== $f\" && cat \"$f\"; done; true")
+    }
+}
+
+fn service(name: &str, store_path: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "artifact": {"type": "nix-closure", "storePath": store_path},
+        "hosts": [HOST],
+        "exec": {"command": "ferry-testsvc"},
+        "env": {"PORT": port.to_string()},
+    })
+}
+
+fn manifest(generation: u32, services: Vec<Value>) -> Value {
+    json!({
+        "version": 1,
+        "generation": format!("2025-01-01T00:00:{generation:02}Z"),
+        "services": services,
+    })
+}
+
+fn summary(out: &Output) -> &str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("tick: "))
+        .unwrap_or("")
+}
+
+/// Poll until `f` is true or the deadline passes.
+fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!("{what}: not true after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test]
+async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+
+    // Fresh host, two services.
+    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101), service("beta", &c.v1, 8102)])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "first tick failed");
+    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    for (unit, port) in [("ferry-alpha.service", 8101), ("ferry-beta.service", 8102)] {
+        assert_eq!(t.show(unit, "ActiveState")?, "active");
+        assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
+    }
+    for name in ["alpha", "beta"] {
+        let target = t.host().sh_ok(&format!("readlink -f /nix/var/nix/profiles/ferry/{name}"))?;
+        assert_eq!(target.trim(), c.v1, "profile of {name}");
+    }
+    let state = t.state()?;
+    assert_eq!(state["version"], 1);
+    assert_eq!(state["services"]["alpha"]["service"]["artifact"]["storePath"], c.v1.as_str());
+    assert_eq!(state["lastTick"]["outcome"], "ok");
+
+    // No change: one conditional GET, no unit touched, no Reload.
+    let files_before = t.unit_files()?;
+    let alpha_inv = t.show("ferry-alpha.service", "InvocationID")?;
+    let beta_inv = t.show("ferry-beta.service", "InvocationID")?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    let s = summary(&out);
+    assert!(s.contains("reloads=0") && s.contains("unitsTouched=0") && s.contains("requests=1"), "{s}");
+    assert_eq!(t.unit_files()?, files_before);
+    assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
+
+    // Three services, alpha's store path changed: exactly alpha restarts, one Reload.
+    t.publish(&manifest(
+        2,
+        vec![service("alpha", &c.v2, 8101), service("beta", &c.v1, 8102), service("gamma", &c.multi, 8103)],
+    ))
+    .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    assert_ne!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv, "alpha not restarted");
+    assert_eq!(t.show("ferry-beta.service", "InvocationID")?, beta_inv, "beta restarted");
+    assert_eq!(t.get(8101, "/version")?.trim(), "2.0.0");
+    assert_eq!(t.show("ferry-gamma.service", "ActiveState")?, "active");
+
+    // Only beta's env changes: unit rewritten and restarted, nothing pulled.
+    let alpha_inv = t.show("ferry-alpha.service", "InvocationID")?;
+    let mut beta = service("beta", &c.v1, 8102);
+    beta["env"]["EXTRA"] = json!("1");
+    t.publish(&manifest(3, vec![service("alpha", &c.v2, 8101), beta.clone(), service("gamma", &c.multi, 8103)])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("beta: restarted on") && out.stdout.contains("unit changed: Environment"), "{}", out.stdout);
+    assert_ne!(t.show("ferry-beta.service", "InvocationID")?, beta_inv);
+    assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
+    assert_eq!(t.get(8102, "/env/EXTRA")?, "1");
+
+    // gamma removed: stopped, unit deleted, profile kept.
+    t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(!t.host().path_in_host("/run/systemd/system/ferry-gamma.service").exists());
+    assert_ne!(t.show("ferry-gamma.service", "ActiveState")?, "active");
+    let target = t.host().sh_ok("readlink -f /nix/var/nix/profiles/ferry/gamma")?;
+    assert_eq!(target.trim(), c.multi);
+    assert!(t.state()?["services"].get("gamma").is_none());
+
+    // The host's own systemd-analyze accepts the units rendered for real closures.
+    let verify = t.host().sh("systemd-analyze verify /run/systemd/system/ferry-alpha.service /run/systemd/system/ferry-beta.service")?;
+    assert!(verify.success(), "systemd-analyze verify: {}{}", verify.stdout, verify.stderr);
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the_host() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101)])).await?;
+    assert_eq!(t.reconcile()?.status, 0);
+    let files = t.unit_files()?;
+    let inv = t.show("ferry-alpha.service", "InvocationID")?;
+    let unchanged = |t: &AgentBed| -> Result<()> {
+        assert_eq!(t.unit_files()?, files);
+        assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, inv);
+        assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
+        Ok(())
+    };
+
+    // Schema error.
+    let mut bad = manifest(2, vec![service("alpha", &c.v2, 8101)]);
+    bad["services"][0]["exec"]["comand"] = json!("x");
+    t.publish(&bad).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 2, "schema error not refused");
+    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    unchanged(&t)?;
+
+    // Env file outside the allowed directory, and root: both reasons listed.
+    let mut bad = manifest(3, vec![service("alpha", &c.v2, 8101)]);
+    bad["services"][0]["envFile"] = json!("/etc/shadow");
+    bad["services"][0]["exec"]["user"] = json!("root");
+    bad["services"][0]["hardening"] = json!({"dynamicUser": false});
+    t.publish(&bad).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 2);
+    assert!(out.stdout.contains("envFile /etc/shadow") && out.stdout.contains("root"), "{}", out.stdout);
+    unchanged(&t)?;
+
+    // A manifest only for another host.
+    let mut other = manifest(4, vec![service("alpha", &c.v2, 8101)]);
+    other["services"][0]["hosts"] = json!(["someone-else"]);
+    t.publish(&other).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 2);
+    assert!(out.stdout.contains("names no service for host"), "{}", out.stdout);
+    unchanged(&t)?;
+
+    // Unsigned manifest once manifest keys are configured.
+    let key = t.host().sh_ok("nix-store --generate-binary-cache-key mk /tmp/mk.sec /tmp/mk.pub && cat /tmp/mk.pub")?;
+    t.write_config(&c.public_key, &[key.trim().to_owned()])?;
+    t.publish(&manifest(5, vec![service("alpha", &c.v2, 8101)])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 2);
+    assert!(out.stdout.contains("signature"), "{}", out.stdout);
+    unchanged(&t)?;
+
+    // A closure not signed by a trusted key: the pull fails, the old version keeps running.
+    t.write_config("other-key:MIhTFVvnU+7c0MJpLnL2DxsFQexj5m+mMdb0w3Fo/k8=", &[])?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1, "untrusted closure not refused");
+    assert!(out.stdout.contains("bad signature"), "{}", out.stdout);
+    assert!(!t.host().path_in_host(&c.v2).exists(), "untrusted path reached the store");
+    unchanged(&t)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_env_values_arrive_byte_for_byte_and_units_score_low_exposure() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let values = [
+        ("QUOTES", r#"say "hi" and 'bye'"#),
+        ("PERCENT", "100% of %n and %%"),
+        ("DOLLAR", "$HOME ${PATH} $$"),
+        ("BACKSLASH", r"C:\path\to\n and \\ end\"),
+        ("SPACES", "  leading and trailing  "),
+    ];
+    let mut s = service("esc", &c.v1, 8111);
+    for (k, v) in values {
+        s["env"][k] = json!(v);
+    }
+    s["exec"]["args"] = json!(["--ignored", "a b", "%x $y"]);
+    t.publish(&manifest(1, vec![s])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    for (k, v) in values {
+        eventually("service answering", Duration::from_secs(10), || {
+            Ok(t.host().sh("curl -sf http://127.0.0.1:8111/health")?.success())
+        })?;
+        assert_eq!(t.get(8111, &format!("/env/{k}"))?, v, "env {k}");
+    }
+    let cmdline = t.host().sh_ok(
+        "tr '\\0' '|' < /proc/$(systemctl show -p MainPID --value ferry-esc.service)/cmdline",
+    )?;
+    assert_eq!(cmdline, format!("{}/bin/ferry-testsvc|--ignored|a b|%x $y|", c.v1));
+
+    // The example manifest's unit, rendered and scored by the host's systemd.
+    let example = include_str!("../../schema/tests/fixtures/example.json");
+    t.host().put_bytes("/tmp/example.json", example.as_bytes(), 0o644)?;
+    t.host().sh_ok(&format!("{AGENT} render --manifest /tmp/example.json --host biz --out /tmp/units"))?;
+    let sec = t.host().sh("systemd-analyze security --offline=yes --threshold=20 /tmp/units/ferry-podcastitlater-web.service")?;
+    let line = sec.stdout.lines().find(|l| l.contains("Overall exposure")).unwrap_or("").to_owned();
+    eprintln!("example unit: {line}");
+    assert!(sec.success(), "exposure above 2.0: {line}\n{}", sec.stderr);
+    Ok(())
+}
