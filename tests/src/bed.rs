@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::footprint::Footprint;
-use crate::garage::{Garage, garage_binary};
+use crate::garage::{Garage, garage_binary, new_s3};
 use crate::host::{BindRo, Host};
 use crate::network;
 use crate::process::{cmd, run};
@@ -33,7 +33,7 @@ pub struct BedOptions {
 pub struct Bed {
     hosts: Vec<Host>,
     garage: Option<Garage>,
-    s3: Option<S3>,
+    s3: S3,
     footprint: Footprint,
     bridge_up: bool,
     // Declared last so the slot stays locked until everything above is gone.
@@ -54,18 +54,17 @@ impl Bed {
         let mut bed = Bed {
             hosts: Vec::new(),
             garage: None,
-            s3: None,
+            s3: new_s3(&names.bridge_ip())?,
             footprint: Footprint::new(names),
             bridge_up: false,
             slot,
         };
         network::bridge_up(&names).context("making the bed's bridge")?;
         bed.bridge_up = true;
-        let (garage, s3) =
-            Garage::start(&work.join("garage"), &names.bridge_ip()).context("starting Garage")?;
+        let garage = Garage::start(&work.join("garage"), &names.bridge_ip(), &bed.s3)
+            .context("starting Garage")?;
         bed.footprint.pids.extend(garage.pid());
         bed.garage = Some(garage);
-        bed.s3 = Some(s3);
         // Hosts boot in parallel: each waits mostly on its own systemd.
         let results: Vec<Result<Host>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..options.hosts)
@@ -103,10 +102,7 @@ impl Bed {
 
     /// The bed's bucket (endpoint reachable from the tests and from the hosts).
     pub fn s3(&self) -> &S3 {
-        // Always set once start() returns.
-        self.s3
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("a started bed has Garage"))
+        &self.s3
     }
 
     /// Host `index` (panics when out of range, like indexing).
@@ -194,6 +190,7 @@ fn preflight(rootfs: &Path) -> Result<()> {
 /// its namespaces and links, and the folder itself.
 fn clear_stale(names: &Names) -> Result<()> {
     let work = names.work_dir();
+    crate::stale::stop_recorded(&work);
     for mount in crate::footprint::mounts_under(&work)?.into_iter().rev() {
         let _ = run(&mut cmd("umount", ["-l", &mount]));
     }

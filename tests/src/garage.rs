@@ -72,21 +72,25 @@ pub fn garage_binary() -> Result<PathBuf> {
     )
 }
 
+/// Fresh credentials and the endpoint for a Garage listening on `addr`.
+pub fn new_s3(addr: &str) -> Result<S3> {
+    Ok(S3 {
+        endpoint: format!("http://{addr}:{S3_PORT}"),
+        region: "garage".into(),
+        bucket: BUCKET.into(),
+        access_key: format!("GK{}", random_hex(12)?),
+        secret_key: random_hex(32)?,
+    })
+}
+
 impl Garage {
-    /// Starts Garage in `dir` (created fresh) on `addr`, with a key and the bucket.
-    pub fn start(dir: &Path, addr: &str) -> Result<(Garage, S3)> {
+    /// Starts Garage in `dir` (created fresh) on `addr`, with the key and bucket of `s3`.
+    pub fn start(dir: &Path, addr: &str, s3: &S3) -> Result<Garage> {
         let binary = garage_binary()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let config = dir.join("garage.toml");
         std::fs::write(&config, render_config(dir, addr, &random_hex(32)?))
             .with_context(|| format!("writing {}", config.display()))?;
-        let s3 = S3 {
-            endpoint: format!("http://{addr}:{S3_PORT}"),
-            region: "garage".into(),
-            bucket: BUCKET.into(),
-            access_key: format!("GK{}", random_hex(12)?),
-            secret_key: random_hex(32)?,
-        };
         let log_path = dir.join("garage.log");
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -106,12 +110,13 @@ impl Garage {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        crate::stale::record_pid(dir, child.id())?;
         let mut garage = Garage {
             child: Some(child),
             dir: dir.to_path_buf(),
         };
         garage.wait_ready(&binary, &config, &s3.bucket)?;
-        Ok((garage, s3))
+        Ok(garage)
     }
 
     /// The PID of the Garage process, while it runs.

@@ -331,6 +331,7 @@ impl Host {
                 )
             })?;
         self.started.push(child.id());
+        crate::stale::record_pid(&self.dir, child.id())?;
         self.nspawn = Some(child);
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let result = self.wait_booted(deadline);

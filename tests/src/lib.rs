@@ -14,6 +14,7 @@ pub mod process;
 mod random;
 pub mod s3;
 pub mod slot;
+mod stale;
 mod stop;
 
 pub use bed::{Bed, BedOptions};

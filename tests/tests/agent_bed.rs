@@ -47,7 +47,10 @@ impl AgentBed {
         let agent = agent_binary()?;
         let bed = Bed::start(BedOptions {
             hosts: 1,
-            bind_ro: vec![BindRo { source: agent, target: AGENT.into() }],
+            bind_ro: vec![BindRo {
+                source: agent,
+                target: AGENT.into(),
+            }],
             ..Default::default()
         })?;
         closures.upload_signed(bed.s3(), "").await?;
@@ -75,13 +78,16 @@ impl AgentBed {
             "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
             s3.access_key, s3.secret_key
         );
-        self.host().put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
-        self.host().put_bytes("/etc/ferry/credentials", credentials.as_bytes(), 0o600)?;
+        self.host()
+            .put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
+        self.host()
+            .put_bytes("/etc/ferry/credentials", credentials.as_bytes(), 0o600)?;
         Ok(())
     }
 
     async fn publish(&self, manifest: &Value) -> Result<()> {
-        self.publish_bytes(serde_json::to_vec_pretty(manifest)?).await
+        self.publish_bytes(serde_json::to_vec_pretty(manifest)?)
+            .await
     }
 
     async fn publish_bytes(&self, bytes: Vec<u8>) -> Result<()> {
@@ -98,7 +104,10 @@ impl AgentBed {
 
     fn reconcile(&self) -> Result<Output> {
         let out = self.host().exec(&[AGENT, "reconcile"])?;
-        eprintln!("--- reconcile (exit {})\n{}{}", out.status, out.stdout, out.stderr);
+        eprintln!(
+            "--- reconcile (exit {})\n{}{}",
+            out.status, out.stdout, out.stderr
+        );
         Ok(out)
     }
 
@@ -113,7 +122,8 @@ impl AgentBed {
 
     /// GET 127.0.0.1:port/path inside the host.
     fn get(&self, port: u16, path: &str) -> Result<String> {
-        self.host().sh_ok(&format!("curl -sf http://127.0.0.1:{port}{path}"))
+        self.host()
+            .sh_ok(&format!("curl -sf http://127.0.0.1:{port}{path}"))
     }
 
     fn state(&self) -> Result<Value> {
@@ -172,7 +182,11 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     let c = t.closures;
 
     // Fresh host, two services.
-    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101), service("beta", &c.v1, 8102)])).await?;
+    t.publish(&manifest(
+        1,
+        vec![service("alpha", &c.v1, 8101), service("beta", &c.v1, 8102)],
+    ))
+    .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "first tick failed");
     assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
@@ -181,12 +195,17 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
         assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
     }
     for name in ["alpha", "beta"] {
-        let target = t.host().sh_ok(&format!("readlink -f /nix/var/nix/profiles/ferry/{name}"))?;
+        let target = t
+            .host()
+            .sh_ok(&format!("readlink -f /nix/var/nix/profiles/ferry/{name}"))?;
         assert_eq!(target.trim(), c.v1, "profile of {name}");
     }
     let state = t.state()?;
     assert_eq!(state["version"], 1);
-    assert_eq!(state["services"]["alpha"]["service"]["artifact"]["storePath"], c.v1.as_str());
+    assert_eq!(
+        state["services"]["alpha"]["service"]["artifact"]["storePath"],
+        c.v1.as_str()
+    );
     assert_eq!(state["lastTick"]["outcome"], "ok");
 
     // No change: one conditional GET, no unit touched, no Reload.
@@ -196,21 +215,36 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
     let s = summary(&out);
-    assert!(s.contains("reloads=0") && s.contains("unitsTouched=0") && s.contains("requests=1"), "{s}");
+    assert!(
+        s.contains("reloads=0") && s.contains("unitsTouched=0") && s.contains("requests=1"),
+        "{s}"
+    );
     assert_eq!(t.unit_files()?, files_before);
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
 
     // Three services, alpha's store path changed: exactly alpha restarts, one Reload.
     t.publish(&manifest(
         2,
-        vec![service("alpha", &c.v2, 8101), service("beta", &c.v1, 8102), service("gamma", &c.multi, 8103)],
+        vec![
+            service("alpha", &c.v2, 8101),
+            service("beta", &c.v1, 8102),
+            service("gamma", &c.multi, 8103),
+        ],
     ))
     .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
     assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
-    assert_ne!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv, "alpha not restarted");
-    assert_eq!(t.show("ferry-beta.service", "InvocationID")?, beta_inv, "beta restarted");
+    assert_ne!(
+        t.show("ferry-alpha.service", "InvocationID")?,
+        alpha_inv,
+        "alpha not restarted"
+    );
+    assert_eq!(
+        t.show("ferry-beta.service", "InvocationID")?,
+        beta_inv,
+        "beta restarted"
+    );
     assert_eq!(t.get(8101, "/version")?.trim(), "2.0.0");
     assert_eq!(t.show("ferry-gamma.service", "ActiveState")?, "active");
 
@@ -218,35 +252,62 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     let alpha_inv = t.show("ferry-alpha.service", "InvocationID")?;
     let mut beta = service("beta", &c.v1, 8102);
     beta["env"]["EXTRA"] = json!("1");
-    t.publish(&manifest(3, vec![service("alpha", &c.v2, 8101), beta.clone(), service("gamma", &c.multi, 8103)])).await?;
+    t.publish(&manifest(
+        3,
+        vec![
+            service("alpha", &c.v2, 8101),
+            beta.clone(),
+            service("gamma", &c.multi, 8103),
+        ],
+    ))
+    .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(out.stdout.contains("beta: restarted on") && out.stdout.contains("unit changed: Environment"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("beta: restarted on")
+            && out.stdout.contains("unit changed: Environment"),
+        "{}",
+        out.stdout
+    );
     assert_ne!(t.show("ferry-beta.service", "InvocationID")?, beta_inv);
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
     assert_eq!(t.get(8102, "/env/EXTRA")?, "1");
 
     // gamma removed: stopped, unit deleted, profile kept.
-    t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta])).await?;
+    t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta]))
+        .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(!t.host().path_in_host("/run/systemd/system/ferry-gamma.service").exists());
+    assert!(
+        !t.host()
+            .path_in_host("/run/systemd/system/ferry-gamma.service")
+            .exists()
+    );
     assert_ne!(t.show("ferry-gamma.service", "ActiveState")?, "active");
-    let target = t.host().sh_ok("readlink -f /nix/var/nix/profiles/ferry/gamma")?;
+    let target = t
+        .host()
+        .sh_ok("readlink -f /nix/var/nix/profiles/ferry/gamma")?;
     assert_eq!(target.trim(), c.multi);
     assert!(t.state()?["services"].get("gamma").is_none());
 
     // The host's own systemd-analyze accepts the units rendered for real closures.
     let verify = t.host().sh("systemd-analyze verify /run/systemd/system/ferry-alpha.service /run/systemd/system/ferry-beta.service")?;
-    assert!(verify.success(), "systemd-analyze verify: {}{}", verify.stdout, verify.stderr);
+    assert!(
+        verify.success(),
+        "systemd-analyze verify: {}{}",
+        verify.stdout,
+        verify.stderr
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the_host() -> Result<()> {
+async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the_host() -> Result<()>
+{
     let t = AgentBed::start().await?;
     let c = t.closures;
-    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101)])).await?;
+    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101)]))
+        .await?;
     assert_eq!(t.reconcile()?.status, 0);
     let files = t.unit_files()?;
     let inv = t.show("ferry-alpha.service", "InvocationID")?;
@@ -274,7 +335,11 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     t.publish(&bad).await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
-    assert!(out.stdout.contains("envFile /etc/shadow") && out.stdout.contains("root"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("envFile /etc/shadow") && out.stdout.contains("root"),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // A manifest only for another host.
@@ -283,24 +348,37 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     t.publish(&other).await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
-    assert!(out.stdout.contains("names no service for host"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("names no service for host"),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // Unsigned manifest once manifest keys are configured.
-    let key = t.host().sh_ok("nix-store --generate-binary-cache-key mk /tmp/mk.sec /tmp/mk.pub && cat /tmp/mk.pub")?;
+    let key = t.host().sh_ok(
+        "nix-store --generate-binary-cache-key mk /tmp/mk.sec /tmp/mk.pub && cat /tmp/mk.pub",
+    )?;
     t.write_config(&c.public_key, &[key.trim().to_owned()])?;
-    t.publish(&manifest(5, vec![service("alpha", &c.v2, 8101)])).await?;
+    t.publish(&manifest(5, vec![service("alpha", &c.v2, 8101)]))
+        .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
     assert!(out.stdout.contains("signature"), "{}", out.stdout);
     unchanged(&t)?;
 
     // A closure not signed by a trusted key: the pull fails, the old version keeps running.
-    t.write_config("other-key:MIhTFVvnU+7c0MJpLnL2DxsFQexj5m+mMdb0w3Fo/k8=", &[])?;
+    t.write_config(
+        "other-key:MIhTFVvnU+7c0MJpLnL2DxsFQexj5m+mMdb0w3Fo/k8=",
+        &[],
+    )?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 1, "untrusted closure not refused");
     assert!(out.stdout.contains("bad signature"), "{}", out.stdout);
-    assert!(!t.host().path_in_host(&c.v2).exists(), "untrusted path reached the store");
+    assert!(
+        !t.host().path_in_host(&c.v2).exists(),
+        "untrusted path reached the store"
+    );
     unchanged(&t)?;
     Ok(())
 }
@@ -326,21 +404,34 @@ async fn agent_env_values_arrive_byte_for_byte_and_units_score_low_exposure() ->
     assert_eq!(out.status, 0);
     for (k, v) in values {
         eventually("service answering", Duration::from_secs(10), || {
-            Ok(t.host().sh("curl -sf http://127.0.0.1:8111/health")?.success())
+            Ok(t.host()
+                .sh("curl -sf http://127.0.0.1:8111/health")?
+                .success())
         })?;
         assert_eq!(t.get(8111, &format!("/env/{k}"))?, v, "env {k}");
     }
     let cmdline = t.host().sh_ok(
         "tr '\\0' '|' < /proc/$(systemctl show -p MainPID --value ferry-esc.service)/cmdline",
     )?;
-    assert_eq!(cmdline, format!("{}/bin/ferry-testsvc|--ignored|a b|%x $y|", c.v1));
+    assert_eq!(
+        cmdline,
+        format!("{}/bin/ferry-testsvc|--ignored|a b|%x $y|", c.v1)
+    );
 
     // The example manifest's unit, rendered and scored by the host's systemd.
     let example = include_str!("../../schema/tests/fixtures/example.json");
-    t.host().put_bytes("/tmp/example.json", example.as_bytes(), 0o644)?;
-    t.host().sh_ok(&format!("{AGENT} render --manifest /tmp/example.json --host biz --out /tmp/units"))?;
+    t.host()
+        .put_bytes("/tmp/example.json", example.as_bytes(), 0o644)?;
+    t.host().sh_ok(&format!(
+        "{AGENT} render --manifest /tmp/example.json --host biz --out /tmp/units"
+    ))?;
     let sec = t.host().sh("systemd-analyze security --offline=yes --threshold=20 /tmp/units/ferry-podcastitlater-web.service")?;
-    let line = sec.stdout.lines().find(|l| l.contains("Overall exposure")).unwrap_or("").to_owned();
+    let line = sec
+        .stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure"))
+        .unwrap_or("")
+        .to_owned();
     eprintln!("example unit: {line}");
     assert!(sec.success(), "exposure above 2.0: {line}\n{}", sec.stderr);
     Ok(())
