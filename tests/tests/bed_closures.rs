@@ -172,3 +172,62 @@ async fn signed_cache_uploads_into_the_bucket_narinfos_last() -> anyhow::Result<
     assert!(text.contains("Sig: ferry-test-1:"), "{text}");
     Ok(())
 }
+
+/// Starts `<closure>/bin/ferry-testsvc` on the machine with only PORT set (no mode, no
+/// version in the environment), so what it does comes from the closure alone.
+fn spawn_service(closure: &str) -> anyhow::Result<(std::process::Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(format!("{closure}/bin/ferry-testsvc"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok((child, port))
+}
+
+async fn get_with_retry(url: &str) -> anyhow::Result<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get(url).send().await {
+            Ok(response) => return Ok((response.status().as_u16(), response.text().await?)),
+            Err(err) if Instant::now() > deadline => return Err(err.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn closures_carry_their_version_and_mode() -> anyhow::Result<()> {
+    let closures = Closures::get()?;
+    for (closure, version, health) in [
+        (&closures.v2, "2.0.0", 200),
+        (&closures.broken, "3.0.0-broken", 503),
+        (&closures.multi, "5.0.0-multi", 200),
+    ] {
+        let (mut child, port) = spawn_service(closure)?;
+        let answers = async {
+            let version_answer =
+                get_with_retry(&format!("http://127.0.0.1:{port}/version")).await?;
+            let health_answer = get_with_retry(&format!("http://127.0.0.1:{port}/health")).await?;
+            anyhow::Ok((version_answer, health_answer))
+        }
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let ((_, got_version), (got_health, _)) = answers?;
+        assert_eq!(got_version, version);
+        assert_eq!(got_health, health, "{closure}");
+    }
+    let crashed = std::process::Command::new(format!("{}/bin/ferry-testsvc", closures.crashing))
+        .env_clear()
+        .env("PORT", "1")
+        .output()?;
+    assert_eq!(crashed.status.code(), Some(1));
+    Ok(())
+}
