@@ -11,8 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-
 use crate::backend::bucket::Bucket;
 use crate::backend::cache_proxy::CacheProxy;
 use crate::backend::store::Store;
@@ -205,17 +203,22 @@ async fn pull_all<B: Bucket, S: Store, D, U>(
             }
         },
     };
-    let results = join_all(pulls.iter().map(|p| {
-        let url = url.clone();
-        async move {
-            let to = p.to.as_deref().unwrap_or_default();
-            (p.name.clone(), b.store.pull(&url, to).await)
+    let mut paths: Vec<String> = pulls.iter().filter_map(|p| p.to.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    if b.store.pull(&url, &paths).await.is_ok() {
+        return;
+    }
+    // The batch failed: pull path by path to say which service's closure is at fault.
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    for path in &paths {
+        if let Err(e) = b.store.pull(&url, std::slice::from_ref(path)).await {
+            errors.insert(path.clone(), e.to_string());
         }
-    }))
-    .await;
-    for (name, result) in results {
-        if let Err(e) = result {
-            failed.insert(name, e.to_string());
+    }
+    for p in pulls {
+        if let Some(e) = p.to.as_ref().and_then(|to| errors.get(to)) {
+            failed.insert(p.name.clone(), e.clone());
         }
     }
 }

@@ -42,11 +42,13 @@ pub enum StoreError {
 
 /// The Nix store on this host.
 pub trait Store: Send + Sync {
-    /// Copy `path` and its closure from the binary cache at `cache_url`.
+    /// Copy `paths` and their closures from the binary cache at `cache_url` (one `nix copy`,
+    /// which fetches in parallel; concurrent `nix copy` processes race on Nix's cache
+    /// database, so the agent never runs two).
     fn pull(
         &self,
         cache_url: &str,
-        path: &str,
+        paths: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Make `path` the newest generation of `profile`, then keep only the newest `keep`.
     fn pin(
@@ -69,9 +71,9 @@ pub struct NixCli {
 }
 
 impl NixCli {
-    /// argv of the `nix copy` for `path` (signature checks on, only the configured keys).
-    pub fn copy_argv(&self, cache_url: &str, path: &str) -> Vec<String> {
-        vec![
+    /// argv of the `nix copy` for `paths` (signature checks on, only the configured keys).
+    pub fn copy_argv(&self, cache_url: &str, paths: &[String]) -> Vec<String> {
+        let mut argv = vec![
             self.nix.clone(),
             "--extra-experimental-features".into(),
             "nix-command".into(),
@@ -87,8 +89,9 @@ impl NixCli {
             "--option".into(),
             "substituters".into(),
             String::new(),
-            path.into(),
-        ]
+        ];
+        argv.extend(paths.iter().cloned());
+        argv
     }
 
     /// The `nix-env` beside `nix` (same directory when `nix` is a path).
@@ -162,18 +165,19 @@ fn last_lines(bytes: &[u8]) -> String {
 }
 
 impl Store for NixCli {
-    async fn pull(&self, cache_url: &str, path: &str) -> Result<(), StoreError> {
-        let argv = self.copy_argv(cache_url, path);
+    async fn pull(&self, cache_url: &str, paths: &[String]) -> Result<(), StoreError> {
+        let argv = self.copy_argv(cache_url, paths);
+        let path = paths.join(" ");
         let out = match tokio::time::timeout(self.pull_timeout, run(&argv)).await {
             Err(_) => {
                 return Err(StoreError::Timeout {
-                    path: path.into(),
+                    path,
                     after: self.pull_timeout,
                 });
             }
             Ok(Err(e)) => {
                 return Err(StoreError::Pull {
-                    path: path.into(),
+                    path,
                     kind: "other",
                     reason: format!("cannot run {}: {e}", self.nix),
                 });
@@ -185,7 +189,7 @@ impl Store for NixCli {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         Err(StoreError::Pull {
-            path: path.into(),
+            path,
             kind: classify_pull_failure(&stderr),
             reason: last_lines(&out.stderr),
         })
@@ -241,7 +245,7 @@ mod tests {
 
     #[test]
     fn copy_checks_signatures_with_configured_keys_only() {
-        let argv = nix().copy_argv("http://127.0.0.1:1/t", "/nix/store/x-y");
+        let argv = nix().copy_argv("http://127.0.0.1:1/t", &["/nix/store/x-y".to_owned()]);
         assert!(!argv.iter().any(|a| a.contains("no-check-sigs")));
         let joined = argv.join(" ");
         assert!(
