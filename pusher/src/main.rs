@@ -1,12 +1,21 @@
-//! `ferry`: the developer's side of Ferry.
+//! `ferry`: the developer's side of Ferry. Parses the command line and hands over to
+//! [`cli::run`]; nothing else happens here.
+
+mod atomic_write;
+mod cli;
+mod command;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Deploy Nix closures to hosts running ferry-agent.
-#[derive(Parser)]
-#[command(version)]
-struct Cli {}
-
-fn main() {
-    let _cli = Cli::parse();
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::EXIT_TROUBLE)
+        }
+    }
 }

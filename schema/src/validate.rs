@@ -11,6 +11,7 @@
 mod depends;
 mod report;
 mod routes;
+mod salvage;
 mod service;
 mod structure;
 mod text;
@@ -173,7 +174,8 @@ fn check_typed(m: &Manifest, report: &mut Report) {
 }
 
 /// Runs the semantic checks on whatever parts of an ill-shaped document have the right
-/// shape, keeping their original indices so pointers stay true.
+/// shape (leaving out values the schema layer rejected), keeping the original indices so
+/// pointers stay true.
 fn check_partial(value: &Value, report: &mut Report) {
     let version = value.get("version").and_then(Value::as_u64);
     let generation = value.get("generation").and_then(Value::as_str);
@@ -181,10 +183,11 @@ fn check_partial(value: &Value, report: &mut Report) {
         .get("services")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
+    let bad = report.error_pointers();
     let parsed: Vec<(usize, Service)> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| Service::deserialize(v).ok().map(|s| (i, s)))
+        .filter_map(|(i, v)| salvage::salvage_service(i, v, &bad).map(|s| (i, s)))
         .collect();
     let services: Vec<(usize, &Service)> = parsed.iter().map(|(i, s)| (*i, s)).collect();
     top::check(version, generation, items.len(), report);

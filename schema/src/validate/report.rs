@@ -20,6 +20,15 @@ impl Report {
         self.problems.push(Problem::warning(pointer, message));
     }
 
+    /// Pointers of the errors so far.
+    pub fn error_pointers(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .filter(|p| p.is_error())
+            .map(|p| p.pointer.clone())
+            .collect()
+    }
+
     /// The problems, grouped by service in manifest order (document-level ones first),
     /// otherwise in the order found.
     pub fn into_problems(mut self) -> Vec<Problem> {

@@ -1,0 +1,54 @@
+//! The command line: the list of verbs and dispatch to `command/<verb>.rs`. Adding a verb
+//! is a new file under `command/` plus one variant and one match arm here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::command;
+
+/// Exit status when a check fails (invalid manifest, bad signature).
+pub const EXIT_FAILED: u8 = 1;
+
+/// Exit status when ferry could not do its job (unreadable file, bad arguments, I/O).
+pub const EXIT_TROUBLE: u8 = 2;
+
+/// Deploy Nix closures to hosts running ferry-agent, through an S3 bucket.
+///
+/// A manifest (JSON) lists the services, the Nix store path each runs and the hosts it runs
+/// on. Start with `ferry validate manifest.json`; create a signing key with `ferry keygen`,
+/// sign the manifest with `ferry sign` and check it with `ferry verify`. Every command has
+/// its own `--help`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Validate(command::validate::Args),
+    Schema(command::schema::Args),
+    Keygen(command::keygen::Args),
+    Sign(command::sign::Args),
+    Verify(command::verify::Args),
+}
+
+/// Runs the chosen verb; the exit code says how it went.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => command::validate::run(&args),
+        Command::Schema(args) => command::schema::run(&args),
+        Command::Keygen(args) => command::keygen::run(&args),
+        Command::Sign(args) => command::sign::run(&args),
+        Command::Verify(args) => command::verify::run(&args),
+    }
+}

@@ -1,0 +1,285 @@
+//! Runs the real `ferry` binary: exit codes and output of validate, schema, keygen, sign
+//! and verify.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const EXAMPLE: &str = include_str!("../../schema/tests/fixtures/example.json");
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn validate_example_exits_0_with_the_hash_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "m.json", EXAMPLE);
+    let out = ferry(&["validate", s(&file)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("/services/0/artifact/storePath: warning: "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("valid, 1 warning"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_invalid_exits_1_with_one_problem_per_line_pointer_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = EXAMPLE
+        .replace("\"internalPort\": 8000", "\"internalPort\": 0")
+        .replace("\"user\": \"pil-web\"", "\"user\": \"Pil Web\"");
+    let file = write(dir.path(), "m.json", &bad);
+    let out = ferry(&["validate", s(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with('/')), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("/services/0/http/internalPort: service `podcastitlater-web`")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("/services/0/exec/user: ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn validate_unreadable_exits_2_even_beside_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "m.json", EXAMPLE);
+    let out = ferry(&["validate", s(&file), "/nonexistent/manifest.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot read /nonexistent/manifest.json"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_json_output_is_machine_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "m.json",
+        &EXAMPLE.replace("\"version\": 1", "\"version\": 9"),
+    );
+    let out = ferry(&["validate", "--json", s(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["valid"], false);
+    let problems = v[0]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["pointer"] == "/version" && p["severity"] == "error"),
+        "{v}"
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = ferry(&["schema"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        include_str!("../../schema/manifest.v1.schema.json")
+    );
+}
+
+#[test]
+fn keygen_sign_verify_round_trip_and_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
+    let out = ferry(&[
+        "keygen",
+        "--name",
+        "test.example-1",
+        "--secret-key-file",
+        s(&sk),
+        "--public-key-file",
+        s(&pk),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let public = std::fs::read_to_string(&pk).unwrap();
+    assert!(public.starts_with("test.example-1:") && !public.ends_with('\n'));
+    assert_eq!(stdout(&out).trim(), public);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Refuses to overwrite a key without --force.
+    let again = ferry(&[
+        "keygen",
+        "--name",
+        "x",
+        "--secret-key-file",
+        s(&sk),
+        "--public-key-file",
+        s(&pk),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("--force"));
+
+    let manifest = write(dir.path(), "m.json", EXAMPLE);
+    let signed = dir.path().join("signed.json");
+    let out = ferry(&[
+        "sign",
+        s(&manifest),
+        "--key-file",
+        s(&sk),
+        "--out",
+        s(&signed),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        EXAMPLE,
+        "--out leaves the input alone"
+    );
+
+    let out = ferry(&["verify", s(&signed), "--trusted-key-file", s(&pk)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("signed by trusted key `test.example-1`"));
+
+    let out = ferry(&["verify", s(&signed), "--trusted-key", &public]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Change a field: verification fails and says why.
+    let tampered_text = std::fs::read_to_string(&signed)
+        .unwrap()
+        .replace("\"AREA\": \"Live\"", "\"AREA\": \"Test\"");
+    let tampered = write(dir.path(), "t.json", &tampered_text);
+    let out = ferry(&["verify", s(&tampered), "--trusted-key-file", s(&pk)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+
+    // Another key: fails and names the signer.
+    let (sk2, pk2) = (dir.path().join("o.sec"), dir.path().join("o.pub"));
+    ferry(&[
+        "keygen",
+        "--name",
+        "other-1",
+        "--secret-key-file",
+        s(&sk2),
+        "--public-key-file",
+        s(&pk2),
+    ]);
+    let out = ferry(&["verify", s(&signed), "--trusted-key-file", s(&pk2)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("test.example-1"), "{}", stderr(&out));
+
+    // Signing in place, then with a second key: both verify.
+    assert_eq!(
+        ferry(&["sign", s(&signed), "--key-file", s(&sk2)])
+            .status
+            .code(),
+        Some(0)
+    );
+    for key in [&pk, &pk2] {
+        assert_eq!(
+            ferry(&["verify", s(&signed), "--trusted-key-file", s(key)])
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+}
+
+#[test]
+fn verify_unsigned_exits_1_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write(dir.path(), "m.json", EXAMPLE);
+    let out = ferry(&[
+        "verify",
+        s(&manifest),
+        "--trusted-key",
+        "k:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not signed"), "{}", stderr(&out));
+}
+
+#[test]
+fn verify_requires_a_trusted_key() {
+    let out = ferry(&["verify", "m.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--trusted-key"), "{}", stderr(&out));
+}
+
+#[test]
+fn sign_refuses_an_invalid_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
+    ferry(&[
+        "keygen",
+        "--name",
+        "k",
+        "--secret-key-file",
+        s(&sk),
+        "--public-key-file",
+        s(&pk),
+    ]);
+    let manifest = write(
+        dir.path(),
+        "m.json",
+        &EXAMPLE.replace("\"hosts\": [\"biz\"]", "\"hosts\": []"),
+    );
+    let out = ferry(&["sign", s(&manifest), "--key-file", s(&sk)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("/services/0/hosts"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !std::fs::read_to_string(&manifest)
+            .unwrap()
+            .contains("signatures")
+    );
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in ["validate", "schema", "keygen", "sign", "verify"] {
+        let out = ferry(&[verb, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{verb}");
+        assert!(stdout(&out).contains("Usage: ferry"), "{verb}");
+    }
+}
