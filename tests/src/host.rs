@@ -19,6 +19,8 @@ use crate::stop::{request_stop, wait_or_kill};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a clean shutdown may take before the bed kills nspawn.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The hosts' /etc/nix/nix.conf: offline, no build users, no sandbox (as on the machine).
+pub const NIX_CONF: &str = "substituters =\nbuild-users-group =\nsandbox = false\n";
 /// The PATH commands run with inside the host.
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -72,10 +74,21 @@ impl Host {
         let hostname = host.root.join("etc/hostname");
         std::fs::write(&hostname, format!("{}\n", host.name()))
             .with_context(|| format!("writing {}", hostname.display()))?;
+        host.write_nix_conf()?;
         network::host_up(&names, index)
             .with_context(|| format!("making the network of host {}", host.name()))?;
         host.boot()?;
         Ok(host)
+    }
+
+    /// Debian's nix-bin leaves the container without /etc/nix/nix.conf. The hosts have no
+    /// internet, and with the default substituter every Nix command that looks a path up
+    /// retries cache.nixos.org for 4.5 s; there is no nixbld group either.
+    fn write_nix_conf(&self) -> Result<()> {
+        let dir = self.root.join("etc/nix");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("nix.conf");
+        std::fs::write(&path, NIX_CONF).with_context(|| format!("writing {}", path.display()))
     }
 
     /// Mounts an overlay of `rootfs` at the host's root, or copies it where overlays fail.
