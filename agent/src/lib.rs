@@ -13,6 +13,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod self_usage;
 pub mod state;
 pub mod state_file;
 pub mod tick;

@@ -436,3 +436,73 @@ async fn agent_env_values_arrive_byte_for_byte_and_units_score_low_exposure() ->
     assert!(sec.success(), "exposure above 2.0: {line}\n{}", sec.stderr);
     Ok(())
 }
+
+#[tokio::test]
+async fn agent_restores_services_after_reboot_without_bucket_and_survives_corrupt_state()
+-> Result<()> {
+    let mut t = AgentBed::start().await?;
+    let c = t.closures;
+    t.publish(&manifest(1, vec![service("alpha", &c.v1, 8101)]))
+        .await?;
+    assert_eq!(t.reconcile()?.status, 0);
+
+    // A corrupt state file is reported, moved aside, and rebuilt without touching the unit.
+    let inv = t.show("ferry-alpha.service", "InvocationID")?;
+    t.host().put_bytes(
+        "/var/lib/ferry/state.json",
+        b"{\"version\": 1, \"serv",
+        0o600,
+    )?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "tick after corrupt state failed");
+    assert!(out.stdout.contains("corrupt"), "{}", out.stdout);
+    assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, inv);
+    assert_eq!(
+        t.state()?["services"]["alpha"]["service"]["artifact"]["storePath"],
+        c.v1.as_str()
+    );
+    let aside = t.host().sh_ok("ls /var/lib/ferry")?;
+    assert!(aside.contains("state.json.corrupt-"), "{aside}");
+
+    // The bucket becomes unreachable and the host reboots: /run is empty, yet the next tick
+    // brings alpha back from state.
+    let s3 = t.bed.s3().clone();
+    let dead = format!(
+        "s3://{}?endpoint=http://127.0.0.1:9&region={}",
+        s3.bucket, s3.region
+    );
+    let config = t.host().sh_ok("cat /etc/ferry/agent.toml")?;
+    let config = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("bucket = ") {
+                format!("bucket = \"{dead}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    t.host().put_bytes(
+        "/etc/ferry/agent.toml",
+        format!("{config}\n").as_bytes(),
+        0o644,
+    )?;
+    t.bed.host_mut(0).poweroff()?;
+    t.bed.host_mut(0).boot()?;
+    assert!(
+        !t.host()
+            .path_in_host("/run/systemd/system/ferry-alpha.service")
+            .exists()
+    );
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 3, "expected the unreachable-bucket exit code");
+    assert!(
+        out.stdout.contains("restoring services from state"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.show("ferry-alpha.service", "ActiveState")?, "active");
+    assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
+    Ok(())
+}

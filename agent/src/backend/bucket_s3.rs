@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 // aws-config's `profile_files` takes these (deprecated) aliases; the new names live in a
 // crate aws-config does not re-export.
+use aws_config::profile::ProfileFileCredentialsProvider;
 #[allow(deprecated)]
 use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
 use aws_config::retry::RetryConfig;
@@ -60,11 +61,18 @@ impl S3Bucket {
                     .operation_timeout(s.timeout)
                     .build(),
             );
-        if let Some(p) = &s.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(f) = &s.credentials_file {
-            loader = loader.profile_files(credentials_files(f));
+        // Configured credentials win over the environment: the operator named them.
+        if s.profile.is_some() || s.credentials_file.is_some() {
+            let mut provider = ProfileFileCredentialsProvider::builder();
+            if let Some(p) = &s.profile {
+                loader = loader.profile_name(p);
+                provider = provider.profile_name(p);
+            }
+            if let Some(f) = &s.credentials_file {
+                loader = loader.profile_files(credentials_files(f));
+                provider = provider.profile_files(credentials_files(f));
+            }
+            loader = loader.credentials_provider(provider.build());
         }
         if let Some(r) = &s.region {
             loader = loader.region(Region::new(r.clone()));

@@ -62,11 +62,13 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Unreachable => "unreachable",
     };
     println!(
-        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} ms={}",
+        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} ms={} cpuMs={} peakRssKiB={}",
         report.applied.reloads,
         report.applied.units_touched,
         report.requests,
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        ferry_agent::self_usage::cpu_ms().unwrap_or(0),
+        ferry_agent::self_usage::peak_rss_kib().unwrap_or(0),
     );
     Ok(ExitCode::from(match report.outcome {
         Outcome::Ok => 0,

@@ -1,0 +1,176 @@
+//! The agent's backends against the real things: the S3 bucket and the loopback cache proxy
+//! against the bed's Garage, and systemd over D-Bus against a bed host's bus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use aws_sdk_s3::primitives::ByteStream;
+use ferry_agent::backend::bucket::{Bucket, BucketError, Fetched};
+use ferry_agent::backend::bucket_s3::{S3Bucket, S3Settings};
+use ferry_agent::backend::cache_proxy::CacheProxy;
+use ferry_agent::backend::systemd::{DbusSystemd, Systemd};
+use ferry_agent::plan::Job;
+use ferry_tests::{Bed, BedOptions, S3};
+
+fn settings(s3: &S3, credentials: &std::path::Path) -> S3Settings {
+    S3Settings {
+        bucket: s3.bucket.clone(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some(s3.region.clone()),
+        profile: None,
+        credentials_file: Some(credentials.to_owned()),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn credentials_file(s3: &S3) -> Result<tempfile::NamedTempFile> {
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        file.path(),
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.access_key, s3.secret_key
+        ),
+    )?;
+    Ok(file)
+}
+
+#[tokio::test]
+async fn agent_s3_bucket_conditional_get_missing_unreachable_and_cache_proxy() -> Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let creds = credentials_file(s3)?;
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key("manifest.json")
+        .body(ByteStream::from_static(b"{\"v\":1}"))
+        .send()
+        .await?;
+    let bucket = Arc::new(S3Bucket::new(&settings(s3, creds.path())).await);
+
+    let Fetched::Object { bytes, etag } = bucket.get("manifest.json", None).await? else {
+        anyhow::bail!("expected the object");
+    };
+    assert_eq!(bytes, b"{\"v\":1}");
+    let etag = etag.ok_or_else(|| anyhow::anyhow!("no ETag"))?;
+    assert_eq!(
+        bucket.get("manifest.json", Some(&etag)).await?,
+        Fetched::NotModified
+    );
+    assert!(matches!(
+        bucket.get("manifest.json", Some("\"other\"")).await?,
+        Fetched::Object { .. }
+    ));
+    assert_eq!(bucket.get("absent.json", None).await?, Fetched::Missing);
+    assert_eq!(bucket.requests(), 4);
+
+    // Through the proxy: served under the random prefix only, read-only.
+    let proxy = CacheProxy::start(bucket.clone()).await?;
+    let http = reqwest::Client::new();
+    let got = http
+        .get(format!("{}/manifest.json", proxy.url()))
+        .send()
+        .await?;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await?.as_ref(), b"{\"v\":1}");
+    let port_root = proxy
+        .url()
+        .rsplit_once('/')
+        .map_or("", |(root, _)| root)
+        .to_owned();
+    assert_eq!(
+        http.get(format!("{port_root}/manifest.json"))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{}/absent", proxy.url()))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.put(format!("{}/manifest.json", proxy.url()))
+            .body("x")
+            .send()
+            .await?
+            .status(),
+        405
+    );
+    drop(proxy);
+
+    // Wrong credentials are "refused", a dead endpoint is "unreachable".
+    let bad = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        bad.path(),
+        "[default]\naws_access_key_id = GK000000000000000000000000\naws_secret_access_key = 00\n",
+    )?;
+    let denied = S3Bucket::new(&settings(s3, bad.path())).await;
+    assert!(matches!(
+        denied.get("manifest.json", None).await,
+        Err(BucketError::Refused(_))
+    ));
+    let mut dead = settings(s3, creds.path());
+    dead.endpoint = Some("http://127.0.0.1:9".into());
+    dead.timeout = Duration::from_secs(3);
+    let dead = S3Bucket::new(&dead).await;
+    assert!(matches!(
+        dead.get("manifest.json", None).await,
+        Err(BucketError::Unreachable(_))
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_systemd_backend_runs_jobs_and_reads_state_over_a_hosts_bus() -> Result<()> {
+    let bed = Bed::start(BedOptions {
+        hosts: 1,
+        ..Default::default()
+    })?;
+    let host = bed.host(0);
+    host.put_bytes(
+        "/run/systemd/system/ferry-bt.service",
+        b"[Service]\nType=exec\nExecStart=/bin/sleep 1000\n",
+        0o644,
+    )?;
+    host.put_bytes(
+        "/run/systemd/system/ferry-bt-bad.service",
+        b"[Service]\nType=exec\nExecStart=/nonexistent/program\n",
+        0o644,
+    )?;
+    let sd = DbusSystemd::connect(Some(&host.dbus_address()?), Duration::from_secs(30)).await?;
+    sd.reload().await?;
+    assert_eq!(sd.unit_state("ferry-no-such.service").await?, None);
+
+    assert_eq!(sd.run_job("ferry-bt.service", Job::Start).await?, "done");
+    let st = sd
+        .unit_state("ferry-bt.service")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("not loaded"))?;
+    assert_eq!(
+        (st.active_state.as_str(), st.sub_state.as_str()),
+        ("active", "running")
+    );
+    let pid1 = host.sh_ok("systemctl show -p MainPID --value ferry-bt.service")?;
+    assert_eq!(sd.run_job("ferry-bt.service", Job::Restart).await?, "done");
+    let pid2 = host.sh_ok("systemctl show -p MainPID --value ferry-bt.service")?;
+    assert_ne!(pid1, pid2, "restart kept the old process");
+    assert_eq!(sd.run_job("ferry-bt.service", Job::Stop).await?, "done");
+    // systemd may unload a stopped unit nothing refers to: gone or inactive are both right.
+    let st = sd.unit_state("ferry-bt.service").await?;
+    assert!(
+        st.as_ref().is_none_or(|s| s.active_state == "inactive"),
+        "{st:?}"
+    );
+
+    assert_eq!(
+        sd.run_job("ferry-bt-bad.service", Job::Start).await?,
+        "failed"
+    );
+    Ok(())
+}
