@@ -34,6 +34,15 @@ fn nix(args: &[&str]) -> Output {
     run("nix", &all)
 }
 
+/// A key name no earlier run used: the store keeps every signature ever added to a path,
+/// and an old one under the same name would not verify with this run's key.
+fn fresh_key_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -82,9 +91,10 @@ fn signatures_of(path: &str) -> Vec<String> {
 fn nix_made_key_works_with_ferry() {
     let dir = tempfile::tempdir().unwrap();
     let (sk, pk) = (dir.path().join("nix.sec"), dir.path().join("nix.pub"));
+    let name = fresh_key_name("nix-made");
     ok(
         "nix-store",
-        &["--generate-binary-cache-key", "nix-made-1", s(&sk), s(&pk)],
+        &["--generate-binary-cache-key", &name, s(&sk), s(&pk)],
     );
 
     // ferry reads both files.
@@ -102,7 +112,7 @@ fn nix_made_key_works_with_ferry() {
     );
     let sig = signatures_of(&path)
         .into_iter()
-        .find(|s| s.starts_with("nix-made-1:"))
+        .find(|s| s.starts_with(&format!("{name}:")))
         .unwrap();
     public
         .verify_detached(fingerprint_of(&path).as_bytes(), &sig)
@@ -118,12 +128,12 @@ fn nix_made_key_works_with_ferry() {
         ferry,
         &["verify", s(&manifest), "--trusted-key-file", s(&pk)],
     );
-    assert!(out.contains("nix-made-1"), "{out}");
+    assert!(out.contains(&name), "{out}");
     let signed: Manifest =
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
     assert_eq!(
         ferry_schema::verify_manifest(&signed, &[public]).unwrap(),
-        "nix-made-1"
+        name
     );
 }
 
@@ -132,12 +142,13 @@ fn ferry_made_key_works_with_nix() {
     let dir = tempfile::tempdir().unwrap();
     let (sk, pk) = (dir.path().join("ferry.sec"), dir.path().join("ferry.pub"));
     let ferry = env!("CARGO_BIN_EXE_ferry");
+    let name = fresh_key_name("ferry-made");
     ok(
         ferry,
         &[
             "keygen",
             "--name",
-            "ferry-made-1",
+            &name,
             "--secret-key-file",
             s(&sk),
             "--public-key-file",

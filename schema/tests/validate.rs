@@ -303,7 +303,7 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "port as string",
             vec![Set("/services/0/http/internalPort", json!("8000"))],
             "/services/0/http/internalPort",
-            "integer",
+            "whole number without quotes",
         ),
         (
             "http null",

@@ -86,11 +86,22 @@ pub fn check(doc: &Value, report: &mut Report) {
                     ),
                 );
             }
+            ValidationErrorKind::Type { .. } => {
+                report.error(
+                    pointer.clone(),
+                    format!(
+                        "{subject}: {} has the wrong type{}; {}",
+                        short(&error.instance),
+                        place(&pointer),
+                        type_hint(&compiled.schema, &pointer)
+                    ),
+                );
+            }
             _ => {
                 report.error(
                     pointer.clone(),
                     format!(
-                        "{subject}: {}{}",
+                        "{subject}: {}{}; see `ferry schema` for what is accepted",
                         one_line(&error.to_string()),
                         place(&pointer)
                     ),
@@ -174,8 +185,32 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// `s` with control characters escaped, so a message stays on one line.
 fn one_line(s: &str) -> String {
-    s.escape_debug().to_string()
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What to write instead of a value of the wrong type.
+fn type_hint(schema: &Value, pointer: &str) -> &'static str {
+    match node_at(schema, pointer)
+        .and_then(|n| n.get("type"))
+        .and_then(Value::as_str)
+    {
+        Some("integer") => "write a whole number without quotes",
+        Some("string") => "write a string in double quotes",
+        Some("array") => "write a JSON array, e.g. [\"a\", \"b\"]",
+        Some("object") => "write a JSON object { ... } (leave the field out to use the defaults)",
+        Some("boolean") => "write true or false without quotes",
+        _ => "see `ferry schema` for what is accepted",
+    }
 }
 
 /// Field names the schema allows at the object `pointer` points to.
