@@ -146,7 +146,29 @@ fn build_or_load() -> Result<Closures> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&temp, &dir)
         .with_context(|| format!("moving {} into place", temp.display()))?;
+    remove_outdated(&root, Path::new(GC_ROOTS), &digest);
     load(&dir)
+}
+
+/// Drops closure folders and GC roots of earlier binaries: every rebuild of the test
+/// service makes new ones, and only the current set is used.
+fn remove_outdated(root: &Path, gc_roots: &Path, digest: &str) {
+    let current = format!("closures-{digest}");
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("closures-") && name != current && entry.path().is_dir() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(gc_roots) {
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(digest) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// Builds every closure and both caches into `temp`, which will become `dir`.
