@@ -45,7 +45,8 @@ for tool in nix-build nix-store nix systemd-nspawn debootstrap nsenter ip caddy;
 done
 
 # --- 2. Garage ----------------------------------------------------------------------------
-export PATH="$HOME/.cargo/bin:$PATH"
+cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+export PATH="$cargo_bin:$PATH"
 if garage_version="$(garage --version 2>/dev/null)"; then
     say "garage present: $garage_version ($(command -v garage))"
 else
@@ -53,7 +54,7 @@ else
     say "building garage with 'cargo install garage --locked' (about 11 minutes on 2 cores)"
     start=$SECONDS
     cargo install garage --locked --version '^2.5' || die "cargo install garage failed (see the output above)"
-    garage --version >/dev/null 2>&1 || die "garage was installed but 'garage --version' does not answer: check $HOME/.cargo/bin"
+    garage --version >/dev/null 2>&1 || die "garage was installed but 'garage --version' does not answer: check $cargo_bin"
     say "garage built in $((SECONDS - start)) s: $(garage --version)"
 fi
 

@@ -61,11 +61,13 @@ pub fn garage_binary() -> Result<PathBuf> {
             }
         }
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let candidate = PathBuf::from(home).join(".cargo/bin/garage");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let candidate = cargo_home.join("bin/garage");
+    if candidate.is_file() {
+        return Ok(candidate);
     }
     bail!(
         "garage is not installed (not on PATH nor in ~/.cargo/bin): run tests/bed/install.sh as root"
