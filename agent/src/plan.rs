@@ -80,9 +80,6 @@ pub struct ServicePlan {
     pub from: Option<String>,
     /// The store path to run (absent for removals).
     pub to: Option<String>,
-    /// The manifest's service (absent for removals).
-    #[serde(skip)]
-    pub service: Option<Service>,
     /// The unit text to write (absent for removals and unchanged units).
     #[serde(skip)]
     pub unit_text: Option<String>,
@@ -149,7 +146,6 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
                 why: format!("no longer in the manifest for host {}", policy.host),
                 from: obs.store_path.clone(),
                 to: None,
-                service: None,
                 unit_text: None,
             });
         }
@@ -172,7 +168,6 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
         why: String::new(),
         from: obs.and_then(|o| o.store_path.clone()),
         to: Some(to.clone()),
-        service: Some(service.clone()),
         unit_text: None,
     };
     let Some(obs) = obs else {

@@ -143,22 +143,27 @@ pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();
+    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     for (p, outcome) in the_plan.services.iter().zip(&applied.services) {
         if !outcome.ok {
             continue;
         }
         if p.action == Action::Remove {
             state.services.remove(&p.name);
-        } else if let Some(service) = &p.service {
+        } else if let Some(service) = by_name.get(p.name.as_str()) {
             let fresh = state
                 .services
                 .get(&p.name)
-                .is_none_or(|a| a.service != *service);
+                .is_none_or(|a| a.service != **service);
             if fresh {
                 state.services.insert(
                     p.name.clone(),
                     Applied {
-                        service: service.clone(),
+                        service: (*service).clone(),
                         applied_at: now.clone(),
                     },
                 );

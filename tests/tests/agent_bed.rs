@@ -16,8 +16,12 @@ const HOST: &str = "bedhost";
 /// Where the agent binary appears inside the host.
 const AGENT: &str = "/usr/local/bin/ferry-agent";
 
-/// Builds the agent (so the test never runs a stale binary) and returns its path.
+/// Builds the agent (so the test never runs a stale binary) and returns its path;
+/// `FERRY_AGENT_BIN` names a prebuilt one instead (e.g. a release build for measurements).
 fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FERRY_AGENT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry-agent"])
@@ -504,5 +508,52 @@ async fn agent_restores_services_after_reboot_without_bucket_and_survives_corrup
     );
     assert_eq!(t.show("ferry-alpha.service", "ActiveState")?, "active");
     assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let versions = [&c.v1, &c.v2];
+    for round in 0..20u32 {
+        let path = versions[(round % 2) as usize];
+        t.publish(&manifest(
+            round,
+            vec![service("alpha", path, 8101), service("beta", &c.v1, 8102)],
+        ))
+        .await?;
+        // Kill points spread over the tick: before the fetch, during pulls, unit writes, jobs.
+        let delay_ms = (round * 137) % 2500;
+        let out = t.host().sh(&format!(
+            "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid; wait $pid; true",
+            delay_ms / 1000,
+            delay_ms % 1000
+        ))?;
+        assert!(out.success(), "{}", out.stderr);
+        let state = t.host().sh("cat /var/lib/ferry/state.json 2>/dev/null")?;
+        if state.success() {
+            serde_json::from_str::<Value>(&state.stdout).with_context(|| {
+                format!("state unparseable after kill {round}: {}", state.stdout)
+            })?;
+        }
+    }
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "tick after the kills did not converge");
+    let units = t
+        .host()
+        .sh_ok("ls /run/systemd/system | grep '^ferry-' || true")?;
+    assert_eq!(
+        units.split_whitespace().collect::<Vec<_>>(),
+        ["ferry-alpha.service", "ferry-beta.service"]
+    );
+    assert_eq!(t.get(8101, "/version")?.trim(), "2.0.0");
+    assert_eq!(t.get(8102, "/version")?.trim(), "1.0.0");
+    let again = t.reconcile()?;
+    assert!(
+        summary(&again).contains("unitsTouched=0"),
+        "{}",
+        summary(&again)
+    );
     Ok(())
 }
