@@ -174,3 +174,53 @@ async fn agent_systemd_backend_runs_jobs_and_reads_state_over_a_hosts_bus() -> R
     );
     Ok(())
 }
+
+/// Measured side by side (printed, run with `--nocapture`): one Reload + one restart through
+/// the agent's zbus backend vs `systemctl daemon-reload && systemctl restart` processes in
+/// the host (minus the cost of entering the host, measured with `true`).
+#[tokio::test]
+async fn agent_restart_through_zbus_vs_systemctl_processes() -> Result<()> {
+    const ROUNDS: u32 = 10;
+    let bed = Bed::start(BedOptions {
+        hosts: 1,
+        ..Default::default()
+    })?;
+    let host = bed.host(0);
+    host.put_bytes(
+        "/run/systemd/system/ferry-rb.service",
+        b"[Service]\nType=exec\nExecStart=/bin/sleep 1000\n",
+        0o644,
+    )?;
+    let sd = DbusSystemd::connect(Some(&host.dbus_address()?), Duration::from_secs(30)).await?;
+    sd.reload().await?;
+    assert_eq!(sd.run_job("ferry-rb.service", Job::Start).await?, "done");
+
+    let start = std::time::Instant::now();
+    for _ in 0..ROUNDS {
+        sd.reload().await?;
+        assert_eq!(sd.run_job("ferry-rb.service", Job::Restart).await?, "done");
+    }
+    let zbus = start.elapsed() / ROUNDS;
+
+    let start = std::time::Instant::now();
+    for _ in 0..ROUNDS {
+        host.sh_ok("true")?;
+    }
+    let enter = start.elapsed() / ROUNDS;
+    let start = std::time::Instant::now();
+    for _ in 0..ROUNDS {
+        host.sh_ok("systemctl daemon-reload && systemctl restart ferry-rb.service")?;
+    }
+    let systemctl = start.elapsed() / ROUNDS;
+    let systemctl_net = systemctl.saturating_sub(enter);
+    eprintln!(
+        "reload+restart: zbus {zbus:?}/round; systemctl {systemctl:?}/round \
+         ({systemctl_net:?} without the {enter:?} of entering the host); ratio {:.1}x",
+        systemctl_net.as_secs_f64() / zbus.as_secs_f64()
+    );
+    assert_eq!(
+        host.sh_ok("systemctl is-active ferry-rb.service")?.trim(),
+        "active"
+    );
+    Ok(())
+}
