@@ -97,6 +97,10 @@ pub async fn apply<B: Bucket, S: Store, D: Systemd, U: Units>(
         let unit = unit_name(&p.name);
         match b.systemd.run_job(&unit, Job::Stop).await {
             Ok(r) if r == "done" => {}
+            // Already gone (e.g. /run was wiped by a reboot): nothing to stop.
+            Err(e)
+                if e.to_string().contains("NoSuchUnit") || e.to_string().contains("not loaded") => {
+            }
             Ok(r) => {
                 failed.insert(p.name.clone(), format!("stop job of {unit} ended with {r}"));
                 continue;
@@ -315,5 +319,190 @@ fn success_message(p: &ServicePlan) -> String {
         Action::Start => format!("started {to} ({})", p.why),
         Action::Remove => "stopped and unit deleted (profile kept)".to_owned(),
         Action::Unchanged => format!("unchanged {to}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The apply engine's ordering and failure isolation, on in-memory backends (each real
+    //! backend is tested against the real thing in the ferry-tests crate).
+
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::backend::bucket::{BucketError, Fetched};
+    use crate::backend::store::StoreError;
+    use crate::backend::systemd::{SystemdError, UnitState};
+    use crate::plan::{Observed, ObservedService, Policy, plan};
+    use ferry_schema::Manifest;
+    use ferry_schema::manifest::Service;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<String>>);
+    impl Log {
+        fn push(&self, s: String) {
+            self.0.lock().unwrap().push(s);
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    struct NoBucket;
+    impl Bucket for NoBucket {
+        async fn get(&self, _: &str, _: Option<&str>) -> Result<Fetched, BucketError> {
+            Ok(Fetched::Missing)
+        }
+        fn direct_cache_url(&self) -> Option<String> {
+            Some("file:///cache".into())
+        }
+        fn requests(&self) -> u64 {
+            0
+        }
+    }
+
+    struct FakeStore<'a>(&'a Log, &'static str);
+    impl Store for FakeStore<'_> {
+        async fn pull(&self, _: &str, paths: &[String]) -> Result<(), StoreError> {
+            self.0.push(format!("pull {}", paths.join(",")));
+            match paths.iter().find(|p| p.contains(self.1)) {
+                Some(p) => Err(StoreError::Pull {
+                    path: p.clone(),
+                    kind: "bad signature",
+                    reason: "untrusted".into(),
+                }),
+                None => Ok(()),
+            }
+        }
+        async fn pin(&self, profile: &Path, path: &str, _: u32) -> Result<(), StoreError> {
+            self.0.push(format!("pin {} {path}", profile.display()));
+            Ok(())
+        }
+    }
+
+    struct FakeSystemd<'a>(&'a Log);
+    impl Systemd for FakeSystemd<'_> {
+        async fn reload(&self) -> Result<(), SystemdError> {
+            self.0.push("reload".into());
+            Ok(())
+        }
+        async fn run_job(&self, unit: &str, job: Job) -> Result<String, SystemdError> {
+            self.0.push(format!("{job:?} {unit}"));
+            Ok("done".into())
+        }
+        async fn unit_state(&self, _: &str) -> Result<Option<UnitState>, SystemdError> {
+            Ok(Some(UnitState {
+                active_state: "active".into(),
+                sub_state: "running".into(),
+                n_restarts: 0,
+                exec_main_status: 0,
+            }))
+        }
+    }
+
+    struct FakeUnits<'a>(&'a Log, Mutex<BTreeMap<String, String>>);
+    impl Units for FakeUnits<'_> {
+        fn list(&self) -> std::io::Result<BTreeMap<String, String>> {
+            Ok(self.1.lock().unwrap().clone())
+        }
+        fn write(&self, service: &str, text: &str) -> std::io::Result<bool> {
+            self.0.push(format!("write {service}"));
+            Ok(self
+                .1
+                .lock()
+                .unwrap()
+                .insert(service.into(), text.into())
+                .as_deref()
+                != Some(text))
+        }
+        fn remove(&self, service: &str) -> std::io::Result<bool> {
+            self.0.push(format!("delete {service}"));
+            Ok(self.1.lock().unwrap().remove(service).is_some())
+        }
+    }
+
+    fn svc(name: &str, path: &str, deps: &[&str]) -> Service {
+        let mut s: Service = serde_json::from_value(serde_json::json!({
+            "name": name, "artifact": {"type": "nix-closure", "storePath": path},
+            "hosts": ["h"], "exec": {"command": name, "user": "u"},
+        }))
+        .unwrap();
+        if !deps.is_empty() {
+            s.depends_on = Some(deps.iter().map(|d| d.to_string()).collect());
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn order_one_reload_and_failure_isolation() {
+        let log = Log::default();
+        let m = Manifest {
+            version: 1,
+            generation: "g".into(),
+            services: vec![
+                svc("web", "/nix/store/w-web", &["db"]),
+                svc("db", "/nix/store/d-db", &[]),
+                svc("bad", "/nix/store/b-untrusted", &[]),
+            ],
+            signatures: None,
+        };
+        let mut observed = Observed::default();
+        observed.services.insert(
+            "old".into(),
+            ObservedService {
+                store_path: Some("/nix/store/o-old".into()),
+                unit_text: Some("x".into()),
+                active_state: None,
+            },
+        );
+        let p = plan(&m, &observed, &Policy { host: "h".into() });
+        let backends = Backends {
+            bucket: Arc::new(NoBucket),
+            store: FakeStore(&log, "untrusted"),
+            systemd: FakeSystemd(&log),
+            units: FakeUnits(
+                &log,
+                Mutex::new(BTreeMap::from([("old".to_owned(), "x".to_owned())])),
+            ),
+        };
+        let settings = ApplySettings {
+            profile_dir: "/p".into(),
+            generations_to_keep: 5,
+            settle: Duration::ZERO,
+        };
+        let report = apply(&p, &backends, &settings).await;
+        assert_eq!(
+            log.take(),
+            [
+                "pull /nix/store/b-untrusted,/nix/store/d-db,/nix/store/w-web",
+                "pull /nix/store/b-untrusted",
+                "pull /nix/store/d-db",
+                "pull /nix/store/w-web",
+                "pin /p/db /nix/store/d-db",
+                "pin /p/web /nix/store/w-web",
+                "Stop ferry-old.service",
+                "delete old",
+                "write db",
+                "write web",
+                "reload",
+                "Start ferry-db.service",
+                "Start ferry-web.service",
+            ]
+        );
+        assert_eq!(report.reloads, 1);
+        let by_name: BTreeMap<_, _> = report
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        assert!(!by_name["bad"].ok);
+        assert!(
+            by_name["bad"].message.contains("bad signature"),
+            "{}",
+            by_name["bad"].message
+        );
+        assert!(by_name["db"].ok && by_name["web"].ok && by_name["old"].ok);
     }
 }
