@@ -88,23 +88,7 @@ impl Closures {
 
 /// The ferry-testsvc binary cargo built beside the running test.
 fn testsvc_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FERRY_TESTSVC_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let exe = std::env::current_exe().context("finding the running test binary")?;
-    // Tests run from target/<profile>/deps/; binaries sit in target/<profile>/.
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test binary has no target folder above it")?;
-    let candidate = profile_dir.join("ferry-testsvc");
-    if !candidate.is_file() {
-        bail!(
-            "{} is missing: build it with `cargo build -p ferry-tests --bin ferry-testsvc` or set FERRY_TESTSVC_BIN",
-            candidate.display()
-        );
-    }
-    Ok(candidate)
+    crate::binaries::workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")
 }
 
 fn build_or_load() -> Result<Closures> {

@@ -5,6 +5,7 @@
 //! `tests/tests/bed_*.rs` for every handle in use.
 
 pub mod bed;
+pub mod binaries;
 pub mod closures;
 pub mod footprint;
 pub mod garage;
@@ -18,6 +19,7 @@ mod stale;
 mod stop;
 
 pub use bed::{Bed, BedOptions};
+pub use binaries::workspace_binary;
 pub use closures::Closures;
 pub use footprint::Footprint;
 pub use host::{BindRo, Host};
