@@ -21,5 +21,10 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Tests on the bed run the workspace's binaries (ferry, ferry-agent, ferry-testsvc) from
+# target/debug, so build them all first.
+step "cargo build --bins"
+cargo build --workspace --bins --locked
+
 step "cargo test (unit, backend and end-to-end tests on the bed)"
 cargo test --workspace --locked
