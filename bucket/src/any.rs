@@ -1,0 +1,86 @@
+//! [`AnyBucket`]: the bucket a URL names, whichever kind it is (static dispatch over the two
+//! real implementations, since the trait's async methods are not object-safe).
+
+use std::path::Path;
+
+use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo};
+use crate::dir::DirBucket;
+use crate::s3::{S3Bucket, S3Settings};
+use crate::url::BucketUrl;
+
+/// An S3 or directory bucket.
+#[derive(Debug)]
+pub enum AnyBucket {
+    /// `s3://…`
+    S3(S3Bucket),
+    /// `file://…`
+    Dir(DirBucket),
+}
+
+impl AnyBucket {
+    /// Opens the bucket `url` names with the default timeouts and the credential chain
+    /// (its `profile=` when given). Makes no request.
+    pub async fn open(url: &BucketUrl) -> Self {
+        match url {
+            BucketUrl::Dir(dir) => Self::Dir(DirBucket::new(dir.clone())),
+            BucketUrl::S3 {
+                bucket,
+                endpoint,
+                region,
+                profile,
+            } => Self::S3(
+                S3Bucket::new(&S3Settings {
+                    bucket: bucket.clone(),
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    profile: profile.clone(),
+                    ..S3Settings::default()
+                })
+                .await,
+            ),
+        }
+    }
+}
+
+macro_rules! both {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBucket::S3($b) => $e,
+            AnyBucket::Dir($b) => $e,
+        }
+    };
+}
+
+impl Bucket for AnyBucket {
+    async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
+        both!(self, b => b.get(key, if_none_match).await)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, BucketError> {
+        both!(self, b => b.exists(key).await)
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BucketError> {
+        both!(self, b => b.put(key, bytes).await)
+    }
+
+    async fn put_file(&self, key: &str, file: &Path) -> Result<(), BucketError> {
+        both!(self, b => b.put_file(key, file).await)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BucketError> {
+        both!(self, b => b.list(prefix).await)
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), BucketError> {
+        both!(self, b => b.copy(from, to).await)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BucketError> {
+        both!(self, b => b.delete(key).await)
+    }
+
+    fn requests(&self) -> u64 {
+        both!(self, b => b.requests())
+    }
+}

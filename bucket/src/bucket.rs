@@ -1,0 +1,99 @@
+//! The `Bucket` trait: the few object-store operations Ferry needs, with results that say
+//! what happened (unchanged, found, missing) instead of raw HTTP statuses.
+
+use std::future::Future;
+use std::path::Path;
+
+use thiserror::Error;
+
+/// The result of a (conditional) GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The ETag passed as `If-None-Match` still matches (HTTP 304).
+    Unchanged,
+    /// The object, with its ETag when the store gives one.
+    Found {
+        /// Content.
+        bytes: Vec<u8>,
+        /// ETag, to pass back as `If-None-Match` next time.
+        etag: Option<String>,
+    },
+    /// No such key.
+    Missing,
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a bucket operation failed.
+#[derive(Debug, Error)]
+pub enum BucketError {
+    /// The bucket could not be reached after retries (network, DNS, 5xx, timeout, missing
+    /// directory).
+    #[error("bucket unreachable: {0}; check the bucket URL and that the store is up")]
+    Unreachable(String),
+    /// The bucket answered but refused (credentials, permissions, bad bucket name).
+    #[error("bucket refused the request: {0}; check the credentials and the bucket name")]
+    Refused(String),
+    /// An operation needed an object that does not exist (e.g. the source of a copy).
+    #[error("no object {0:?} in the bucket")]
+    NotFound(String),
+    /// A local file could not be read (the source of [`Bucket::put_file`]).
+    #[error("reading {path}: {source}")]
+    LocalFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Access to one bucket. Implementations count requests for reports and benchmarks.
+pub trait Bucket: Send + Sync {
+    /// GET `key`; with `if_none_match`, a matching ETag gives [`Fetched::Unchanged`].
+    fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+    ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
+
+    /// Whether `key` exists (HEAD).
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool, BucketError>> + Send;
+
+    /// Writes `bytes` to `key`, replacing any object there. Readers see the old object or
+    /// the new one, never a part.
+    fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Writes the contents of a local file to `key` without loading it into memory (S3:
+    /// multipart upload for large files).
+    fn put_file(
+        &self,
+        key: &str,
+        file: &Path,
+    ) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, BucketError>> + Send;
+
+    /// Copies `from` to `to` inside the bucket, byte for byte.
+    fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Deletes `key`; deleting a missing key is not an error.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Requests made so far.
+    fn requests(&self) -> u64;
+}

@@ -1,0 +1,100 @@
+//! `S3Bucket` against the test bed's real Garage: every trait operation, a multipart upload
+//! and the error kinds (missing key, unreachable endpoint).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ferry_bucket::{Bucket, BucketError, BucketUrl, Fetched, ObjectInfo, S3Bucket, S3Settings};
+use ferry_tests::{Bed, BedOptions};
+
+#[tokio::test]
+async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let b = S3Bucket::from_client(s3.client(), &s3.bucket);
+
+    assert_eq!(b.get("manifest.json", None).await?, Fetched::Missing);
+    assert!(!b.exists("manifest.json").await?);
+    b.put("manifest.json", b"{\"v\":1}".to_vec()).await?;
+    let Fetched::Found { bytes, etag } = b.get("manifest.json", None).await? else {
+        panic!("expected the object");
+    };
+    assert_eq!(bytes, b"{\"v\":1}");
+    let etag = etag.expect("Garage sends ETags");
+    assert_eq!(
+        b.get("manifest.json", Some(&etag)).await?,
+        Fetched::Unchanged
+    );
+    assert!(b.exists("manifest.json").await?);
+
+    // 40 MiB crosses the multipart threshold (32 MiB): three parts.
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("big.nar.zst");
+    let content: Vec<u8> = (0..40 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &content)?;
+    let before = b.requests();
+    b.put_file("nar/big.nar.zst", &big).await?;
+    assert_eq!(
+        b.requests() - before,
+        1 + 3 + 1,
+        "create, 3 parts, complete"
+    );
+    let Fetched::Found { bytes, .. } = b.get("nar/big.nar.zst", None).await? else {
+        panic!("expected the multipart object");
+    };
+    assert!(bytes == content, "multipart object differs from the file");
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"small")?;
+    b.put_file("nar/small.nar.zst", &small).await?;
+
+    assert_eq!(
+        b.list("nar/").await?,
+        vec![
+            ObjectInfo {
+                key: "nar/big.nar.zst".into(),
+                size: content.len() as u64
+            },
+            ObjectInfo {
+                key: "nar/small.nar.zst".into(),
+                size: 5
+            },
+        ]
+    );
+    b.copy("manifest.json", "manifests/manifest-1.json").await?;
+    let Fetched::Found { bytes, .. } = b.get("manifests/manifest-1.json", None).await? else {
+        panic!("expected the copy");
+    };
+    assert_eq!(bytes, b"{\"v\":1}");
+    assert!(matches!(
+        b.copy("absent.json", "x.json").await,
+        Err(BucketError::NotFound(_))
+    ));
+    b.delete("nar/small.nar.zst").await?;
+    b.delete("nar/small.nar.zst").await?;
+    assert!(!b.exists("nar/small.nar.zst").await?);
+    assert_eq!(b.list("").await?.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_reported_as_unreachable() {
+    let url = BucketUrl::parse("s3://nothing?endpoint=http://127.0.0.1:9&region=garage").unwrap();
+    let BucketUrl::S3 {
+        bucket,
+        endpoint,
+        region,
+        ..
+    } = url
+    else {
+        unreachable!()
+    };
+    let b = S3Bucket::new(&S3Settings {
+        bucket,
+        endpoint,
+        region,
+        timeout: std::time::Duration::from_secs(10),
+        ..S3Settings::default()
+    })
+    .await;
+    let err = b.exists("manifest.json").await.unwrap_err();
+    assert!(matches!(err, BucketError::Unreachable(_)), "{err}");
+}
