@@ -226,6 +226,28 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_eq!(t.unit_files()?, files_before);
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
 
+    // `status` and `plan` read the same host.
+    let status: Value = serde_json::from_str(&t.host().sh_ok(&format!("{AGENT} status --json"))?)?;
+    let alpha = status["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "alpha"))
+        .context("alpha missing from status")?;
+    assert_eq!(alpha["activeState"], "active");
+    assert_eq!(alpha["storePath"], c.v1.as_str());
+    assert_eq!(alpha["profileGeneration"], 1);
+    assert_eq!(status["lastTick"]["outcome"], "ok");
+    let plan = t.host().exec(&[AGENT, "plan"])?;
+    assert_eq!(
+        plan.status, 0,
+        "plan of an unchanged host: {}{}",
+        plan.stdout, plan.stderr
+    );
+    assert!(
+        plan.stdout.contains("= alpha: unchanged"),
+        "{}",
+        plan.stdout
+    );
+
     // Three services, alpha's store path changed: exactly alpha restarts, one Reload.
     t.publish(&manifest(
         2,
