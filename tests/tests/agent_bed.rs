@@ -298,6 +298,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_ne!(t.show("ferry-beta.service", "InvocationID")?, beta_inv);
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
     assert_eq!(t.get(8102, "/env/EXTRA")?, "1");
+    // Nothing pulled: the only bucket request was the manifest.
+    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
 
     // gamma removed: stopped, unit deleted, profile kept.
     t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta]))
@@ -574,6 +576,31 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
     let again = t.reconcile()?;
     assert!(
         summary(&again).contains("unitsTouched=0"),
+        "{}",
+        summary(&again)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_deploys_from_a_file_bucket() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    t.host().put_dir(&c.signed_cache, "/srv/bucket")?;
+    let m = serde_json::to_vec(&manifest(1, vec![service("alpha", &c.v1, 8101)]))?;
+    t.host().put_bytes("/srv/bucket/manifest.json", &m, 0o644)?;
+    let config = format!(
+        "hostName = \"{HOST}\"\nbucket = \"file:///srv/bucket\"\ntrustedKeys = [\"{}\"]\n[timeouts]\nsettleSec = 1\n",
+        c.public_key
+    );
+    t.host()
+        .put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
+    let again = t.reconcile()?;
+    assert!(
+        summary(&again).contains("requests=1") && summary(&again).contains("unitsTouched=0"),
         "{}",
         summary(&again)
     );
