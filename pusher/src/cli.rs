@@ -40,6 +40,7 @@ pub enum Command {
     Keygen(command::keygen::Args),
     Sign(command::sign::Args),
     Verify(command::verify::Args),
+    Upload(command::upload::Args),
 }
 
 /// Runs the chosen verb; the exit code says how it went.
@@ -50,5 +51,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => command::keygen::run(&args),
         Command::Sign(args) => command::sign::run(&args),
         Command::Verify(args) => command::verify::run(&args),
+        Command::Upload(args) => block_on(command::upload::run(&args)),
     }
+}
+
+/// Runs an async verb on a fresh multi-threaded runtime (only bucket verbs need one).
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(
+    future: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }

@@ -1,9 +1,20 @@
 //! `ferry`: the developer's side of Ferry. Parses the command line and hands over to
 //! [`cli::run`]; nothing else happens here.
 
+// Tests may panic on a broken precondition; the binary itself may not.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod atomic_write;
 mod cli;
 mod command;
+mod nar_stream;
+mod narinfo_text;
+mod nix_cli;
+mod path_info;
+mod resolve;
+mod settings;
+mod upload_plan;
+mod uploader;
 
 use std::process::ExitCode;
 

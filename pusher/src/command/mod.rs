@@ -3,5 +3,6 @@
 pub mod keygen;
 pub mod schema;
 pub mod sign;
+pub mod upload;
 pub mod validate;
 pub mod verify;

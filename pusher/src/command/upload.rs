@@ -1,0 +1,98 @@
+//! `ferry upload`: sign and upload the closures of store paths or installables into the
+//! bucket's binary cache; prints their store paths. Touches no manifest.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ferry_bucket::Bucket;
+use ferry_schema::SecretKey;
+
+use crate::resolve::{closure, resolve};
+use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
+
+/// Upload the closures of store paths or installables to the bucket's binary cache.
+///
+/// Each argument is a store path (or a symlink into the store, like `./result`) or an
+/// installable, which is built first (`nix build`, or `nix-build` for a `.nix` file).
+/// Paths whose narinfo is already in the bucket are skipped. Each missing path's NAR is
+/// compressed with zstd, checked against Nix's NarHash and uploaded before its signed
+/// narinfo. Prints the top-level store paths, one per line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Store paths or installables.
+    #[arg(value_name = "STORE_PATH|INSTALLABLE", required = true)]
+    pub installables: Vec<String>,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// zstd compression level (1-19; default 3, or `zstd_level` in the config file).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: Option<i32>,
+    /// Print only errors and the store paths.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Resolves `installables`, then uploads what their closures lack.
+pub async fn upload_installables(
+    installables: &[String],
+    bucket: &impl Bucket,
+    key: &SecretKey,
+    options: &UploadOptions,
+) -> Result<(Vec<String>, UploadReport)> {
+    let owned = installables.to_vec();
+    let (tops, infos) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let tops = owned
+            .iter()
+            .map(|i| resolve(i))
+            .collect::<Result<Vec<_>>>()?;
+        let infos = closure(&tops)?;
+        Ok((tops, infos))
+    })
+    .await
+    .context("the nix thread failed")??;
+    let plan = plan_upload(bucket, &infos).await?;
+    if options.verbose {
+        eprintln!(
+            "{} paths in the closure: {} already in the bucket, {} to upload ({} bytes uncompressed)",
+            infos.len(),
+            plan.cached.len(),
+            plan.missing().count(),
+            plan.nar_bytes()
+        );
+    }
+    let report = execute(bucket, &plan, key, options).await?;
+    Ok((tops, report))
+}
+
+/// Prints the one-line summary of an upload.
+pub fn print_report(report: &UploadReport, requests: u64) {
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!(
+        "uploaded {} paths ({} bytes as NAR, {} compressed), {} already cached; {requests} requests, {secs:.2} s",
+        report.uploaded, report.nar_bytes, report.file_bytes, report.cached
+    );
+}
+
+/// Runs `ferry upload`.
+pub async fn run(args: &Args) -> Result<ExitCode> {
+    let config = load_config()?;
+    let key = load_key(&args.key, &config)?;
+    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
+    let options = UploadOptions {
+        zstd_level: args.zstd_level.or(config.zstd_level).unwrap_or(3),
+        verbose: !args.quiet,
+    };
+    let (tops, report) = upload_installables(&args.installables, &bucket, &key, &options)
+        .await
+        .with_context(|| format!("uploading to {url}"))?;
+    for top in &tops {
+        println!("{top}");
+    }
+    if !args.quiet {
+        print_report(&report, bucket.requests());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,168 @@
+//! Turning a store path into a compressed NAR file: `nix-store --dump` streamed through
+//! zstd into a temp file, with NarHash/NarSize computed on the uncompressed stream and
+//! FileHash/FileSize on the compressed one, in one pass and constant memory.
+
+use std::io::{self, Read, Write};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use crate::nix_cli::dump_command;
+
+/// A compressed NAR waiting in a temp file.
+#[derive(Debug)]
+pub struct CompressedNar {
+    /// The compressed bytes (deleted when dropped).
+    pub file: NamedTempFile,
+    /// `sha256:<nix32>` of the uncompressed NAR.
+    pub nar_hash: String,
+    /// Uncompressed size.
+    pub nar_size: u64,
+    /// `sha256:<nix32>` of the compressed file.
+    pub file_hash: String,
+    /// Compressed size.
+    pub file_size: u64,
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn nix32(hash: Sha256) -> String {
+    format!("sha256:{}", nix_base32::to_nix_base32(&hash.finalize()))
+}
+
+/// Compresses `reader` (a NAR stream) at zstd `level` into a temp file in `dir`.
+pub fn compress(
+    reader: &mut impl Read,
+    level: i32,
+    dir: &std::path::Path,
+) -> Result<CompressedNar> {
+    let file = NamedTempFile::new_in(dir).context("creating a temp file for a NAR")?;
+    let out = Hashing {
+        inner: io::BufWriter::new(file.reopen().context("opening the NAR temp file")?),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    let mut encoder = zstd::stream::write::Encoder::new(out, level).context("starting zstd")?;
+    let mut nar_hash = Sha256::new();
+    let mut nar_size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the NAR stream"),
+        };
+        nar_hash.update(&buf[..n]);
+        nar_size += n as u64;
+        encoder
+            .write_all(&buf[..n])
+            .context("compressing the NAR")?;
+    }
+    let mut out = encoder.finish().context("finishing zstd")?;
+    out.flush().context("writing the NAR temp file")?;
+    Ok(CompressedNar {
+        file,
+        nar_hash: nix32(nar_hash),
+        nar_size,
+        file_hash: nix32(out.hash),
+        file_size: out.size,
+    })
+}
+
+/// Dumps `store_path` with `nix-store --dump` and compresses it (blocking; run it on a
+/// blocking thread).
+pub fn dump_and_compress(
+    store_path: &str,
+    level: i32,
+    dir: &std::path::Path,
+) -> Result<CompressedNar> {
+    let mut child = dump_command(store_path)
+        .to_command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running nix-store --dump (is Nix installed?)")?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .context("nix-store --dump has no stdout")?;
+    let result = compress(&mut stdout, level, dir);
+    drop(stdout);
+    let out = child
+        .wait_with_output()
+        .context("waiting for nix-store --dump")?;
+    if !out.status.success() {
+        bail!(
+            "`nix-store --dump {store_path}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    result.with_context(|| format!("compressing the NAR of {store_path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_both_streams_and_decompresses_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+        let nar = compress(&mut data.as_slice(), 3, dir.path()).unwrap();
+        assert_eq!(nar.nar_size, data.len() as u64);
+        assert_eq!(
+            nar.nar_hash,
+            format!(
+                "sha256:{}",
+                nix_base32::to_nix_base32(&Sha256::digest(&data))
+            )
+        );
+        let compressed = std::fs::read(nar.file.path()).unwrap();
+        assert_eq!(nar.file_size, compressed.len() as u64);
+        assert!(
+            nar.file_size < nar.nar_size / 10,
+            "repetitive data compresses"
+        );
+        assert_eq!(
+            nar.file_hash,
+            format!(
+                "sha256:{}",
+                nix_base32::to_nix_base32(&Sha256::digest(&compressed))
+            )
+        );
+        assert_eq!(zstd::decode_all(compressed.as_slice()).unwrap(), data);
+    }
+
+    #[test]
+    fn empty_string_hash_matches_nix() {
+        // `nix hash to-base32 sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=`
+        let dir = tempfile::tempdir().unwrap();
+        let nar = compress(&mut [].as_slice(), 3, dir.path()).unwrap();
+        assert_eq!(
+            nar.nar_hash,
+            "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! Where the bucket and the signing key come from: the command line (`--bucket`,
+//! `--key-file`), the environment (`FERRY_BUCKET`, `FERRY_KEY_FILE`, read by clap), else
+//! `~/.config/ferry/config.toml` (`bucket = "…"`, `key_file = "…"`, `zstd_level = N`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ferry_bucket::{AnyBucket, BucketUrl};
+use ferry_schema::SecretKey;
+use serde::Deserialize;
+
+/// `~/.config/ferry/config.toml`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Bucket URL, `s3://BUCKET?endpoint=…&region=…&profile=…` or `file:///DIR`.
+    pub bucket: Option<String>,
+    /// Secret key file (`name:base64`).
+    pub key_file: Option<PathBuf>,
+    /// zstd level for NARs (default 3).
+    pub zstd_level: Option<i32>,
+}
+
+/// The bucket option every bucket-touching verb takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BucketArgs {
+    /// The bucket: `s3://BUCKET?endpoint=URL&region=R&profile=P` or `file:///DIR`.
+    /// Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
+    #[arg(long, env = "FERRY_BUCKET", value_name = "URL")]
+    pub bucket: Option<String>,
+}
+
+/// The signing key option of verbs that sign.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// Secret signing key (`name:base64`, from `ferry keygen` or `nix-store
+    /// --generate-binary-cache-key`). Default: $FERRY_KEY_FILE, else `key_file` in
+    /// ~/.config/ferry/config.toml.
+    #[arg(long, env = "FERRY_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("ferry/config.toml"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/ferry/config.toml"))
+}
+
+/// Parses the config file's text.
+pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
+    toml::from_str(text).with_context(|| {
+        format!(
+            "reading {} (keys: bucket, key_file, zstd_level)",
+            path.display()
+        )
+    })
+}
+
+/// Reads the config file; absent is empty.
+pub fn load_config() -> Result<ConfigFile> {
+    let Some(path) = config_path() else {
+        return Ok(ConfigFile::default());
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_config(&text, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The bucket URL chosen by flag/env, else the config file.
+pub fn bucket_url(args: &BucketArgs, config: &ConfigFile) -> Result<BucketUrl> {
+    let Some(text) = args.bucket.as_ref().or(config.bucket.as_ref()) else {
+        bail!(
+            "no bucket given: pass --bucket s3://BUCKET?endpoint=…&region=… (or file:///DIR), set FERRY_BUCKET, or put `bucket = \"…\"` in ~/.config/ferry/config.toml"
+        );
+    };
+    BucketUrl::parse(text).with_context(|| "the bucket URL".to_owned())
+}
+
+/// Opens the chosen bucket. A `file://` directory is created if missing, as `nix copy --to
+/// file://` does: for the pusher it is a destination, not something to wait for.
+pub async fn open_bucket(args: &BucketArgs, config: &ConfigFile) -> Result<(BucketUrl, AnyBucket)> {
+    let url = bucket_url(args, config)?;
+    if let BucketUrl::Dir(dir) = &url {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the bucket directory {}", dir.display()))?;
+    }
+    let bucket = AnyBucket::open(&url).await;
+    Ok((url, bucket))
+}
+
+/// Loads the secret key chosen by flag/env, else the config file.
+pub fn load_key(args: &KeyArgs, config: &ConfigFile) -> Result<SecretKey> {
+    let Some(path) = args.key_file.as_ref().or(config.key_file.as_ref()) else {
+        bail!(
+            "no signing key given: pass --key-file FILE, set FERRY_KEY_FILE, or put `key_file = \"…\"` in ~/.config/ferry/config.toml (create one with `ferry keygen`)"
+        );
+    };
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the secret key {} (create one with `ferry keygen`)",
+            path.display()
+        )
+    })?;
+    SecretKey::parse(&text).with_context(|| {
+        format!(
+            "secret key file {}: expected `name:base64` of a 64-byte ed25519 secret key, as `ferry keygen` or `nix-store --generate-binary-cache-key` write it",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_wins_over_config_and_missing_bucket_says_how_to_set_it() {
+        let config = parse_config(
+            "bucket = \"file:///srv/b\"\nzstd_level = 9\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.zstd_level, Some(9));
+        let none = BucketArgs { bucket: None };
+        assert_eq!(
+            bucket_url(&none, &config).unwrap(),
+            BucketUrl::Dir("/srv/b".into())
+        );
+        let flag = BucketArgs {
+            bucket: Some("s3://x".into()),
+        };
+        assert!(matches!(
+            bucket_url(&flag, &config).unwrap(),
+            BucketUrl::S3 { .. }
+        ));
+        let err = bucket_url(&none, &ConfigFile::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FERRY_BUCKET"), "{err}");
+        assert!(parse_config("buckett = 1", Path::new("c.toml")).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Executing an [`UploadPlan`]: NARs first (dumped, compressed and hashed on blocking
+//! threads, a few at a time), each checked against Nix's NarHash; then the signed narinfos
+//! wave by wave; `nix-cache-info` when absent. An interruption at any point leaves no
+//! narinfo without its NAR, and re-running uploads only what is still missing.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use ferry_bucket::Bucket;
+use ferry_schema::SecretKey;
+use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use crate::nar_stream::dump_and_compress;
+use crate::narinfo_text::{CACHE_INFO, UploadedNar, render};
+use crate::path_info::PathInfo;
+use crate::upload_plan::{UploadPlan, plan};
+
+/// How many narinfo lookups run at once.
+const LOOKUPS_AT_ONCE: usize = 16;
+/// How many NARs are compressed and uploaded at once.
+const NARS_AT_ONCE: usize = 4;
+/// How many narinfos of one wave are written at once.
+const NARINFOS_AT_ONCE: usize = 16;
+
+/// Upload settings.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Print a line per uploaded path.
+    pub verbose: bool,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Default)]
+pub struct UploadReport {
+    /// Paths uploaded.
+    pub uploaded: usize,
+    /// Paths already in the bucket.
+    pub cached: usize,
+    /// Uncompressed NAR bytes uploaded.
+    pub nar_bytes: u64,
+    /// Compressed bytes uploaded.
+    pub file_bytes: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+fn key_of(path: &str) -> Result<String> {
+    narinfo_key(path).with_context(|| format!("{path} is not a store path"))
+}
+
+/// Plans the upload of `closure`: which narinfos are already in the bucket.
+pub async fn plan_upload(bucket: &impl Bucket, closure: &[PathInfo]) -> Result<UploadPlan> {
+    let found: Vec<Option<String>> = stream::iter(closure)
+        .map(|info| async move {
+            let key = key_of(&info.path)?;
+            let exists = bucket
+                .exists(&key)
+                .await
+                .with_context(|| format!("checking {key} for {}", info.path))?;
+            Ok::<_, anyhow::Error>(exists.then(|| info.path.clone()))
+        })
+        .buffer_unordered(LOOKUPS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let cached: BTreeSet<String> = found.into_iter().flatten().collect();
+    Ok(plan(closure, &cached))
+}
+
+/// Compresses, checks and uploads one NAR.
+async fn upload_nar(
+    bucket: &impl Bucket,
+    info: &PathInfo,
+    options: &UploadOptions,
+) -> Result<UploadedNar> {
+    let (path, level, dir) = (info.path.clone(), options.zstd_level, std::env::temp_dir());
+    let nar = tokio::task::spawn_blocking(move || dump_and_compress(&path, level, &dir))
+        .await
+        .context("the NAR compression thread failed")??;
+    if nar.nar_hash != info.nar_hash || nar.nar_size != info.nar_size {
+        bail!(
+            "{}: the NAR Nix dumped ({} bytes, {}) differs from what the Nix database records ({} bytes, {}); refusing to upload it. Run `nix-store --verify --check-contents` and repair the path",
+            info.path,
+            nar.nar_size,
+            nar.nar_hash,
+            info.nar_size,
+            info.nar_hash
+        );
+    }
+    let hash = nar.file_hash.trim_start_matches("sha256:");
+    let url = format!("{NAR_PREFIX}{hash}.nar.zst");
+    bucket
+        .put_file(&url, nar.file.path())
+        .await
+        .with_context(|| format!("uploading {url} for {}", info.path))?;
+    if options.verbose {
+        eprintln!(
+            "uploaded {} ({} → {} bytes)",
+            info.path, nar.nar_size, nar.file_size
+        );
+    }
+    Ok(UploadedNar {
+        url,
+        compression: "zstd",
+        file_hash: nar.file_hash,
+        file_size: nar.file_size,
+    })
+}
+
+/// Executes `plan`: NARs, then narinfos wave by wave, then `nix-cache-info` if absent.
+pub async fn execute(
+    bucket: &impl Bucket,
+    plan: &UploadPlan,
+    key: &SecretKey,
+    options: &UploadOptions,
+) -> Result<UploadReport> {
+    let started = Instant::now();
+    let mut report = UploadReport {
+        cached: plan.cached.len(),
+        ..UploadReport::default()
+    };
+    if !bucket
+        .exists(CACHE_INFO_KEY)
+        .await
+        .context("checking nix-cache-info")?
+    {
+        bucket
+            .put(CACHE_INFO_KEY, CACHE_INFO.as_bytes().to_vec())
+            .await
+            .context("writing nix-cache-info")?;
+    }
+    let nars: Vec<(PathInfo, UploadedNar)> = stream::iter(plan.missing())
+        .map(|info| async move {
+            Ok::<_, anyhow::Error>((info.clone(), upload_nar(bucket, info, options).await?))
+        })
+        .buffer_unordered(NARS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for wave in &plan.waves {
+        let in_wave: BTreeSet<&str> = wave.iter().map(|i| i.path.as_str()).collect();
+        stream::iter(
+            nars.iter()
+                .filter(|(info, _)| in_wave.contains(info.path.as_str())),
+        )
+        .map(|(info, nar)| async move {
+            let key_name = key_of(&info.path)?;
+            bucket
+                .put(&key_name, render(info, nar, key).into_bytes())
+                .await
+                .with_context(|| format!("writing {key_name} for {}", info.path))
+        })
+        .buffer_unordered(NARINFOS_AT_ONCE)
+        .try_collect::<Vec<()>>()
+        .await?;
+    }
+    report.uploaded = nars.len();
+    report.nar_bytes = nars.iter().map(|(i, _)| i.nar_size).sum();
+    report.file_bytes = nars.iter().map(|(_, n)| n.file_size).sum();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
