@@ -41,6 +41,11 @@ pub enum Command {
     Sign(command::sign::Args),
     Verify(command::verify::Args),
     Upload(command::upload::Args),
+    Push(command::push::Args),
+    Publish(command::publish::Args),
+    Show(command::show::Args),
+    History(command::history::Args),
+    Rollback(command::rollback::Args),
 }
 
 /// Runs the chosen verb; the exit code says how it went.
@@ -52,6 +57,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => command::sign::run(&args),
         Command::Verify(args) => command::verify::run(&args),
         Command::Upload(args) => block_on(command::upload::run(&args)),
+        Command::Push(args) => block_on(command::push::run(&args)),
+        Command::Publish(args) => block_on(command::publish::run(&args)),
+        Command::Show(args) => block_on(command::show::run(&args)),
+        Command::History(args) => block_on(command::history::run(&args)),
+        Command::Rollback(args) => block_on(command::rollback::run(&args)),
     }
 }
 

@@ -7,11 +7,14 @@
 mod atomic_write;
 mod cli;
 mod command;
+mod live_manifest;
+mod manifest_edit;
 mod nar_stream;
 mod narinfo_text;
 mod nix_cli;
 mod path_info;
 mod resolve;
+mod revision;
 mod settings;
 mod upload_plan;
 mod uploader;

@@ -1,7 +1,12 @@
 //! One module per `ferry` verb, each with its clap `Args` and a `run` function.
 
+pub mod history;
 pub mod keygen;
+pub mod publish;
+pub mod push;
+pub mod rollback;
 pub mod schema;
+pub mod show;
 pub mod sign;
 pub mod upload;
 pub mod validate;

@@ -9,6 +9,7 @@ use ferry_schema::SecretKey;
 
 use crate::resolve::{closure, resolve};
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::upload_plan::UploadPlan;
 use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
 
 /// Upload the closures of store paths or installables to the bucket's binary cache.
@@ -35,13 +36,11 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Resolves `installables`, then uploads what their closures lack.
-pub async fn upload_installables(
+/// Resolves `installables` and plans the upload of their closures.
+pub async fn prepare(
     installables: &[String],
     bucket: &impl Bucket,
-    key: &SecretKey,
-    options: &UploadOptions,
-) -> Result<(Vec<String>, UploadReport)> {
+) -> Result<(Vec<String>, usize, UploadPlan)> {
     let owned = installables.to_vec();
     let (tops, infos) = tokio::task::spawn_blocking(move || -> Result<_> {
         let tops = owned
@@ -54,10 +53,21 @@ pub async fn upload_installables(
     .await
     .context("the nix thread failed")??;
     let plan = plan_upload(bucket, &infos).await?;
+    Ok((tops, infos.len(), plan))
+}
+
+/// Resolves `installables`, then uploads what their closures lack.
+pub async fn upload_installables(
+    installables: &[String],
+    bucket: &impl Bucket,
+    key: &SecretKey,
+    options: &UploadOptions,
+) -> Result<(Vec<String>, UploadReport)> {
+    let (tops, closure_len, plan) = prepare(installables, bucket).await?;
     if options.verbose {
         eprintln!(
             "{} paths in the closure: {} already in the bucket, {} to upload ({} bytes uncompressed)",
-            infos.len(),
+            closure_len,
             plan.cached.len(),
             plan.missing().count(),
             plan.nar_bytes()

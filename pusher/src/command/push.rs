@@ -1,0 +1,130 @@
+//! `ferry push`: upload one service's new closure and point the live manifest at it.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use ferry_bucket::Bucket;
+use ferry_schema::layout::MANIFEST_KEY;
+use ferry_schema::{sign_manifest, validate_manifest};
+
+use crate::command::upload::{prepare, print_report};
+use crate::live_manifest::{read_live, replace};
+use crate::manifest_edit::{next_generation, service_changes, set_service};
+use crate::revision::git_head;
+use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::uploader::{UploadOptions, execute};
+
+/// Deploy a new version of one service: upload its closure, then update the live manifest.
+///
+/// Builds the installable (or takes the store path), uploads what the bucket's cache lacks,
+/// then sets the service's `storePath` and `revision` (the git commit of the working
+/// directory, or `--revision`) with a new generation, signs, archives the current manifest
+/// and uploads the new one. The service must already be in the live manifest; new services
+/// go in with `ferry upload` + `ferry publish`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service to update.
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+    /// Store path or installable.
+    #[arg(value_name = "STORE_PATH|INSTALLABLE")]
+    pub installable: String,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Revision to record instead of the working directory's git commit.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// zstd compression level (1-19; default 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub zstd_level: Option<i32>,
+    /// Print the plan (paths to upload with sizes, manifest change); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print only errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Runs `ferry push`.
+pub async fn run(args: &Args) -> Result<ExitCode> {
+    let config = load_config()?;
+    let key = if args.dry_run {
+        None
+    } else {
+        Some(load_key(&args.key, &config)?)
+    };
+    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
+    let Some(live) = read_live(&bucket).await? else {
+        bail!(
+            "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
+            args.installable
+        );
+    };
+    // Check the service before building or uploading anything.
+    let mut manifest = live.manifest.clone();
+    set_service(&mut manifest, &args.service, &args.installable, None)?;
+
+    let (tops, closure_len, plan) = prepare(std::slice::from_ref(&args.installable), &bucket)
+        .await
+        .with_context(|| format!("preparing the upload to {url}"))?;
+    let top = tops.first().context("no store path resolved")?.clone();
+    let revision = args.revision.clone().or_else(git_head);
+    let mut manifest = live.manifest.clone();
+    set_service(&mut manifest, &args.service, &top, revision)?;
+    manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
+    let problems: Vec<String> = validate_manifest(&manifest)
+        .iter()
+        .filter(|p| p.is_error())
+        .map(ToString::to_string)
+        .collect();
+    if !problems.is_empty() {
+        bail!(
+            "the updated manifest would be invalid:\n{}",
+            problems.join("\n")
+        );
+    }
+    let changes = service_changes(Some(&live.manifest), &manifest);
+
+    let Some(key) = key else {
+        println!(
+            "{closure_len} paths in the closure of {top}: {} cached, {} to upload",
+            plan.cached.len(),
+            plan.missing().count()
+        );
+        for info in plan.missing() {
+            println!("  upload {} ({} bytes)", info.path, info.nar_size);
+        }
+        println!(
+            "manifest generation {} -> {}",
+            live.manifest.generation, manifest.generation
+        );
+        for line in &changes {
+            println!("  {line}");
+        }
+        eprintln!("dry run: nothing written to {url}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let options = UploadOptions {
+        zstd_level: args.zstd_level.or(config.zstd_level).unwrap_or(3),
+        verbose: !args.quiet,
+    };
+    let report = execute(&bucket, &plan, &key, &options).await?;
+    if !args.quiet {
+        print_report(&report, bucket.requests());
+    }
+    sign_manifest(&mut manifest, &key)?;
+    replace(&bucket, Some(&live), &manifest).await?;
+    for line in &changes {
+        println!("{line}");
+    }
+    if !args.quiet {
+        eprintln!(
+            "pushed `{}` as generation {} to {url}; the previous manifest is archived as manifests/manifest-{}.json",
+            args.service, manifest.generation, live.manifest.generation
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

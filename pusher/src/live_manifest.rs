@@ -1,0 +1,95 @@
+//! The live manifest in the bucket: reading it, and replacing it the safe way — the
+//! current one is archived under its generation first, the new one is written last (one PUT,
+//! so readers see the old manifest or the new, never a mix).
+
+use anyhow::{Context, Result, bail};
+use ferry_bucket::{Bucket, Fetched};
+use ferry_schema::layout::{ARCHIVE_PREFIX, MANIFEST_KEY, archive_key};
+use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, validate_bytes};
+
+/// The live manifest as stored, and parsed.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+/// Parses manifest bytes read from the bucket at `key`.
+pub fn parse(bytes: &[u8], key: &str) -> Result<Manifest> {
+    match validate_bytes(bytes, DEFAULT_SIZE_CAP) {
+        Ok(v) => Ok(v.manifest),
+        Err(problems) => {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            bail!(
+                "{key} in the bucket is invalid; publish a fixed manifest with `ferry publish`:\n{}",
+                list.join("\n")
+            )
+        }
+    }
+}
+
+/// Reads the manifest at `key`; `None` when there is none.
+pub async fn read(bucket: &impl Bucket, key: &str) -> Result<Option<Live>> {
+    match bucket
+        .get(key, None)
+        .await
+        .with_context(|| format!("reading {key}"))?
+    {
+        Fetched::Found { bytes, .. } => {
+            let manifest = parse(&bytes, key)?;
+            Ok(Some(Live { bytes, manifest }))
+        }
+        Fetched::Missing | Fetched::Unchanged => Ok(None),
+    }
+}
+
+/// Reads `manifest.json`.
+pub async fn read_live(bucket: &impl Bucket) -> Result<Option<Live>> {
+    read(bucket, MANIFEST_KEY).await
+}
+
+/// Copies the live manifest to `manifests/manifest-<its generation>.json`.
+pub async fn archive(bucket: &impl Bucket, live: &Live) -> Result<String> {
+    let key = archive_key(&live.manifest.generation);
+    bucket
+        .copy(MANIFEST_KEY, &key)
+        .await
+        .with_context(|| format!("archiving {MANIFEST_KEY} to {key}"))?;
+    Ok(key)
+}
+
+/// Archives `previous` (when there is one), then writes `new` as the live manifest.
+pub async fn replace(bucket: &impl Bucket, previous: Option<&Live>, new: &Manifest) -> Result<()> {
+    if let Some(prev) = previous {
+        archive(bucket, prev).await?;
+    }
+    let mut text = serde_json::to_string_pretty(new).context("serialising the manifest")?;
+    text.push('\n');
+    bucket
+        .put(MANIFEST_KEY, text.into_bytes())
+        .await
+        .with_context(|| format!("writing {MANIFEST_KEY}"))
+}
+
+/// Archived generations, newest first.
+pub async fn archived_generations(bucket: &impl Bucket) -> Result<Vec<String>> {
+    let objects = bucket
+        .list(ARCHIVE_PREFIX)
+        .await
+        .with_context(|| format!("listing {ARCHIVE_PREFIX}"))?;
+    let mut gens: Vec<String> = objects
+        .iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(ARCHIVE_PREFIX)?
+                .strip_prefix("manifest-")?
+                .strip_suffix(".json")
+                .map(str::to_owned)
+        })
+        .collect();
+    // RFC 3339 UTC generations sort by time as text.
+    gens.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(gens)
+}

@@ -1,0 +1,229 @@
+//! Pure manifest edits: the next generation, setting one service's closure, and the
+//! service-level changes between two manifests (for push, history and dry runs).
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use ferry_schema::Manifest;
+use thiserror::Error;
+
+/// Why an edit was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EditError {
+    /// `ferry push` names a service the live manifest does not have.
+    #[error(
+        "service `{service}` is not in the live manifest (it has: {known}); for a new service run `ferry upload {store_path}`, add the service to a manifest file and `ferry publish` it"
+    )]
+    UnknownService {
+        /// The service asked for.
+        service: String,
+        /// Its store path.
+        store_path: String,
+        /// The services there are, comma-separated.
+        known: String,
+    },
+    /// A generation that is not RFC 3339.
+    #[error("generation {0:?} is not an RFC 3339 timestamp")]
+    Generation(String),
+}
+
+/// A generation for `now` that is strictly later than `previous` (one second after it when
+/// the clock is behind), as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn next_generation(previous: Option<&str>, now: DateTime<Utc>) -> Result<String, EditError> {
+    let now = now.with_timezone(&Utc);
+    let Some(prev) = previous else {
+        return Ok(now.to_rfc3339_opts(SecondsFormat::Secs, true));
+    };
+    let prev = DateTime::parse_from_rfc3339(prev)
+        .map_err(|_| EditError::Generation(prev.to_owned()))?
+        .with_timezone(&Utc);
+    let candidate = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    // Compare at the precision that is written down.
+    let written = DateTime::parse_from_rfc3339(&candidate)
+        .map_err(|_| EditError::Generation(candidate.clone()))?
+        .with_timezone(&Utc);
+    if written > prev {
+        return Ok(candidate);
+    }
+    let bumped = prev + Duration::seconds(1);
+    Ok(bumped.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// Whether `generation` is strictly later than `previous`.
+pub fn is_later(generation: &str, previous: &str) -> Result<bool, EditError> {
+    let parse = |g: &str| {
+        DateTime::parse_from_rfc3339(g)
+            .map(|d| d.with_timezone(&Utc))
+            .map_err(|_| EditError::Generation(g.to_owned()))
+    };
+    Ok(parse(generation)? > parse(previous)?)
+}
+
+/// Points `service` at `store_path` with `revision`; the signatures are dropped (the
+/// content changed).
+pub fn set_service(
+    m: &mut Manifest,
+    service: &str,
+    store_path: &str,
+    revision: Option<String>,
+) -> Result<(), EditError> {
+    let known = m
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(s) = m.services.iter_mut().find(|s| s.name == service) else {
+        return Err(EditError::UnknownService {
+            service: service.to_owned(),
+            store_path: store_path.to_owned(),
+            known: if known.is_empty() {
+                "no services".to_owned()
+            } else {
+                known
+            },
+        });
+    };
+    s.artifact.store_path = store_path.to_owned();
+    s.revision = revision;
+    m.signatures = None;
+    Ok(())
+}
+
+/// Every store path the manifest names, sorted, without duplicates.
+pub fn store_paths(m: &Manifest) -> Vec<String> {
+    let mut paths: Vec<String> = m
+        .services
+        .iter()
+        .map(|s| s.artifact.store_path.clone())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Service-level changes from `old` to `new`, one line each: `+ name`, `- name`,
+/// `~ name: storePath A -> B`, `~ name: settings changed`.
+pub fn service_changes(old: Option<&Manifest>, new: &Manifest) -> Vec<String> {
+    let empty = Vec::new();
+    let old_services = old.map_or(&empty, |m| &m.services);
+    let mut lines = Vec::new();
+    for s in &new.services {
+        match old_services.iter().find(|o| o.name == s.name) {
+            None => lines.push(format!("+ {} ({})", s.name, s.artifact.store_path)),
+            Some(o) if o.artifact.store_path != s.artifact.store_path => lines.push(format!(
+                "~ {}: {} -> {}",
+                s.name, o.artifact.store_path, s.artifact.store_path
+            )),
+            Some(o) if o != s => lines.push(format!("~ {}: settings changed", s.name)),
+            Some(_) => {}
+        }
+    }
+    for o in old_services {
+        if !new.services.iter().any(|s| s.name == o.name) {
+            lines.push(format!("- {}", o.name));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../schema/tests/fixtures/example.json");
+
+    fn example() -> Manifest {
+        serde_json::from_str(EXAMPLE).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn generations_are_strictly_later() {
+        assert_eq!(
+            next_generation(None, at("2026-01-01T10:00:00.7Z")).unwrap(),
+            "2026-01-01T10:00:00Z"
+        );
+        assert_eq!(
+            next_generation(Some("2026-01-01T09:00:00Z"), at("2026-01-01T10:00:00Z")).unwrap(),
+            "2026-01-01T10:00:00Z"
+        );
+        // Same second, and a clock behind the previous generation.
+        assert_eq!(
+            next_generation(Some("2026-01-01T10:00:00Z"), at("2026-01-01T10:00:00.9Z")).unwrap(),
+            "2026-01-01T10:00:01Z"
+        );
+        assert_eq!(
+            next_generation(
+                Some("2027-01-01T00:00:00+01:00"),
+                at("2026-01-01T10:00:00Z")
+            )
+            .unwrap(),
+            "2026-12-31T23:00:01Z"
+        );
+        assert!(next_generation(Some("yesterday"), Utc::now()).is_err());
+        assert!(is_later("2026-01-01T10:00:01Z", "2026-01-01T10:00:00Z").unwrap());
+        assert!(!is_later("2026-01-01T10:00:00Z", "2026-01-01T10:00:00Z").unwrap());
+    }
+
+    #[test]
+    fn set_service_and_changes() {
+        let old = example();
+        let mut new = old.clone();
+        new.signatures = Some(vec!["k:sig".into()]);
+        set_service(
+            &mut new,
+            "podcastitlater-web",
+            "/nix/store/bbbb-web-2",
+            Some("c0ffee".into()),
+        )
+        .unwrap();
+        assert_eq!(new.services[0].artifact.store_path, "/nix/store/bbbb-web-2");
+        assert_eq!(new.services[0].revision.as_deref(), Some("c0ffee"));
+        assert_eq!(new.signatures, None);
+        assert_eq!(
+            service_changes(Some(&old), &new),
+            vec![
+                "~ podcastitlater-web: /nix/store/abc123-podcastitlater-web-1.2.3 -> /nix/store/bbbb-web-2"
+            ]
+        );
+        assert_eq!(
+            service_changes(None, &old),
+            vec!["+ podcastitlater-web (/nix/store/abc123-podcastitlater-web-1.2.3)"]
+        );
+        let mut gone = old.clone();
+        gone.services.clear();
+        assert_eq!(
+            service_changes(Some(&old), &gone),
+            vec!["- podcastitlater-web"]
+        );
+        let mut env = old.clone();
+        env.services[0].env.insert("X".into(), "1".into());
+        assert_eq!(
+            service_changes(Some(&old), &env),
+            vec!["~ podcastitlater-web: settings changed"]
+        );
+        assert_eq!(
+            store_paths(&old),
+            vec!["/nix/store/abc123-podcastitlater-web-1.2.3"]
+        );
+    }
+
+    #[test]
+    fn unknown_service_suggests_upload_and_publish() {
+        let mut m = example();
+        let err = set_service(&mut m, "api", "/nix/store/x-api", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("service `api` is not in the live manifest"),
+            "{err}"
+        );
+        assert!(err.contains("podcastitlater-web"), "{err}");
+        assert!(
+            err.contains("ferry upload /nix/store/x-api") && err.contains("ferry publish"),
+            "{err}"
+        );
+    }
+}
