@@ -1,0 +1,91 @@
+# Maps the module's typed options to the agent's settings (the keys of agent.toml).
+# Pure Nix with no nixpkgs, so CI evaluates exactly this mapping and feeds the result to the
+# real agent (tests/tests/nix_agent_config.rs). The module renders the result with
+# pkgs.formats.toml.
+#
+# `settings` (the module's freeform option) wins over every typed option, key by key, and a
+# `null` anywhere removes that key, so `settings.hostName = null` makes the agent read the
+# machine's hostname itself.
+{
+  # Bucket name; `endpoint` and `region` become the URL's query. An `s3://` or `file://`
+  # URL given in `settings.bucket` replaces the whole thing.
+  bucket ? null,
+  endpoint ? null,
+  region ? null,
+  # Where the agent reads the shared-credentials file at run time (the LoadCredential=
+  # path), or null for the AWS default chain.
+  credentialsPath ? null,
+  trustedKeys ? [],
+  manifestKeys ? [],
+  hostName ? null,
+  secretsDir ? null,
+  generationsToKeep ? null,
+  nixBin ? null,
+  settings ? {},
+}: let
+  # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
+  query = params: let
+    set = builtins.filter (p: p.value != null) params;
+  in
+    builtins.concatStringsSep "&" (map (p: "${p.name}=${p.value}") set);
+
+  bucketUrl =
+    if bucket == null
+    then null
+    else let
+      q = query [
+        {
+          name = "endpoint";
+          value = endpoint;
+        }
+        {
+          name = "region";
+          value = region;
+        }
+      ];
+    in
+      "s3://${bucket}"
+      + (
+        if q == ""
+        then ""
+        else "?${q}"
+      );
+
+  fromOptions = {
+    inherit hostName trustedKeys manifestKeys secretsDir generationsToKeep nixBin;
+    bucket = bucketUrl;
+    credentials = {
+      file = credentialsPath;
+    };
+  };
+
+  # Right wins; attribute sets are merged key by key, anything else is replaced.
+  merge = left: right:
+    left
+    // builtins.mapAttrs (
+      name: value:
+        if builtins.isAttrs value && builtins.isAttrs (left.${name} or null)
+        then merge left.${name} value
+        else value
+    )
+    right;
+
+  # TOML cannot say null: drop null keys, and tables left empty by that.
+  dropNulls = attrs: let
+    cleaned =
+      builtins.mapAttrs (
+        _: value:
+          if builtins.isAttrs value
+          then dropNulls value
+          else value
+      )
+      attrs;
+  in
+    builtins.removeAttrs cleaned (builtins.filter (
+      name: let
+        value = cleaned.${name};
+      in
+        value == null || value == {}
+    ) (builtins.attrNames cleaned));
+in
+  dropNulls (merge fromOptions settings)

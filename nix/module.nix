@@ -1,0 +1,300 @@
+# NixOS module for ferry-agent: writes /etc/ferry/agent.toml, runs one reconcile tick at
+# boot and then from a timer, and (optionally) sets up Caddy for the agent's routes.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}: let
+  cfg = config.services.ferry-agent;
+  defaults = import ./agent-defaults.nix;
+  toml = pkgs.formats.toml {};
+
+  unitName = "ferry-agent.service";
+  # systemd (>= 250) puts LoadCredential= files here, readable only by the unit; the agent
+  # cannot expand `%d`, so agent.toml names the resolved path.
+  credentialName = "aws";
+  credentialsPath = "/run/credentials/${unitName}/${credentialName}";
+
+  agentSettings = import ./agent-settings.nix {
+    inherit (cfg) bucket endpoint region trustedKeys manifestKeys hostName secretsDir generationsToKeep settings;
+    credentialsPath =
+      if cfg.credentialsFile == null
+      then null
+      else credentialsPath;
+    nixBin = "${config.nix.package}/bin/nix";
+  };
+  configFile = toml.generate "agent.toml" agentSettings;
+
+  stateDir = agentSettings.stateDir or defaults.stateDir;
+  unitDir = agentSettings.unitDir or defaults.unitDir;
+  profileDir = agentSettings.profileDir or defaults.profileDir;
+  secretsDir = agentSettings.secretsDir or defaults.secretsDir;
+
+  systemctl = "${config.systemd.package}/bin/systemctl";
+  # `+`: Caddy runs unprivileged, but starting another unit needs root. --no-block: the
+  # tick is ordered after caddy.service, so waiting for it here would deadlock.
+  triggerTick = "+${systemctl} --no-block start ${unitName}";
+in {
+  options.services.ferry-agent = {
+    enable = lib.mkEnableOption "ferry-agent, which deploys services from a Ferry bucket to this host";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.callPackage ./package.nix {
+        pname = "ferry-agent";
+        crates = ["ferry-agent"];
+        mainProgram = "ferry-agent";
+      };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { crates = [\"ferry-agent\"]; }";
+      description = "The package providing `bin/ferry-agent`.";
+    };
+
+    settings = lib.mkOption {
+      type = lib.types.submodule {freeformType = toml.type;};
+      default = {};
+      example = lib.literalExpression ''
+        {
+          timeouts.pullSec = 1200;
+          allowRoot = false;
+        }
+      '';
+      description = ''
+        Contents of /etc/ferry/agent.toml, with the agent's own (camelCase) key names; see
+        `ferry-agent config --defaults` for every key and its default. Values here win over
+        the typed options below; `null` removes a key.
+      '';
+    };
+
+    bucket = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "acme-deploys";
+      description = ''
+        Name of the bucket holding manifest.json and the binary cache. Combined with
+        `endpoint` and `region` into the agent's `bucket` URL
+        (`s3://NAME?endpoint=…&region=…`); for a local folder set
+        `settings.bucket = "file:///DIR"` instead.
+      '';
+    };
+
+    endpoint = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "https://nyc3.digitaloceanspaces.com";
+      description = "S3 endpoint URL; null for AWS itself.";
+    };
+
+    region = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "nyc3";
+      description = "Signing region (for Spaces, the region slug).";
+    };
+
+    credentialsFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/keys/ferry-s3";
+      description = ''
+        Absolute path of an AWS shared-credentials file (a `[default]` section with
+        `aws_access_key_id` and `aws_secret_access_key`). Given to the service with
+        systemd's `LoadCredential=`, so it is never copied into the Nix store and only the
+        agent can read it. A string, not a Nix path, for exactly that reason.
+      '';
+    };
+
+    trustedKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.trustedKeys;
+      example = ["acme-deploy-1:Bq0...="];
+      description = ''
+        Public keys (`name:base64`) whose signatures make a closure trusted. Also added to
+        `nix.settings.trusted-public-keys`, since Nix itself checks them during `nix copy`.
+      '';
+    };
+
+    manifestKeys = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.manifestKeys;
+      description = ''
+        Public keys (`name:base64`) allowed to sign manifest.json. When any are set,
+        unsigned or badly signed manifests are refused.
+      '';
+    };
+
+    hostName = lib.mkOption {
+      type = lib.types.str;
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      description = "This host's name as the manifest's `hosts` lists use it.";
+    };
+
+    interval = lib.mkOption {
+      type = lib.types.str;
+      default = "5min";
+      example = "1min";
+      description = "Time between ticks (a systemd time span).";
+    };
+
+    randomizedDelay = lib.mkOption {
+      type = lib.types.str;
+      default = "30s";
+      description = ''
+        Random delay added to each timer tick (`RandomizedDelaySec=`), so a fleet does not
+        hit the bucket in the same second.
+      '';
+    };
+
+    secretsDir = lib.mkOption {
+      type = lib.types.str;
+      default = defaults.secretsDir;
+      description = ''
+        The only directory a manifest's `envFile` may point into. Created root-owned with
+        mode 0700; put the services' environment files here (not in the bucket).
+      '';
+    };
+
+    generationsToKeep = lib.mkOption {
+      type = lib.types.ints.between 2 1000;
+      default = defaults.generationsToKeep;
+      description = "Profile generations kept per service (at least 2, so rollback has a target).";
+    };
+
+    caddy.enable = lib.mkEnableOption ''
+      Caddy as the reverse proxy for Ferry's services: its admin API stays on loopback
+      (where the agent adds its routes), and a tick runs whenever Caddy starts or reloads,
+      because a Caddy (re)load drops routes added through the API
+    '';
+  };
+
+  config = lib.mkIf cfg.enable (lib.mkMerge [
+    {
+      assertions = [
+        {
+          assertion = cfg.credentialsFile == null || lib.hasPrefix "/" cfg.credentialsFile;
+          message = "services.ferry-agent.credentialsFile must be an absolute path, got ${toString cfg.credentialsFile}";
+        }
+        {
+          assertion = cfg.credentialsFile == null || !(lib.hasPrefix builtins.storeDir cfg.credentialsFile);
+          message = "services.ferry-agent.credentialsFile is in the Nix store, which every user can read; keep the S3 credentials outside it (e.g. /run/keys or /var/lib/ferry-secrets)";
+        }
+        {
+          assertion = cfg.bucket != null || agentSettings ? bucket;
+          message = "services.ferry-agent: set `bucket` (with `endpoint` and `region`) or `settings.bucket`";
+        }
+      ];
+
+      environment.etc."ferry/agent.toml".source = configFile;
+      environment.systemPackages = [cfg.package];
+
+      nix.settings.trusted-public-keys = cfg.trustedKeys;
+
+      systemd.tmpfiles.rules = [
+        "d ${stateDir} 0700 root root -"
+        "d ${secretsDir} 0700 root root -"
+        "d ${profileDir} 0755 root root -"
+      ];
+
+      systemd.services.ferry-agent = {
+        description = "Ferry agent: bring this host in line with the deployment manifest";
+        documentation = ["file:${configFile}"];
+        wants = ["network-online.target"];
+        after = ["network-online.target" "nix-daemon.service" "systemd-tmpfiles-setup.service"];
+        # A tick at boot, before multi-user.target: units under /run are gone after a reboot
+        # and the agent re-creates them from its state (even when the bucket is down).
+        wantedBy = ["multi-user.target"];
+        before = ["multi-user.target"];
+        # A configuration switch must not kill a tick half-way; the timer picks up changes.
+        restartIfChanged = false;
+        path = [config.nix.package];
+        environment = {
+          # Root would otherwise open the store directly, which ProtectSystem makes read-only.
+          NIX_REMOTE = "daemon";
+          # Nix's fetcher cache; root's home is hidden by ProtectHome.
+          XDG_CACHE_HOME = "/var/cache/ferry-agent";
+          FERRY_LOG = lib.mkDefault "info";
+        };
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
+          LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
+          # Root, not DynamicUser: the agent asks systemd over D-Bus to reload and start
+          # units, and writes unit files and Nix profiles, all of which need root.
+          User = "root";
+          CacheDirectory = "ferry-agent";
+          TimeoutStartSec = "30min";
+
+          ProtectSystem = "strict";
+          # Relaxed: exactly what the agent writes — its state, the unit files it
+          # generates and the per-service Nix profiles (GC roots). The store itself is
+          # written by nix-daemon, not by this unit.
+          ReadWritePaths = [stateDir unitDir profileDir];
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateDevices = true;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          ProtectProc = "invisible";
+          NoNewPrivileges = true;
+          RestrictSUIDSGID = true;
+          RestrictRealtime = true;
+          RestrictNamespaces = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          SystemCallArchitectures = "native";
+          # Not ~@resources: nix calls setrlimit for its evaluator stack at start-up.
+          SystemCallFilter = ["@system-service" "~@privileged"];
+          # A syscall outside the filter fails with EPERM (and the agent logs it) rather
+          # than killing a tick half-way.
+          SystemCallErrorNumber = "EPERM";
+          # Relaxed: AF_UNIX for D-Bus and the nix daemon socket, AF_INET/AF_INET6 for the
+          # bucket, Caddy's admin API, health probes and the loopback cache proxy that
+          # `nix copy` pulls through. No PrivateNetwork for the same reason.
+          RestrictAddressFamilies = ["AF_UNIX" "AF_INET" "AF_INET6"];
+          # Relaxed: root without capabilities still owns every file it writes; the
+          # capabilities kept are none — systemd and the nix daemon authorise by UID.
+          CapabilityBoundingSet = "";
+          AmbientCapabilities = "";
+          UMask = "0077";
+        };
+      };
+
+      systemd.timers.ferry-agent = {
+        description = "Run the Ferry agent every ${cfg.interval}";
+        wantedBy = ["timers.target"];
+        timerConfig = {
+          OnBootSec = cfg.interval;
+          OnUnitActiveSec = cfg.interval;
+          RandomizedDelaySec = cfg.randomizedDelay;
+          Persistent = true;
+          Unit = unitName;
+        };
+      };
+    }
+
+    (lib.mkIf cfg.caddy.enable {
+      services.caddy = {
+        enable = true;
+        # The agent adds its routes through this API; nobody else on the network may.
+        globalConfig = ''
+          admin 127.0.0.1:2019
+        '';
+      };
+      # A Caddy start or reload forgets routes added through the API: run a tick then, so
+      # they are back in seconds rather than at the next timer tick.
+      systemd.services.caddy.serviceConfig = {
+        ExecStartPost = lib.mkAfter [triggerTick];
+        ExecReload = lib.mkAfter [triggerTick];
+      };
+      systemd.services.ferry-agent = {
+        wants = ["caddy.service"];
+        after = ["caddy.service"];
+      };
+    })
+  ]);
+}

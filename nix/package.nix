@@ -1,0 +1,62 @@
+# Ferry's binaries, built from this workspace with the committed Cargo.lock.
+#   pkgs.callPackage ./nix/package.nix {}                       # ferry and ferry-agent
+#   pkgs.callPackage ./nix/package.nix {crates = ["ferry-agent"];}  # the agent alone
+# Shell completions and man pages are not installed: neither CLI can generate them yet
+# (no clap_complete / clap_mangen in the workspace).
+{
+  lib,
+  rustPlatform,
+  cmake,
+  pname ? "ferry",
+  # Workspace crates whose binaries to build: ferry-pusher gives `ferry`, ferry-agent gives
+  # `ferry-agent`.
+  crates ? ["ferry-pusher" "ferry-agent"],
+  mainProgram ? "ferry",
+}: let
+  workspace = builtins.fromTOML (builtins.readFile ../Cargo.toml);
+  cargoFlags = builtins.concatMap (crate: ["--package" crate]) crates;
+in
+  rustPlatform.buildRustPackage {
+    inherit pname;
+    inherit (workspace.workspace.package) version;
+
+    # Only what cargo needs, so editing nix/ or the docs does not rebuild the binaries.
+    src = lib.fileset.toSource {
+      root = ../.;
+      fileset = lib.fileset.unions [
+        ../Cargo.toml
+        ../Cargo.lock
+        ../schema
+        ../agent
+        ../pusher
+        ../bucket
+        ../tests
+        ../bench
+      ];
+    };
+
+    cargoLock.lockFile = ../Cargo.lock;
+
+    # aws-lc-sys (rustls' default crypto in the AWS SDK) builds its C library with cmake;
+    # cmake is only a tool for it, not the build system of this package.
+    nativeBuildInputs = [cmake];
+    dontUseCmakeConfigure = true;
+
+    cargoBuildFlags = cargoFlags;
+    # Only the pure unit tests: the end-to-end tests need the test bed (Garage, nspawn,
+    # Caddy) and the CLI tests run real Nix, neither of which the build sandbox has.
+    cargoTestFlags = cargoFlags ++ ["--lib"];
+
+    meta = {
+      description = "Deploys Nix-built services to hosts through an S3 bucket, without a NixOS rebuild";
+      longDescription = ''
+        `ferry` signs and checks deployment manifests on the developer's machine;
+        `ferry-agent` runs on each host from a systemd timer, pulls signed closures from the
+        bucket, writes hardened systemd units, starts them, checks their health and points
+        Caddy at them, rolling a service back when its health check fails.
+      '';
+      license = with lib.licenses; [mit asl20];
+      inherit mainProgram;
+      platforms = lib.platforms.linux;
+    };
+  }

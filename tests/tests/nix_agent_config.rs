@@ -1,0 +1,182 @@
+//! The agent accepts /etc/ferry/agent.toml exactly as the NixOS module writes it: the
+//! module's option → settings mapping (nix/agent-settings.nix) is evaluated by the real Nix,
+//! rendered to TOML the way `pkgs.formats.toml` renders JSON (tables for attribute sets,
+//! keys sorted, null refused), and read back by the real `ferry-agent`.
+
+mod nix_common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+
+/// The module's credentials path (`LoadCredential=aws:…` in ferry-agent.service).
+const CREDENTIALS_PATH: &str = "/run/credentials/ferry-agent.service/aws";
+
+/// JSON (what `builtins.toJSON` gives `pkgs.formats.toml`) to a TOML value, with the same
+/// refusals: TOML has no null and no integers beyond i64.
+fn json_to_toml(value: &serde_json::Value, at: &str) -> Result<toml::Value> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => bail!("{at}: null cannot be written to TOML"),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, Some(f)) if !n.is_u64() => toml::Value::Float(f),
+            _ => bail!("{at}: {n} does not fit a TOML integer"),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json_to_toml(v, &format!("{at}[{i}]")))
+                .collect::<Result<_>>()?,
+        ),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &format!("{at}.{k}"))?)))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}
+
+/// agent.toml as the module would write it for the module options in `args` (a Nix
+/// attribute set expression).
+fn module_agent_toml(args: &str) -> Result<String> {
+    let json = nix_common::eval_json(&format!("import ./nix/agent-settings.nix {args}"))?;
+    let value = json_to_toml(&json, "agent.toml")?;
+    toml::to_string(&value).map_err(|e| anyhow!("rendering agent.toml: {e}"))
+}
+
+fn agent(config: &Path, args: &[&str]) -> Result<Output> {
+    let bin = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))
+}
+
+/// Writes `text` as agent.toml and returns the agent's effective configuration for it.
+fn agent_reads(dir: &Path, text: &str) -> Result<serde_json::Value> {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    let output = agent(&path, &["config", "--json"])?;
+    ensure!(
+        output.status.success(),
+        "ferry-agent refused the module's agent.toml:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).context("ferry-agent config --json printed no JSON")
+}
+
+/// The README's DigitalOcean Spaces configuration.
+const SPACES: &str = r#"{
+  bucket = "acme-deploys";
+  endpoint = "https://nyc3.digitaloceanspaces.com";
+  region = "nyc3";
+  credentialsPath = "/run/credentials/ferry-agent.service/aws";
+  trustedKeys = ["acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="];
+  manifestKeys = ["acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="];
+  hostName = "web-1";
+  secretsDir = "/var/lib/ferry-secrets";
+  generationsToKeep = 5;
+  nixBin = "/nix/store/00000000000000000000000000000000-nix-2.24.0/bin/nix";
+  settings = {};
+}"#;
+
+#[test]
+fn spaces_configuration_is_read_by_the_agent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = module_agent_toml(SPACES)?;
+    // pkgs.formats.toml layout: plain keys first, then one [table] per attribute set.
+    let credentials_at = text
+        .find("[credentials]")
+        .context("no [credentials] table")?;
+    assert!(text[..credentials_at].contains("bucket = "), "{text}");
+    assert!(!text.contains("null"), "{text}");
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3"
+    );
+    assert_eq!(c["credentials"]["file"], CREDENTIALS_PATH);
+    assert_eq!(c["credentials"]["profile"], serde_json::Value::Null);
+    assert_eq!(c["hostName"], "web-1");
+    assert_eq!(
+        c["trustedKeys"][0],
+        "acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="
+    );
+    assert_eq!(c["manifestKeys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(c["generationsToKeep"], 5);
+    assert_eq!(
+        c["nixBin"],
+        "/nix/store/00000000000000000000000000000000-nix-2.24.0/bin/nix"
+    );
+    // What the module does not set keeps the agent's own default.
+    assert_eq!(c["stateDir"], "/var/lib/ferry");
+    assert_eq!(c["timeouts"]["pullSec"], 600);
+    Ok(())
+}
+
+#[test]
+fn minimal_configuration_leaves_unset_keys_to_the_agent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = module_agent_toml(r#"{ bucket = "b"; hostName = "h"; }"#)?;
+    assert!(!text.contains("credentials"), "{text}");
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(c["bucket"], "s3://b");
+    assert_eq!(c["credentials"]["file"], serde_json::Value::Null);
+    assert_eq!(c["secretsDir"], "/var/lib/ferry-secrets");
+    Ok(())
+}
+
+#[test]
+fn freeform_settings_win_and_null_removes_a_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let text = module_agent_toml(
+        r#"{
+          bucket = "b";
+          endpoint = "http://127.0.0.1:3900";
+          region = "garage";
+          hostName = "h";
+          credentialsPath = "/run/credentials/ferry-agent.service/aws";
+          settings = {
+            bucket = "file:///srv/ferry-bucket";
+            hostName = null;
+            credentials.profile = "ferry";
+            timeouts.pullSec = 1200;
+            stateDir = "/var/lib/ferry-test";
+          };
+        }"#,
+    )?;
+    assert!(text.contains("[timeouts]"), "{text}");
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(c["bucket"], "file:///srv/ferry-bucket");
+    assert_eq!(c["hostName"], serde_json::Value::Null);
+    // Merged key by key: the typed option's credentials file stays beside the profile.
+    assert_eq!(c["credentials"]["file"], CREDENTIALS_PATH);
+    assert_eq!(c["credentials"]["profile"], "ferry");
+    assert_eq!(c["timeouts"]["pullSec"], 1200);
+    assert_eq!(c["timeouts"]["jobSec"], 90);
+    assert_eq!(c["stateDir"], "/var/lib/ferry-test");
+    Ok(())
+}
+
+#[test]
+fn agent_refuses_what_the_module_must_never_write() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // A misspelt freeform key reaches the file; the agent names it rather than ignoring it.
+    let text = module_agent_toml(r#"{ bucket = "b"; settings.stateDirectory = "/x"; }"#)?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let output = agent(&path, &["config", "--json"])?;
+    assert!(!output.status.success(), "accepted:\n{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stateDirectory"), "{stderr}");
+    // And a null that survived the mapping could not be rendered at all.
+    assert!(json_to_toml(&serde_json::json!({"hostName": null}), "agent.toml").is_err());
+    Ok(())
+}

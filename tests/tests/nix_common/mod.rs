@@ -1,0 +1,62 @@
+//! What the Nix tests share: where the repository's Nix files are and how to evaluate them
+//! with the machine's real Nix (2.8, no nixpkgs).
+
+// Each nix_*.rs test crate includes this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
+}
+
+/// The Nix side of the repository: `flake.nix` and every `.nix` file under `nix/`.
+pub fn nix_side_files() -> Result<Vec<PathBuf>> {
+    let root = repo_root();
+    let mut files = vec![root.join("flake.nix")];
+    collect_nix_files(&root.join("nix"), &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// Every `.nix` file under `dir`, recursively, skipping build output and VCS folders.
+pub fn collect_nix_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "target" | ".git" | "node_modules") {
+                collect_nix_files(&path, out)?;
+            }
+        } else if name.ends_with(".nix") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `nix-instantiate --eval --strict --json` of `expr` (evaluated in the repository root),
+/// parsed as JSON.
+pub fn eval_json(expr: &str) -> Result<serde_json::Value> {
+    let output = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", expr])
+        .current_dir(repo_root())
+        .output()
+        .context("running nix-instantiate (install Nix with tests/bed/install.sh)")?;
+    if !output.status.success() {
+        bail!(
+            "nix-instantiate --eval failed for {expr}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("nix-instantiate printed no JSON for {expr}"))
+}
