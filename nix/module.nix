@@ -17,7 +17,12 @@
   credentialsPath = "/run/credentials/${unitName}/${credentialName}";
 
   agentSettings = import ./agent-settings.nix {
-    inherit (cfg) bucket endpoint region trustedKeys manifestKeys hostName secretsDir generationsToKeep settings;
+    inherit (cfg) bucket endpoint region trustedKeys manifestKeys secretsDir generationsToKeep settings;
+    # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
+    hostName =
+      if cfg.hostName == ""
+      then null
+      else cfg.hostName;
     credentialsPath =
       if cfg.credentialsFile == null
       then null

@@ -1,6 +1,7 @@
-# NixOS VM test: a MinIO node as the bucket (it also plays the developer's machine), and a
-# host running the module. Push v1 → the host converges; push v2 → it converges again;
-# publish v1's manifest again → it rolls back.
+# NixOS VM test: a MinIO node as the bucket (it also plays the developer's machine, with the
+# real `ferry` CLI), and a host running the module. `ferry upload` + `ferry publish` v1 →
+# the host converges; `ferry push` v2 → it converges again; `ferry rollback` → back to v1;
+# after a reboot the boot tick brings v1 back.
 #
 # It needs nixpkgs and KVM, so it runs where those are (`nix flake check`, or
 # `nix build .#checks.x86_64-linux.vm`); the Debian CI machine of this project has
@@ -11,8 +12,8 @@
   ferry,
 }: let
   # A throwaway key pair made for this test with
-  # `nix-store --generate-binary-cache-key ferry-vm-test-1 sk pk`; it signs both the
-  # closures and the manifests. Never use it anywhere else.
+  # `nix-store --generate-binary-cache-key ferry-vm-test-1 sk pk`; `ferry` signs both the
+  # closures and the manifests with it. Never use it anywhere else.
   secretKey = "ferry-vm-test-1:qXCujVFGZ6We1FOK1FjPXZ3FLHs3YeoXxpqEMrmk5SNs/0LM37R11GTVaKXhX4vvQB1qg+ZnyEWpybRjlQzQJg==";
   publicKey = "ferry-vm-test-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY=";
   accessKey = "ferrytestaccess";
@@ -50,9 +51,14 @@
       ];
     };
   manifestV1 = pkgs.writeText "manifest-v1.json" (manifest "${v1}" "2025-01-01T00:00:01Z");
-  manifestV2 = pkgs.writeText "manifest-v2.json" (manifest "${v2}" "2025-01-01T00:00:02Z");
-  # Rollback republishes v1's content under a later generation, as generations only grow.
-  manifestV1Again = pkgs.writeText "manifest-v1-again.json" (manifest "${v1}" "2025-01-01T00:00:03Z");
+  # The developer's side: the real `ferry` CLI against the MinIO bucket.
+  ferryCli = builtins.concatStringsSep " " [
+    "AWS_ACCESS_KEY_ID=${accessKey}"
+    "AWS_SECRET_ACCESS_KEY=${secretAccessKey}"
+    "FERRY_BUCKET='s3://ferry?endpoint=http://127.0.0.1:9000&region=us-east-1'"
+    "FERRY_KEY_FILE=/root/sk"
+    "ferry"
+  ];
 in
   pkgs.testers.runNixOSTest {
     name = "ferry-agent";
@@ -103,18 +109,7 @@ in
           "mc alias set local http://127.0.0.1:9000 ${accessKey} ${secretAccessKey}",
           "mc mb local/ferry",
           "echo '${secretKey}' > /root/sk",
-          "nix store sign --key-file /root/sk -r ${v1} ${v2}",
-          "nix copy --to file:///root/cache ${v1} ${v2}",
-          "mc cp --recursive /root/cache/ local/ferry/",
       )
-
-      def publish(manifest, generation):
-          s3.succeed(
-              f"cp {manifest} /root/manifest.json && chmod u+w /root/manifest.json",
-              "ferry sign /root/manifest.json --key-file /root/sk",
-              f"mc cp /root/manifest.json local/ferry/manifests/manifest-{generation}.json",
-              "mc cp /root/manifest.json local/ferry/manifest.json",
-          )
 
       def converged(version):
           host.succeed("systemctl start ferry-agent.service")
@@ -128,16 +123,16 @@ in
       # The credentials never reach the rendered configuration.
       host.fail("grep -q '${secretAccessKey}' /etc/ferry/agent.toml")
 
-      with subtest("push v1 and converge"):
-          publish("${manifestV1}", "2025-01-01T00:00:01Z")
+      with subtest("upload and publish v1, and converge"):
+          s3.succeed("${ferryCli} upload ${v1}", "${ferryCli} publish ${manifestV1}")
           converged("v1")
 
       with subtest("push v2 and converge"):
-          publish("${manifestV2}", "2025-01-01T00:00:02Z")
+          s3.succeed("${ferryCli} push vmsvc ${v2} --revision v2")
           converged("v2")
 
       with subtest("roll back to v1"):
-          publish("${manifestV1Again}", "2025-01-01T00:00:03Z")
+          s3.succeed("${ferryCli} rollback")
           converged("v1")
 
       with subtest("the timer alone keeps the host converged after a reboot"):

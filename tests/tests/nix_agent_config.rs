@@ -180,3 +180,42 @@ fn agent_refuses_what_the_module_must_never_write() -> Result<()> {
     assert!(json_to_toml(&serde_json::json!({"hostName": null}), "agent.toml").is_err());
     Ok(())
 }
+
+#[test]
+fn agent_plans_a_tick_from_the_module_configuration() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir(&bucket)?;
+    let manifest = nix_common::repo_root().join("schema/tests/fixtures/example.json");
+    std::fs::copy(&manifest, bucket.join("manifest.json"))
+        .with_context(|| format!("copying {}", manifest.display()))?;
+    let d = dir.path().display();
+    // The example manifest deploys to host "biz" with its env file under /var/lib/biz-secrets.
+    let text = module_agent_toml(&format!(
+        r#"{{
+          hostName = "biz";
+          secretsDir = "/var/lib/biz-secrets";
+          settings = {{
+            bucket = "file://{d}/bucket";
+            stateDir = "{d}/state";
+            unitDir = "{d}/units";
+          }};
+        }}"#
+    ))?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let output = agent(&path, &["plan"])?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Exit 1: the plan has changes (0 would be a no-op, 2 a refused manifest or trouble).
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("+ podcastitlater-web: add /nix/store/abc123-podcastitlater-web-1.2.3"),
+        "{stdout}"
+    );
+    Ok(())
+}
