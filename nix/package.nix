@@ -43,9 +43,10 @@ in
     dontUseCmakeConfigure = true;
 
     cargoBuildFlags = cargoFlags;
-    # Only the pure unit tests: the end-to-end tests need the test bed (Garage, nspawn,
-    # Caddy) and the CLI tests run real Nix, neither of which the build sandbox has.
-    cargoTestFlags = cargoFlags ++ ["--lib"];
+    # Only the library unit tests of the schema and the agent (pure logic on literals): the
+    # end-to-end tests need the test bed (Garage, nspawn, Caddy) and the CLI tests run real
+    # Nix, neither of which the build sandbox has.
+    cargoTestFlags = ["--package" "ferry-schema" "--package" "ferry-agent" "--lib"];
 
     meta = {
       description = "Deploys Nix-built services to hosts through an S3 bucket, without a NixOS rebuild";
