@@ -8,44 +8,16 @@ mod nix_common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, ensure};
 
 /// The module's credentials path (`LoadCredential=aws:…` in ferry-agent.service).
 const CREDENTIALS_PATH: &str = "/run/credentials/ferry-agent.service/aws";
-
-/// JSON (what `builtins.toJSON` gives `pkgs.formats.toml`) to a TOML value, with the same
-/// refusals: TOML has no null and no integers beyond i64.
-fn json_to_toml(value: &serde_json::Value, at: &str) -> Result<toml::Value> {
-    use serde_json::Value as J;
-    Ok(match value {
-        J::Null => bail!("{at}: null cannot be written to TOML"),
-        J::Bool(b) => toml::Value::Boolean(*b),
-        J::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => toml::Value::Integer(i),
-            (None, Some(f)) if !n.is_u64() => toml::Value::Float(f),
-            _ => bail!("{at}: {n} does not fit a TOML integer"),
-        },
-        J::String(s) => toml::Value::String(s.clone()),
-        J::Array(items) => toml::Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| json_to_toml(v, &format!("{at}[{i}]")))
-                .collect::<Result<_>>()?,
-        ),
-        J::Object(map) => toml::Value::Table(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &format!("{at}.{k}"))?)))
-                .collect::<Result<_>>()?,
-        ),
-    })
-}
 
 /// agent.toml as the module would write it for the module options in `args` (a Nix
 /// attribute set expression).
 fn module_agent_toml(args: &str) -> Result<String> {
     let json = nix_common::eval_json(&format!("import ./nix/agent-settings.nix {args}"))?;
-    let value = json_to_toml(&json, "agent.toml")?;
+    let value = nix_common::json_to_toml(&json, "agent.toml")?;
     toml::to_string(&value).map_err(|e| anyhow!("rendering agent.toml: {e}"))
 }
 
@@ -177,7 +149,9 @@ fn agent_refuses_what_the_module_must_never_write() -> Result<()> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("stateDirectory"), "{stderr}");
     // And a null that survived the mapping could not be rendered at all.
-    assert!(json_to_toml(&serde_json::json!({"hostName": null}), "agent.toml").is_err());
+    assert!(
+        nix_common::json_to_toml(&serde_json::json!({"hostName": null}), "agent.toml").is_err()
+    );
     Ok(())
 }
 

@@ -60,3 +60,31 @@ pub fn eval_json(expr: &str) -> Result<serde_json::Value> {
     serde_json::from_slice(&output.stdout)
         .with_context(|| format!("nix-instantiate printed no JSON for {expr}"))
 }
+
+/// JSON (what `builtins.toJSON` gives `pkgs.formats.toml`) to a TOML value, with the same
+/// refusals: TOML has no null and no integers beyond i64.
+pub fn json_to_toml(value: &serde_json::Value, at: &str) -> Result<toml::Value> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => bail!("{at}: null cannot be written to TOML"),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, Some(f)) if !n.is_u64() => toml::Value::Float(f),
+            _ => bail!("{at}: {n} does not fit a TOML integer"),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json_to_toml(v, &format!("{at}[{i}]")))
+                .collect::<Result<_>>()?,
+        ),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), json_to_toml(v, &format!("{at}.{k}"))?)))
+                .collect::<Result<_>>()?,
+        ),
+    })
+}

@@ -1,0 +1,106 @@
+# Evaluates nix/module.nix without nixpkgs, against a small stand-in for the parts of
+# nixpkgs' `lib` and `pkgs` it uses, so CI (which has no nixpkgs) can check how the module
+# is wired: which options exist, what agent.toml and the units get. The stand-in is naive
+# (mkIf/mkMerge flatten, no types are checked): the VM test (vm.nix) is the real thing.
+#   nix-instantiate --eval --strict --json nix/tests/eval-module.nix --arg user '{...}'
+{
+  # services.ferry-agent as a user would set it.
+  user ? {},
+  hostName ? "web-1",
+}: let
+  isOption = v: builtins.isAttrs v && v ? _option;
+
+  lib = {
+    mkOption = attrs: attrs // {_option = true;};
+    mkEnableOption = _: {
+      _option = true;
+      default = false;
+    };
+    literalExpression = text: text;
+    types = {
+      str = "str";
+      package = "package";
+      nullOr = _: "nullOr";
+      listOf = _: "listOf";
+      submodule = _: "submodule";
+      ints.between = _: _: "int";
+    };
+    mkIf = cond: content:
+      if cond
+      then content
+      else {};
+    mkMerge = builtins.foldl' merge {};
+    mkAfter = value: value;
+    mkDefault = value: value;
+    optional = cond: value:
+      if cond
+      then [value]
+      else [];
+    hasPrefix = prefix: text: builtins.substring 0 (builtins.stringLength prefix) text == prefix;
+    getExe' = package: name: "${package}/bin/${name}";
+  };
+
+  # Lists concatenate and attribute sets merge, as the module system does for these options.
+  merge = left: right:
+    left
+    // builtins.mapAttrs (
+      name: value:
+        if !(left ? ${name})
+        then value
+        else if builtins.isAttrs value && builtins.isAttrs left.${name}
+        then merge left.${name} value
+        else if builtins.isList value && builtins.isList left.${name}
+        then left.${name} ++ value
+        else value
+    )
+    right;
+
+  pkgs = {
+    formats.toml = _: {
+      type = "toml";
+      generate = name: value: {
+        outPath = "/nix/store/00000000000000000000000000000000-${name}";
+        inherit value;
+      };
+    };
+    callPackage = _: args: {
+      outPath = "/nix/store/00000000000000000000000000000000-${args.pname}";
+      inherit args;
+    };
+  };
+
+  # Option declarations → their defaults, then the user's values on top.
+  defaultsOf = options:
+    builtins.mapAttrs (
+      _: option:
+        if isOption option
+        then option.default or null
+        else defaultsOf option
+    )
+    options;
+  optionNames = prefix: options:
+    builtins.concatLists (builtins.attrValues (builtins.mapAttrs (
+        name: option:
+          if isOption option
+          then ["${prefix}${name}"]
+          else optionNames "${prefix}${name}." option
+      )
+      options));
+
+  config = {
+    services.ferry-agent = merge (defaultsOf module.options.services.ferry-agent) user;
+    networking.hostName = hostName;
+    nix.package = "/nix/store/00000000000000000000000000000000-nix";
+    systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
+  };
+
+  module = import ../module.nix {inherit config lib pkgs;};
+in {
+  options = optionNames "" module.options.services.ferry-agent;
+  inherit (module) config;
+  # What pkgs.formats.toml would be given for /etc/ferry/agent.toml.
+  agentToml =
+    if module.config ? environment
+    then module.config.environment.etc."ferry/agent.toml".source.value
+    else null;
+}

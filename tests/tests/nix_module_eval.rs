@@ -1,0 +1,185 @@
+//! How nix/module.nix is wired, checked without nixpkgs: nix/tests/eval-module.nix
+//! evaluates it against a small stand-in for nixpkgs' lib, and these tests check the
+//! options the issue asks for, that agent.toml and the unit agree on the credentials path,
+//! the timer, the directories, and that the agent accepts the agent.toml it yields.
+
+mod nix_common;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::{Value, json};
+
+/// The README's Spaces configuration, as a user writes it.
+const SPACES: &str = r#"{
+  enable = true;
+  bucket = "acme-deploys";
+  endpoint = "https://nyc3.digitaloceanspaces.com";
+  region = "nyc3";
+  credentialsFile = "/run/keys/ferry-s3";
+  trustedKeys = ["acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="];
+  manifestKeys = ["acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="];
+  interval = "2min";
+  caddy.enable = true;
+}"#;
+
+fn eval_module(user: &str) -> Result<Value> {
+    nix_common::eval_json(&format!(
+        "import ./nix/tests/eval-module.nix {{ user = {user}; }}"
+    ))
+}
+
+#[test]
+fn options_are_the_ones_the_issue_lists() -> Result<()> {
+    let eval = eval_module("{}")?;
+    let mut options: Vec<&str> = eval["options"]
+        .as_array()
+        .context("no options list")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    options.sort_unstable();
+    assert_eq!(
+        options,
+        [
+            "bucket",
+            "caddy.enable",
+            "credentialsFile",
+            "enable",
+            "endpoint",
+            "generationsToKeep",
+            "hostName",
+            "interval",
+            "manifestKeys",
+            "package",
+            "randomizedDelay",
+            "region",
+            "secretsDir",
+            "settings",
+            "trustedKeys",
+        ]
+    );
+    // Disabled, the module configures nothing.
+    assert_eq!(eval["config"], json!({}));
+    Ok(())
+}
+
+#[test]
+fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
+    let eval = eval_module(SPACES)?;
+    let service = &eval["config"]["systemd"]["services"]["ferry-agent"];
+    let load = service["serviceConfig"]["LoadCredential"][0]
+        .as_str()
+        .context("no LoadCredential=")?;
+    let (name, source) = load
+        .split_once(':')
+        .context("LoadCredential= without NAME:")?;
+    assert_eq!(source, "/run/keys/ferry-s3");
+    assert_eq!(
+        eval["agentToml"]["credentials"]["file"],
+        format!("/run/credentials/ferry-agent.service/{name}")
+    );
+    // The secret's path is in the unit, never its content, and not in agent.toml.
+    assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
+    Ok(())
+}
+
+#[test]
+fn unit_timer_and_directories() -> Result<()> {
+    let eval = eval_module(SPACES)?;
+    let config = &eval["config"];
+    let service = &config["systemd"]["services"]["ferry-agent"];
+    assert_eq!(service["serviceConfig"]["Type"], "oneshot");
+    assert_eq!(service["wantedBy"], json!(["multi-user.target"]));
+    assert_eq!(service["before"], json!(["multi-user.target"]));
+    for unit in [
+        "network-online.target",
+        "nix-daemon.service",
+        "caddy.service",
+    ] {
+        assert!(
+            service["after"]
+                .as_array()
+                .is_some_and(|a| a.contains(&json!(unit))),
+            "not after {unit}: {service}"
+        );
+    }
+    let timer = &config["systemd"]["timers"]["ferry-agent"]["timerConfig"];
+    assert_eq!(timer["OnUnitActiveSec"], "2min");
+    assert_eq!(timer["Persistent"], true);
+    assert!(timer["RandomizedDelaySec"].is_string() && timer["OnBootSec"].is_string());
+    let rules = &config["systemd"]["tmpfiles"]["rules"];
+    assert!(
+        rules
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("d /var/lib/ferry-secrets 0700 root root -"))),
+        "{rules}"
+    );
+    assert_eq!(
+        config["nix"]["settings"]["trusted-public-keys"],
+        json!(["acme-deploy-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="])
+    );
+    assert_eq!(
+        config["services"]["caddy"]["globalConfig"],
+        "admin 127.0.0.1:2019\n"
+    );
+    // The agent's host name defaults to networking.hostName; nix is the system's.
+    assert_eq!(eval["agentToml"]["hostName"], "web-1");
+    assert_eq!(
+        eval["agentToml"]["nixBin"],
+        "/nix/store/00000000000000000000000000000000-nix/bin/nix"
+    );
+    Ok(())
+}
+
+#[test]
+fn writable_paths_follow_the_settings() -> Result<()> {
+    let eval =
+        eval_module(r#"{ enable = true; bucket = "b"; settings.stateDir = "/srv/ferry-state"; }"#)?;
+    let config = &eval["config"];
+    let rw = &config["systemd"]["services"]["ferry-agent"]["serviceConfig"]["ReadWritePaths"];
+    assert_eq!(
+        *rw,
+        json!([
+            "/srv/ferry-state",
+            "/run/systemd/system",
+            "/nix/var/nix/profiles/ferry"
+        ])
+    );
+    assert!(
+        config["systemd"]["tmpfiles"]["rules"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("d /srv/ferry-state 0700 root root -")))
+    );
+    // Without caddy.enable the module leaves Caddy alone.
+    assert!(config["services"].get("caddy").is_none(), "{config}");
+    Ok(())
+}
+
+#[test]
+fn agent_accepts_the_modules_agent_toml() -> Result<()> {
+    let eval = eval_module(SPACES)?;
+    let text = toml::to_string(&nix_common::json_to_toml(&eval["agentToml"], "agent.toml")?)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let output = Command::new(&agent)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "--json"])
+        .output()
+        .with_context(|| format!("running {}", agent.display()))?;
+    ensure!(
+        output.status.success(),
+        "ferry-agent refused the module's agent.toml:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3"
+    );
+    assert_eq!(c["generationsToKeep"], 5);
+    Ok(())
+}
