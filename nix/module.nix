@@ -216,8 +216,10 @@ in {
         environment = {
           # Root would otherwise open the store directly, which ProtectSystem makes read-only.
           NIX_REMOTE = "daemon";
-          # Nix's fetcher cache; root's home is hidden by ProtectHome.
-          XDG_CACHE_HOME = "/var/cache/ferry-agent";
+          # Nix keeps caches (and, from 2.14, profile state) under $HOME; root's home is
+          # hidden by ProtectHome, so give it the unit's own writable cache directory.
+          # Without credentialsFile the AWS default chain then reads ~/.aws from here too.
+          HOME = "/var/cache/ferry-agent";
           FERRY_LOG = lib.mkDefault "info";
         };
         serviceConfig = {
