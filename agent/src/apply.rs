@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::bucket::Bucket;
+use crate::backend::bucket::ReadBucket;
 use crate::backend::cache_proxy::CacheProxy;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
@@ -68,7 +68,7 @@ pub struct Backends<B, S, D, U> {
 }
 
 /// Apply `plan`.
-pub async fn apply<B: Bucket, S: Store, D: Systemd, U: Units>(
+pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units>(
     plan: &Plan,
     b: &Backends<B, S, D, U>,
     settings: &ApplySettings,
@@ -177,7 +177,7 @@ pub async fn apply<B: Bucket, S: Store, D: Systemd, U: Units>(
     report
 }
 
-async fn pull_all<B: Bucket, S: Store, D, U>(
+async fn pull_all<B: ReadBucket, S: Store, D, U>(
     plan: &Plan,
     b: &Backends<B, S, D, U>,
     failed: &mut BTreeMap<String, String>,
@@ -351,7 +351,7 @@ mod tests {
     }
 
     struct NoBucket;
-    impl Bucket for NoBucket {
+    impl ReadBucket for NoBucket {
         async fn get(&self, _: &str, _: Option<&str>) -> Result<Fetched, BucketError> {
             Ok(Fetched::Missing)
         }

@@ -253,8 +253,7 @@ impl Config {
             )));
         }
         if let Some(bucket) = &self.bucket {
-            crate::bucket_url::BucketUrl::parse(bucket)
-                .map_err(|e| invalid(format!("bucket: {e}")))?;
+            ferry_bucket::BucketUrl::parse(bucket).map_err(|e| invalid(format!("bucket: {e}")))?;
         }
         for (key, dir) in [
             ("stateDir", &self.state_dir),

@@ -7,7 +7,6 @@
 pub mod apply;
 pub mod atomic_file;
 pub mod backend;
-pub mod bucket_url;
 pub mod config;
 pub mod observe;
 pub mod plan;

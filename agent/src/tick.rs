@@ -9,7 +9,7 @@ use ferry_schema::Manifest;
 use ferry_schema::layout::MANIFEST_KEY;
 
 use crate::apply::{ApplyReport, ApplySettings, Backends, apply};
-use crate::backend::bucket::{Bucket, BucketError, Fetched};
+use crate::backend::bucket::{Fetched, ReadBucket};
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
@@ -58,7 +58,7 @@ enum Source {
 }
 
 /// Run one tick.
-pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
+pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
     settings: &TickSettings,
     state: &mut State,
     b: &Backends<B, S, D, U>,
@@ -70,7 +70,7 @@ pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
 
     let etag = state.manifest.as_ref().and(state.manifest_etag.as_deref());
     let source = match b.bucket.get(MANIFEST_KEY, etag).await {
-        Ok(Fetched::Object { bytes, etag }) => {
+        Ok(Fetched::Found { bytes, etag }) => {
             match verify(
                 &bytes,
                 settings.size_cap,
@@ -94,7 +94,7 @@ pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
                 }
             }
         }
-        Ok(Fetched::NotModified) => match &state.manifest {
+        Ok(Fetched::Unchanged) => match &state.manifest {
             Some(m) => Source::Unchanged(Box::new(m.clone())),
             None => Source::Restore(Outcome::Ok),
         },
@@ -104,7 +104,9 @@ pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
             ));
             Source::Restore(Outcome::Refused)
         }
-        Err(e @ BucketError::Unreachable(_)) | Err(e @ BucketError::Refused(_)) => {
+        // Unreachable or refused (the only errors a GET gives), services keep running from
+        // state; the message names which one it was.
+        Err(e) => {
             lines.push(format!("{e}; restoring services from state"));
             Source::Restore(Outcome::Unreachable)
         }
@@ -197,7 +199,7 @@ pub async fn tick<B: Bucket, S: Store, D: Systemd, U: Units>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish<B: Bucket, S, D, U>(
+fn finish<B: ReadBucket, S, D, U>(
     state: &mut State,
     at: String,
     outcome: Outcome,

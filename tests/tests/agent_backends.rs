@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 use aws_sdk_s3::primitives::ByteStream;
-use ferry_agent::backend::bucket::{Bucket, BucketError, Fetched};
-use ferry_agent::backend::bucket_s3::{S3Bucket, S3Settings};
+use ferry_agent::backend::bucket::{BucketError, Fetched, ReadBucket};
 use ferry_agent::backend::cache_proxy::CacheProxy;
 use ferry_agent::backend::systemd::{DbusSystemd, Systemd};
 use ferry_agent::plan::Job;
+use ferry_bucket::{S3Bucket, S3Settings};
 use ferry_tests::{Bed, BedOptions, S3};
 
 fn settings(s3: &S3, credentials: &std::path::Path) -> S3Settings {
@@ -50,18 +50,18 @@ async fn agent_s3_bucket_conditional_get_missing_unreachable_and_cache_proxy() -
         .await?;
     let bucket = Arc::new(S3Bucket::new(&settings(s3, creds.path())).await);
 
-    let Fetched::Object { bytes, etag } = bucket.get("manifest.json", None).await? else {
+    let Fetched::Found { bytes, etag } = bucket.get("manifest.json", None).await? else {
         anyhow::bail!("expected the object");
     };
     assert_eq!(bytes, b"{\"v\":1}");
     let etag = etag.ok_or_else(|| anyhow::anyhow!("no ETag"))?;
     assert_eq!(
         bucket.get("manifest.json", Some(&etag)).await?,
-        Fetched::NotModified
+        Fetched::Unchanged
     );
     assert!(matches!(
         bucket.get("manifest.json", Some("\"other\"")).await?,
-        Fetched::Object { .. }
+        Fetched::Found { .. }
     ));
     assert_eq!(bucket.get("absent.json", None).await?, Fetched::Missing);
     assert_eq!(bucket.requests(), 4);

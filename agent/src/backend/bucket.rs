@@ -1,40 +1,15 @@
-//! The `Bucket` trait: read objects by key, with a conditional GET for the manifest.
+//! The agent's read-only view of the bucket: the conditional GET the tick and the cache proxy
+//! need, the request count, and where `nix copy` can read the cache directly. The stores
+//! themselves (S3, directory) are `ferry-bucket`'s; this narrow trait keeps writes out of
+//! the agent and lets apply tests use a fake without implementing a whole object store.
 
 use std::future::Future;
 
-use thiserror::Error;
-
-/// The result of a (conditional) GET.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fetched {
-    /// The object, with its ETag when the store gives one.
-    Object {
-        /// Content.
-        bytes: Vec<u8>,
-        /// ETag, passed back as `If-None-Match` next time.
-        etag: Option<String>,
-    },
-    /// The ETag still matches (HTTP 304).
-    NotModified,
-    /// No such key.
-    Missing,
-}
-
-/// Why a bucket read failed.
-#[derive(Debug, Error)]
-pub enum BucketError {
-    /// The bucket could not be reached after retries (network, DNS, 5xx, timeout). Running
-    /// services are not affected.
-    #[error("bucket unreachable: {0}")]
-    Unreachable(String),
-    /// The bucket answered but refused (credentials, permissions, bad bucket name).
-    #[error("bucket refused the request: {0}; check the credentials and bucket in agent.toml")]
-    Refused(String),
-}
+pub use ferry_bucket::{BucketError, Fetched};
 
 /// Read access to the bucket.
-pub trait Bucket: Send + Sync + 'static {
-    /// GET `key`; with `if_none_match`, a matching ETag gives [`Fetched::NotModified`].
+pub trait ReadBucket: Send + Sync + 'static {
+    /// GET `key`; with `if_none_match`, a matching ETag gives [`Fetched::Unchanged`].
     fn get(
         &self,
         key: &str,
@@ -49,4 +24,54 @@ pub trait Bucket: Send + Sync + 'static {
 
     /// Requests made so far (for reports and benchmarks: a no-op tick makes one).
     fn requests(&self) -> u64;
+}
+
+/// Every `ferry-bucket` store reads through its own GET; only [`ReadBucket::get`] is
+/// reachable from the agent.
+impl<T: ferry_bucket::Bucket + 'static> ReadBucket for T {
+    async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
+        ferry_bucket::Bucket::get(self, key, if_none_match).await
+    }
+
+    fn requests(&self) -> u64 {
+        ferry_bucket::Bucket::requests(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_bucket::DirBucket;
+
+    /// The agent reads a `ferry-bucket` directory store through the narrow trait: ETag
+    /// round trip, missing key, and one counted request per GET.
+    #[tokio::test]
+    async fn dir_store_reads_through_the_narrow_trait() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.json"), b"{}").unwrap();
+        let b = DirBucket::new(dir.path().to_owned());
+        let Fetched::Found { bytes, etag } =
+            ReadBucket::get(&b, "manifest.json", None).await.unwrap()
+        else {
+            panic!("expected the object")
+        };
+        assert_eq!(bytes, b"{}");
+        assert_eq!(
+            ReadBucket::get(&b, "manifest.json", etag.as_deref())
+                .await
+                .unwrap(),
+            Fetched::Unchanged
+        );
+        assert_eq!(
+            ReadBucket::get(&b, "nope", None).await.unwrap(),
+            Fetched::Missing
+        );
+        assert_eq!(ReadBucket::requests(&b), 3);
+        assert_eq!(b.direct_cache_url(), None);
+        let gone = DirBucket::new(dir.path().join("absent"));
+        assert!(matches!(
+            ReadBucket::get(&gone, "manifest.json", None).await,
+            Err(BucketError::Unreachable(_))
+        ));
+    }
 }

@@ -16,7 +16,7 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::bucket::{Bucket, Fetched};
+use super::bucket::{Fetched, ReadBucket};
 
 /// A running proxy; stops when dropped.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct CacheProxy {
 
 impl CacheProxy {
     /// Start serving `bucket` on a random loopback port under a random path prefix.
-    pub async fn start<B: Bucket>(bucket: Arc<B>) -> std::io::Result<Self> {
+    pub async fn start<B: ReadBucket>(bucket: Arc<B>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let token: String = rand::thread_rng()
@@ -72,7 +72,7 @@ impl Drop for CacheProxy {
     }
 }
 
-async fn serve<B: Bucket>(
+async fn serve<B: ReadBucket>(
     bucket: &B,
     prefix: &str,
     req: Request<Incoming>,
@@ -89,7 +89,7 @@ async fn serve<B: Bucket>(
         return reply(StatusCode::NOT_FOUND, Bytes::new());
     };
     match bucket.get(key, None).await {
-        Ok(Fetched::Object { bytes, .. }) => {
+        Ok(Fetched::Found { bytes, .. }) => {
             let body = if req.method() == Method::HEAD {
                 Bytes::new()
             } else {
@@ -97,7 +97,7 @@ async fn serve<B: Bucket>(
             };
             reply(StatusCode::OK, body)
         }
-        Ok(Fetched::Missing | Fetched::NotModified) => reply(StatusCode::NOT_FOUND, Bytes::new()),
+        Ok(Fetched::Missing | Fetched::Unchanged) => reply(StatusCode::NOT_FOUND, Bytes::new()),
         Err(e) => reply(StatusCode::BAD_GATEWAY, Bytes::from(e.to_string())),
     }
 }

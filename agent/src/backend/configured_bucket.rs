@@ -1,71 +1,127 @@
-//! The bucket named in `agent.toml`, whichever kind it is (static dispatch over the two
-//! real implementations).
+//! The bucket named in `agent.toml`: a `ferry-bucket` store opened with the agent's
+//! credentials (`credentials.profile` / `credentials.file`) and fetch timeout, plus the
+//! direct cache URL a `file://` bucket gives `nix copy`.
 
 use std::time::Duration;
 
-use super::bucket::{Bucket, BucketError, Fetched};
-use super::bucket_dir::DirBucket;
-use super::bucket_s3::{S3Bucket, S3Settings};
-use crate::bucket_url::BucketUrl;
+use ferry_bucket::{AnyBucket, BucketUrl, DirBucket, S3Bucket, S3Settings};
+
+use super::bucket::{BucketError, Fetched, ReadBucket};
 use crate::config::Config;
 
-/// An S3 or directory bucket.
+/// The configured bucket (S3 or a directory), read-only.
 #[derive(Debug)]
-pub enum ConfiguredBucket {
-    /// `s3://…`
-    S3(S3Bucket),
-    /// `file://…`
-    Dir(DirBucket),
+pub struct ConfiguredBucket {
+    store: AnyBucket,
+    direct_cache_url: Option<String>,
 }
 
 impl ConfiguredBucket {
-    /// Open the bucket `url` with the configuration's credentials and timeouts.
+    /// Opens the bucket `url` with the configuration's credentials and timeouts. Makes no
+    /// request.
     pub async fn open(url: &BucketUrl, config: &Config) -> Self {
-        match url {
-            BucketUrl::Dir(dir) => Self::Dir(DirBucket::new(dir.clone())),
-            BucketUrl::S3 {
-                bucket,
-                endpoint,
-                region,
-                profile,
-            } => Self::S3(
-                S3Bucket::new(&S3Settings {
-                    bucket: bucket.clone(),
-                    endpoint: endpoint.clone(),
-                    region: region.clone(),
-                    profile: config
-                        .credentials
-                        .profile
-                        .clone()
-                        .or_else(|| profile.clone()),
-                    credentials_file: config.credentials.file.clone(),
-                    timeout: Duration::from_secs(config.timeouts.fetch_sec),
-                })
-                .await,
-            ),
+        let store = match url {
+            BucketUrl::Dir(dir) => AnyBucket::Dir(DirBucket::new(dir.clone())),
+            BucketUrl::S3 { .. } => {
+                // Always `Some` for an `s3://` URL.
+                let settings = s3_settings(url, config).unwrap_or_default();
+                AnyBucket::S3(S3Bucket::new(&settings).await)
+            }
+        };
+        Self {
+            store,
+            direct_cache_url: direct_cache_url(url),
         }
     }
 }
 
-impl Bucket for ConfiguredBucket {
+/// The S3 client settings for `url`: the configured profile wins over the URL's `profile=`,
+/// and the whole fetch (retries included) is bounded by `timeouts.fetchSec`. `None` for a
+/// `file://` URL.
+pub fn s3_settings(url: &BucketUrl, config: &Config) -> Option<S3Settings> {
+    let BucketUrl::S3 {
+        bucket,
+        endpoint,
+        region,
+        profile,
+    } = url
+    else {
+        return None;
+    };
+    Some(S3Settings {
+        bucket: bucket.clone(),
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+        profile: config
+            .credentials
+            .profile
+            .clone()
+            .or_else(|| profile.clone()),
+        credentials_file: config.credentials.file.clone(),
+        timeout: Duration::from_secs(config.timeouts.fetch_sec),
+    })
+}
+
+/// The binary cache `nix copy` can read without the proxy: a `file://` bucket is one.
+pub fn direct_cache_url(url: &BucketUrl) -> Option<String> {
+    match url {
+        BucketUrl::Dir(_) => Some(url.to_string()),
+        BucketUrl::S3 { .. } => None,
+    }
+}
+
+impl ReadBucket for ConfiguredBucket {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
-        match self {
-            Self::S3(b) => b.get(key, if_none_match).await,
-            Self::Dir(b) => b.get(key, if_none_match).await,
-        }
+        ferry_bucket::Bucket::get(&self.store, key, if_none_match).await
     }
 
     fn direct_cache_url(&self) -> Option<String> {
-        match self {
-            Self::S3(b) => b.direct_cache_url(),
-            Self::Dir(b) => b.direct_cache_url(),
-        }
+        self.direct_cache_url.clone()
     }
 
     fn requests(&self) -> u64 {
-        match self {
-            Self::S3(b) => b.requests(),
-            Self::Dir(b) => b.requests(),
-        }
+        ferry_bucket::Bucket::requests(&self.store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    #[test]
+    fn direct_cache_url_only_for_directories() {
+        let dir = BucketUrl::parse("file:///srv/bucket").unwrap();
+        assert_eq!(
+            direct_cache_url(&dir).as_deref(),
+            Some("file:///srv/bucket")
+        );
+        let s3 = BucketUrl::parse("s3://ferry?endpoint=http://127.0.0.1:3900").unwrap();
+        assert_eq!(direct_cache_url(&s3), None);
+        let config = Config::parse("", Path::new("t")).unwrap();
+        assert!(s3_settings(&dir, &config).is_none());
+    }
+
+    #[test]
+    fn configured_credentials_win_over_the_url_profile() {
+        let url =
+            BucketUrl::parse("s3://ferry?endpoint=http://e&region=garage&profile=url").unwrap();
+        let mut config = Config::parse("", Path::new("t")).unwrap();
+        let s = s3_settings(&url, &config).unwrap();
+        assert_eq!(s.bucket, "ferry");
+        assert_eq!(s.endpoint.as_deref(), Some("http://e"));
+        assert_eq!(s.region.as_deref(), Some("garage"));
+        assert_eq!(s.profile.as_deref(), Some("url"));
+        assert_eq!(s.credentials_file, None);
+        assert_eq!(s.timeout, Duration::from_secs(config.timeouts.fetch_sec));
+        config.credentials.profile = Some("ops".into());
+        config.credentials.file = Some(PathBuf::from("/etc/ferry/creds"));
+        let s = s3_settings(&url, &config).unwrap();
+        assert_eq!(s.profile.as_deref(), Some("ops"));
+        assert_eq!(
+            s.credentials_file.as_deref(),
+            Some(Path::new("/etc/ferry/creds"))
+        );
     }
 }

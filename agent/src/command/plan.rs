@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use ferry_agent::backend::bucket::{Bucket, Fetched};
+use ferry_agent::backend::bucket::{Fetched, ReadBucket};
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
@@ -37,8 +37,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             None => {
                 let bucket = runtime::bucket(&config).await?;
                 match bucket.get(ferry_schema::layout::MANIFEST_KEY, None).await? {
-                    Fetched::Object { bytes, .. } => bytes,
-                    Fetched::Missing | Fetched::NotModified => {
+                    Fetched::Found { bytes, .. } => bytes,
+                    Fetched::Missing | Fetched::Unchanged => {
                         anyhow::bail!(
                             "the bucket has no manifest.json; publish one with `ferry push`"
                         )

@@ -9,9 +9,9 @@ use ferry_agent::backend::configured_bucket::ConfiguredBucket;
 use ferry_agent::backend::store::NixCli;
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
-use ferry_agent::bucket_url::BucketUrl;
 use ferry_agent::config::Config;
 use ferry_agent::policy::HostPolicy;
+use ferry_bucket::BucketUrl;
 
 /// A single-threaded runtime: a tick is mostly waiting, and a small RSS matters on small hosts.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
