@@ -17,8 +17,10 @@ pub const EXIT_TROUBLE: u8 = 2;
 ///
 /// A manifest (JSON) lists the services, the Nix store path each runs and the hosts it runs
 /// on. Start with `ferry validate manifest.json`; create a signing key with `ferry keygen`,
-/// sign the manifest with `ferry sign` and check it with `ferry verify`. Every command has
-/// its own `--help`.
+/// sign the manifest with `ferry sign` and check it with `ferry verify`. Put closures in the
+/// bucket with `ferry upload`, make a manifest live with `ferry publish`, deploy a new
+/// version of a service with `ferry push`; `show`, `history`, `diff` and `rollback` work on
+/// the live manifest and its archive. Every command has its own `--help`.
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
@@ -46,6 +48,7 @@ pub enum Command {
     Show(command::show::Args),
     History(command::history::Args),
     Rollback(command::rollback::Args),
+    Diff(command::diff::Args),
 }
 
 /// Runs the chosen verb; the exit code says how it went.
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => block_on(command::show::run(&args)),
         Command::History(args) => block_on(command::history::run(&args)),
         Command::Rollback(args) => block_on(command::rollback::run(&args)),
+        Command::Diff(args) => block_on(command::diff::run(&args)),
     }
 }
 

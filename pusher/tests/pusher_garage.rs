@@ -217,6 +217,20 @@ async fn upload_push_publish_history_and_rollback_on_garage() {
     );
     assert!(entries[1].starts_with("2026-01-01T00:00:00Z"), "{out}");
 
+    let diff = g.run(&["diff"]);
+    assert!(diff.status.success(), "{}", text(&diff));
+    assert!(
+        String::from_utf8_lossy(&diff.stdout).contains(&format!("~ web: {app1} -> {app2}")),
+        "{}",
+        text(&diff)
+    );
+    let same = g.run(&["diff", "live", "live"]);
+    assert!(
+        String::from_utf8_lossy(&same.stdout).contains("no service changes"),
+        "{}",
+        text(&same)
+    );
+
     // Rollback re-signs with a newer generation; --exact copies the archive byte for byte.
     let back = g.run(&["rollback", "--key-file", key]);
     assert!(back.status.success(), "{}", text(&back));
