@@ -27,4 +27,4 @@ step "cargo build --bins"
 cargo build --workspace --bins --locked
 
 step "cargo test (unit, backend and end-to-end tests on the bed)"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use ferry_tests::{Bed, BedOptions};
 
+/// The tests here check that a slot's resources are gone after a bed drops. Run in parallel,
+/// another test's bed may take the freed slot at once and recreate them, so they take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn http_status_from(host: &ferry_tests::Host, url: &str) -> anyhow::Result<String> {
     let out = host.exec(&[
         "curl",
@@ -22,6 +26,7 @@ fn http_status_from(host: &ferry_tests::Host, url: &str) -> anyhow::Result<Strin
 #[tokio::test]
 async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -> anyhow::Result<()>
 {
+    let _serial = SERIAL.lock().await;
     let bed = Bed::start(BedOptions {
         hosts: 3,
         ..Default::default()
@@ -67,6 +72,7 @@ async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -
 
 #[test]
 fn two_beds_at_once_get_separate_subnets_and_both_tear_down() -> anyhow::Result<()> {
+    let _serial = SERIAL.blocking_lock();
     let (first, second) = std::thread::scope(|scope| {
         let a = scope.spawn(|| {
             Bed::start(BedOptions {
@@ -100,6 +106,7 @@ fn two_beds_at_once_get_separate_subnets_and_both_tear_down() -> anyhow::Result<
 
 #[test]
 fn poweroff_and_boot_keep_the_host_filesystem() -> anyhow::Result<()> {
+    let _serial = SERIAL.blocking_lock();
     let mut bed = Bed::start(BedOptions {
         hosts: 1,
         ..Default::default()
