@@ -117,6 +117,7 @@ fn build_or_load() -> Result<Closures> {
         .with_context(|| format!("locking {}", lock_path.display()))?;
     let dir = root.join(format!("closures-{digest}"));
     if let Ok(closures) = load(&dir) {
+        mark_used(&dir);
         return Ok(closures);
     }
     let temp = root.join(format!("closures-{digest}.tmp-{}", std::process::id()));
@@ -130,27 +131,65 @@ fn build_or_load() -> Result<Closures> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&temp, &dir)
         .with_context(|| format!("moving {} into place", temp.display()))?;
+    mark_used(&dir);
     remove_outdated(&root, Path::new(GC_ROOTS), &digest);
     load(&dir)
 }
 
-/// Drops closure folders and GC roots of earlier binaries: every rebuild of the test
-/// service makes new ones, and only the current set is used.
+/// The file whose modification time says when a closure folder was last used.
+const LAST_USED: &str = "last-used";
+/// Closure folders unused for this long are dropped. Another checkout (another target
+/// folder, so another binary hash) may be using a folder right now: only stale ones go.
+const UNUSED_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Records that `dir` is in use, so other checkouts' clean-ups leave it alone.
+fn mark_used(dir: &Path) {
+    let _ = std::fs::write(dir.join(LAST_USED), b"");
+}
+
+/// Drops closure folders (and their GC roots) that no build has used for [`UNUSED_FOR`]:
+/// every rebuild of the test service makes new ones.
 fn remove_outdated(root: &Path, gc_roots: &Path, digest: &str) {
     let current = format!("closures-{digest}");
-    if let Ok(entries) = std::fs::read_dir(root) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("closures-") && name != current && entry.path().is_dir() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("closures-") || name == current || !entry.path().is_dir() {
+            continue;
+        }
+        if !unused_for_long(&entry.path()) {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+        if let Some(old_digest) = name.strip_prefix("closures-") {
+            remove_gc_roots(gc_roots, old_digest);
         }
     }
-    if let Ok(entries) = std::fs::read_dir(gc_roots) {
-        for entry in entries.flatten() {
-            if !entry.file_name().to_string_lossy().starts_with(digest) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+}
+
+/// Whether `dir` was last used longer than [`UNUSED_FOR`] ago (never marked: by its own
+/// modification time).
+fn unused_for_long(dir: &Path) -> bool {
+    let marker = dir.join(LAST_USED);
+    let modified = std::fs::metadata(&marker)
+        .or_else(|_| std::fs::metadata(dir))
+        .and_then(|meta| meta.modified());
+    match modified.map(|time| time.elapsed()) {
+        Ok(Ok(age)) => age > UNUSED_FOR,
+        // A time in the future or an unreadable folder: leave it alone.
+        _ => false,
+    }
+}
+
+fn remove_gc_roots(gc_roots: &Path, digest: &str) {
+    let Ok(entries) = std::fs::read_dir(gc_roots) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(digest) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
