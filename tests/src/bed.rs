@@ -137,6 +137,14 @@ impl Bed {
     }
 }
 
+impl Bed {
+    /// Stops Garage and drops its data: the bucket is gone for good, as in an outage that
+    /// outlasts the test. Hosts keep running.
+    pub fn stop_garage(&mut self) {
+        self.garage = None;
+    }
+}
+
 impl Drop for Bed {
     fn drop(&mut self) {
         // All hosts shut down at once; each Host's drop then waits for its own.

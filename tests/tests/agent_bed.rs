@@ -492,30 +492,9 @@ async fn agent_restores_services_after_reboot_without_bucket_and_survives_corrup
     let aside = t.host().sh_ok("ls /var/lib/ferry")?;
     assert!(aside.contains("state.json.corrupt-"), "{aside}");
 
-    // The bucket becomes unreachable and the host reboots: /run is empty, yet the next tick
-    // brings alpha back from state.
-    let s3 = t.bed.s3().clone();
-    let dead = format!(
-        "s3://{}?endpoint=http://127.0.0.1:9&region={}",
-        s3.bucket, s3.region
-    );
-    let config = t.host().sh_ok("cat /etc/ferry/agent.toml")?;
-    let config = config
-        .lines()
-        .map(|l| {
-            if l.starts_with("bucket = ") {
-                format!("bucket = \"{dead}\"")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    t.host().put_bytes(
-        "/etc/ferry/agent.toml",
-        format!("{config}\n").as_bytes(),
-        0o644,
-    )?;
+    // Garage stops and the host reboots: /run is empty, yet the next tick brings alpha back
+    // from state.
+    t.bed.stop_garage();
     t.bed.host_mut(0).poweroff()?;
     t.bed.host_mut(0).boot()?;
     assert!(
@@ -540,6 +519,15 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
     let t = AgentBed::start().await?;
     let c = t.closures;
     let versions = [&c.v1, &c.v2];
+    // Random kill points, new each run; the seed is printed so a failure can be replayed.
+    let mut rng = std::env::var("FERRY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0)
+        });
+    rng |= 1; // xorshift never leaves 0
+    eprintln!("kill points: FERRY_KILL_SEED={rng}");
     for round in 0..20u32 {
         let path = versions[(round % 2) as usize];
         t.publish(&manifest(
@@ -547,8 +535,8 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
             vec![service("alpha", path, 8101), service("beta", &c.v1, 8102)],
         ))
         .await?;
-        // Kill points spread over the tick: before the fetch, during pulls, unit writes, jobs.
-        let delay_ms = (round * 137) % 2500;
+        // Kill points anywhere in the tick: before the fetch, during pulls, unit writes, jobs.
+        let delay_ms = next_random(&mut rng) % 2500;
         let out = t.host().sh(&format!(
             "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid; wait $pid; true",
             delay_ms / 1000,
@@ -605,4 +593,12 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
         summary(&again)
     );
     Ok(())
+}
+
+/// xorshift64: enough to spread kill points, reproducible from a printed seed.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
