@@ -4,6 +4,7 @@
 //! `Bed::start(BedOptions { hosts: 2, ..Default::default() })` in a test. See
 //! `tests/tests/bed_*.rs` for every handle in use.
 
+pub mod agent_config;
 pub mod bed;
 pub mod binaries;
 pub mod closures;
@@ -18,6 +19,7 @@ pub mod slot;
 mod stale;
 mod stop;
 
+pub use agent_config::install_agent_config;
 pub use bed::{Bed, BedOptions};
 pub use binaries::workspace_binary;
 pub use closures::Closures;

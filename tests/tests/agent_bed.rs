@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output};
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, install_agent_config};
 use serde_json::{Value, json};
 
 /// The name the manifests use for the bed host.
@@ -68,25 +68,14 @@ impl AgentBed {
     }
 
     fn write_config(&self, trusted_key: &str, manifest_keys: &[String]) -> Result<()> {
-        let s3 = self.bed.s3();
-        let config = format!(
-            "hostName = \"{HOST}\"\nbucket = \"s3://{}?endpoint={}&region={}\"\n\
-             trustedKeys = [\"{trusted_key}\"]\nmanifestKeys = {}\nnixBin = \"/usr/bin/nix\"\n\
-             [credentials]\nfile = \"/etc/ferry/credentials\"\n[timeouts]\nsettleSec = 1\n",
-            s3.bucket,
-            s3.endpoint,
-            s3.region,
-            serde_json::to_string(manifest_keys)?,
-        );
-        let credentials = format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key, s3.secret_key
-        );
-        self.host()
-            .put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
-        self.host()
-            .put_bytes("/etc/ferry/credentials", credentials.as_bytes(), 0o600)?;
-        Ok(())
+        install_agent_config(
+            self.host(),
+            self.bed.s3(),
+            HOST,
+            &[trusted_key.to_owned()],
+            manifest_keys,
+            "[timeouts]\nsettleSec = 1\n",
+        )
     }
 
     async fn publish(&self, manifest: &Value) -> Result<()> {

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, workspace_binary};
+use ferry_tests::{
+    Bed, BedOptions, BindRo, Closures, Host, install_agent_config, workspace_binary,
+};
 use serde_json::{Value, json};
 
 /// The name the demo host answers to in manifests.
@@ -148,25 +150,8 @@ impl Demo<'_> {
     }
 
     fn configure_agent(&self) -> Result<()> {
-        let s3 = self.bed.s3();
-        let public_key = &self.closures.public_key;
-        let config = format!(
-            "hostName = \"{HOST}\"\n\
-             bucket = \"s3://{}?endpoint={}&region={}\"\n\
-             trustedKeys = [\"{public_key}\"]\n\
-             manifestKeys = [\"{public_key}\"]\n\
-             nixBin = \"/usr/bin/nix\"\n\
-             [credentials]\nfile = \"/etc/ferry/credentials\"\n",
-            s3.bucket, s3.endpoint, s3.region,
-        );
-        let credentials = format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key, s3.secret_key
-        );
-        self.host()
-            .put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
-        self.host()
-            .put_bytes("/etc/ferry/credentials", credentials.as_bytes(), 0o600)?;
+        let key = [self.closures.public_key.clone()];
+        install_agent_config(self.host(), self.bed.s3(), HOST, &key, &key, "")?;
         say("/etc/ferry/agent.toml: bucket, trusted closure key, trusted manifest key");
         Ok(())
     }
