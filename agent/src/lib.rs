@@ -5,7 +5,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod apply;
-pub mod atomic_file;
 pub mod backend;
 pub mod config;
 pub mod observe;

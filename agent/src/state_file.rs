@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::atomic_file;
 use crate::state::State;
+use ferry_bucket::atomic_file;
 
 /// Load the state at `path`; the note says what was unusual, for the tick's report.
 pub fn load(path: &Path) -> (State, Option<String>) {

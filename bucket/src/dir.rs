@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
+use crate::atomic_file;
 use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo};
 
 /// A directory used as the bucket.
@@ -62,8 +63,8 @@ fn io_refused(path: &Path, e: &std::io::Error) -> BucketError {
     BucketError::Refused(format!("{}: {e}", path.display()))
 }
 
-/// Writes through a temp file beside `path`, then renames; the directory fsync makes the
-/// rename itself durable. A crash leaves at worst a `.tmp-` file, which listings skip.
+/// Writes an object through [`atomic_file::write_with`] (listings skip its `.tmp-` files),
+/// creating the key's folders first.
 fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
@@ -72,26 +73,8 @@ fn write_atomic(
         .parent()
         .ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
     fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("object path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{:?}",
-        name.to_string_lossy(),
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        write(&mut file)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // 0o666 minus the umask: what `File::create` gave objects before.
+    atomic_file::write_with(path, 0o666, write)
 }
 
 fn etag_of(meta: &fs::Metadata) -> String {

@@ -5,6 +5,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod any;
+pub mod atomic_file;
 pub mod bucket;
 pub mod dir;
 pub mod s3;

@@ -4,7 +4,6 @@
 // Tests may panic on a broken precondition; the binary itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-mod atomic_write;
 mod cli;
 mod command;
 mod live_manifest;

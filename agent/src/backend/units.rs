@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use crate::atomic_file;
 use crate::render::unit::unit_name;
+use ferry_bucket::atomic_file;
 
 /// The unit files the agent owns.
 pub trait Units {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use ferry_agent::atomic_file;
 use ferry_agent::render::unit::{render, unit_name};
+use ferry_bucket::atomic_file;
 
 /// Arguments of `render`.
 #[derive(clap::Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use ferry_schema::SecretKey;
 
-use crate::atomic_write::write_atomic;
+use ferry_bucket::atomic_file::write as write_atomic;
 
 /// Create a signing key pair (ed25519, Nix's `name:base64` format).
 ///

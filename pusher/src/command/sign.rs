@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ferry_schema::{DEFAULT_SIZE_CAP, SecretKey, sign_manifest, validate_bytes};
 
-use crate::atomic_write::write_atomic;
 use crate::cli::EXIT_FAILED;
+use ferry_bucket::atomic_file::write as write_atomic;
 
 /// Sign a manifest with a secret key from `ferry keygen` (or `nix-store
 /// --generate-binary-cache-key`).
