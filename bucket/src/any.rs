@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo};
+use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
 use crate::dir::DirBucket;
 use crate::s3::{S3Bucket, S3Settings};
 use crate::url::BucketUrl;
@@ -62,6 +62,19 @@ impl Bucket for AnyBucket {
 
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BucketError> {
         both!(self, b => b.put(key, bytes).await)
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, BucketError> {
+        both!(self, b => b.put_if(key, bytes, condition).await)
+    }
+
+    async fn conditional_writes(&self) -> Result<bool, BucketError> {
+        both!(self, b => b.conditional_writes().await)
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), BucketError> {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::time::SystemTime;
 
 use thiserror::Error;
 
@@ -29,6 +30,27 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, when the store says.
+    pub modified: Option<SystemTime>,
+}
+
+/// The condition of a [`Bucket::put_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Write only if the object's ETag is still this one (`If-Match`).
+    IfMatch(String),
+    /// Write only if there is no object yet (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// What a [`Bucket::put_if`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The condition held and the object was written.
+    Written,
+    /// The condition did not hold (HTTP 412, or 409 from a store that saw a concurrent
+    /// conditional write); nothing was written.
+    PreconditionFailed,
 }
 
 /// Why a bucket operation failed.
@@ -73,6 +95,24 @@ pub trait Bucket: Send + Sync {
         key: &str,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Writes `bytes` to `key` only if `condition` holds, atomically with respect to other
+    /// conditional writers. Only meaningful when [`Bucket::conditional_writes`] is true: a
+    /// store that ignores the headers (Garage) writes unconditionally and says
+    /// [`PutOutcome::Written`]. A retried request whose first attempt did land may report
+    /// [`PutOutcome::PreconditionFailed`] although the object is ours (a false conflict,
+    /// never a lost write).
+    fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: PutCondition,
+    ) -> impl Future<Output = Result<PutOutcome, BucketError>> + Send;
+
+    /// Whether the store honours [`Bucket::put_if`]'s conditions. S3 finds out with a probe
+    /// on a scratch object the first time it is asked (a few requests, then cached for the
+    /// life of this value); a directory always does.
+    fn conditional_writes(&self) -> impl Future<Output = Result<bool, BucketError>> + Send;
 
     /// Writes the contents of a local file to `key` without loading it into memory (S3:
     /// multipart upload for large files).

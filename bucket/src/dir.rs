@@ -1,7 +1,11 @@
 //! A `file://` bucket: a local directory with the bucket's layout. Writes are atomic (temp
 //! file, fsync, rename, directory fsync) so a reader — `nix copy --from file://…` or an
-//! agent — never sees a torn object. ETags come from size and modification time, which is
-//! what a conditional GET needs.
+//! agent — never sees a torn object. Small objects (manifests, narinfos, leases) get an
+//! ETag from their content, so a conditional write cannot mistake one version for another;
+//! large ones (NARs, written once under content-addressed names) one from size and
+//! modification time, which spares hashing them on every read. Conditional writes hold an
+//! exclusive `flock` on a `.<name>.lock` file beside the object while they compare and
+//! replace.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -9,8 +13,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
+use sha2::{Digest, Sha256};
+
 use crate::atomic_file;
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo};
+use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
+
+/// Objects up to this size get a content ETag.
+const CONTENT_ETAG_MAX: u64 = 1024 * 1024;
 
 /// A directory used as the bucket.
 #[derive(Debug)]
@@ -77,13 +86,70 @@ fn write_atomic(
     atomic_file::write_with(path, 0o666, write)
 }
 
-fn etag_of(meta: &fs::Metadata) -> String {
+/// The ETag of a large object: size and modification time.
+fn stat_etag(meta: &fs::Metadata) -> String {
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
     format!("\"{:x}-{:x}\"", meta.len(), mtime)
+}
+
+/// The ETag of a small object: a hash of its bytes (file timestamps are too coarse to
+/// tell two quick writes of the same size apart).
+fn content_etag(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// The object at `path` and its ETag; `None` when there is no such file.
+fn read_with_etag(path: &Path) -> std::io::Result<Option<(Vec<u8>, String)>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let etag = if bytes.len() as u64 <= CONTENT_ETAG_MAX {
+        content_etag(&bytes)
+    } else {
+        stat_etag(&fs::metadata(path)?)
+    };
+    Ok(Some((bytes, etag)))
+}
+
+/// Compares and replaces `path` under an exclusive lock on `.<name>.lock` beside it.
+fn put_if_locked(
+    path: &Path,
+    bytes: &[u8],
+    condition: &PutCondition,
+) -> std::io::Result<PutOutcome> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("object path has no parent directory"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("object path has no file name"))?;
+    fs::create_dir_all(dir)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{}.lock", name.to_string_lossy())))?;
+    // Released when `lock` is dropped, also on an early return.
+    lock.lock()?;
+    let current = read_with_etag(path)?;
+    let holds = match (condition, &current) {
+        (PutCondition::IfAbsent, None) => true,
+        (PutCondition::IfMatch(want), Some((_, etag))) => want == etag,
+        _ => false,
+    };
+    if !holds {
+        return Ok(PutOutcome::PreconditionFailed);
+    }
+    write_atomic(path, |f| f.write_all(bytes))?;
+    Ok(PutOutcome::Written)
 }
 
 fn list_into(
@@ -106,9 +172,11 @@ fn list_into(
                 list_into(&entry.path(), &sub, prefix, out)?;
             }
         } else if kind.is_file() && key.starts_with(prefix) {
+            let meta = entry.metadata()?;
             out.push(ObjectInfo {
                 key,
-                size: entry.metadata()?.len(),
+                size: meta.len(),
+                modified: meta.modified().ok(),
             });
         }
     }
@@ -132,17 +200,22 @@ impl Bucket for DirBucket {
             }
             Err(e) => return Err(io_refused(&path, &e)),
         };
-        let etag = etag_of(&meta);
-        if if_none_match == Some(etag.as_str()) {
+        if meta.len() > CONTENT_ETAG_MAX && if_none_match == Some(stat_etag(&meta).as_str()) {
             return Ok(Fetched::Unchanged);
         }
-        let bytes = tokio::fs::read(&path)
+        let target = path.clone();
+        let read = tokio::task::spawn_blocking(move || read_with_etag(&target))
             .await
+            .map_err(|e| BucketError::Refused(format!("{}: {e}", path.display())))?
             .map_err(|e| io_refused(&path, &e))?;
-        Ok(Fetched::Found {
-            bytes,
-            etag: Some(etag),
-        })
+        match read {
+            None => Ok(Fetched::Missing),
+            Some((_, etag)) if if_none_match == Some(etag.as_str()) => Ok(Fetched::Unchanged),
+            Some((bytes, etag)) => Ok(Fetched::Found {
+                bytes,
+                etag: Some(etag),
+            }),
+        }
     }
 
     async fn exists(&self, key: &str) -> Result<bool, BucketError> {
@@ -168,6 +241,25 @@ impl Bucket for DirBucket {
             .await
             .map_err(|e| BucketError::Refused(format!("{}: {e}", path.display())))?
             .map_err(|e| io_refused(&path, &e))
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, BucketError> {
+        self.count();
+        let path = self.path_of(key)?;
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || put_if_locked(&target, &bytes, &condition))
+            .await
+            .map_err(|e| BucketError::Refused(format!("{}: {e}", path.display())))?
+            .map_err(|e| io_refused(&path, &e))
+    }
+
+    async fn conditional_writes(&self) -> Result<bool, BucketError> {
+        Ok(true)
     }
 
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), BucketError> {
@@ -262,18 +354,21 @@ mod tests {
         assert!(b.exists("nar/a.nar.zst").await.unwrap());
         assert!(!b.exists("nar/c.nar.zst").await.unwrap());
 
-        let nars = b.list("nar/").await.unwrap();
+        let nars: Vec<(String, u64)> = b
+            .list("nar/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                assert!(o.modified.is_some(), "{o:?} has no modification time");
+                (o.key, o.size)
+            })
+            .collect();
         assert_eq!(
             nars,
             vec![
-                ObjectInfo {
-                    key: "nar/a.nar.zst".into(),
-                    size: 10
-                },
-                ObjectInfo {
-                    key: "nar/b.nar.zst".into(),
-                    size: 100_000
-                },
+                ("nar/a.nar.zst".to_owned(), 10),
+                ("nar/b.nar.zst".to_owned(), 100_000)
             ]
         );
         assert_eq!(b.list("").await.unwrap().len(), 3);
@@ -315,6 +410,102 @@ mod tests {
                 etag: b.get("k", None).await.unwrap().etag_for_test()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn conditional_puts_compare_content_etags() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = DirBucket::new(dir.path().to_owned());
+        assert!(b.conditional_writes().await.unwrap());
+        assert_eq!(
+            b.put_if("m.json", b"one".to_vec(), PutCondition::IfAbsent)
+                .await
+                .unwrap(),
+            PutOutcome::Written
+        );
+        assert_eq!(
+            b.put_if("m.json", b"two".to_vec(), PutCondition::IfAbsent)
+                .await
+                .unwrap(),
+            PutOutcome::PreconditionFailed
+        );
+        let etag1 = b
+            .get("m.json", None)
+            .await
+            .unwrap()
+            .etag_for_test()
+            .unwrap();
+        // Same size, written at once: only the content tells the versions apart.
+        b.put_if(
+            "m.json",
+            b"uno".to_vec(),
+            PutCondition::IfMatch(etag1.clone()),
+        )
+        .await
+        .unwrap();
+        let etag2 = b
+            .get("m.json", None)
+            .await
+            .unwrap()
+            .etag_for_test()
+            .unwrap();
+        assert_ne!(etag1, etag2);
+        assert_eq!(
+            b.put_if("m.json", b"dos".to_vec(), PutCondition::IfMatch(etag1))
+                .await
+                .unwrap(),
+            PutOutcome::PreconditionFailed
+        );
+        assert_eq!(std::fs::read(dir.path().join("m.json")).unwrap(), b"uno");
+        assert_eq!(
+            b.put_if("gone.json", b"x".to_vec(), PutCondition::IfMatch(etag2))
+                .await
+                .unwrap(),
+            PutOutcome::PreconditionFailed
+        );
+        // The lock file is hidden from listings (and so from `nix copy`).
+        let keys: Vec<String> = b
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["m.json"]);
+    }
+
+    #[tokio::test]
+    async fn racing_conditional_writers_never_both_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(DirBucket::new(dir.path().to_owned()));
+        b.put("m.json", b"base".to_vec()).await.unwrap();
+        let base = b
+            .get("m.json", None)
+            .await
+            .unwrap()
+            .etag_for_test()
+            .unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (b, base) = (b.clone(), base.clone());
+                tokio::spawn(async move {
+                    b.put_if(
+                        "m.json",
+                        format!("w{i}").into_bytes(),
+                        PutCondition::IfMatch(base),
+                    )
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for w in writers {
+            if w.await.unwrap() == PutOutcome::Written {
+                won += 1;
+            }
+        }
+        assert_eq!(won, 1);
     }
 
     impl Fetched {

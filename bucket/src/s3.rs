@@ -1,11 +1,12 @@
 //! The S3 bucket (AWS, DigitalOcean Spaces, Garage, MinIO) through aws-sdk-s3: path-style,
 //! checksums only when required (non-AWS stores reject the SDK's default CRCs), the SDK's
-//! standard retries, a conditional GET whose 304 is read from the raw status, and multipart
-//! uploads for large files.
+//! standard retries, a conditional GET whose 304 is read from the raw status, conditional
+//! PUTs with a one-time probe of whether the store honours them, and multipart uploads for
+//! large files.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_config::BehaviorVersion;
 // aws-config's `profile_files` takes these (deprecated) aliases; the new names live in a
@@ -21,13 +22,18 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::sync::OnceCell;
 
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo};
+use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
 
 /// Files larger than this go up in parts.
 const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
 /// Part size of a multipart upload (S3's minimum is 5 MiB).
 const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// Folder of the scratch objects the conditional-write probe writes and deletes.
+const PROBE_PREFIX: &str = "ferry-probe/";
+/// An ETag no object has: the probe's `If-Match` must fail on a store that checks it.
+const NEVER_MATCHES: &str = "\"ferry-probe-never-matches\"";
 
 /// Settings for the S3 client.
 #[derive(Debug, Clone)]
@@ -65,6 +71,7 @@ pub struct S3Bucket {
     client: Client,
     bucket: String,
     requests: AtomicU64,
+    conditional: OnceCell<bool>,
 }
 
 impl S3Bucket {
@@ -116,7 +123,35 @@ impl S3Bucket {
             client,
             bucket: bucket.to_owned(),
             requests: AtomicU64::new(0),
+            conditional: OnceCell::new(),
         }
+    }
+
+    /// Writes a scratch object, then tries to overwrite it with `If-None-Match: *` and with
+    /// an `If-Match` that cannot match: a store that honours conditions refuses both. Any
+    /// answer but a refusal (a success, 501, an odd error) counts as "not honoured", which
+    /// only makes callers use their slower fallback.
+    async fn probe_conditional_writes(&self) -> Result<bool, BucketError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let key = format!("{PROBE_PREFIX}{}-{nanos:x}", std::process::id());
+        self.put(&key, b"probe".to_vec()).await?;
+        let mut supported = true;
+        for condition in [
+            PutCondition::IfAbsent,
+            PutCondition::IfMatch(NEVER_MATCHES.to_owned()),
+        ] {
+            match self.put_if(&key, b"probe".to_vec(), condition).await {
+                Ok(PutOutcome::PreconditionFailed) => {}
+                Ok(PutOutcome::Written) | Err(_) => {
+                    supported = false;
+                    break;
+                }
+            }
+        }
+        self.delete(&key).await?;
+        Ok(supported)
     }
 
     fn count(&self) {
@@ -302,6 +337,41 @@ impl Bucket for S3Bucket {
         Ok(())
     }
 
+    async fn put_if(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: PutCondition,
+    ) -> Result<PutOutcome, BucketError> {
+        self.count();
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes));
+        let req = match condition {
+            PutCondition::IfMatch(etag) => req.if_match(etag),
+            PutCondition::IfAbsent => req.if_none_match("*"),
+        };
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            // 412: the condition failed; 409: a concurrent conditional write won; 404: an
+            // `If-Match` object is gone (AWS). In each case the object is not what we expected.
+            Err(err) if matches!(status_of(&err), Some(404 | 409 | 412)) => {
+                Ok(PutOutcome::PreconditionFailed)
+            }
+            Err(err) => Err(self.fail(key, &err)),
+        }
+    }
+
+    async fn conditional_writes(&self) -> Result<bool, BucketError> {
+        self.conditional
+            .get_or_try_init(|| self.probe_conditional_writes())
+            .await
+            .copied()
+    }
+
     async fn put_file(&self, key: &str, file: &Path) -> Result<(), BucketError> {
         let size = tokio::fs::metadata(file)
             .await
@@ -347,6 +417,9 @@ impl Bucket for S3Bucket {
                             .size()
                             .and_then(|s| u64::try_from(s).ok())
                             .unwrap_or(0),
+                        modified: object
+                            .last_modified()
+                            .and_then(|t| SystemTime::try_from(*t).ok()),
                     });
                 }
             }

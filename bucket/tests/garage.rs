@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_bucket::{Bucket, BucketError, BucketUrl, Fetched, ObjectInfo, S3Bucket, S3Settings};
+use ferry_bucket::{
+    Bucket, BucketError, BucketUrl, Fetched, PutCondition, PutOutcome, S3Bucket, S3Settings,
+};
 use ferry_tests::{Bed, BedOptions};
 
 #[tokio::test]
@@ -46,17 +48,17 @@ async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
     std::fs::write(&small, b"small")?;
     b.put_file("nar/small.nar.zst", &small).await?;
 
+    let listed: Vec<(String, u64, bool)> = b
+        .list("nar/")
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size, o.modified.is_some()))
+        .collect();
     assert_eq!(
-        b.list("nar/").await?,
+        listed,
         vec![
-            ObjectInfo {
-                key: "nar/big.nar.zst".into(),
-                size: content.len() as u64
-            },
-            ObjectInfo {
-                key: "nar/small.nar.zst".into(),
-                size: 5
-            },
+            ("nar/big.nar.zst".to_owned(), content.len() as u64, true),
+            ("nar/small.nar.zst".to_owned(), 5, true),
         ]
     );
     b.copy("manifest.json", "manifests/manifest-1.json").await?;
@@ -72,6 +74,33 @@ async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
     b.delete("nar/small.nar.zst").await?;
     assert!(!b.exists("nar/small.nar.zst").await?);
     assert_eq!(b.list("").await?.len(), 3);
+    Ok(())
+}
+
+/// Garage ignores `If-Match` and `If-None-Match` on PUT (REFERENCE.md): the probe must
+/// say so, and leave no scratch object behind.
+#[tokio::test]
+async fn garage_conditional_write_probe_says_unsupported() -> anyhow::Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let b = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let before = b.requests();
+    assert!(!b.conditional_writes().await?);
+    let probed = b.requests() - before;
+    // Asked again: the answer is cached, no request.
+    assert!(!b.conditional_writes().await?);
+    assert_eq!(b.requests() - before, probed);
+    assert!(
+        b.list("").await?.is_empty(),
+        "the probe left objects behind"
+    );
+    // What the probe found, seen directly: the condition is ignored and the write lands.
+    b.put("k", b"one".to_vec()).await?;
+    assert_eq!(
+        b.put_if("k", b"two".to_vec(), PutCondition::IfAbsent)
+            .await?,
+        PutOutcome::Written
+    );
     Ok(())
 }
 
