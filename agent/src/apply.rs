@@ -142,7 +142,8 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units>(
         }
     }
 
-    if changed_files {
+    // A resumed service may have a unit file that was written but never loaded.
+    if changed_files || plan.services.iter().any(|p| p.action == Action::Resume) {
         report.reloads += 1;
         if let Err(e) = b.systemd.reload().await {
             for p in plan.services.iter().filter(|p| p.action != Action::Remove) {
@@ -302,6 +303,7 @@ fn verb(action: Action) -> &'static str {
         Action::UpdateClosure => "update closure",
         Action::UpdateUnit => "update unit",
         Action::Start => "start",
+        Action::Resume => "resume",
         Action::Remove => "remove",
         Action::Unchanged => "check",
     }
@@ -317,6 +319,7 @@ fn success_message(p: &ServicePlan) -> String {
         ),
         Action::UpdateUnit => format!("restarted on {to} ({})", p.why),
         Action::Start => format!("started {to} ({})", p.why),
+        Action::Resume => format!("restarted on {to} ({})", p.why),
         Action::Remove => "stopped and unit deleted (profile kept)".to_owned(),
         Action::Unchanged => format!("unchanged {to}"),
     }
@@ -455,6 +458,7 @@ mod tests {
                 store_path: Some("/nix/store/o-old".into()),
                 unit_text: Some("x".into()),
                 active_state: None,
+                pending: false,
             },
         );
         let p = plan(&m, &observed, &Policy { host: "h".into() });

@@ -47,6 +47,7 @@ pub async fn observe<D: Systemd, U: Units>(
                 store_path,
                 unit_text: text,
                 active_state,
+                pending: state.pending.contains(name),
             },
         );
     }

@@ -27,6 +27,9 @@ pub struct ObservedService {
     pub unit_text: Option<String>,
     /// systemd's `ActiveState`; `None` when unknown (systemd not asked or unit not loaded).
     pub active_state: Option<String>,
+    /// A tick was changing this service when it stopped (the state file's `pending`): its
+    /// files may be right while systemd or the process is not.
+    pub pending: bool,
 }
 
 /// Inputs to planning that are not in the manifest.
@@ -48,6 +51,8 @@ pub enum Action {
     UpdateUnit,
     /// Unit is right but not running: start it.
     Start,
+    /// An interrupted tick left it unconfirmed: rewrite the unit, reload, restart.
+    Resume,
     /// No longer for this host: stop, delete the unit (the profile stays as a GC root).
     Remove,
     /// Nothing to do.
@@ -100,7 +105,7 @@ impl ServicePlan {
     pub fn job(&self) -> Option<Job> {
         match self.action {
             Action::Add | Action::Start => Some(Job::Start),
-            Action::UpdateClosure | Action::UpdateUnit => Some(Job::Restart),
+            Action::UpdateClosure | Action::UpdateUnit | Action::Resume => Some(Job::Restart),
             Action::Remove => Some(Job::Stop),
             Action::Unchanged => None,
         }
@@ -115,11 +120,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether any unit file is written or deleted (so one `Reload` is needed).
+    /// Whether one `Reload` is needed: a unit file is written or deleted, or an interrupted
+    /// tick may have written one without reloading.
     pub fn needs_reload(&self) -> bool {
-        self.services
-            .iter()
-            .any(|s| s.writes_unit() || s.action == Action::Remove)
+        self.services.iter().any(|s| {
+            s.writes_unit() || matches!(s.action, Action::Remove | Action::Resume)
+        })
     }
 
     /// Whether the plan changes nothing.
@@ -194,6 +200,11 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
         Some(old) if *old != text => {
             p.action = Action::UpdateUnit;
             p.why = format!("unit changed: {}", changed_keys(old, &text));
+            p.unit_text = Some(text);
+        }
+        Some(_) if obs.pending => {
+            p.action = Action::Resume;
+            p.why = "an interrupted tick left it unconfirmed".to_owned();
             p.unit_text = Some(text);
         }
         Some(_) => match obs.active_state.as_deref() {
@@ -276,6 +287,7 @@ impl fmt::Display for Plan {
                 Action::UpdateClosure => ('~', "update closure"),
                 Action::UpdateUnit => ('~', "update unit"),
                 Action::Start => ('>', "start"),
+                Action::Resume => ('~', "resume"),
                 Action::Remove => ('-', "remove"),
                 Action::Unchanged => ('=', "unchanged"),
             };
@@ -327,6 +339,7 @@ mod tests {
             store_path: Some(s.artifact.store_path.clone()),
             unit_text: Some(unit::render(s)),
             active_state: Some("active".into()),
+            pending: false,
         }
     }
 
@@ -449,6 +462,37 @@ mod tests {
         assert_eq!(p.services[0].action, Action::UpdateUnit);
         assert!(!p.services[0].pulls());
         assert!(p.needs_reload());
+    }
+
+    #[test]
+    fn a_service_left_pending_by_an_interrupted_tick_is_reloaded_and_restarted() {
+        // The files match the manifest, but the tick that wrote them was killed before its
+        // reload or restart: only the pending mark tells.
+        let a = svc("a", "/nix/store/a-a", &[]);
+        let mut o = Observed::default();
+        let mut obs = running(&a);
+        obs.pending = true;
+        o.services.insert("a".into(), obs);
+        let p = plan(&manifest(vec![a.clone()]), &o, &policy());
+        assert_eq!(p.services[0].action, Action::Resume);
+        assert_eq!(p.services[0].job(), Some(Job::Restart));
+        assert!(!p.services[0].pulls());
+        assert!(p.needs_reload());
+        assert!(
+            p.to_string()
+                .contains("~ a: resume /nix/store/a-a (an interrupted tick left it unconfirmed)"),
+            "{p}"
+        );
+        // A stopped pending unit is restarted after a reload too, not merely started from a
+        // possibly stale loaded unit.
+        let mut obs = running(&a);
+        obs.pending = true;
+        obs.active_state = Some("inactive".into());
+        o.services.insert("a".into(), obs);
+        assert_eq!(
+            plan(&manifest(vec![a]), &o, &policy()).services[0].action,
+            Action::Resume
+        );
     }
 
     #[test]

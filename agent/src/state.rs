@@ -2,7 +2,7 @@
 //! last accepted and its ETag, and the last tick's result. Versioned JSON; parsing is pure,
 //! writing goes through `atomic_file`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
@@ -28,6 +28,12 @@ pub struct State {
     /// re-renders and starts when the bucket is unreachable (e.g. at boot).
     #[serde(default)]
     pub services: BTreeMap<String, Applied>,
+    /// Services a tick is changing right now. Written before the tick touches units or runs
+    /// jobs and cleared when it finishes, so a tick killed half-way (unit written but not
+    /// reloaded, reloaded but not restarted) leaves a mark and the next tick redoes those
+    /// services instead of trusting files that may not match the running process.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending: BTreeSet<String>,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -95,6 +101,7 @@ impl Default for State {
             manifest_etag: None,
             manifest: None,
             services: BTreeMap::new(),
+            pending: BTreeSet::new(),
             last_tick: None,
         }
     }

@@ -3,6 +3,7 @@
 //! the services recorded in state, so a rebooted host brings its last known-good services
 //! back, and a healthy host is left alone.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use ferry_schema::Manifest;
@@ -17,6 +18,7 @@ use crate::observe::observe;
 use crate::plan::{Action, Plan, Policy, plan};
 use crate::policy::HostPolicy;
 use crate::state::{Applied, Outcome, State, TickRecord};
+use crate::state_file;
 use crate::verify::verify;
 
 /// Everything a tick needs besides the backends and the state.
@@ -30,6 +32,9 @@ pub struct TickSettings {
     pub size_cap: usize,
     /// Apply settings.
     pub apply: ApplySettings,
+    /// Where to save the state (with its `pending` mark) before the host is changed; `None`
+    /// keeps it in memory (the caller saves at the end either way).
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// What a tick did.
@@ -141,7 +146,38 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
         the_plan.services.retain(|p| p.action != Action::Remove);
     }
 
+    // Mark what is about to change before changing it: a tick killed from here on leaves
+    // the mark, and the next one redoes those services (see `State::pending`).
+    if !the_plan.is_noop() {
+        state.pending.extend(
+            the_plan
+                .services
+                .iter()
+                .filter(|p| p.action != Action::Unchanged)
+                .map(|p| p.name.clone()),
+        );
+        if let Some(path) = &settings.checkpoint
+            && let Err(e) = state_file::save(path, state)
+        {
+            lines.push(format!(
+                "cannot record the tick's intent: {e:#}; nothing changed (check the state directory)"
+            ));
+            return finish(
+                state,
+                at,
+                Outcome::Failed,
+                lines,
+                Some(the_plan),
+                ApplyReport::default(),
+                started,
+                b,
+            );
+        }
+    }
+
     let applied = apply(&the_plan, b, &settings.apply).await;
+    // Apply ran to its end: every outcome below is known and recorded.
+    state.pending.clear();
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();

@@ -20,6 +20,7 @@ fn plan_1000_services(c: &mut Criterion) {
                 store_path: Some(s.artifact.store_path.clone()),
                 unit_text: Some(render(s)),
                 active_state: Some("active".to_owned()),
+                pending: false,
             },
         );
     }

@@ -45,6 +45,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         manifest_keys: config.manifest_keys.clone(),
         size_cap: ferry_schema::DEFAULT_SIZE_CAP,
         apply: runtime::apply_settings(&config),
+        checkpoint: Some(config.state_file()),
     };
     let rt = runtime::runtime()?;
     let report = rt.block_on(async {
