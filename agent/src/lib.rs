@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod backend;
 pub mod config;
+pub mod health;
 pub mod observe;
 pub mod plan;
 pub mod policy;

@@ -6,6 +6,7 @@
 pub mod bucket;
 pub mod cache_proxy;
 pub mod configured_bucket;
+pub mod probe;
 pub mod store;
 pub mod systemd;
 pub mod units;

@@ -1,0 +1,221 @@
+//! Quarantine: store paths that failed their health check on this host, and what a tick does
+//! about them before planning. A quarantined (service, store path) is not tried again until
+//! the manifest names a different store path for that service (or `reconcile --retry-failed`
+//! clears the list); meanwhile the service keeps the version it was rolled back to. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ferry_schema::Manifest;
+use serde::{Deserialize, Serialize};
+
+use crate::state::Applied;
+
+/// A store path that failed on this host (kept in the state file, by service name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Quarantined {
+    /// The store path that failed.
+    pub store_path: String,
+    /// Why, as reported ("failed health check (HTTP 503 on /health after 5 tries)").
+    pub reason: String,
+    /// When it failed (RFC 3339).
+    pub at: String,
+    /// The store path the service was returned to; `None` when it had no earlier version
+    /// (it was stopped instead).
+    #[serde(default)]
+    pub rolled_back_to: Option<String>,
+}
+
+/// A service a tick leaves alone because the manifest asks for a quarantined store path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Service name.
+    pub name: String,
+    /// The quarantined store path the manifest names.
+    pub store_path: String,
+    /// Why it is quarantined.
+    pub reason: String,
+    /// What keeps running instead (the applied store path), if anything.
+    pub keeps: Option<String>,
+}
+
+impl fmt::Display for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: skipped {} (quarantined: {}); ",
+            self.name, self.store_path, self.reason
+        )?;
+        match &self.keeps {
+            Some(path) => write!(f, "keeps running {path}")?,
+            None => f.write_str("not running")?,
+        }
+        f.write_str(
+            "; publish a different store path or run `ferry-agent reconcile --retry-failed`",
+        )
+    }
+}
+
+/// Drops quarantine entries the manifest has moved past: the service now names another
+/// store path, or no longer runs on `host`. Returns the names lifted. Only call this with a
+/// trusted manifest (never with the services restored from state).
+pub fn lift(
+    quarantine: &mut BTreeMap<String, Quarantined>,
+    desired: &Manifest,
+    host: &str,
+) -> Vec<String> {
+    let wanted: BTreeMap<&str, &str> = desired
+        .services
+        .iter()
+        .filter(|s| s.hosts.iter().any(|h| h == host))
+        .map(|s| (s.name.as_str(), s.artifact.store_path.as_str()))
+        .collect();
+    let lifted: Vec<String> = quarantine
+        .iter()
+        .filter(|(name, q)| wanted.get(name.as_str()) != Some(&q.store_path.as_str()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &lifted {
+        quarantine.remove(name);
+    }
+    lifted
+}
+
+/// Replaces each service of `desired` whose store path is quarantined with the version last
+/// applied (so a rebooted host still brings that one back), or drops it when there is none.
+/// Returns what was held back, in manifest order.
+pub fn hold_back(
+    desired: &mut Manifest,
+    host: &str,
+    quarantine: &BTreeMap<String, Quarantined>,
+    applied: &BTreeMap<String, Applied>,
+) -> Vec<Held> {
+    let mut held = Vec::new();
+    desired.services.retain_mut(|s| {
+        let Some(q) = quarantine.get(&s.name) else {
+            return true;
+        };
+        if q.store_path != s.artifact.store_path || !s.hosts.iter().any(|h| h == host) {
+            return true;
+        }
+        let previous = applied.get(&s.name).map(|a| a.service.clone());
+        held.push(Held {
+            name: s.name.clone(),
+            store_path: q.store_path.clone(),
+            reason: q.reason.clone(),
+            keeps: previous.as_ref().map(|p| p.artifact.store_path.clone()),
+        });
+        match previous {
+            Some(mut p) => {
+                if !p.hosts.iter().any(|h| h == host) {
+                    p.hosts.push(host.to_owned());
+                }
+                *s = p;
+                true
+            }
+            None => false,
+        }
+    });
+    held
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_schema::manifest::Service;
+
+    use super::*;
+
+    fn svc(name: &str, path: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "artifact": {"type": "nix-closure", "storePath": path},
+            "hosts": ["h"], "exec": {"command": name},
+        }))
+        .unwrap()
+    }
+
+    fn manifest(services: Vec<Service>) -> Manifest {
+        Manifest {
+            version: 1,
+            generation: "g".into(),
+            services,
+            signatures: None,
+        }
+    }
+
+    fn q(path: &str, back: Option<&str>) -> Quarantined {
+        Quarantined {
+            store_path: path.into(),
+            reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
+            at: "2026-01-01T00:00:00Z".into(),
+            rolled_back_to: back.map(Into::into),
+        }
+    }
+
+    fn applied(s: Service) -> Applied {
+        Applied {
+            service: s,
+            applied_at: "t".into(),
+        }
+    }
+
+    #[test]
+    fn quarantined_update_keeps_the_applied_version_and_new_service_is_dropped() {
+        let mut m = manifest(vec![
+            svc("web", "/nix/store/b-web-2"),
+            svc("api", "/nix/store/c-api-1"),
+            svc("db", "/nix/store/d-db-1"),
+        ]);
+        let quarantine = BTreeMap::from([
+            (
+                "web".to_owned(),
+                q("/nix/store/b-web-2", Some("/nix/store/a-web-1")),
+            ),
+            ("api".to_owned(), q("/nix/store/c-api-1", None)),
+        ]);
+        let state = BTreeMap::from([("web".to_owned(), applied(svc("web", "/nix/store/a-web-1")))]);
+        let held = hold_back(&mut m, "h", &quarantine, &state);
+        let names: Vec<(&str, &str)> = m
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.artifact.store_path.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [("web", "/nix/store/a-web-1"), ("db", "/nix/store/d-db-1")]
+        );
+        assert_eq!(held.len(), 2);
+        assert_eq!(
+            held[0].to_string(),
+            "web: skipped /nix/store/b-web-2 (quarantined: failed health check (HTTP 503 on /health after 5 tries)); keeps running /nix/store/a-web-1; publish a different store path or run `ferry-agent reconcile --retry-failed`"
+        );
+        assert!(
+            held[1]
+                .to_string()
+                .contains("api: skipped /nix/store/c-api-1")
+        );
+        assert!(held[1].to_string().contains("not running"));
+    }
+
+    #[test]
+    fn a_different_store_path_lifts_the_quarantine() {
+        let mut quarantine = BTreeMap::from([
+            (
+                "web".to_owned(),
+                q("/nix/store/b-web-2", Some("/nix/store/a-web-1")),
+            ),
+            ("api".to_owned(), q("/nix/store/c-api-1", None)),
+            ("gone".to_owned(), q("/nix/store/g-gone-1", None)),
+        ]);
+        let mut m = manifest(vec![
+            svc("web", "/nix/store/e-web-3"),
+            svc("api", "/nix/store/c-api-1"),
+        ]);
+        assert_eq!(lift(&mut quarantine, &m, "h"), ["gone", "web"]);
+        assert_eq!(quarantine.keys().collect::<Vec<_>>(), ["api"]);
+        let held = hold_back(&mut m, "h", &quarantine, &BTreeMap::new());
+        assert_eq!(held.len(), 1);
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.services[0].artifact.store_path, "/nix/store/e-web-3");
+    }
+}

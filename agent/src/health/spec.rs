@@ -1,0 +1,398 @@
+//! The effective health check of a service: the manifest's `healthCheck` with its defaults
+//! filled in, or the default check when it has none, plus the schedule of tries and the
+//! verdicts on what a probe and systemd report. Pure: no I/O, tested on literals.
+
+use std::fmt;
+use std::time::Duration;
+
+use ferry_schema::manifest::{HealthCheckKind, Service};
+
+use crate::backend::systemd::UnitState;
+
+/// Seconds from start to the first probe when the manifest says nothing.
+pub const DEFAULT_START_PERIOD_SEC: u32 = 2;
+/// Seconds between probes when the manifest says nothing.
+pub const DEFAULT_INTERVAL_SEC: u32 = 1;
+/// Seconds one probe may take when the manifest says nothing.
+pub const DEFAULT_TIMEOUT_SEC: u32 = 2;
+/// Probes before a version counts as unhealthy when the manifest says nothing.
+pub const DEFAULT_RETRIES: u32 = 5;
+
+/// What is probed, always on 127.0.0.1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `GET http://127.0.0.1:<port><path>`.
+    Http {
+        /// Port.
+        port: u16,
+        /// Path, starting with `/`.
+        path: String,
+        /// The status that counts as healthy; `None`: any status below 500.
+        expect: Option<u16>,
+    },
+    /// A TCP connect to `127.0.0.1:<port>`.
+    Tcp {
+        /// Port.
+        port: u16,
+    },
+    /// No probe: the unit is active and not restarting at the end of the start period.
+    Systemd,
+}
+
+/// A service's health check with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// What to probe.
+    pub check: Check,
+    /// Wait after the start job before the first probe.
+    pub start_period: Duration,
+    /// Time between the starts of two probes.
+    pub interval: Duration,
+    /// Limit for one probe.
+    pub timeout: Duration,
+    /// Probes before giving up (at least 1).
+    pub retries: u32,
+}
+
+/// The check a service gets. A `healthCheck` fills its gaps from the defaults (port from
+/// `http.internalPort`); without one, a service with `http` gets `GET /` on its port, any
+/// status below 500 passing, and a service without `http` gets systemd's view only. A probe
+/// with no port to use (validation refuses that manifest) also falls back to systemd's view.
+pub fn effective(service: &Service) -> HealthSpec {
+    let hc = service.health_check.clone().unwrap_or_default();
+    let http_port = service.http.as_ref().map(|h| h.internal_port);
+    let check = match (&service.health_check, hc.port.or(http_port)) {
+        (None, Some(port)) => Check::Http {
+            port,
+            path: "/".to_owned(),
+            expect: None,
+        },
+        (None, None) => Check::Systemd,
+        (Some(h), Some(port)) => match h.kind {
+            HealthCheckKind::Http => Check::Http {
+                port,
+                path: h.path.clone().unwrap_or_else(|| "/".to_owned()),
+                expect: h.expect_status,
+            },
+            HealthCheckKind::Tcp => Check::Tcp { port },
+            HealthCheckKind::None => Check::Systemd,
+        },
+        (Some(_), None) => Check::Systemd,
+    };
+    let secs = |v: Option<u32>, default: u32| Duration::from_secs(u64::from(v.unwrap_or(default)));
+    HealthSpec {
+        check,
+        start_period: secs(hc.start_period_sec, DEFAULT_START_PERIOD_SEC),
+        interval: secs(hc.interval_sec, DEFAULT_INTERVAL_SEC),
+        timeout: secs(hc.timeout_sec, DEFAULT_TIMEOUT_SEC),
+        retries: hc.retries.unwrap_or(DEFAULT_RETRIES).max(1),
+    }
+}
+
+impl HealthSpec {
+    /// When each probe starts, counted from the end of the start job: the start period,
+    /// then one interval apart. A systemd-only check looks once, at the end of the start
+    /// period.
+    pub fn schedule(&self) -> Vec<Duration> {
+        let tries = match self.check {
+            Check::Systemd => 1,
+            _ => self.retries,
+        };
+        (0..tries)
+            .map(|i| self.start_period + self.interval * i)
+            .collect()
+    }
+
+    /// The longest a check can take: the last try's start plus its timeout.
+    pub fn worst_case(&self) -> Duration {
+        let last = self.schedule().last().copied().unwrap_or(self.start_period);
+        match self.check {
+            Check::Systemd => last,
+            _ => last + self.timeout,
+        }
+    }
+
+    /// The same check on another port (a blue-green instance's).
+    pub fn on_port(&self, port: u16) -> Self {
+        let mut s = self.clone();
+        match &mut s.check {
+            Check::Http { port: p, .. } | Check::Tcp { port: p } => *p = port,
+            Check::Systemd => {}
+        }
+        s
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Check::Http {
+                port,
+                path,
+                expect: Some(status),
+            } => write!(f, "HTTP GET 127.0.0.1:{port}{path} expecting {status}"),
+            Check::Http { port, path, .. } => {
+                write!(
+                    f,
+                    "HTTP GET 127.0.0.1:{port}{path} expecting a status below 500"
+                )
+            }
+            Check::Tcp { port } => write!(f, "TCP connect to 127.0.0.1:{port}"),
+            Check::Systemd => f.write_str("unit active and not restarting"),
+        }
+    }
+}
+
+/// Whether an HTTP status passes a check expecting `expect`.
+pub fn status_passes(expect: Option<u16>, status: u16) -> bool {
+    match expect {
+        Some(want) => status == want,
+        None => status < 500,
+    }
+}
+
+/// Why a started version is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Every probe failed; `last` says how the last one did ("HTTP 503 on /health").
+    Probe {
+        /// What the last try saw.
+        last: String,
+        /// How many tries were made.
+        tries: u32,
+    },
+    /// systemd says the unit is down or restarting.
+    Unit {
+        /// The unit.
+        unit: String,
+        /// `ActiveState/SubState`.
+        state: String,
+        /// `NRestarts` right after the start job.
+        restarts_before: u32,
+        /// `NRestarts` now.
+        restarts_now: u32,
+        /// `ExecMainStatus`.
+        exit_status: i32,
+    },
+    /// systemd no longer has the unit loaded.
+    NotLoaded {
+        /// The unit.
+        unit: String,
+    },
+    /// systemd could not be asked.
+    Systemd(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Probe { last, tries } => write!(
+                f,
+                "failed health check ({last} after {tries} {})",
+                if *tries == 1 { "try" } else { "tries" }
+            ),
+            Failure::Unit {
+                unit,
+                state,
+                restarts_before,
+                restarts_now,
+                exit_status,
+            } if restarts_now > restarts_before => write!(
+                f,
+                "crash-looping: {unit} restarted {} time{} since its start (now {state}, exit status {exit_status}); see journalctl -u {unit}",
+                restarts_now - restarts_before,
+                if restarts_now - restarts_before == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+            Failure::Unit {
+                unit,
+                state,
+                exit_status,
+                ..
+            } => write!(
+                f,
+                "{unit} is {state} (exit status {exit_status}); see journalctl -u {unit}"
+            ),
+            Failure::NotLoaded { unit } => write!(f, "{unit} is no longer loaded by systemd"),
+            Failure::Systemd(e) => write!(f, "cannot read the unit's state: {e}"),
+        }
+    }
+}
+
+/// systemd's view of health: the unit is loaded, `active`, and has not been restarted
+/// automatically since `restarts_before` was read.
+pub fn unit_verdict(
+    unit: &str,
+    restarts_before: u32,
+    state: Option<&UnitState>,
+) -> Result<(), Failure> {
+    let Some(s) = state else {
+        return Err(Failure::NotLoaded {
+            unit: unit.to_owned(),
+        });
+    };
+    if s.active_state == "active" && s.n_restarts <= restarts_before {
+        return Ok(());
+    }
+    Err(Failure::Unit {
+        unit: unit.to_owned(),
+        state: format!("{}/{}", s.active_state, s.sub_state),
+        restarts_before,
+        restarts_now: s.n_restarts,
+        exit_status: s.exec_main_status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(extra: serde_json::Value) -> Service {
+        let mut json = serde_json::json!({
+            "name": "web",
+            "artifact": {"type": "nix-closure", "storePath": "/nix/store/a-web"},
+            "hosts": ["h"],
+            "exec": {"command": "web"},
+        });
+        if let (Some(obj), Some(more)) = (json.as_object_mut(), extra.as_object()) {
+            obj.extend(more.clone());
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn http() -> serde_json::Value {
+        serde_json::json!({"domain": "example.com", "path": "/", "internalPort": 8000})
+    }
+
+    #[test]
+    fn http_service_without_health_check_gets_get_slash_below_500() {
+        let s = effective(&service(serde_json::json!({"http": http()})));
+        assert_eq!(
+            s,
+            HealthSpec {
+                check: Check::Http {
+                    port: 8000,
+                    path: "/".into(),
+                    expect: None
+                },
+                start_period: Duration::from_secs(2),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(2),
+                retries: 5,
+            }
+        );
+        assert_eq!(
+            s.check.to_string(),
+            "HTTP GET 127.0.0.1:8000/ expecting a status below 500"
+        );
+    }
+
+    #[test]
+    fn service_without_http_gets_systemds_view_once_after_the_start_period() {
+        let s = effective(&service(serde_json::json!({})));
+        assert_eq!(s.check, Check::Systemd);
+        assert_eq!(s.schedule(), [Duration::from_secs(2)]);
+        assert_eq!(s.worst_case(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn manifest_values_override_defaults_and_port_falls_back_to_internal_port() {
+        let s = effective(&service(serde_json::json!({
+            "http": http(),
+            "healthCheck": {"type": "http", "path": "/health", "expectStatus": 200,
+                "startPeriodSec": 0, "intervalSec": 3, "timeoutSec": 1, "retries": 4},
+        })));
+        assert_eq!(
+            s.check,
+            Check::Http {
+                port: 8000,
+                path: "/health".into(),
+                expect: Some(200)
+            }
+        );
+        let secs: Vec<u64> = s.schedule().iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [0, 3, 6, 9]);
+        assert_eq!(s.worst_case(), Duration::from_secs(10));
+
+        let tcp = effective(&service(serde_json::json!({
+            "healthCheck": {"type": "tcp", "port": 5432},
+        })));
+        assert_eq!(tcp.check, Check::Tcp { port: 5432 });
+        assert_eq!(tcp.schedule().len(), 5);
+        assert_eq!(tcp.on_port(5433).check, Check::Tcp { port: 5433 });
+
+        let none = effective(&service(serde_json::json!({
+            "http": http(), "healthCheck": {"type": "none", "startPeriodSec": 7},
+        })));
+        assert_eq!(none.check, Check::Systemd);
+        assert_eq!(none.schedule(), [Duration::from_secs(7)]);
+    }
+
+    #[test]
+    fn http_check_without_any_port_falls_back_to_systemd() {
+        let s = effective(&service(
+            serde_json::json!({"healthCheck": {"type": "http"}}),
+        ));
+        assert_eq!(s.check, Check::Systemd);
+    }
+
+    #[test]
+    fn statuses() {
+        assert!(status_passes(None, 200));
+        assert!(status_passes(None, 404));
+        assert!(!status_passes(None, 500));
+        assert!(!status_passes(None, 503));
+        assert!(status_passes(Some(204), 204));
+        assert!(!status_passes(Some(200), 204));
+    }
+
+    fn unit(active: &str, sub: &str, restarts: u32) -> UnitState {
+        UnitState {
+            active_state: active.into(),
+            sub_state: sub.into(),
+            n_restarts: restarts,
+            exec_main_status: 1,
+        }
+    }
+
+    #[test]
+    fn systemds_view() {
+        let u = "ferry-web.service";
+        assert_eq!(
+            unit_verdict(u, 0, Some(&unit("active", "running", 0))),
+            Ok(())
+        );
+        let looping = unit_verdict(u, 0, Some(&unit("activating", "auto-restart", 2))).unwrap_err();
+        assert_eq!(
+            looping.to_string(),
+            "crash-looping: ferry-web.service restarted 2 times since its start (now activating/auto-restart, exit status 1); see journalctl -u ferry-web.service"
+        );
+        // Restarted and back up by the time we look: still a crash.
+        assert!(unit_verdict(u, 3, Some(&unit("active", "running", 4))).is_err());
+        assert_eq!(
+            unit_verdict(u, 0, Some(&unit("failed", "failed", 0)))
+                .unwrap_err()
+                .to_string(),
+            "ferry-web.service is failed/failed (exit status 1); see journalctl -u ferry-web.service"
+        );
+        assert_eq!(
+            unit_verdict(u, 0, None),
+            Err(Failure::NotLoaded { unit: u.into() })
+        );
+    }
+
+    #[test]
+    fn probe_failure_reads_like_the_issue() {
+        let f = Failure::Probe {
+            last: "HTTP 503 on /health".into(),
+            tries: 5,
+        };
+        assert_eq!(
+            f.to_string(),
+            "failed health check (HTTP 503 on /health after 5 tries)"
+        );
+    }
+}
