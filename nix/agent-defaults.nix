@@ -28,4 +28,13 @@
   };
   busAddress = null;
   nixBin = "nix";
+  caddy = {
+    enable = true;
+    admin = "localhost:2019";
+    server = "srv0";
+    createServer = true;
+    listen = [":443"];
+    automaticHttps = true;
+    timeoutSec = 5;
+  };
 }

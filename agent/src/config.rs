@@ -69,6 +69,9 @@ pub struct Config {
     /// absolute). Default: `nix`; `nix-env` is found beside it.
     #[serde(default = "default_nix_bin")]
     pub nix_bin: String,
+    /// How the agent routes HTTP services through Caddy's admin API.
+    #[serde(default)]
+    pub caddy: Caddy,
 }
 
 /// Where S3 credentials come from. Both unset: the AWS default chain.
@@ -136,7 +139,107 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             bus_address: default_bus_address(),
             nix_bin: default_nix_bin(),
+            caddy: Caddy::default(),
         }
+    }
+}
+
+/// Caddy routing (`[caddy]`): where the admin API is and which server holds Ferry's routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Caddy {
+    /// Whether the agent manages Caddy routes at all. Turn it off on hosts without Caddy;
+    /// services with `http` then run without a route. Default: true.
+    #[serde(default = "default_caddy_enable")]
+    pub enable: bool,
+    /// Caddy's admin API: `HOST:PORT` (loopback, e.g. `localhost:2019`) or a unix socket in
+    /// Caddy's own syntax, `unix//run/caddy/admin.sock`. Default: `localhost:2019`.
+    #[serde(default = "default_caddy_admin")]
+    pub admin: String,
+    /// The Caddy server (`apps.http.servers.<name>`) that holds Ferry's routes. Caddy names a
+    /// Caddyfile's first server `srv0`. Default: `srv0`.
+    #[serde(default = "default_caddy_server")]
+    pub server: String,
+    /// Create that server when Caddy has none of that name (e.g. Caddy runs with an empty
+    /// config). When false, a missing server is reported every tick. Default: true.
+    #[serde(default = "default_caddy_create_server")]
+    pub create_server: bool,
+    /// Listen addresses of a server the agent creates (Caddy syntax, e.g. `:443`).
+    /// Default: `[":443"]`.
+    #[serde(default = "default_caddy_listen")]
+    pub listen: Vec<String>,
+    /// Automatic HTTPS (certificates and HTTP→HTTPS redirects) on a server the agent
+    /// creates. Turn it off for a plain-HTTP listener. Default: true.
+    #[serde(default = "default_caddy_automatic_https")]
+    pub automatic_https: bool,
+    /// Seconds one admin API request may take. Default: 5.
+    #[serde(default = "default_caddy_timeout_sec")]
+    pub timeout_sec: u64,
+}
+
+impl Default for Caddy {
+    fn default() -> Self {
+        Self {
+            enable: default_caddy_enable(),
+            admin: default_caddy_admin(),
+            server: default_caddy_server(),
+            create_server: default_caddy_create_server(),
+            listen: default_caddy_listen(),
+            automatic_https: default_caddy_automatic_https(),
+            timeout_sec: default_caddy_timeout_sec(),
+        }
+    }
+}
+
+fn default_caddy_enable() -> bool {
+    true
+}
+fn default_caddy_admin() -> String {
+    "localhost:2019".to_owned()
+}
+fn default_caddy_server() -> String {
+    "srv0".to_owned()
+}
+fn default_caddy_create_server() -> bool {
+    true
+}
+fn default_caddy_listen() -> Vec<String> {
+    vec![":443".to_owned()]
+}
+fn default_caddy_automatic_https() -> bool {
+    true
+}
+fn default_caddy_timeout_sec() -> u64 {
+    5
+}
+
+impl Caddy {
+    /// Checks the values that `serde` cannot: returns what is wrong, naming the key.
+    fn problems(&self) -> Option<String> {
+        if let Err(e) = crate::backend::caddy::AdminAddress::parse(&self.admin) {
+            return Some(format!("caddy.admin: {e}"));
+        }
+        let server_ok = !self.server.is_empty()
+            && self
+                .server
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !server_ok {
+            return Some(format!(
+                "caddy.server {:?} must be a Caddy server name of letters, digits, `_` and `-` (e.g. srv0)",
+                self.server
+            ));
+        }
+        if self.create_server && self.listen.is_empty() {
+            return Some(
+                "caddy.listen is empty but caddy.createServer is true; give at least one address like \":443\""
+                    .to_owned(),
+            );
+        }
+        if self.timeout_sec == 0 {
+            return Some("caddy.timeoutSec must be at least 1".to_owned());
+        }
+        None
     }
 }
 
@@ -268,6 +371,9 @@ impl Config {
                 )));
             }
         }
+        if let Some(problem) = self.caddy.problems() {
+            return Err(invalid(problem));
+        }
         for (key, list) in [
             ("trustedKeys", &self.trusted_keys),
             ("manifestKeys", &self.manifest_keys),
@@ -341,6 +447,37 @@ pullSec = 60
         assert_eq!(c.timeouts.pull_sec, 60);
         assert_eq!(c.timeouts.job_sec, 90);
         assert_eq!(c.generations_to_keep, 3);
+    }
+
+    #[test]
+    fn caddy_table_parses_and_checks() {
+        let c = Config::parse("", Path::new("t")).unwrap();
+        assert!(c.caddy.enable);
+        assert_eq!(c.caddy.admin, "localhost:2019");
+        assert_eq!(c.caddy.server, "srv0");
+        let text = "[caddy]\nadmin = \"unix//run/caddy/admin.sock\"\nserver = \"ferry\"\nlisten = [\":8080\"]\nautomaticHttps = false\n";
+        let c = Config::parse(text, Path::new("t")).unwrap();
+        assert_eq!(c.caddy.server, "ferry");
+        assert!(!c.caddy.automatic_https);
+        for bad in [
+            "[caddy]\nadmin = \"http://x\"",
+            "[caddy]\nserver = \"a/b\"",
+            "[caddy]\nlisten = []",
+            "[caddy]\nadminAddress = \"x:1\"",
+        ] {
+            let e = Config::parse(bad, Path::new("t")).unwrap_err().to_string();
+            assert!(
+                e.contains("caddy") || e.contains("adminAddress"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            Config::parse(
+                "[caddy]\nenable = false\nlisten = []\ncreateServer = false",
+                Path::new("t")
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod route_step;
+pub mod routes;
 pub mod self_usage;
 pub mod state;
 pub mod state_file;

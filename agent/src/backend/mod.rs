@@ -5,6 +5,7 @@
 
 pub mod bucket;
 pub mod cache_proxy;
+pub mod caddy;
 pub mod configured_bucket;
 pub mod probe;
 pub mod store;

@@ -1,0 +1,265 @@
+//! Tick step after apply: make Caddy hold exactly Ferry's routes for the services this host
+//! runs successfully, every tick (Caddy forgets API changes on a restart or reload). A
+//! converged host costs one GET and no writes. Routes come from the recorded (last good)
+//! services, so a service whose update failed keeps routing to the version that still runs,
+//! and one that never worked gets no route.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::backend::caddy::{Proxy, ProxyError};
+use crate::routes::{
+    Drift, RouteSpec, RouteWrite, drift, drift_lines, ferry_id, ordered_routes, repairs,
+};
+use crate::state::State;
+
+/// Routing for a tick: the proxy and the server that holds Ferry's routes.
+#[derive(Debug, Clone)]
+pub struct Routing<P> {
+    /// The proxy's admin API.
+    pub proxy: P,
+    /// Server name (`apps.http.servers.<name>`).
+    pub server: String,
+    /// The server object to create when it is missing (`None`: report instead).
+    pub create: Option<Value>,
+}
+
+/// The server object the agent creates: the listen addresses, and automatic HTTPS off when
+/// asked (a plain-HTTP listener).
+pub fn server_value(listen: &[String], automatic_https: bool) -> Value {
+    let mut v = json!({"listen": listen, "routes": []});
+    if !automatic_https {
+        v["automatic_https"] = json!({"disable": true});
+    }
+    v
+}
+
+/// What the step did.
+#[derive(Debug, Clone, Default)]
+pub struct RouteReport {
+    /// Lines for the tick's output, each starting with `routes: `.
+    pub lines: Vec<String>,
+    /// Write requests made to the admin API.
+    pub writes: u32,
+    /// Whether Caddy now holds the desired routes.
+    pub ok: bool,
+    /// Time the step took.
+    pub elapsed: Duration,
+}
+
+/// The routes wanted for the services recorded in `state`.
+pub fn specs_from_state(state: &State) -> Vec<RouteSpec> {
+    state
+        .services
+        .iter()
+        .filter_map(|(name, applied)| {
+            let http = applied.service.http.as_ref()?;
+            Some(RouteSpec {
+                service: name.clone(),
+                domain: http.domain.clone(),
+                path: http.path.clone(),
+                port: http.internal_port,
+            })
+        })
+        .collect()
+}
+
+/// Bring Caddy in line with `specs`. `changed` names the services this tick deployed or
+/// removed: a route written for them is an expected change, anything else is drift.
+pub async fn reassert<P: Proxy>(
+    routing: &Routing<P>,
+    specs: &[RouteSpec],
+    changed: &BTreeSet<String>,
+) -> RouteReport {
+    let started = Instant::now();
+    let mut report = RouteReport::default();
+    run(routing, specs, changed, &mut report).await;
+    report.elapsed = started.elapsed();
+    report
+}
+
+async fn run<P: Proxy>(
+    routing: &Routing<P>,
+    specs: &[RouteSpec],
+    changed: &BTreeSet<String>,
+    report: &mut RouteReport,
+) {
+    let desired = ordered_routes(specs);
+    let server = match routing.proxy.server(&routing.server).await {
+        Ok(s) => s,
+        // With nothing to route, a host without a reachable Caddy is fine.
+        Err(e) if e.is_unreachable() && desired.is_empty() => {
+            report.ok = true;
+            return;
+        }
+        Err(e) => return fail(report, &e),
+    };
+    let Some(server) = server else {
+        if desired.is_empty() {
+            report.ok = true;
+            return;
+        }
+        let Some(value) = &routing.create else {
+            report.lines.push(format!(
+                "routes: Caddy at {} has no server {:?}; set caddy.server to one of its servers or caddy.createServer = true; retrying next tick",
+                routing.proxy.admin(),
+                routing.server
+            ));
+            return;
+        };
+        let mut value = value.clone();
+        value["routes"] = desired.iter().map(|r| r.value.clone()).collect();
+        report.writes += 1;
+        match routing.proxy.create_server(&routing.server, &value).await {
+            Ok(()) => {
+                report.ok = true;
+                report.lines.push(format!(
+                    "routes: created Caddy server {} with {}",
+                    routing.server,
+                    desired
+                        .iter()
+                        .map(|r| r.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            Err(e) => fail(report, &e),
+        }
+        return;
+    };
+    let (current, exists) = match server.get("routes") {
+        Some(Value::Array(a)) => (a.clone(), true),
+        Some(Value::Null) | None => (Vec::new(), false),
+        Some(other) => {
+            report.lines.push(format!(
+                "routes: Caddy server {} has routes that are not an array ({other}); fix Caddy's config; retrying next tick",
+                routing.server
+            ));
+            return;
+        }
+    };
+    let d = drift(&desired, &current);
+    if d.is_empty() {
+        report.ok = true;
+        return;
+    }
+    describe(&d, &desired, &current, changed, report);
+    let writes = repairs(&desired, &current, &d);
+    for w in &writes {
+        report.writes += 1;
+        let result = match w {
+            RouteWrite::Delete(id) => routing.proxy.delete(id).await,
+            RouteWrite::Replace(r) => routing.proxy.upsert(&routing.server, 0, r).await,
+            RouteWrite::Insert { index, route } => {
+                routing.proxy.upsert(&routing.server, *index, route).await
+            }
+            RouteWrite::Rewrite(routes) => {
+                routing
+                    .proxy
+                    .set_routes(&routing.server, routes, exists)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            return fail(report, &e);
+        }
+    }
+    report.ok = true;
+}
+
+/// One line per route: expected changes say what happened, the rest is drift.
+fn describe(
+    d: &Drift,
+    desired: &[crate::routes::Route],
+    current: &[Value],
+    changed: &BTreeSet<String>,
+    report: &mut RouteReport,
+) {
+    let service_of = |id: &str| {
+        desired
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.service.clone())
+            .or_else(|| id.strip_prefix(crate::UNIT_PREFIX).map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let upstream = |id: &str| {
+        desired
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.value["handle"][0]["upstreams"][0]["dial"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut drifted = Drift {
+        misordered: d.misordered,
+        duplicated: d.duplicated.clone(),
+        ..Drift::default()
+    };
+    for id in &d.missing {
+        if changed.contains(&service_of(id)) {
+            report
+                .lines
+                .push(format!("routes: added {id} → {}", upstream(id)));
+        } else {
+            drifted.missing.push(id.clone());
+        }
+    }
+    for id in &d.changed {
+        if changed.contains(&service_of(id)) {
+            report
+                .lines
+                .push(format!("routes: updated {id} → {}", upstream(id)));
+        } else {
+            drifted.changed.push(id.clone());
+        }
+    }
+    for id in &d.extra {
+        if changed.contains(&service_of(id)) {
+            report.lines.push(format!("routes: deleted {id}"));
+        } else {
+            drifted.extra.push(id.clone());
+        }
+    }
+    // A route this tick changed (e.g. a new path) may move: that reorder is expected.
+    if drifted.misordered
+        && current
+            .iter()
+            .filter_map(ferry_id)
+            .any(|id| changed.contains(&service_of(id)))
+    {
+        drifted.misordered = false;
+        report
+            .lines
+            .push("routes: reordered Ferry's routes (most specific path first)".to_owned());
+    }
+    for line in drift_lines(&drifted) {
+        report.lines.push(format!("routes: repaired {line}"));
+    }
+}
+
+fn fail(report: &mut RouteReport, e: &ProxyError) {
+    report.ok = false;
+    report.lines.push(format!(
+        "routes: {e}; services keep running, retrying next tick"
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_server_is_plain_http_only_when_asked() {
+        assert_eq!(
+            server_value(&[":80".into()], false),
+            json!({"listen": [":80"], "routes": [], "automatic_https": {"disable": true}})
+        );
+        assert_eq!(
+            server_value(&[":443".into()], true),
+            json!({"listen": [":443"], "routes": []})
+        );
+    }
+}
