@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod command;
 
@@ -31,6 +31,12 @@ enum Verb {
     Render(command::render::Args),
     /// Print the effective configuration.
     Config(command::config::Args),
+    /// Print a shell completion script (for packagers).
+    #[command(hide = true)]
+    Completions(command::completions::CompletionsArgs),
+    /// Print the man page, or write one per verb with --out (for packagers).
+    #[command(hide = true)]
+    Man(command::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +54,12 @@ fn main() -> ExitCode {
         Verb::Status(a) => command::status::run(&cli.config, a),
         Verb::Render(a) => command::render::run(a),
         Verb::Config(a) => command::config::run(&cli.config, a),
+        Verb::Completions(a) => {
+            command::completions::run_completions(Cli::command(), &a).map(|()| ExitCode::SUCCESS)
+        }
+        Verb::Man(a) => {
+            command::completions::run_man(Cli::command(), &a).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

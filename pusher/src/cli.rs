@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::command;
 
@@ -49,6 +49,12 @@ pub enum Command {
     History(command::history::Args),
     Rollback(command::rollback::Args),
     Diff(command::diff::Args),
+    /// Print a shell completion script (for packagers).
+    #[command(hide = true)]
+    Completions(command::completions::CompletionsArgs),
+    /// Print the man page, or write one per verb with --out (for packagers).
+    #[command(hide = true)]
+    Man(command::completions::ManArgs),
 }
 
 /// Runs the chosen verb; the exit code says how it went.
@@ -66,6 +72,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => block_on(command::history::run(&args)),
         Command::Rollback(args) => block_on(command::rollback::run(&args)),
         Command::Diff(args) => block_on(command::diff::run(&args)),
+        Command::Completions(args) => {
+            command::completions::run_completions(Cli::command(), &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => {
+            command::completions::run_man(Cli::command(), &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

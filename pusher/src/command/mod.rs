@@ -1,5 +1,6 @@
 //! One module per `ferry` verb, each with its clap `Args` and a `run` function.
 
+pub mod completions;
 pub mod diff;
 pub mod history;
 pub mod keygen;
