@@ -16,11 +16,11 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
-/// The Nix side of the repository: `flake.nix` and every `.nix` file under `nix/`.
-pub fn nix_side_files() -> Result<Vec<PathBuf>> {
-    let root = repo_root();
-    let mut files = vec![root.join("flake.nix")];
-    collect_nix_files(&root.join("nix"), &mut files)?;
+/// Every `.nix` file in the repository (flake.nix, nix/, the test bed's closures, the
+/// benchmarks' closures, …), sorted, so formatting covers whatever Nix anyone adds.
+pub fn all_nix_files() -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect_nix_files(&repo_root(), &mut files)?;
     files.sort();
     Ok(files)
 }
