@@ -49,6 +49,7 @@ pub enum Command {
     History(command::history::Args),
     Rollback(command::rollback::Args),
     Diff(command::diff::Args),
+    Gc(command::gc::Args),
     /// Print a shell completion script (for packagers).
     #[command(hide = true)]
     Completions(command::completions::CompletionsArgs),
@@ -72,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => block_on(command::history::run(&args)),
         Command::Rollback(args) => block_on(command::rollback::run(&args)),
         Command::Diff(args) => block_on(command::diff::run(&args)),
+        Command::Gc(args) => block_on(command::gc::run(&args)),
         Command::Completions(args) => {
             command::completions::run_completions(Cli::command(), &args)?;
             Ok(ExitCode::SUCCESS)

@@ -6,8 +6,11 @@
 
 mod cli;
 mod command;
+mod gc_plan;
+mod lease;
 mod live_manifest;
 mod manifest_edit;
+mod manifest_write;
 mod nar_stream;
 mod narinfo_text;
 mod nix_cli;

@@ -2,6 +2,7 @@
 
 pub mod completions;
 pub mod diff;
+pub mod gc;
 pub mod history;
 pub mod keygen;
 pub mod publish;

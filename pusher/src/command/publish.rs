@@ -19,7 +19,9 @@ use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 /// Validates it, checks that every store path it names has its narinfo in the bucket
 /// (upload closures first with `ferry upload`), signs it, archives the current
 /// `manifest.json` under `manifests/` and uploads the new one. A generation that is not
-/// later than the live one is replaced by the current time.
+/// later than the live one is replaced by the current time. If another ferry changes the
+/// live manifest meanwhile, nothing is written and it fails with "the manifest changed while
+/// pushing — run again".
 ///
 /// Exit status: 0 when published, 1 when the manifest is invalid or closures are missing,
 /// 2 on other trouble.
@@ -116,7 +118,13 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     sign_manifest(&mut manifest, &key)?;
-    replace(&bucket, live.as_ref(), &manifest).await?;
+    replace(
+        &bucket,
+        live.as_ref(),
+        &manifest,
+        &format!("ferry publish {}", args.manifest.display()),
+    )
+    .await?;
     eprintln!(
         "published generation {} to {url} ({} change(s), signed with `{}`)",
         manifest.generation,

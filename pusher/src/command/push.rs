@@ -22,6 +22,11 @@ use crate::uploader::{UploadOptions, execute};
 /// directory, or `--revision`) with a new generation, signs, archives the current manifest
 /// and uploads the new one. The service must already be in the live manifest; new services
 /// go in with `ferry upload` + `ferry publish`.
+///
+/// Concurrent pushes never lose a change: the manifest is written only if it is still the
+/// one read at the start (a conditional PUT, or a lease on stores like Garage that ignore
+/// conditions); otherwise the push fails with "the manifest changed while pushing — run
+/// again" and the closure stays uploaded, so the re-run only rewrites the manifest.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service to update.
@@ -116,7 +121,13 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         print_report(&report, bucket.requests());
     }
     sign_manifest(&mut manifest, &key)?;
-    replace(&bucket, Some(&live), &manifest).await?;
+    replace(
+        &bucket,
+        Some(&live),
+        &manifest,
+        &format!("ferry push {}", args.service),
+    )
+    .await?;
     for line in &changes {
         println!("{line}");
     }

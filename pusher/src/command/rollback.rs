@@ -4,12 +4,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use ferry_bucket::Bucket;
 use ferry_schema::layout::{MANIFEST_KEY, archive_key};
 use ferry_schema::sign_manifest;
 
-use crate::live_manifest::{archive, archived_generations, read, read_live, replace};
+use crate::live_manifest::{archived_generations, read, read_live, replace};
 use crate::manifest_edit::{next_generation, service_changes};
+use crate::manifest_write::write_manifest;
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 
 /// Roll the live manifest back to an archived one.
@@ -17,7 +17,8 @@ use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 /// Archives the current manifest, then puts the chosen archived one back as
 /// `manifest.json`, re-signed with a new generation (so agents see a newer manifest), or
 /// byte for byte with `--exact`. Default: one step back (the newest archive older than the
-/// live manifest).
+/// live manifest). Like `push`, it fails with "the manifest changed while pushing — run
+/// again" instead of overwriting a change made meanwhile.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -73,11 +74,13 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     };
     let changes = service_changes(Some(&live.manifest), &chosen.manifest);
     if args.exact {
-        archive(&bucket, &live).await?;
-        bucket
-            .copy(&target_key, MANIFEST_KEY)
-            .await
-            .with_context(|| format!("copying {target_key} to {MANIFEST_KEY}"))?;
+        write_manifest(
+            &bucket,
+            Some(&live),
+            chosen.bytes.clone(),
+            &format!("ferry rollback --exact --to {target}"),
+        )
+        .await?;
         eprintln!("rolled back to {target} byte for byte (generation {target})");
     } else {
         let key = key.context("a signing key is needed")?;
@@ -85,7 +88,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
         manifest.signatures = None;
         sign_manifest(&mut manifest, &key)?;
-        replace(&bucket, Some(&live), &manifest).await?;
+        replace(&bucket, Some(&live), &manifest, "ferry rollback").await?;
         eprintln!(
             "rolled back to the services of {target}, published as generation {}",
             manifest.generation

@@ -1,0 +1,233 @@
+//! `ferry gc`: delete the NARs and narinfos no kept manifest needs.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use ferry_bucket::{Bucket, Fetched, ObjectInfo};
+use ferry_schema::layout::{MANIFEST_KEY, archive_key, narinfo_key};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
+use crate::gc_plan::{
+    GcPlan, KeepPolicy, NarinfoRefs, is_narinfo_key, kept_generations, manifest_store_paths,
+    parse_narinfo, plan,
+};
+use crate::live_manifest::archived_generations;
+use crate::settings::{BucketArgs, load_config, open_bucket};
+
+/// Requests in flight while reading narinfos or deleting.
+const CONCURRENCY: usize = 16;
+
+/// Delete cached NARs and narinfos that no kept manifest needs.
+///
+/// Kept: the closures of the live manifest and of the archived manifests chosen by `--keep`
+/// (default: every archived manifest of the last `--keep-days` days), found by walking the
+/// narinfos' References in the bucket (no local Nix needed), plus anything written less
+/// than `--min-age-hours` ago (an upload a later `publish` or a running `push` is about to
+/// name). Everything else among `<hash>.narinfo` and `nar/*` can go; manifests, status
+/// reports and `nix-cache-info` are never touched.
+///
+/// Without `--delete` this is a dry run: it lists what would go and the bytes it would
+/// free, and deletes nothing. With `--delete` each narinfo is deleted before any NAR, so a
+/// reader never finds a narinfo whose NAR is gone.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    /// Keep the closures of the newest N archived manifests (instead of --keep-days).
+    #[arg(long, value_name = "N", conflicts_with = "keep_days")]
+    pub keep: Option<usize>,
+    /// Keep the closures of every archived manifest of the last DAYS days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub keep_days: u32,
+    /// Never delete objects written less than HOURS hours ago.
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub min_age_hours: u64,
+    /// Really delete (without it, only list what would go).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub delete: bool,
+    /// List what would go and delete nothing (the default).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Reads `key` as bytes; `None` when absent.
+async fn fetch(bucket: &impl Bucket, key: &str) -> Result<Option<Vec<u8>>> {
+    match bucket
+        .get(key, None)
+        .await
+        .with_context(|| format!("reading {key}"))?
+    {
+        Fetched::Found { bytes, .. } => Ok(Some(bytes)),
+        Fetched::Missing | Fetched::Unchanged => Ok(None),
+    }
+}
+
+/// The store paths the live manifest and the kept archived ones name, and a description of
+/// which manifests those are.
+async fn kept_roots(
+    bucket: &impl Bucket,
+    policy: KeepPolicy,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut keys = vec![MANIFEST_KEY.to_owned()];
+    let generations = kept_generations(&archived_generations(bucket).await?, policy);
+    keys.extend(generations.iter().map(|g| archive_key(g)));
+    let mut roots = Vec::new();
+    let mut described = Vec::new();
+    for key in keys {
+        let Some(bytes) = fetch(bucket, &key).await? else {
+            continue;
+        };
+        let paths = manifest_store_paths(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{key}: {e}; gc cannot tell which closures it needs, so it deletes nothing (fix or remove that manifest)"
+            )
+        })?;
+        described.push(key);
+        roots.extend(paths);
+    }
+    Ok((roots, described))
+}
+
+/// Walks References from `roots` (narinfo keys), reading each narinfo once.
+async fn walk(
+    bucket: &impl Bucket,
+    roots: Vec<String>,
+) -> Result<(BTreeMap<String, NarinfoRefs>, Vec<String>)> {
+    let mut reachable = BTreeMap::new();
+    let mut absent = Vec::new();
+    let mut frontier = roots;
+    frontier.sort();
+    frontier.dedup();
+    while !frontier.is_empty() {
+        let fetched: Vec<(String, Option<Vec<u8>>)> = stream::iter(frontier)
+            .map(|key| async move { fetch(bucket, &key).await.map(|b| (key, b)) })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut next = Vec::new();
+        for (key, bytes) in fetched {
+            let Some(bytes) = bytes else {
+                absent.push(key);
+                continue;
+            };
+            let refs = parse_narinfo(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{key}: {e}; gc cannot tell what it references, so it deletes nothing"
+                )
+            })?;
+            next.extend(
+                refs.references
+                    .iter()
+                    .filter(|r| !reachable.contains_key(*r) && **r != key)
+                    .cloned(),
+            );
+            reachable.insert(key, refs);
+        }
+        next.sort();
+        next.dedup();
+        next.retain(|k| !reachable.contains_key(k));
+        frontier = next;
+    }
+    Ok((reachable, absent))
+}
+
+fn print_plan(p: &GcPlan, delete: bool) {
+    let verb = if delete { "deleting" } else { "would delete" };
+    for o in p.narinfos.iter().chain(&p.nars) {
+        println!("{verb} {} ({} bytes)", o.key, o.size);
+    }
+    for path in &p.missing_nars {
+        eprintln!(
+            "warning: the NAR of kept {path} is not in the bucket; re-upload it with `ferry upload {path}`"
+        );
+    }
+}
+
+/// Deletes `objects` concurrently; all are gone when this returns Ok.
+async fn delete_all(bucket: &impl Bucket, objects: &[ObjectInfo]) -> Result<()> {
+    stream::iter(objects)
+        .map(|o| async move {
+            bucket
+                .delete(&o.key)
+                .await
+                .with_context(|| format!("deleting {}", o.key))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
+}
+
+/// Runs `ferry gc`.
+pub async fn run(args: &Args) -> Result<ExitCode> {
+    let config = load_config()?;
+    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
+    let policy = match args.keep {
+        Some(n) => KeepPolicy::Newest(n),
+        None => KeepPolicy::Since(Utc::now() - chrono::Duration::days(i64::from(args.keep_days))),
+    };
+    // List first: an object written after this listing is not a candidate at all.
+    let listing = bucket.list("").await.context("listing the bucket")?;
+    let young_since = match args.min_age_hours {
+        0 => None,
+        h => SystemTime::now().checked_sub(Duration::from_secs(h.saturating_mul(3600))),
+    };
+    let (paths, manifests) = kept_roots(&bucket, policy).await?;
+    let mut roots = Vec::new();
+    for path in &paths {
+        match narinfo_key(path) {
+            Some(key) => roots.push(key),
+            None => bail!(
+                "a kept manifest names {path:?}, which is not a store path; gc deletes nothing"
+            ),
+        }
+    }
+    // Young narinfos are roots too: their references must outlive them.
+    roots.extend(
+        listing
+            .iter()
+            .filter(|o| is_narinfo_key(&o.key))
+            .filter(|o| young_since.is_some_and(|s| o.modified.is_none_or(|m| m >= s)))
+            .map(|o| o.key.clone()),
+    );
+    let (reachable, absent) = walk(&bucket, roots).await?;
+    for key in &absent {
+        eprintln!("note: {key} is named by a kept manifest or reference but is not in the bucket");
+    }
+    let p = plan(&listing, &reachable, young_since);
+    eprintln!(
+        "keeping the closures of {} manifest(s) ({} store paths) and objects younger than {} h: {} narinfos and {} NARs stay",
+        manifests.len(),
+        reachable.len(),
+        args.min_age_hours,
+        p.kept_narinfos,
+        p.kept_nars
+    );
+    print_plan(&p, args.delete);
+    if p.is_empty() {
+        eprintln!("nothing to delete in {url}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.delete {
+        eprintln!(
+            "dry run: would delete {} narinfos and {} NARs, freeing {} bytes; nothing deleted (pass --delete to delete)",
+            p.narinfos.len(),
+            p.nars.len(),
+            p.bytes()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Every narinfo goes before any NAR, so no reader finds a narinfo without its NAR.
+    delete_all(&bucket, &p.narinfos).await?;
+    delete_all(&bucket, &p.nars).await?;
+    eprintln!(
+        "deleted {} narinfos and {} NARs from {url}, freeing {} bytes",
+        p.narinfos.len(),
+        p.nars.len(),
+        p.bytes()
+    );
+    Ok(ExitCode::SUCCESS)
+}

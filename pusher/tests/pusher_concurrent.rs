@@ -1,0 +1,242 @@
+//! Concurrent writers: 20 rounds of two real `ferry push` runs of different services at
+//! once, against the test bed's Garage (which ignores conditional PUTs, so the lease path
+//! runs) and a `file://` bucket (conditional writes under a lock). After every round both
+//! changes are live, or one push failed with "the manifest changed while pushing — run
+//! again" and only the other change is live. Never a silently lost change.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ferry_tests::{Bed, BedOptions};
+use serde_json::{Value, json};
+use support::{build_app, keypair, nonce, text};
+
+const CONFLICT: &str = "the manifest changed while pushing — run again";
+const ROUNDS: usize = 20;
+
+/// A bucket URL with the environment its credentials need.
+struct Target {
+    url: String,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Target {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .args(["--bucket", &self.url])
+            .env_remove("FERRY_BUCKET")
+            .env_remove("FERRY_KEY_FILE")
+            .env("XDG_CONFIG_HOME", "/nonexistent-ferry-test-config")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn live(&self) -> Value {
+        let out = self.run(&["show"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn service<'a>(m: &'a Value, name: &str) -> &'a Value {
+    m["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {m}"))
+}
+
+/// (store path, revision) of `name` in `m`.
+fn state(m: &Value, name: &str) -> (String, String) {
+    let s = service(m, name);
+    (
+        s["artifact"]["storePath"].as_str().unwrap().to_owned(),
+        s["revision"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// Publishes web and api, then runs the rounds; returns (both succeeded, one conflicted).
+fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
+    let (sec, _) = keypair(dir, "ferry-pt-concurrent-1");
+    let key = sec.to_str().unwrap();
+    let n = nonce();
+    let web = [
+        build_app(dir, &format!("w{n}"), 1).0,
+        build_app(dir, &format!("w{n}"), 2).0,
+    ];
+    let api = [
+        build_app(dir, &format!("a{n}"), 1).0,
+        build_app(dir, &format!("a{n}"), 2).0,
+    ];
+    let up = t.run(&[
+        "upload",
+        "--quiet",
+        "--key-file",
+        key,
+        &web[0],
+        &web[1],
+        &api[0],
+        &api[1],
+    ]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [
+            {"name": "web", "artifact": {"type": "nix-closure", "storePath": web[0]},
+             "hosts": ["h1"], "exec": {"command": "app"}},
+            {"name": "api", "artifact": {"type": "nix-closure", "storePath": api[0]},
+             "hosts": ["h1"], "exec": {"command": "app"}}
+        ]
+    });
+    let file = dir.join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = t.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
+    assert!(published.status.success(), "{}", text(&published));
+
+    let (mut both, mut one) = (0, 0);
+    for round in 0..ROUNDS {
+        let before = t.live();
+        let pushes = [
+            ("web", &web[(round + 1) % 2]),
+            ("api", &api[(round + 1) % 2]),
+        ];
+        let revisions: Vec<String> = pushes
+            .iter()
+            .map(|(s, _)| format!("{s}-round-{round}"))
+            .collect();
+        // Both processes start before either is waited for.
+        let children: Vec<_> = pushes
+            .iter()
+            .zip(&revisions)
+            .map(|((s, path), rev)| {
+                t.command(&[
+                    "push",
+                    s,
+                    path,
+                    "--key-file",
+                    key,
+                    "--revision",
+                    rev,
+                    "--quiet",
+                ])
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        let outputs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let after = t.live();
+        let mut succeeded = 0;
+        for (((name, path), rev), out) in pushes.iter().zip(&revisions).zip(&outputs) {
+            if out.status.success() {
+                succeeded += 1;
+                assert_eq!(
+                    state(&after, name),
+                    ((*path).clone(), rev.clone()),
+                    "round {round}: `{name}` pushed successfully but its change is not live\n{}",
+                    text(out)
+                );
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                if let Some(line) = err.lines().find(|l| l.contains(CONFLICT)) {
+                    eprintln!("round {round}: {name}: {line}");
+                }
+                assert!(
+                    err.contains(CONFLICT),
+                    "round {round}: `{name}` failed for another reason\n{}",
+                    text(out)
+                );
+                assert_eq!(
+                    state(&after, name),
+                    state(&before, name),
+                    "round {round}: `{name}` failed, yet the live manifest changed it"
+                );
+            }
+        }
+        assert!(
+            succeeded >= 1,
+            "round {round}: both pushes failed\n{}\n{}",
+            text(&outputs[0]),
+            text(&outputs[1])
+        );
+        if succeeded == 2 {
+            both += 1;
+        } else {
+            one += 1;
+        }
+        // The archive holds the manifest each successful push replaced.
+        let history = t.run(&["history"]);
+        assert!(history.status.success(), "{}", text(&history));
+    }
+    assert!(
+        t.run(&["show"]).status.success(),
+        "the live manifest must still be readable"
+    );
+    (both, one)
+}
+
+#[test]
+fn concurrent_pushes_on_garage_never_lose_a_change() {
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let s3 = bed.s3();
+    let t = Target {
+        url: format!(
+            "s3://{}?endpoint={}&region={}",
+            s3.bucket, s3.endpoint, s3.region
+        ),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
+        ],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (both, one) = race_rounds(&t, dir.path());
+    eprintln!("Garage (lease): {both} rounds with both pushes live, {one} with one conflict");
+    // No lease or probe object is left behind once every push has finished.
+    let objects = s3.client();
+    let listed = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        objects
+            .list_objects_v2()
+            .bucket(&s3.bucket)
+            .send()
+            .await
+            .unwrap()
+    });
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert!(!keys.contains(&"manifest.lease"), "{keys:?}");
+    assert!(
+        !keys.iter().any(|k| k.starts_with("ferry-probe/")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn concurrent_pushes_on_a_file_bucket_never_lose_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let t = Target {
+        url: format!("file://{}", bucket.display()),
+        env: Vec::new(),
+    };
+    let (both, one) = race_rounds(&t, dir.path());
+    eprintln!(
+        "file:// (conditional): {both} rounds with both pushes live, {one} with one conflict"
+    );
+    assert!(!bucket.join("manifest.lease").exists());
+}
