@@ -1,21 +1,33 @@
 //! Apply step: carry out a plan against the backends — pull (in parallel), pin, stop and
-//! delete removed units, write units, one `Reload`, start/restart in dependency order, then
-//! confirm each started unit stays up for the settle time. A failure is recorded against its
-//! service and never stops the others.
+//! delete removed units, write units, one `Reload`, then start/restart the services level by
+//! level in `dependsOn` order (a level's services in parallel) and health-check each started
+//! one: its probe plus systemd's view (active, `NRestarts` not growing).
 //!
-//! Health probes and Caddy routes (the routing work) plug in after the settle check: that is
-//! where a service's "ok" becomes "healthy and serving".
+//! A changed service that fails (start job or health) is put back: to the previously applied
+//! version (profile, unit, process, then confirmed healthy again), or, with nothing to put
+//! back, stopped with its unit deleted. Its store path is reported for quarantine. A failed
+//! service skips the services that depend on it (their units are put back untouched) and
+//! never stops the others.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+// tokio's clock, so the phases follow a paused clock in tests.
+use tokio::time::Instant;
+
 use crate::backend::bucket::ReadBucket;
 use crate::backend::cache_proxy::CacheProxy;
+use crate::backend::probe::{NetProbe, Probe};
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
+use crate::health::quarantine::Quarantined;
+use crate::health::spec::{Check, HealthSpec};
+use crate::health::watch::watch;
 use crate::plan::{Action, Job, Plan, ServicePlan};
 use crate::render::unit::unit_name;
 
@@ -26,7 +38,7 @@ pub struct ApplySettings {
     pub profile_dir: PathBuf,
     /// Generations to keep per profile.
     pub generations_to_keep: u32,
-    /// How long a started unit must stay up.
+    /// How long a started unit must stay up before it counts as healthy.
     pub settle: Duration,
 }
 
@@ -41,6 +53,34 @@ pub struct ServiceOutcome {
     pub ok: bool,
     /// One line for the summary (without the service name).
     pub message: String,
+    /// A store path that failed on this host and must not be retried (the tick records it).
+    pub quarantine: Option<Quarantined>,
+}
+
+/// Wall time of the apply step's phases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// `nix copy` of new closures.
+    pub pull: Duration,
+    /// Profiles, unit files, `Reload` and systemd jobs (rollbacks included).
+    pub systemd: Duration,
+    /// Waiting for health verdicts (rollback confirmations included).
+    pub health: Duration,
+    /// Caddy routes (set by the route step after apply; zero when it did not run).
+    pub route: Duration,
+}
+
+impl fmt::Display for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pullMs={} systemdMs={} healthMs={} routeMs={}",
+            self.pull.as_millis(),
+            self.systemd.as_millis(),
+            self.health.as_millis(),
+            self.route.as_millis()
+        )
+    }
 }
 
 /// The result of applying a plan.
@@ -48,15 +88,17 @@ pub struct ServiceOutcome {
 pub struct ApplyReport {
     /// One entry per planned service, in plan order.
     pub services: Vec<ServiceOutcome>,
-    /// `Reload` calls made (0 or 1).
+    /// `Reload` calls made (one for the plan, one more per level that had to put units back).
     pub reloads: u32,
     /// Unit files written or deleted.
     pub units_touched: u32,
+    /// Time per phase.
+    pub phases: Phases,
 }
 
 /// The backends a tick drives.
 #[derive(Debug)]
-pub struct Backends<B, S, D, U> {
+pub struct Backends<B, S, D, U, P = NetProbe> {
     /// The bucket.
     pub bucket: Arc<B>,
     /// The Nix store.
@@ -65,19 +107,44 @@ pub struct Backends<B, S, D, U> {
     pub systemd: D,
     /// The unit directory.
     pub units: U,
+    /// Health probes.
+    pub probe: P,
+}
+
+/// How a service's turn ended, before the summary is written.
+#[derive(Debug, Clone)]
+enum Fate {
+    /// Failed before its job (pull, pin, unit write, reload) or in a way nothing undoes.
+    Failed(String),
+    /// Not started because a dependency failed or was skipped.
+    Skipped(String),
+    /// Its new version failed; `put_back` says what was done about it.
+    Reverted {
+        /// Why the version failed.
+        why: String,
+        /// What was done: "rolled back to …" / "stopped and its unit deleted".
+        put_back: String,
+        /// The record for quarantine.
+        quarantine: Quarantined,
+    },
+    /// Healthy.
+    Healthy(String),
 }
 
 /// Apply `plan`.
-pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units>(
+pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     plan: &Plan,
-    b: &Backends<B, S, D, U>,
+    b: &Backends<B, S, D, U, P>,
     settings: &ApplySettings,
 ) -> ApplyReport {
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut report = ApplyReport::default();
 
+    let t = Instant::now();
     pull_all(plan, b, &mut failed).await;
+    report.phases.pull = t.elapsed();
 
+    let t = Instant::now();
     for p in plan.services.iter().filter(|p| p.pulls()) {
         let (Some(to), false) = (&p.to, failed.contains_key(&p.name)) else {
             continue;
@@ -155,32 +222,335 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units>(
             }
         }
     }
+    report.phases.systemd = t.elapsed();
 
-    let started = run_jobs(plan, &b.systemd, &mut failed).await;
-    settle(&started, &b.systemd, settings.settle, &mut failed).await;
+    let mut fates: BTreeMap<String, Fate> = failed
+        .into_iter()
+        .map(|(name, why)| (name, Fate::Failed(why)))
+        .collect();
+    for level in levels(plan) {
+        run_level(&level, b, settings, &mut fates, &mut report).await;
+    }
 
     for p in &plan.services {
-        report.services.push(match failed.remove(&p.name) {
-            Some(why) => ServiceOutcome {
-                name: p.name.clone(),
-                action: p.action,
-                ok: false,
-                message: format!("FAILED ({}): {why}", verb(p.action)),
-            },
-            None => ServiceOutcome {
-                name: p.name.clone(),
-                action: p.action,
-                ok: true,
-                message: success_message(p),
-            },
-        });
+        report.services.push(outcome(p, fates.remove(&p.name)));
     }
     report
 }
 
-async fn pull_all<B: ReadBucket, S: Store, D, U>(
+/// The services that run a start/restart job, grouped so that each one comes after every
+/// service it depends on: level 0 depends on nothing that starts in this tick, level n on
+/// something in level n-1. Plan order is dependency order, so one pass suffices; a
+/// dependency that runs no job imposes no wait.
+pub fn levels(plan: &Plan) -> Vec<Vec<&ServicePlan>> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut out: Vec<Vec<&ServicePlan>> = Vec::new();
+    for p in plan
+        .services
+        .iter()
+        .filter(|p| p.action != Action::Remove && p.job().is_some())
+    {
+        let l = p
+            .depends_on
+            .iter()
+            .filter_map(|d| level.get(d.as_str()))
+            .map(|l| l + 1)
+            .max()
+            .unwrap_or(0);
+        level.insert(&p.name, l);
+        if out.len() <= l {
+            out.resize_with(l + 1, Vec::new);
+        }
+        out[l].push(p);
+    }
+    out
+}
+
+/// The check a planned service gets (a plan always carries one for services it starts; the
+/// fallback is systemd's view after the settle time).
+fn spec_of(p: &ServicePlan) -> HealthSpec {
+    p.health.clone().unwrap_or(HealthSpec {
+        check: Check::Systemd,
+        start_period: Duration::ZERO,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        retries: 1,
+    })
+}
+
+/// Whether a plan puts a different version in place (so failing means putting one back).
+fn changes_version(p: &ServicePlan) -> bool {
+    matches!(
+        p.action,
+        Action::Add | Action::UpdateClosure | Action::UpdateUnit
+    )
+}
+
+/// Start one level's services in parallel, health-check them in parallel, then put back
+/// what failed or was skipped.
+async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
+    level: &[&ServicePlan],
+    b: &Backends<B, S, D, U, P>,
+    settings: &ApplySettings,
+    fates: &mut BTreeMap<String, Fate>,
+    report: &mut ApplyReport,
+) {
+    let mut runnable = Vec::new();
+    // (service, whether its process was touched, why it failed)
+    let mut undo: Vec<(&ServicePlan, bool, String)> = Vec::new();
+    for p in level.iter().copied() {
+        if fates.contains_key(&p.name) {
+            continue;
+        }
+        let blocker = p.depends_on.iter().find_map(|d| match fates.get(d) {
+            Some(Fate::Skipped(_)) => Some(format!("skipped: depends on {d}, which was skipped")),
+            Some(Fate::Failed(_) | Fate::Reverted { .. }) => {
+                Some(format!("skipped: depends on {d}, which failed"))
+            }
+            _ => None,
+        });
+        match blocker {
+            Some(why) => {
+                fates.insert(p.name.clone(), Fate::Skipped(why.clone()));
+                if changes_version(p) {
+                    undo.push((p, false, why));
+                }
+            }
+            None => runnable.push(p),
+        }
+    }
+
+    let t = Instant::now();
+    let jobs = join_all(runnable.iter().map(|p| start(p, &b.systemd))).await;
+    report.phases.systemd += t.elapsed();
+    let mut started = Vec::new();
+    for (p, job) in runnable.into_iter().zip(jobs) {
+        match job {
+            Ok(restarts) => started.push((p, restarts)),
+            Err(why) if changes_version(p) => undo.push((p, true, why)),
+            Err(why) => {
+                fates.insert(p.name.clone(), Fate::Failed(why));
+            }
+        }
+    }
+
+    let t = Instant::now();
+    let verdicts = join_all(started.iter().map(|(p, restarts)| {
+        let spec = spec_of(p);
+        let unit = unit_name(&p.name);
+        async move {
+            watch(
+                &unit,
+                &spec,
+                *restarts,
+                settings.settle,
+                &b.probe,
+                &b.systemd,
+            )
+            .await
+        }
+    }))
+    .await;
+    report.phases.health += t.elapsed();
+    for ((p, _), verdict) in started.into_iter().zip(verdicts) {
+        match verdict {
+            Ok(h) => {
+                let tries = if h.tries == 1 { "try" } else { "tries" };
+                fates.insert(
+                    p.name.clone(),
+                    Fate::Healthy(format!(
+                        "healthy after {} {tries} ({:.1}s)",
+                        h.tries,
+                        h.took.as_secs_f64()
+                    )),
+                );
+            }
+            Err(f) if changes_version(p) => undo.push((p, true, f.to_string())),
+            Err(f) => {
+                fates.insert(p.name.clone(), Fate::Failed(f.to_string()));
+            }
+        }
+    }
+
+    if !undo.is_empty() {
+        put_back(&undo, b, settings, fates, report).await;
+    }
+}
+
+/// Run a service's start/restart job; `NRestarts` right after it, for the health check.
+async fn start<D: Systemd>(p: &ServicePlan, systemd: &D) -> Result<u32, String> {
+    let Some(job) = p.job() else {
+        return Ok(0);
+    };
+    let unit = unit_name(&p.name);
+    match systemd.run_job(&unit, job).await {
+        Ok(r) if r == "done" => Ok(match systemd.unit_state(&unit).await {
+            Ok(Some(s)) => s.n_restarts,
+            _ => 0,
+        }),
+        Ok(r) => Err(format!(
+            "{job:?} job of {unit} ended with {r}; see journalctl -u {unit}"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Put back the services of one level that failed or were skipped: stop the new services
+/// that ran, point profiles back, write the previous units (or delete new ones), one
+/// `Reload`, then restart the previous versions that had been replaced and confirm them.
+async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
+    undo: &[(&ServicePlan, bool, String)],
+    b: &Backends<B, S, D, U, P>,
+    settings: &ApplySettings,
+    fates: &mut BTreeMap<String, Fate>,
+    report: &mut ApplyReport,
+) {
+    let t = Instant::now();
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut notes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut changed_files = false;
+    let mut restart: Vec<&ServicePlan> = Vec::new();
+    for (p, touched, _) in undo {
+        let note = notes.entry(p.name.as_str()).or_default();
+        let unit = unit_name(&p.name);
+        match &p.rollback {
+            Some(r) => {
+                if p.pulls() {
+                    let profile = settings.profile_dir.join(&p.name);
+                    if let Err(e) = b
+                        .store
+                        .pin(&profile, &r.store_path, settings.generations_to_keep)
+                        .await
+                    {
+                        note.push(format!("profile not pointed back: {e}"));
+                    }
+                }
+                match b.units.write(&p.name, &r.unit_text) {
+                    Ok(changed) => {
+                        changed_files |= changed;
+                        report.units_touched += u32::from(changed);
+                        if *touched {
+                            restart.push(p);
+                        }
+                    }
+                    Err(e) => note.push(format!("cannot write back {unit}: {e}")),
+                }
+            }
+            None => {
+                if *touched {
+                    match b.systemd.run_job(&unit, Job::Stop).await {
+                        Ok(r) if r == "done" => {}
+                        Ok(r) => note.push(format!("stop job of {unit} ended with {r}")),
+                        Err(e) => note.push(format!("cannot stop {unit}: {e}")),
+                    }
+                }
+                match b.units.remove(&p.name) {
+                    Ok(changed) => {
+                        changed_files |= changed;
+                        report.units_touched += u32::from(changed);
+                    }
+                    Err(e) => note.push(format!("cannot delete {unit}: {e}")),
+                }
+            }
+        }
+    }
+    if changed_files {
+        report.reloads += 1;
+        if let Err(e) = b.systemd.reload().await {
+            for (p, _, _) in undo {
+                notes
+                    .entry(p.name.as_str())
+                    .or_default()
+                    .push(format!("reload failed: {e}"));
+            }
+        }
+    }
+    let jobs = join_all(restart.iter().map(|p| async move {
+        let unit = unit_name(&p.name);
+        match b.systemd.run_job(&unit, Job::Restart).await {
+            Ok(r) if r == "done" => Ok(match b.systemd.unit_state(&unit).await {
+                Ok(Some(s)) => s.n_restarts,
+                _ => 0,
+            }),
+            Ok(r) => Err(format!("restart job of {unit} ended with {r}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }))
+    .await;
+    report.phases.systemd += t.elapsed();
+
+    let t = Instant::now();
+    let confirmations = join_all(restart.iter().zip(&jobs).map(|(p, job)| async move {
+        let restarts = match job {
+            Ok(n) => *n,
+            Err(e) => return Err(e.clone()),
+        };
+        let Some(r) = &p.rollback else {
+            return Ok(());
+        };
+        watch(
+            &unit_name(&p.name),
+            &r.health,
+            restarts,
+            settings.settle,
+            &b.probe,
+            &b.systemd,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|f| f.to_string())
+    }))
+    .await;
+    report.phases.health += t.elapsed();
+    for (p, confirmed) in restart.iter().zip(confirmations) {
+        if let Err(e) = confirmed {
+            let back = p.rollback.as_ref().map_or("", |r| r.store_path.as_str());
+            notes
+                .entry(p.name.as_str())
+                .or_default()
+                .push(format!("{back} did not come back healthy either: {e}"));
+        }
+    }
+
+    for (p, touched, why) in undo {
+        let mut note = notes.remove(p.name.as_str()).unwrap_or_default();
+        if !touched {
+            // Skipped: nothing ran, the files are as before the tick.
+            if !note.is_empty()
+                && let Some(Fate::Skipped(reason)) = fates.get_mut(&p.name)
+            {
+                reason.push_str(&format!("; {}", note.join("; ")));
+            }
+            continue;
+        }
+        let to = p.to.clone().unwrap_or_default();
+        let put = match &p.rollback {
+            Some(r) => format!("rolled back to {}", r.store_path),
+            None => format!(
+                "stopped and {} deleted (nothing to roll back to)",
+                unit_name(&p.name)
+            ),
+        };
+        note.insert(0, put);
+        fates.insert(
+            p.name.clone(),
+            Fate::Reverted {
+                why: format!("{to} {why}"),
+                put_back: note.join("; "),
+                quarantine: Quarantined {
+                    store_path: to,
+                    reason: why.clone(),
+                    at: at.clone(),
+                    rolled_back_to: p.rollback.as_ref().map(|r| r.store_path.clone()),
+                },
+            },
+        );
+    }
+}
+
+async fn pull_all<B: ReadBucket, S: Store, D, U, P>(
     plan: &Plan,
-    b: &Backends<B, S, D, U>,
+    b: &Backends<B, S, D, U, P>,
     failed: &mut BTreeMap<String, String>,
 ) {
     let pulls: Vec<&ServicePlan> = plan.services.iter().filter(|p| p.pulls()).collect();
@@ -228,72 +598,29 @@ async fn pull_all<B: ReadBucket, S: Store, D, U>(
     }
 }
 
-async fn run_jobs<D: Systemd>(
-    plan: &Plan,
-    systemd: &D,
-    failed: &mut BTreeMap<String, String>,
-) -> Vec<(String, u32)> {
-    let mut started = Vec::new();
-    let mut dead: BTreeSet<String> = BTreeSet::new();
-    for p in plan.services.iter().filter(|p| p.action != Action::Remove) {
-        let Some(job) = p.job() else { continue };
-        if failed.contains_key(&p.name) {
-            dead.insert(p.name.clone());
-            continue;
-        }
-        let unit = unit_name(&p.name);
-        match systemd.run_job(&unit, job).await {
-            Ok(r) if r == "done" => {
-                let restarts = match systemd.unit_state(&unit).await {
-                    Ok(Some(s)) => s.n_restarts,
-                    _ => 0,
-                };
-                started.push((p.name.clone(), restarts));
-            }
-            Ok(r) => {
-                failed.insert(
-                    p.name.clone(),
-                    format!("{job:?} job of {unit} ended with {r}; see journalctl -u {unit}"),
-                );
-            }
-            Err(e) => {
-                failed.insert(p.name.clone(), e.to_string());
-            }
-        }
-    }
-    started
-}
-
-async fn settle<D: Systemd>(
-    started: &[(String, u32)],
-    systemd: &D,
-    after: Duration,
-    failed: &mut BTreeMap<String, String>,
-) {
-    if started.is_empty() {
-        return;
-    }
-    tokio::time::sleep(after).await;
-    for (name, restarts_before) in started {
-        let unit = unit_name(name);
-        match systemd.unit_state(&unit).await {
-            Ok(Some(s)) if s.active_state == "active" && s.n_restarts == *restarts_before => {}
-            Ok(Some(s)) => {
-                failed.insert(
-                    name.clone(),
-                    format!(
-                        "{unit} is {}/{} after {after:?} (NRestarts {}, exit status {}); see journalctl -u {unit}",
-                        s.active_state, s.sub_state, s.n_restarts, s.exec_main_status
-                    ),
-                );
-            }
-            Ok(None) => {
-                failed.insert(name.clone(), format!("{unit} is not loaded after start"));
-            }
-            Err(e) => {
-                failed.insert(name.clone(), e.to_string());
-            }
-        }
+/// The summary entry of one service from how its turn ended.
+fn outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
+    let (ok, message, quarantine) = match fate {
+        None => (true, success_message(p), None),
+        Some(Fate::Healthy(note)) => (true, format!("{}; {note}", success_message(p)), None),
+        Some(Fate::Failed(why)) => (false, format!("FAILED ({}): {why}", verb(p.action)), None),
+        Some(Fate::Skipped(why)) => (false, why, None),
+        Some(Fate::Reverted {
+            why,
+            put_back,
+            quarantine,
+        }) => (
+            false,
+            format!("FAILED ({}): {why}; {put_back}", verb(p.action)),
+            Some(quarantine),
+        ),
+    };
+    ServiceOutcome {
+        name: p.name.clone(),
+        action: p.action,
+        ok,
+        message,
+        quarantine,
     }
 }
 
@@ -327,8 +654,10 @@ fn success_message(p: &ServicePlan) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The apply engine's ordering and failure isolation, on in-memory backends (each real
-    //! backend is tested against the real thing in the ferry-tests crate).
+    //! The apply engine's ordering, health checks, rollback and failure isolation, on
+    //! in-memory backends that share one fake host (each real backend is tested against the
+    //! real thing in the ferry-tests crate). tokio's paused clock runs the health schedules
+    //! instantly.
 
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -336,20 +665,33 @@ mod tests {
 
     use super::*;
     use crate::backend::bucket::{BucketError, Fetched};
+    use crate::backend::probe::ProbeError;
     use crate::backend::store::StoreError;
     use crate::backend::systemd::{SystemdError, UnitState};
     use crate::plan::{Observed, ObservedService, Policy, plan};
+    use crate::render::unit::render;
     use ferry_schema::Manifest;
     use ferry_schema::manifest::Service;
 
+    /// The fake host: unit files, what each unit runs (the unit text at its last start), the
+    /// `NRestarts` systemd reports, and a log of every side effect in order.
     #[derive(Default)]
-    struct Log(Mutex<Vec<String>>);
-    impl Log {
+    struct FakeHost {
+        log: Mutex<Vec<String>>,
+        files: Mutex<BTreeMap<String, String>>,
+        running: Mutex<BTreeMap<String, String>>,
+        restarts: Mutex<BTreeMap<String, u32>>,
+    }
+    impl FakeHost {
         fn push(&self, s: String) {
-            self.0.lock().unwrap().push(s);
+            self.log.lock().unwrap().push(s);
         }
         fn take(&self) -> Vec<String> {
-            std::mem::take(&mut self.0.lock().unwrap())
+            std::mem::take(&mut self.log.lock().unwrap())
+        }
+        /// What `unit` runs now, if anything.
+        fn runs(&self, unit: &str) -> Option<String> {
+            self.running.lock().unwrap().get(unit).cloned()
         }
     }
 
@@ -366,7 +708,8 @@ mod tests {
         }
     }
 
-    struct FakeStore<'a>(&'a Log, &'static str);
+    /// Pulls fail for paths containing `.1`.
+    struct FakeStore<'a>(&'a FakeHost, &'static str);
     impl Store for FakeStore<'_> {
         async fn pull(&self, _: &str, paths: &[String]) -> Result<(), StoreError> {
             self.0.push(format!("pull {}", paths.join(",")));
@@ -385,7 +728,8 @@ mod tests {
         }
     }
 
-    struct FakeSystemd<'a>(&'a Log);
+    /// A unit whose store path contains `crashing` restarts on every look.
+    struct FakeSystemd<'a>(&'a FakeHost);
     impl Systemd for FakeSystemd<'_> {
         async fn reload(&self) -> Result<(), SystemdError> {
             self.0.push("reload".into());
@@ -393,36 +737,82 @@ mod tests {
         }
         async fn run_job(&self, unit: &str, job: Job) -> Result<String, SystemdError> {
             self.0.push(format!("{job:?} {unit}"));
+            let service = unit
+                .trim_start_matches("ferry-")
+                .trim_end_matches(".service");
+            let text = self.0.files.lock().unwrap().get(service).cloned();
+            let mut running = self.0.running.lock().unwrap();
+            match (job, text) {
+                (Job::Stop, _) => {
+                    running.remove(unit);
+                }
+                (_, Some(text)) => {
+                    running.insert(unit.to_owned(), text);
+                }
+                (_, None) => return Ok("failed".into()),
+            }
             Ok("done".into())
         }
-        async fn unit_state(&self, _: &str) -> Result<Option<UnitState>, SystemdError> {
+        async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {
+            let Some(text) = self.0.runs(unit) else {
+                return Ok(Some(UnitState {
+                    active_state: "inactive".into(),
+                    sub_state: "dead".into(),
+                    n_restarts: 0,
+                    exec_main_status: 0,
+                }));
+            };
+            let mut restarts = self.0.restarts.lock().unwrap();
+            let n = restarts.entry(unit.to_owned()).or_default();
+            if text.contains("crashing") {
+                *n += 1;
+            }
             Ok(Some(UnitState {
                 active_state: "active".into(),
                 sub_state: "running".into(),
-                n_restarts: 0,
-                exec_main_status: 0,
+                n_restarts: *n,
+                exec_main_status: 1,
             }))
         }
     }
 
-    struct FakeUnits<'a>(&'a Log, Mutex<BTreeMap<String, String>>);
+    struct FakeUnits<'a>(&'a FakeHost);
     impl Units for FakeUnits<'_> {
         fn list(&self) -> std::io::Result<BTreeMap<String, String>> {
-            Ok(self.1.lock().unwrap().clone())
+            Ok(self.0.files.lock().unwrap().clone())
         }
         fn write(&self, service: &str, text: &str) -> std::io::Result<bool> {
             self.0.push(format!("write {service}"));
-            Ok(self
-                .1
-                .lock()
-                .unwrap()
-                .insert(service.into(), text.into())
-                .as_deref()
-                != Some(text))
+            let mut files = self.0.files.lock().unwrap();
+            Ok(files.insert(service.into(), text.into()).as_deref() != Some(text))
         }
         fn remove(&self, service: &str) -> std::io::Result<bool> {
             self.0.push(format!("delete {service}"));
-            Ok(self.1.lock().unwrap().remove(service).is_some())
+            Ok(self.0.files.lock().unwrap().remove(service).is_some())
+        }
+    }
+
+    /// Port `8000 + n` belongs to the service named in `ports`; a running store path
+    /// containing `broken` answers 503, nothing running refuses the connection.
+    struct FakeProbe<'a>(&'a FakeHost, BTreeMap<u16, &'static str>);
+    impl Probe for FakeProbe<'_> {
+        async fn http_status(&self, port: u16, _: &str, _: Duration) -> Result<u16, ProbeError> {
+            let service = self.1.get(&port).copied().unwrap_or("?");
+            self.0.push(format!("probe {service}"));
+            match self.0.runs(&unit_name(service)) {
+                None => Err(ProbeError::Connect {
+                    port,
+                    reason: "Connection refused".into(),
+                }),
+                Some(text) if text.contains("broken") => Ok(503),
+                Some(_) => Ok(200),
+            }
+        }
+        async fn tcp_connect(&self, port: u16, _: Duration) -> Result<(), ProbeError> {
+            Err(ProbeError::Connect {
+                port,
+                reason: "unused".into(),
+            })
         }
     }
 
@@ -438,19 +828,92 @@ mod tests {
         s
     }
 
-    #[tokio::test]
-    async fn order_one_reload_and_failure_isolation() {
-        let log = Log::default();
-        let m = Manifest {
+    /// A service with an HTTP check on `port`: `/health`, 3 tries a second apart.
+    fn checked(name: &str, path: &str, port: u16, deps: &[&str]) -> Service {
+        let mut s = svc(name, path, deps);
+        s.health_check = Some(
+            serde_json::from_value(serde_json::json!({
+                "type": "http", "path": "/health", "port": port,
+                "startPeriodSec": 1, "intervalSec": 1, "retries": 3,
+            }))
+            .unwrap(),
+        );
+        s
+    }
+
+    fn manifest(services: Vec<Service>) -> Manifest {
+        Manifest {
             version: 1,
             generation: "g".into(),
-            services: vec![
-                svc("web", "/nix/store/w-web", &["db"]),
-                svc("db", "/nix/store/d-db", &[]),
-                svc("bad", "/nix/store/b-untrusted", &[]),
-            ],
+            services,
             signatures: None,
-        };
+        }
+    }
+
+    /// The host already runs `services` (files written, units started, state recorded).
+    fn running(host: &FakeHost, services: &[Service]) -> Observed {
+        let mut observed = Observed::default();
+        for s in services {
+            let text = render(s);
+            host.files
+                .lock()
+                .unwrap()
+                .insert(s.name.clone(), text.clone());
+            host.running
+                .lock()
+                .unwrap()
+                .insert(unit_name(&s.name), text.clone());
+            observed.services.insert(
+                s.name.clone(),
+                ObservedService {
+                    store_path: Some(s.artifact.store_path.clone()),
+                    unit_text: Some(text),
+                    active_state: Some("active".into()),
+                    pending: false,
+                    applied: Some(s.clone()),
+                },
+            );
+        }
+        observed
+    }
+
+    fn backends<'a>(
+        host: &'a FakeHost,
+        ports: &[(u16, &'static str)],
+    ) -> Backends<NoBucket, FakeStore<'a>, FakeSystemd<'a>, FakeUnits<'a>, FakeProbe<'a>> {
+        Backends {
+            bucket: Arc::new(NoBucket),
+            store: FakeStore(host, "untrusted"),
+            systemd: FakeSystemd(host),
+            units: FakeUnits(host),
+            probe: FakeProbe(host, ports.iter().copied().collect()),
+        }
+    }
+
+    fn settings() -> ApplySettings {
+        ApplySettings {
+            profile_dir: "/p".into(),
+            generations_to_keep: 5,
+            settle: Duration::ZERO,
+        }
+    }
+
+    fn by_name(report: &ApplyReport) -> BTreeMap<&str, &ServiceOutcome> {
+        report
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn order_one_reload_and_failure_isolation() {
+        let host = FakeHost::default();
+        let m = manifest(vec![
+            svc("web", "/nix/store/w-web", &["db"]),
+            svc("db", "/nix/store/d-db", &[]),
+            svc("bad", "/nix/store/b-untrusted", &[]),
+        ]);
         let mut observed = Observed::default();
         observed.services.insert(
             "old".into(),
@@ -459,26 +922,14 @@ mod tests {
                 unit_text: Some("x".into()),
                 active_state: None,
                 pending: false,
+                applied: None,
             },
         );
+        host.files.lock().unwrap().insert("old".into(), "x".into());
         let p = plan(&m, &observed, &Policy { host: "h".into() });
-        let backends = Backends {
-            bucket: Arc::new(NoBucket),
-            store: FakeStore(&log, "untrusted"),
-            systemd: FakeSystemd(&log),
-            units: FakeUnits(
-                &log,
-                Mutex::new(BTreeMap::from([("old".to_owned(), "x".to_owned())])),
-            ),
-        };
-        let settings = ApplySettings {
-            profile_dir: "/p".into(),
-            generations_to_keep: 5,
-            settle: Duration::ZERO,
-        };
-        let report = apply(&p, &backends, &settings).await;
+        let report = apply(&p, &backends(&host, &[]), &settings()).await;
         assert_eq!(
-            log.take(),
+            host.take(),
             [
                 "pull /nix/store/b-untrusted,/nix/store/d-db,/nix/store/w-web",
                 "pull /nix/store/b-untrusted",
@@ -496,11 +947,7 @@ mod tests {
             ]
         );
         assert_eq!(report.reloads, 1);
-        let by_name: BTreeMap<_, _> = report
-            .services
-            .iter()
-            .map(|s| (s.name.as_str(), s))
-            .collect();
+        let by_name = by_name(&report);
         assert!(!by_name["bad"].ok);
         assert!(
             by_name["bad"].message.contains("bad signature"),
@@ -508,5 +955,205 @@ mod tests {
             by_name["bad"].message
         );
         assert!(by_name["db"].ok && by_name["web"].ok && by_name["old"].ok);
+        // Neither has http: systemd's view at the end of the default 2 s start period.
+        assert!(
+            by_name["web"]
+                .message
+                .ends_with("healthy after 1 try (2.0s)"),
+            "{}",
+            by_name["web"].message
+        );
+        assert!(by_name["bad"].quarantine.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependency_levels_start_in_order_and_independent_services_in_parallel() {
+        let host = FakeHost::default();
+        let m = manifest(vec![
+            checked("web", "/nix/store/w-web", 8002, &["api"]),
+            checked("api", "/nix/store/a-api", 8001, &["db"]),
+            checked("db", "/nix/store/d-db", 8000, &[]),
+            checked("cache", "/nix/store/c-cache", 8003, &[]),
+        ]);
+        let p = plan(&m, &Observed::default(), &Policy { host: "h".into() });
+        let names = |l: &Vec<&ServicePlan>| l.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let lv: Vec<Vec<String>> = levels(&p).iter().map(names).collect();
+        assert_eq!(lv, [vec!["cache", "db"], vec!["api"], vec!["web"]]);
+        let b = backends(
+            &host,
+            &[(8000, "db"), (8001, "api"), (8002, "web"), (8003, "cache")],
+        );
+        let started = tokio::time::Instant::now();
+        let report = apply(&p, &b, &settings()).await;
+        let jobs_and_probes: Vec<String> = host
+            .take()
+            .into_iter()
+            .filter(|l| l.starts_with("Start") || l.starts_with("probe"))
+            .collect();
+        assert_eq!(
+            jobs_and_probes,
+            [
+                "Start ferry-cache.service",
+                "Start ferry-db.service",
+                "probe cache",
+                "probe db",
+                "Start ferry-api.service",
+                "probe api",
+                "Start ferry-web.service",
+                "probe web",
+            ]
+        );
+        assert!(report.services.iter().all(|s| s.ok));
+        // Three levels, each healthy on its first probe after the 1 s start period: cache
+        // and db were checked at the same time, not one after the other.
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(report.phases.health, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unhealthy_update_is_rolled_back_and_quarantined() {
+        let host = FakeHost::default();
+        let v1 = checked("web", "/nix/store/a-web-1", 8000, &[]);
+        let observed = running(&host, std::slice::from_ref(&v1));
+        let v2 = checked("web", "/nix/store/b-web-2-broken", 8000, &[]);
+        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let report = apply(&p, &backends(&host, &[(8000, "web")]), &settings()).await;
+        assert_eq!(
+            host.take(),
+            [
+                "pull /nix/store/b-web-2-broken",
+                "pin /p/web /nix/store/b-web-2-broken",
+                "write web",
+                "reload",
+                "Restart ferry-web.service",
+                "probe web",
+                "probe web",
+                "probe web",
+                "pin /p/web /nix/store/a-web-1",
+                "write web",
+                "reload",
+                "Restart ferry-web.service",
+                "probe web",
+            ]
+        );
+        let web = &report.services[0];
+        assert!(!web.ok);
+        assert_eq!(
+            web.message,
+            "FAILED (update closure): /nix/store/b-web-2-broken failed health check (HTTP 503 on /health after 3 tries); rolled back to /nix/store/a-web-1"
+        );
+        let q = web.quarantine.as_ref().unwrap();
+        assert_eq!(q.store_path, "/nix/store/b-web-2-broken");
+        assert_eq!(q.rolled_back_to.as_deref(), Some("/nix/store/a-web-1"));
+        assert_eq!(host.runs("ferry-web.service"), Some(render(&v1)));
+        assert_eq!(report.reloads, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crash_looping_update_is_caught_by_nrestarts_and_rolled_back() {
+        let host = FakeHost::default();
+        let v1 = svc("worker", "/nix/store/a-worker-1", &[]);
+        let observed = running(&host, std::slice::from_ref(&v1));
+        let v2 = svc("worker", "/nix/store/c-worker-2-crashing", &[]);
+        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let report = apply(&p, &backends(&host, &[]), &settings()).await;
+        let w = &report.services[0];
+        assert!(
+            w.message.starts_with(
+                "FAILED (update closure): /nix/store/c-worker-2-crashing crash-looping: ferry-worker.service restarted 1 time since its start"
+            ) && w.message.ends_with("rolled back to /nix/store/a-worker-1"),
+            "{}",
+            w.message
+        );
+        assert_eq!(host.runs("ferry-worker.service"), Some(render(&v1)));
+        assert!(w.quarantine.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_middle_of_a_chain_is_stopped_and_skips_the_last() {
+        let host = FakeHost::default();
+        let m = manifest(vec![
+            checked("a", "/nix/store/a-a", 8000, &[]),
+            checked("b", "/nix/store/b-b-broken", 8001, &["a"]),
+            checked("c", "/nix/store/c-c", 8002, &["b"]),
+        ]);
+        let p = plan(&m, &Observed::default(), &Policy { host: "h".into() });
+        let report = apply(
+            &p,
+            &backends(&host, &[(8000, "a"), (8001, "b"), (8002, "c")]),
+            &settings(),
+        )
+        .await;
+        let log = host.take();
+        let tail: Vec<&str> = log
+            .iter()
+            .skip_while(|l| *l != "Start ferry-b.service")
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "Start ferry-b.service",
+                "probe b",
+                "probe b",
+                "probe b",
+                "Stop ferry-b.service",
+                "delete b",
+                "reload",
+                // c's level: its unit goes too, and systemd forgets it.
+                "delete c",
+                "reload",
+            ]
+        );
+        let by_name = by_name(&report);
+        assert!(by_name["a"].ok);
+        assert_eq!(
+            by_name["b"].message,
+            "FAILED (add): /nix/store/b-b-broken failed health check (HTTP 503 on /health after 3 tries); stopped and ferry-b.service deleted (nothing to roll back to)"
+        );
+        assert_eq!(
+            by_name["b"].quarantine.as_ref().unwrap().rolled_back_to,
+            None
+        );
+        assert!(!by_name["c"].ok);
+        assert_eq!(by_name["c"].message, "skipped: depends on b, which failed");
+        assert!(by_name["c"].quarantine.is_none());
+        assert_eq!(host.runs("ferry-c.service"), None);
+        assert!(!host.files.lock().unwrap().contains_key("c"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_skipped_update_gets_its_previous_unit_back_without_a_restart() {
+        let host = FakeHost::default();
+        let db1 = checked("db", "/nix/store/d-db-1", 8000, &[]);
+        let web1 = checked("web", "/nix/store/w-web-1", 8001, &["db"]);
+        let observed = running(&host, &[db1, web1.clone()]);
+        let m = manifest(vec![
+            checked("db", "/nix/store/e-db-2-crashing", 8000, &[]),
+            checked("web", "/nix/store/x-web-2", 8001, &["db"]),
+        ]);
+        let p = plan(&m, &observed, &Policy { host: "h".into() });
+        let report = apply(
+            &p,
+            &backends(&host, &[(8000, "db"), (8001, "web")]),
+            &settings(),
+        )
+        .await;
+        let by_name = by_name(&report);
+        assert!(
+            by_name["db"]
+                .message
+                .contains("rolled back to /nix/store/d-db-1")
+        );
+        assert_eq!(
+            by_name["web"].message,
+            "skipped: depends on db, which failed"
+        );
+        assert_eq!(host.files.lock().unwrap()["web"], render(&web1));
+        assert_eq!(host.runs("ferry-web.service"), Some(render(&web1)));
+        assert!(
+            !host.take().iter().any(|l| l.contains("ferry-web.service")),
+            "web's process was touched"
+        );
     }
 }

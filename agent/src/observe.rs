@@ -48,6 +48,7 @@ pub async fn observe<D: Systemd, U: Units>(
                 unit_text: text,
                 active_state,
                 pending: state.pending.contains(name),
+                applied: state.services.get(name).map(|a| a.service.clone()),
             },
         );
     }

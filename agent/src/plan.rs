@@ -8,6 +8,7 @@ use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
 use serde::Serialize;
 
+use crate::health::spec::{HealthSpec, effective};
 use crate::render::unit;
 
 /// What the host runs now, as far as the plan cares.
@@ -30,6 +31,9 @@ pub struct ObservedService {
     /// A tick was changing this service when it stopped (the state file's `pending`): its
     /// files may be right while systemd or the process is not.
     pub pending: bool,
+    /// The service as last applied (state file), which a failed health check returns to;
+    /// `None` when state does not know it.
+    pub applied: Option<Service>,
 }
 
 /// Inputs to planning that are not in the manifest.
@@ -88,6 +92,27 @@ pub struct ServicePlan {
     /// The unit text to write (absent for removals and unchanged units).
     #[serde(skip)]
     pub unit_text: Option<String>,
+    /// This host's services that must be healthy before this one starts (`dependsOn`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// How a started version is checked (absent for removals).
+    #[serde(skip)]
+    pub health: Option<HealthSpec>,
+    /// What a failed health check returns to: the previously applied version, when this
+    /// plan changes it. `None` for new services and for restarts of the applied version.
+    #[serde(skip)]
+    pub rollback: Option<Rollback>,
+}
+
+/// The previously applied version of a service, ready to be put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// Its store path (the profile is pointed back at it).
+    pub store_path: String,
+    /// Its unit text, rendered from the applied service.
+    pub unit_text: String,
+    /// Its health check, to confirm it is healthy again.
+    pub health: HealthSpec,
 }
 
 impl ServicePlan {
@@ -123,9 +148,9 @@ impl Plan {
     /// Whether one `Reload` is needed: a unit file is written or deleted, or an interrupted
     /// tick may have written one without reloading.
     pub fn needs_reload(&self) -> bool {
-        self.services.iter().any(|s| {
-            s.writes_unit() || matches!(s.action, Action::Remove | Action::Resume)
-        })
+        self.services
+            .iter()
+            .any(|s| s.writes_unit() || matches!(s.action, Action::Remove | Action::Resume))
     }
 
     /// Whether the plan changes nothing.
@@ -153,6 +178,9 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
                 from: obs.store_path.clone(),
                 to: None,
                 unit_text: None,
+                depends_on: Vec::new(),
+                health: None,
+                rollback: None,
             });
         }
     }
@@ -160,7 +188,15 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
         let Some(service) = mine.get(name) else {
             continue;
         };
-        services.push(plan_service(service, observed.services.get(name)));
+        let mut p = plan_service(service, observed.services.get(name));
+        p.depends_on = service
+            .depends_on
+            .iter()
+            .flatten()
+            .filter(|d| mine.contains_key(d.as_str()) && *d != name)
+            .cloned()
+            .collect();
+        services.push(p);
     }
     Plan { services }
 }
@@ -175,6 +211,16 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
         from: obs.and_then(|o| o.store_path.clone()),
         to: Some(to.clone()),
         unit_text: None,
+        depends_on: Vec::new(),
+        health: Some(effective(service)),
+        rollback: obs
+            .and_then(|o| o.applied.as_ref())
+            .filter(|applied| *applied != service)
+            .map(|applied| Rollback {
+                store_path: applied.artifact.store_path.clone(),
+                unit_text: unit::render(applied),
+                health: effective(applied),
+            }),
     };
     let Some(obs) = obs else {
         p.action = Action::Add;
@@ -340,6 +386,7 @@ mod tests {
             unit_text: Some(unit::render(s)),
             active_state: Some("active".into()),
             pending: false,
+            applied: Some(s.clone()),
         }
     }
 
@@ -493,6 +540,38 @@ mod tests {
             plan(&manifest(vec![a]), &o, &policy()).services[0].action,
             Action::Resume
         );
+    }
+
+    #[test]
+    fn rollback_target_is_the_applied_version_and_depends_on_stays_on_this_host() {
+        let a = svc("a", "/nix/store/a-a", &["db", "other-host"]);
+        let db = svc("db", "/nix/store/d-db", &[]);
+        let mut o = Observed::default();
+        o.services.insert("a".into(), running(&a));
+        let mut a2 = a.clone();
+        a2.artifact.store_path = "/nix/store/a2-a".into();
+        let p = plan(&manifest(vec![a2, db]), &o, &policy());
+        assert_eq!(
+            actions(&p),
+            vec![("db", Action::Add), ("a", Action::UpdateClosure)]
+        );
+        let rollback = p.services[1].rollback.as_ref().unwrap();
+        assert_eq!(rollback.store_path, "/nix/store/a-a");
+        assert_eq!(rollback.unit_text, unit::render(&a));
+        assert_eq!(p.services[1].depends_on, ["db"]);
+        // A new service has nothing to return to; its check is systemd's view (no http).
+        assert!(p.services[0].rollback.is_none());
+        assert_eq!(
+            p.services[0].health.as_ref().map(|h| &h.check),
+            Some(&crate::health::spec::Check::Systemd)
+        );
+        // Restarting the applied version itself (unit lost at reboot) is no rollback either.
+        let mut lost = running(&a);
+        lost.unit_text = None;
+        o.services.insert("a".into(), lost);
+        let p = plan(&manifest(vec![a]), &o, &policy());
+        assert_eq!(p.services[0].action, Action::UpdateUnit);
+        assert!(p.services[0].rollback.is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The state file (`<stateDir>/state.json`): what the agent last deployed, the manifest it
-//! last accepted and its ETag, and the last tick's result. Versioned JSON; parsing is pure,
+//! last accepted and its ETag, the store paths in quarantine, and the last tick's result.
+//! Versioned JSON; parsing is pure,
 //! writing goes through `atomic_file`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,6 +9,8 @@ use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::health::quarantine::Quarantined;
 
 /// The state format this agent writes and reads.
 pub const STATE_VERSION: u32 = 1;
@@ -34,6 +37,10 @@ pub struct State {
     /// services instead of trusting files that may not match the running process.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<String>,
+    /// Store paths that failed their health check here, by service: not retried until the
+    /// manifest names a different store path or `reconcile --retry-failed` clears them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quarantine: BTreeMap<String, Quarantined>,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -102,6 +109,7 @@ impl Default for State {
             manifest: None,
             services: BTreeMap::new(),
             pending: BTreeSet::new(),
+            quarantine: BTreeMap::new(),
             last_tick: None,
         }
     }
@@ -181,6 +189,15 @@ mod tests {
             lines: vec!["web: ok".into()],
             duration_ms: 12,
         });
+        s.quarantine.insert(
+            "podcastitlater-web".into(),
+            Quarantined {
+                store_path: "/nix/store/b-web-2".into(),
+                reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
+                at: "2025-01-01T00:00:00Z".into(),
+                rolled_back_to: Some(m.services[0].artifact.store_path.clone()),
+            },
+        );
         let back = State::parse(&s.to_bytes()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.applied_manifest("biz").services.len(), 1);

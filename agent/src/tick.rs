@@ -11,9 +11,11 @@ use ferry_schema::layout::MANIFEST_KEY;
 
 use crate::apply::{ApplyReport, ApplySettings, Backends, apply};
 use crate::backend::bucket::{Fetched, ReadBucket};
+use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
+use crate::health::quarantine::{hold_back, lift};
 use crate::observe::observe;
 use crate::plan::{Action, Plan, Policy, plan};
 use crate::policy::HostPolicy;
@@ -63,10 +65,10 @@ enum Source {
 }
 
 /// Run one tick.
-pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
+pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     settings: &TickSettings,
     state: &mut State,
-    b: &Backends<B, S, D, U>,
+    b: &Backends<B, S, D, U, P>,
 ) -> TickReport {
     let started = Instant::now();
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -117,10 +119,21 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
         }
     };
 
-    let (desired, restore_outcome) = match &source {
+    let (mut desired, restore_outcome) = match &source {
         Source::Fetched(m, _) | Source::Unchanged(m) => ((**m).clone(), None),
         Source::Restore(o) => (state.applied_manifest(&host), Some(*o)),
     };
+    // Quarantine only concerns a trusted manifest: what state restores never failed.
+    let mut held = Vec::new();
+    if restore_outcome.is_none() {
+        for (name, q) in lift(&mut state.quarantine, &desired, &host) {
+            lines.push(format!(
+                "{name}: quarantine of {} lifted (the manifest no longer names it)",
+                q.store_path
+            ));
+        }
+        held = hold_back(&mut desired, &host, &state.quarantine, &state.services);
+    }
 
     let observed = match observe(state, &b.units, Some(&b.systemd)).await {
         Ok(o) => o,
@@ -178,6 +191,11 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
     let applied = apply(&the_plan, b, &settings.apply).await;
     // Apply ran to its end: every outcome below is known and recorded.
     state.pending.clear();
+    for s in &applied.services {
+        if let Some(q) = &s.quarantine {
+            state.quarantine.insert(s.name.clone(), q.clone());
+        }
+    }
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();
@@ -213,10 +231,23 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
         state.manifest_etag = etag;
     }
 
-    let any_failed = applied.services.iter().any(|s| !s.ok);
+    // A held-back service does not match the manifest either: the tick is not ok.
+    let any_failed = applied.services.iter().any(|s| !s.ok) || !held.is_empty();
     for s in &applied.services {
-        lines.push(format!("{}: {}", s.name, s.message));
+        let h = held
+            .iter()
+            .position(|h| h.name == s.name)
+            .map(|i| held.remove(i));
+        match h {
+            Some(h) if s.ok && s.action == Action::Unchanged => lines.push(h.to_string()),
+            Some(h) => {
+                lines.push(format!("{}: {}", s.name, s.message));
+                lines.push(h.to_string());
+            }
+            None => lines.push(format!("{}: {}", s.name, s.message)),
+        }
     }
+    lines.extend(held.iter().map(ToString::to_string));
     let outcome = match (any_failed, restore_outcome) {
         (true, _) => Outcome::Failed,
         (false, Some(o)) => o,
@@ -235,7 +266,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finish<B: ReadBucket, S, D, U>(
+fn finish<B: ReadBucket, S, D, U, P>(
     state: &mut State,
     at: String,
     outcome: Outcome,
@@ -243,7 +274,7 @@ fn finish<B: ReadBucket, S, D, U>(
     plan: Option<Plan>,
     applied: ApplyReport,
     started: Instant,
-    b: &Backends<B, S, D, U>,
+    b: &Backends<B, S, D, U, P>,
 ) -> TickReport {
     state.last_tick = Some(TickRecord {
         at,

@@ -21,6 +21,7 @@ fn plan_1000_services(c: &mut Criterion) {
                 unit_text: Some(render(s)),
                 active_state: Some("active".to_owned()),
                 pending: false,
+                applied: Some(s.clone()),
             },
         );
     }

@@ -9,6 +9,7 @@ use ferry_agent::backend::bucket::{Fetched, ReadBucket};
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
+use ferry_agent::health::quarantine::{hold_back, lift};
 use ferry_agent::observe::observe;
 use ferry_agent::plan::{Policy, plan};
 use ferry_agent::state_file;
@@ -61,7 +62,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         };
-        let (state, note) = state_file::load(&config.state_file());
+        let (mut state, note) = state_file::load(&config.state_file());
         if let Some(note) = note {
             println!("state: {note}");
         }
@@ -76,14 +77,28 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             dir: config.unit_dir.clone(),
         };
         let observed = observe::<DbusSystemd, _>(&state, &units, systemd.as_ref()).await?;
+        let mut desired = accepted.manifest;
+        let lifted = lift(&mut state.quarantine, &desired, &policy.host);
+        let held = hold_back(
+            &mut desired,
+            &policy.host,
+            &state.quarantine,
+            &state.services,
+        );
         let p = plan(
-            &accepted.manifest,
+            &desired,
             &observed,
             &Policy {
                 host: policy.host.clone(),
             },
         );
         print!("{p}");
+        for (name, q) in lifted {
+            println!("~ {name}: quarantine of {} would be lifted", q.store_path);
+        }
+        for h in &held {
+            println!("! {h}");
+        }
         Ok(ExitCode::from(if p.is_noop() { 0 } else { 1 }))
     })
 }

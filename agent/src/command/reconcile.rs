@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_agent::config::Config;
+use ferry_agent::route_step::{Routing, after_tick};
 use ferry_agent::state::Outcome;
 use ferry_agent::state_file;
 use ferry_agent::tick::{TickSettings, tick};
@@ -17,10 +18,15 @@ use super::runtime;
 
 /// Arguments of `reconcile`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Forget the quarantined store paths first, so store paths that failed their health
+    /// check are tried again.
+    #[arg(long)]
+    retry_failed: bool,
+}
 
 /// Run one tick.
-pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     std::fs::create_dir_all(&config.state_dir)
@@ -40,6 +46,14 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
     if let Some(note) = &note {
         println!("state: {note}");
     }
+    if args.retry_failed {
+        for (name, q) in std::mem::take(&mut state.quarantine) {
+            println!(
+                "{name}: quarantine of {} cleared (--retry-failed)",
+                q.store_path
+            );
+        }
+    }
     let settings = TickSettings {
         policy: runtime::host_policy(&config)?,
         manifest_keys: config.manifest_keys.clone(),
@@ -47,10 +61,16 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         apply: runtime::apply_settings(&config),
         checkpoint: Some(config.state_file()),
     };
+    let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
-    let report = rt.block_on(async {
+    let (report, route_writes) = rt.block_on(async {
         let backends = runtime::backends(&config).await?;
-        anyhow::Ok(tick(&settings, &mut state, &backends).await)
+        let mut report = tick(&settings, &mut state, &backends).await;
+        let mut route_writes = 0;
+        if let Some(routing) = &routing {
+            route_writes = after_tick(routing, &mut state, &mut report).await.writes;
+        }
+        anyhow::Ok((report, route_writes))
     })?;
     state_file::save(&config.state_file(), &state)?;
     for line in &report.lines {
@@ -63,7 +83,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Unreachable => "unreachable",
     };
     println!(
-        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} ms={} cpuMs={} peakRssKiB={}",
+        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} routeWrites={route_writes} ms={} cpuMs={} peakRssKiB={}",
         report.applied.reloads,
         report.applied.units_touched,
         report.requests,
@@ -71,6 +91,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         ferry_agent::self_usage::cpu_ms().unwrap_or(0),
         ferry_agent::self_usage::peak_rss_kib().unwrap_or(0),
     );
+    println!("phases: {}", report.applied.phases);
     Ok(ExitCode::from(match report.outcome {
         Outcome::Ok => 0,
         Outcome::Failed => 1,

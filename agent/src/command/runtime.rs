@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ferry_agent::apply::{ApplySettings, Backends};
 use ferry_agent::backend::configured_bucket::ConfiguredBucket;
+use ferry_agent::backend::probe::NetProbe;
 use ferry_agent::backend::store::NixCli;
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
@@ -70,6 +71,7 @@ pub async fn backends(
         units: UnitDir {
             dir: config.unit_dir.clone(),
         },
+        probe: NetProbe,
     })
 }
 

@@ -1,5 +1,5 @@
 //! `ferry-agent status [--json]`: what this host runs — services, store paths, profile
-//! generation, unit state, and the last tick's result and time.
+//! generation, unit state, the store paths in quarantine, and the last tick's result and time.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -67,6 +67,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "profile": profile,
             "profileGeneration": generation,
             "appliedAt": state.services.get(name).map(|a| a.applied_at.clone()),
+            "quarantined": state.quarantine.get(name).map(|q| q.store_path.clone()),
         }));
     }
     let doc = json!({
@@ -76,6 +77,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "systemdReachable": systemd.is_some(),
         "lastTick": state.last_tick,
         "services": services,
+        "quarantine": state.quarantine,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -100,6 +102,16 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             s.get("profileGeneration")
                 .and_then(|v| v.as_u64())
                 .map_or("-".to_owned(), |g| g.to_string()),
+        );
+    }
+    for (name, q) in &state.quarantine {
+        let back = match &q.rolled_back_to {
+            Some(path) => format!("rolled back to {path}"),
+            None => "stopped".to_owned(),
+        };
+        println!(
+            "{name}: quarantined {} since {}: {}; {back} (retry with `ferry-agent reconcile --retry-failed`)",
+            q.store_path, q.at, q.reason
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -58,28 +58,28 @@ impl fmt::Display for Held {
 }
 
 /// Drops quarantine entries the manifest has moved past: the service now names another
-/// store path, or no longer runs on `host`. Returns the names lifted. Only call this with a
-/// trusted manifest (never with the services restored from state).
+/// store path, or no longer runs on `host`. Returns the entries lifted. Only call this with
+/// a trusted manifest (never with the services restored from state).
 pub fn lift(
     quarantine: &mut BTreeMap<String, Quarantined>,
     desired: &Manifest,
     host: &str,
-) -> Vec<String> {
+) -> Vec<(String, Quarantined)> {
     let wanted: BTreeMap<&str, &str> = desired
         .services
         .iter()
         .filter(|s| s.hosts.iter().any(|h| h == host))
         .map(|s| (s.name.as_str(), s.artifact.store_path.as_str()))
         .collect();
-    let lifted: Vec<String> = quarantine
+    let names: Vec<String> = quarantine
         .iter()
         .filter(|(name, q)| wanted.get(name.as_str()) != Some(&q.store_path.as_str()))
         .map(|(name, _)| name.clone())
         .collect();
-    for name in &lifted {
-        quarantine.remove(name);
-    }
-    lifted
+    names
+        .into_iter()
+        .filter_map(|name| quarantine.remove(&name).map(|q| (name, q)))
+        .collect()
 }
 
 /// Replaces each service of `desired` whose store path is quarantined with the version last
@@ -211,7 +211,11 @@ mod tests {
             svc("web", "/nix/store/e-web-3"),
             svc("api", "/nix/store/c-api-1"),
         ]);
-        assert_eq!(lift(&mut quarantine, &m, "h"), ["gone", "web"]);
+        let lifted: Vec<String> = lift(&mut quarantine, &m, "h")
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(lifted, ["gone", "web"]);
         assert_eq!(quarantine.keys().collect::<Vec<_>>(), ["api"]);
         let held = hold_back(&mut m, "h", &quarantine, &BTreeMap::new());
         assert_eq!(held.len(), 1);
