@@ -1,12 +1,14 @@
 # Ferry's binaries, built from this workspace with the committed Cargo.lock.
 #   pkgs.callPackage ./nix/package.nix {}                       # ferry and ferry-agent
 #   pkgs.callPackage ./nix/package.nix {crates = ["ferry-agent"];}  # the agent alone
-# Shell completions and man pages are not installed: neither CLI can generate them yet
-# (no clap_complete / clap_mangen in the workspace).
+# Shell completions (bash, zsh, fish) and man pages come from each binary's hidden
+# `completions SHELL` and `man --out DIR` verbs, so they always match the CLI.
 {
   lib,
+  stdenv,
   rustPlatform,
   cmake,
+  installShellFiles,
   pname ? "ferry",
   # Workspace crates whose binaries to build: ferry-pusher gives `ferry`, ferry-agent gives
   # `ferry-agent`.
@@ -15,6 +17,12 @@
 }: let
   workspace = builtins.fromTOML (builtins.readFile ../Cargo.toml);
   cargoFlags = builtins.concatMap (crate: ["--package" crate]) crates;
+  # The binary each crate builds.
+  binaryOf = {
+    ferry-pusher = "ferry";
+    ferry-agent = "ferry-agent";
+  };
+  binaries = map (crate: binaryOf.${crate}) crates;
 in
   rustPlatform.buildRustPackage {
     inherit pname;
@@ -39,7 +47,7 @@ in
 
     # aws-lc-sys (rustls' default crypto in the AWS SDK) builds its C library with cmake;
     # cmake is only a tool for it, not the build system of this package.
-    nativeBuildInputs = [cmake];
+    nativeBuildInputs = [cmake installShellFiles];
     dontUseCmakeConfigure = true;
 
     cargoBuildFlags = cargoFlags;
@@ -47,6 +55,23 @@ in
     # end-to-end tests need the test bed (Garage, nspawn, Caddy) and the CLI tests run real
     # Nix, neither of which the build sandbox has.
     cargoTestFlags = ["--package" "ferry-schema" "--package" "ferry-agent" "--lib"];
+
+    # The binaries generate their own completions and man pages, so this needs to run them:
+    # skipped when cross-compiling to a platform the build machine cannot execute.
+    postInstall = lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+      mkdir -p generated/man
+      for bin in ${lib.escapeShellArgs binaries}; do
+        "$out/bin/$bin" completions bash > "generated/$bin.bash"
+        "$out/bin/$bin" completions zsh > "generated/_$bin"
+        "$out/bin/$bin" completions fish > "generated/$bin.fish"
+        installShellCompletion --cmd "$bin" \
+          --bash "generated/$bin.bash" \
+          --zsh "generated/_$bin" \
+          --fish "generated/$bin.fish"
+        "$out/bin/$bin" man --out generated/man
+      done
+      installManPage generated/man/*.1
+    '';
 
     meta = {
       description = "Deploys Nix-built services to hosts through an S3 bucket, without a NixOS rebuild";
