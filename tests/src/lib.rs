@@ -4,6 +4,7 @@
 //! `Bed::start(BedOptions { hosts: 2, ..Default::default() })` in a test. See
 //! `tests/tests/bed_*.rs` for every handle in use.
 
+pub mod agent_bed;
 pub mod agent_config;
 pub mod bed;
 pub mod binaries;

@@ -1,0 +1,194 @@
+//! A bed with one host running `ferry-agent` inside it against the bed's Garage, with the
+//! signed test closures uploaded and an agent.toml installed; plus the manifest builders and
+//! output readers the agent's end-to-end tests share.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_s3::primitives::ByteStream;
+use serde_json::{Value, json};
+
+use crate::{Bed, BedOptions, BindRo, Closures, Host, Output, install_agent_config};
+
+/// The name the manifests use for the bed host.
+pub const HOST: &str = "bedhost";
+/// Where the agent binary appears inside the host.
+pub const AGENT: &str = "/usr/local/bin/ferry-agent";
+
+/// Builds the agent (so a test never runs a stale binary) and returns its path;
+/// `FERRY_AGENT_BIN` names a prebuilt one instead (e.g. a release build for measurements).
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FERRY_AGENT_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry-agent"])
+        .status()
+        .context("running cargo build -p ferry-agent")?;
+    if !status.success() {
+        bail!("cargo build -p ferry-agent failed");
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("no target dir above the test binary")?;
+    Ok(dir.join("ferry-agent"))
+}
+
+/// A bed with one host, the agent bound into it, the signed cache in the bucket, and an
+/// agent.toml pointing at Garage.
+pub struct AgentBed {
+    /// The bed (Garage and the host).
+    pub bed: Bed,
+    /// The test closures.
+    pub closures: &'static Closures,
+    /// TOML appended to every agent.toml this bed writes (tables last).
+    pub extra_config: String,
+}
+
+impl AgentBed {
+    /// Starts the bed with `[timeouts] settleSec = 1`.
+    pub async fn start() -> Result<Self> {
+        Self::start_with("[timeouts]\nsettleSec = 1\n").await
+    }
+
+    /// Starts the bed; `extra_config` is appended to agent.toml.
+    pub async fn start_with(extra_config: &str) -> Result<Self> {
+        let closures = Closures::get()?;
+        let agent = agent_binary()?;
+        let bed = Bed::start(BedOptions {
+            hosts: 1,
+            bind_ro: vec![BindRo {
+                source: agent,
+                target: AGENT.into(),
+            }],
+            ..Default::default()
+        })?;
+        closures.upload_signed(bed.s3(), "").await?;
+        let this = Self {
+            bed,
+            closures,
+            extra_config: extra_config.to_owned(),
+        };
+        this.write_config(&closures.public_key, &[])?;
+        Ok(this)
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        self.bed.host(0)
+    }
+
+    /// Writes agent.toml trusting `trusted_key` for closures and `manifest_keys`.
+    pub fn write_config(&self, trusted_key: &str, manifest_keys: &[String]) -> Result<()> {
+        install_agent_config(
+            self.host(),
+            self.bed.s3(),
+            HOST,
+            &[trusted_key.to_owned()],
+            manifest_keys,
+            &self.extra_config,
+        )
+    }
+
+    /// Publishes `manifest` as the bucket's manifest.json.
+    pub async fn publish(&self, manifest: &Value) -> Result<()> {
+        self.publish_bytes(serde_json::to_vec_pretty(manifest)?)
+            .await
+    }
+
+    /// Publishes raw bytes as manifest.json.
+    pub async fn publish_bytes(&self, bytes: Vec<u8>) -> Result<()> {
+        let s3 = self.bed.s3();
+        s3.client()
+            .put_object()
+            .bucket(&s3.bucket)
+            .key("manifest.json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// One `ferry-agent reconcile` inside the host; its output is echoed to stderr.
+    pub fn reconcile(&self) -> Result<Output> {
+        let out = self.host().exec(&[AGENT, "reconcile"])?;
+        eprintln!(
+            "--- reconcile (exit {})\n{}{}",
+            out.status, out.stdout, out.stderr
+        );
+        Ok(out)
+    }
+
+    /// `systemctl show -p P --value UNIT` inside the host.
+    pub fn show(&self, unit: &str, prop: &str) -> Result<String> {
+        Ok(self
+            .host()
+            .sh_ok(&format!("systemctl show -p {prop} --value {unit}"))?
+            .trim()
+            .to_owned())
+    }
+
+    /// GET 127.0.0.1:port/path inside the host.
+    pub fn get(&self, port: u16, path: &str) -> Result<String> {
+        self.host()
+            .sh_ok(&format!("curl -sf http://127.0.0.1:{port}{path}"))
+    }
+
+    /// The agent's state file, parsed.
+    pub fn state(&self) -> Result<Value> {
+        let text = self.host().sh_ok("cat /var/lib/ferry/state.json")?;
+        serde_json::from_str(&text).context("state.json is not JSON")
+    }
+
+    /// Every `ferry-*.service` file in /run/systemd/system with its text.
+    pub fn unit_files(&self) -> Result<String> {
+        self.host()
+            .sh_ok("cd /run/systemd/system && for f in ferry-*.service; do [ -e \"$f\" ] && echo \"== $f\" && cat \"$f\"; done; true")
+    }
+}
+
+/// A test-service entry for the bed host listening on `port`.
+pub fn service(name: &str, store_path: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "artifact": {"type": "nix-closure", "storePath": store_path},
+        "hosts": [HOST],
+        "exec": {"command": "ferry-testsvc"},
+        "env": {"PORT": port.to_string()},
+    })
+}
+
+/// A manifest with a generation that grows with `generation`.
+pub fn manifest(generation: u32, services: Vec<Value>) -> Value {
+    json!({
+        "version": 1,
+        "generation": format!("2025-01-01T00:{:02}:{:02}Z", generation / 60, generation % 60),
+        "services": services,
+    })
+}
+
+/// The `tick: ` summary line of a reconcile.
+pub fn summary(out: &Output) -> &str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("tick: "))
+        .unwrap_or("")
+}
+
+/// Poll until `f` is true or the deadline passes.
+pub fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            bail!("{what}: not true after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
