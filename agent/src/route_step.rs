@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::backend::caddy::{Proxy, ProxyError};
+use crate::backend::caddy::{AdminAddressError, CaddyAdmin, Proxy, ProxyError};
+use crate::config::Caddy;
+use crate::plan::Action;
 use crate::routes::{
     Drift, RouteSpec, RouteWrite, drift, drift_lines, ferry_id, ordered_routes, repairs,
 };
-use crate::state::State;
+use crate::state::{Outcome, State};
+use crate::tick::TickReport;
 
 /// Routing for a tick: the proxy and the server that holds Ferry's routes.
 #[derive(Debug, Clone)]
@@ -24,6 +27,55 @@ pub struct Routing<P> {
     pub server: String,
     /// The server object to create when it is missing (`None`: report instead).
     pub create: Option<Value>,
+}
+
+impl Routing<CaddyAdmin> {
+    /// Routing as `[caddy]` configures it; `None` when `enable = false`.
+    pub fn from_config(config: &Caddy) -> Result<Option<Self>, AdminAddressError> {
+        if !config.enable {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            proxy: CaddyAdmin::new(&config.admin, Duration::from_secs(config.timeout_sec))?,
+            server: config.server.clone(),
+            create: config
+                .create_server
+                .then(|| server_value(&config.listen, config.automatic_https)),
+        }))
+    }
+}
+
+/// Run the step after a tick, from what the tick recorded: its lines join the tick's report
+/// and the recorded last tick, and a routing failure turns an ok tick into a failed one
+/// (the services themselves are deployed; only traffic is missing).
+pub async fn after_tick<P: Proxy>(
+    routing: &Routing<P>,
+    state: &mut State,
+    report: &mut TickReport,
+) -> RouteReport {
+    let changed: BTreeSet<String> = match &report.plan {
+        Some(plan) => plan
+            .services
+            .iter()
+            .zip(&report.applied.services)
+            .filter(|(p, o)| o.ok && p.action != Action::Unchanged)
+            .map(|(p, _)| p.name.clone())
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let routed = reassert(routing, &specs_from_state(state), &changed).await;
+    report.applied.phases.route = routed.elapsed;
+    report.lines.extend(routed.lines.iter().cloned());
+    if !routed.ok && report.outcome == Outcome::Ok {
+        report.outcome = Outcome::Failed;
+    }
+    if let Some(last) = &mut state.last_tick {
+        last.lines.extend(routed.lines.iter().cloned());
+        last.outcome = report.outcome;
+        let ms = u64::try_from(routed.elapsed.as_millis()).unwrap_or(u64::MAX);
+        last.duration_ms = last.duration_ms.saturating_add(ms);
+    }
+    routed
 }
 
 /// The server object the agent creates: the listen addresses, and automatic HTTPS off when

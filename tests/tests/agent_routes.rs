@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use ferry_agent::backend::caddy::{CaddyAdmin, Proxy};
 use ferry_agent::route_step::{Routing, reassert, server_value};
 use ferry_agent::routes::{RouteSpec, ordered_routes};
+use ferry_tests::agent_bed::{AgentBed, eventually, manifest, service, summary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -266,5 +267,170 @@ async fn caddy_backend_over_a_unix_socket_creates_a_missing_server_and_reports_u
     // Nothing to route: an unreachable Caddy is not an error.
     let r = reassert(&routing, &[], &BTreeSet::new()).await;
     assert!(r.ok && r.lines.is_empty(), "{r:?}");
+    Ok(())
+}
+
+/// GET `path` through the host's Caddy (its bridge address, port 80) with a Host header,
+/// from inside the host; returns the status and body.
+fn via_caddy(t: &AgentBed, domain: &str, path: &str) -> Result<(u16, String)> {
+    let out = t.host().sh_ok(&format!(
+        "curl -s -o - -w '\\n%{{http_code}}' -H 'Host: {domain}' http://{}:80{path}",
+        t.host().ip()
+    ))?;
+    ferry_tests::host::parse_curl_output(&out)
+}
+
+/// The `@id`s of srv0's routes in the host's Caddy, in order (`-` for routes without one).
+fn caddy_ids(t: &AgentBed) -> Result<Vec<String>> {
+    let (status, body) =
+        t.host()
+            .caddy_admin("GET", "/config/apps/http/servers/srv0/routes", None)?;
+    if status != 200 {
+        bail!("GET srv0 routes answered {status}: {body}");
+    }
+    Ok(ids(&serde_json::from_str(&body)?))
+}
+
+fn with_http(mut s: Value, who: &str, domain: &str, path: &str) -> Value {
+    let port: u16 = s["env"]["PORT"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_default();
+    s["env"]["WHO"] = json!(who);
+    s["http"] = json!({"domain": domain, "path": path, "internalPort": port});
+    s
+}
+
+fn phases(out: &ferry_tests::Output) -> &str {
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("phases: "))
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Result<()> {
+    // The bed hosts run Debian's Caddy: srv0 on :80 with a catch-all file server.
+    let t = AgentBed::start_with("[timeouts]\nsettleSec = 1\n[caddy]\nserver = \"srv0\"\n").await?;
+    let c = t.closures;
+    let web = |path: &str| with_http(service("web", path, 8101), "web", "example.test", "/");
+    // `api` owns /version on the same domain: the more specific path must win.
+    let api = |path: &str| {
+        with_http(
+            service("api", path, 8102),
+            "api",
+            "example.test",
+            "/version",
+        )
+    };
+
+    t.publish(&manifest(1, vec![web(&c.v1), api(&c.v2)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "first tick failed");
+    assert!(
+        out.stdout
+            .contains("routes: added ferry-web → 127.0.0.1:8101"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(
+        via_caddy(&t, "example.test", "/version")?,
+        (200, "2.0.0".into())
+    );
+    assert_eq!(
+        via_caddy(&t, "example.test", "/env/WHO")?,
+        (200, "web".into())
+    );
+    // Other domains still reach the host's own site.
+    let (status, body) = via_caddy(&t, "other.test", "/")?;
+    assert!(status == 200 && !body.contains("WHO"), "{status} {body}");
+
+    // Converged: one GET of the routes, no write.
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(summary(&out).contains("routeWrites=0"), "{}", summary(&out));
+    assert!(!out.stdout.contains("routes: "), "{}", out.stdout);
+
+    // Caddy restarted without --resume: the API's routes are gone; the next (no-op) tick
+    // puts them back and says it was drift.
+    t.host().sh_ok("systemctl restart caddy")?;
+    eventually("Caddy back after restart", Duration::from_secs(20), || {
+        Ok(t.host().caddy_admin("GET", "/config/", None)?.0 == 200)
+    })?;
+    assert_eq!(caddy_ids(&t)?, ["-"], "the restart kept API routes");
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(
+        out.stdout
+            .contains("routes: repaired ferry-web (missing — Caddy restarted or reloaded?)"),
+        "{}",
+        out.stdout
+    );
+    assert!(summary(&out).contains("routeWrites=2"), "{}", summary(&out));
+    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(
+        via_caddy(&t, "example.test", "/version")?,
+        (200, "2.0.0".into())
+    );
+
+    // A one-service update (web v1 → v2), timed by phase.
+    t.publish(&manifest(2, vec![web(&c.v2), api(&c.v2)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    eprintln!("one-service update: {}\n{}", summary(&out), phases(&out));
+    assert_eq!(
+        via_caddy(&t, "example.test", "/env/WHO")?,
+        (200, "web".into())
+    );
+
+    // api removed: its route goes, /version falls through to web.
+    t.publish(&manifest(3, vec![web(&c.v2)])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    assert!(
+        out.stdout.contains("routes: deleted ferry-api"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(caddy_ids(&t)?, ["ferry-web", "-"]);
+    assert_eq!(
+        via_caddy(&t, "example.test", "/version")?,
+        (200, "2.0.0".into())
+    );
+
+    // Caddy stopped: the update still deploys, the tick says where Caddy was expected and
+    // exits 1; once Caddy is back the next tick routes again.
+    t.host().sh_ok("systemctl stop caddy")?;
+    t.publish(&manifest(4, vec![web(&c.v1), api(&c.v1)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1, "an unreachable Caddy must fail the tick");
+    assert!(
+        out.stdout
+            .contains("Caddy admin API at localhost:2019 unreachable")
+            && out.stdout.contains("retrying next tick"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0", "web not deployed");
+    assert_eq!(t.get(8102, "/version")?.trim(), "1.0.0", "api not deployed");
+    t.host().sh_ok("systemctl start caddy")?;
+    eventually("Caddy started", Duration::from_secs(20), || {
+        Ok(t.host().caddy_admin("GET", "/config/", None)?.0 == 200)
+    })?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "routes not repaired after Caddy came back");
+    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(
+        via_caddy(&t, "example.test", "/version")?,
+        (200, "1.0.0".into())
+    );
+    assert_eq!(
+        via_caddy(&t, "example.test", "/env/WHO")?,
+        (200, "web".into())
+    );
     Ok(())
 }
