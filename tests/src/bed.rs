@@ -143,6 +143,26 @@ impl Bed {
     pub fn stop_garage(&mut self) {
         self.garage = None;
     }
+
+    /// Stops Garage but keeps its data, so [`Bed::resume_garage`] brings the same bucket
+    /// back: an outage that ends. Hosts keep running.
+    pub fn halt_garage(&mut self) {
+        if let Some(garage) = self.garage.as_mut() {
+            garage.halt();
+        }
+    }
+
+    /// Starts Garage again after [`Bed::halt_garage`].
+    pub fn resume_garage(&mut self) -> Result<()> {
+        match self.garage.as_mut() {
+            Some(garage) => {
+                garage.resume(&self.s3)?;
+                self.footprint.pids.extend(garage.pid());
+                Ok(())
+            }
+            None => bail!("Garage was stopped for good (stop_garage); it cannot be resumed"),
+        }
+    }
 }
 
 impl Drop for Bed {

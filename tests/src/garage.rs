@@ -88,14 +88,29 @@ pub fn new_s3(addr: &str) -> Result<S3> {
 impl Garage {
     /// Starts Garage in `dir` (created fresh) on `addr`, with the key and bucket of `s3`.
     pub fn start(dir: &Path, addr: &str, s3: &S3) -> Result<Garage> {
-        let binary = garage_binary()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let config = dir.join("garage.toml");
         std::fs::write(&config, render_config(dir, addr, &random_hex(32)?))
             .with_context(|| format!("writing {}", config.display()))?;
-        let log_path = dir.join("garage.log");
-        let log =
-            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut garage = Garage {
+            child: None,
+            dir: dir.to_path_buf(),
+        };
+        garage.spawn(s3)?;
+        Ok(garage)
+    }
+
+    /// Runs the server on the configuration and data already in the folder, and waits until
+    /// the bucket answers.
+    fn spawn(&mut self, s3: &S3) -> Result<()> {
+        let binary = garage_binary()?;
+        let config = self.dir.join("garage.toml");
+        let log_path = self.dir.join("garage.log");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
         let child = Command::new(&binary)
             .arg("-c")
             .arg(&config)
@@ -112,13 +127,24 @@ impl Garage {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        crate::stale::record_pid(dir, child.id())?;
-        let mut garage = Garage {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        };
-        garage.wait_ready(&binary, &config, &s3.bucket)?;
-        Ok(garage)
+        crate::stale::record_pid(&self.dir, child.id())?;
+        self.child = Some(child);
+        self.wait_ready(&binary, &config, &s3.bucket)
+    }
+
+    /// Stops the server but keeps its data: an outage the bucket comes back from.
+    pub fn halt(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop_child(child, STOP_GRACE);
+        }
+    }
+
+    /// Starts the server again after [`Garage::halt`], with the same data, key and bucket.
+    pub fn resume(&mut self, s3: &S3) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn(s3)
     }
 
     /// The PID of the Garage process, while it runs.

@@ -58,3 +58,39 @@ async fn garage_puts_gets_and_answers_304_to_a_matching_if_none_match() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_halted_garage_refuses_requests_and_resumes_with_its_data() -> anyhow::Result<()> {
+    let mut bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3().clone();
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key("outage/kept.txt")
+        .body(ByteStream::from_static(b"still here"))
+        .send()
+        .await?;
+    bed.halt_garage();
+    // A fresh client: a pooled connection to the dead server must not decide the answer.
+    let during = s3
+        .client()
+        .get_object()
+        .bucket(&s3.bucket)
+        .key("outage/kept.txt")
+        .send()
+        .await;
+    assert!(during.is_err(), "Garage answered while halted");
+    bed.resume_garage()?;
+    let after = s3
+        .client()
+        .get_object()
+        .bucket(&s3.bucket)
+        .key("outage/kept.txt")
+        .send()
+        .await?;
+    assert_eq!(
+        after.body.collect().await?.into_bytes().as_ref(),
+        b"still here"
+    );
+    Ok(())
+}
