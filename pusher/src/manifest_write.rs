@@ -121,7 +121,7 @@ async fn write_under_lease(
             old.holder, old.purpose, old.expires
         ),
         Acquire::Busy(other) => bail!(
-            "{CONFLICT} ({} is writing it: `{}`, lease until {})",
+            "{CONFLICT} ({} is writing it: `{}`, {LEASE_KEY} until {}; if that run was killed, run again after that time)",
             other.holder,
             other.purpose,
             other.expires

@@ -134,9 +134,27 @@ async fn walk(
     Ok((reachable, absent))
 }
 
-fn print_plan(p: &GcPlan, delete: bool) {
+/// The store path each narinfo about to go describes (for the listing); best effort.
+async fn store_paths_of(bucket: &impl Bucket, narinfos: &[ObjectInfo]) -> BTreeMap<String, String> {
+    stream::iter(narinfos)
+        .map(|o| async move {
+            let text = fetch(bucket, &o.key).await.ok().flatten()?;
+            let refs = parse_narinfo(&String::from_utf8_lossy(&text)).ok()?;
+            Some((o.key.clone(), refs.store_path))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await
+}
+
+fn print_plan(p: &GcPlan, names: &BTreeMap<String, String>, delete: bool) {
     let verb = if delete { "deleting" } else { "would delete" };
-    for o in p.narinfos.iter().chain(&p.nars) {
+    for o in &p.narinfos {
+        let name = names.get(&o.key).map_or("", String::as_str);
+        println!("{verb} {} ({} bytes) {name}", o.key, o.size);
+    }
+    for o in &p.nars {
         println!("{verb} {} ({} bytes)", o.key, o.size);
     }
     for path in &p.missing_nars {
@@ -198,15 +216,19 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         eprintln!("note: {key} is named by a kept manifest or reference but is not in the bucket");
     }
     let p = plan(&listing, &reachable, young_since);
+    let age = match args.min_age_hours {
+        0 => String::new(),
+        h => format!(" and everything written in the last {h} h"),
+    };
     eprintln!(
-        "keeping the closures of {} manifest(s) ({} store paths) and objects younger than {} h: {} narinfos and {} NARs stay",
+        "keeping the closures of {} manifest(s) ({} store paths){age}: {} narinfos and {} NARs stay",
         manifests.len(),
         reachable.len(),
-        args.min_age_hours,
         p.kept_narinfos,
         p.kept_nars
     );
-    print_plan(&p, args.delete);
+    let names = store_paths_of(&bucket, &p.narinfos).await;
+    print_plan(&p, &names, args.delete);
     if p.is_empty() {
         eprintln!("nothing to delete in {url}");
         return Ok(ExitCode::SUCCESS);

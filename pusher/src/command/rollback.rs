@@ -7,6 +7,8 @@ use chrono::Utc;
 use ferry_schema::layout::{MANIFEST_KEY, archive_key};
 use ferry_schema::sign_manifest;
 
+use crate::cli::EXIT_FAILED;
+use crate::command::publish::missing_closures;
 use crate::live_manifest::{archived_generations, read, read_live, replace};
 use crate::manifest_edit::{next_generation, service_changes};
 use crate::manifest_write::write_manifest;
@@ -17,7 +19,8 @@ use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 /// Archives the current manifest, then puts the chosen archived one back as
 /// `manifest.json`, re-signed with a new generation (so agents see a newer manifest), or
 /// byte for byte with `--exact`. Default: one step back (the newest archive older than the
-/// live manifest). Like `push`, it fails with "the manifest changed while pushing — run
+/// live manifest). Refuses (exit 1) when the chosen manifest's store paths are no longer in
+/// the bucket's cache, unless `--allow-missing`. Like `push`, it fails with "the manifest changed while pushing — run
 /// again" instead of overwriting a change made meanwhile.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,6 +37,10 @@ pub struct Args {
     /// Copy the archived manifest byte for byte (its old generation and signature).
     #[arg(long)]
     pub exact: bool,
+    /// Roll back even when some of its store paths are no longer in the bucket's cache
+    /// (removed by `ferry gc`).
+    #[arg(long)]
+    pub allow_missing: bool,
 }
 
 /// Runs `ferry rollback`.
@@ -72,6 +79,20 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             "no archived manifest {target_key} in {url}; see `ferry history` for the generations there are"
         );
     };
+    // An old generation's closures may have been collected since: agents could not fetch them.
+    let missing = missing_closures(&bucket, &chosen.manifest).await?;
+    if !missing.is_empty() {
+        for path in &missing {
+            eprintln!("not in the bucket's cache: {path}");
+        }
+        if !args.allow_missing {
+            eprintln!(
+                "not rolled back: {} store path(s) of {target} have no narinfo in {url} (collected by `ferry gc`?); upload them again with `ferry upload PATH...` (or pass --allow-missing)",
+                missing.len()
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
     let changes = service_changes(Some(&live.manifest), &chosen.manifest);
     if args.exact {
         write_manifest(
