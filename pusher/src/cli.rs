@@ -20,7 +20,10 @@ pub const EXIT_TROUBLE: u8 = 2;
 /// sign the manifest with `ferry sign` and check it with `ferry verify`. Put closures in the
 /// bucket with `ferry upload`, make a manifest live with `ferry publish`, deploy a new
 /// version of a service with `ferry push`; `show`, `history`, `diff` and `rollback` work on
-/// the live manifest and its archive. Every command has its own `--help`.
+/// the live manifest and its archive; `ferry gc` deletes cached closures no kept manifest
+/// needs. Commands that change the live manifest never overwrite a concurrent change: the
+/// loser fails with "the manifest changed while pushing — run again". Every command has its
+/// own `--help`.
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",
