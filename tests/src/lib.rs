@@ -12,6 +12,7 @@ pub mod closures;
 pub mod footprint;
 pub mod garage;
 pub mod host;
+pub mod module_render;
 pub mod network;
 pub mod process;
 mod random;

@@ -193,3 +193,61 @@ fn agent_plans_a_tick_from_the_module_configuration() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_test_beds_agent_toml_comes_from_the_module() -> Result<()> {
+    let s3 = ferry_tests::S3 {
+        endpoint: "http://10.231.0.1:3900".into(),
+        region: "garage".into(),
+        bucket: "ferry-bed".into(),
+        access_key: "GK0".into(),
+        secret_key: "secret".into(),
+    };
+    let key = "bed-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY=".to_owned();
+    // What agent_bed.rs passes: a [timeouts] table through the freeform settings.
+    let options = ferry_tests::agent_config::module_options(
+        &s3,
+        "bed-host",
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&key),
+        "[timeouts]\nsettleSec = 1\n",
+    )?;
+    let text = ferry_tests::module_render::module_agent_toml(&options)?;
+    // The module's own defaults for its typed options are written out, as on NixOS.
+    assert!(
+        text.contains("secretsDir = \"/var/lib/ferry-secrets\""),
+        "{text}"
+    );
+    let dir = tempfile::tempdir()?;
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://ferry-bed?endpoint=http://10.231.0.1:3900&region=garage"
+    );
+    assert_eq!(c["hostName"], "bed-host");
+    assert_eq!(c["trustedKeys"], serde_json::json!([key]));
+    assert_eq!(c["manifestKeys"], serde_json::json!([key]));
+    assert_eq!(
+        c["credentials"]["file"],
+        ferry_tests::agent_config::CREDENTIALS
+    );
+    assert_eq!(c["nixBin"], "/usr/bin/nix");
+    assert_eq!(c["timeouts"]["settleSec"], 1);
+    assert_eq!(c["timeouts"]["pullSec"], 600);
+    Ok(())
+}
+
+#[test]
+fn keys_the_module_does_not_know_pass_through_its_settings() -> Result<()> {
+    let options = serde_json::json!({
+        "bucket": "b",
+        "hostName": "h",
+        "settings": {"someTable": {"someKey": "v", "n": 3}, "flag": true},
+    });
+    let text = ferry_tests::module_render::module_agent_toml(&options)?;
+    let value: toml::Table = toml::from_str(&text)?;
+    assert_eq!(value["flag"].as_bool(), Some(true));
+    assert_eq!(value["someTable"]["someKey"].as_str(), Some("v"), "{text}");
+    assert_eq!(value["someTable"]["n"].as_integer(), Some(3), "{text}");
+    Ok(())
+}
