@@ -226,6 +226,97 @@ fn concurrent_pushes_on_garage_never_lose_a_change() {
     );
 }
 
+/// On Garage a held lease makes a push give up with the message (naming the holder), and an
+/// expired one is taken over; either way no lease is left behind.
+#[test]
+fn a_held_lease_stops_a_push_and_a_stale_one_is_taken_over() {
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let s3 = bed.s3();
+    let t = Target {
+        url: format!(
+            "s3://{}?endpoint={}&region={}",
+            s3.bucket, s3.endpoint, s3.region
+        ),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
+        ],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, _) = keypair(dir.path(), "ferry-pt-lease-1");
+    let key = sec.to_str().unwrap();
+    let n = nonce();
+    let (app1, _) = build_app(dir.path(), &n, 1);
+    let (app2, _) = build_app(dir.path(), &n, 2);
+    let up = t.run(&["upload", "--quiet", "--key-file", key, &app1, &app2]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app1},
+                      "hosts": ["h1"], "exec": {"command": "app"}}]
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = t.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
+    assert!(published.status.success(), "{}", text(&published));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = s3.client();
+    let put_lease = |expires: chrono::DateTime<chrono::Utc>| {
+        let body = json!({
+            "holder": "colleague:1:abc", "purpose": "ferry push api",
+            "acquired": (expires - chrono::Duration::seconds(30)).to_rfc3339(),
+            "expires": expires.to_rfc3339(),
+        });
+        rt.block_on(
+            client
+                .put_object()
+                .bucket(&s3.bucket)
+                .key("manifest.lease")
+                .body(body.to_string().into_bytes().into())
+                .send(),
+        )
+        .unwrap();
+    };
+    let lease_exists = || {
+        rt.block_on(
+            client
+                .head_object()
+                .bucket(&s3.bucket)
+                .key("manifest.lease")
+                .send(),
+        )
+        .is_ok()
+    };
+
+    put_lease(chrono::Utc::now() + chrono::Duration::seconds(60));
+    let busy = t.run(&["push", "web", &app2, "--key-file", key, "--quiet"]);
+    assert!(!busy.status.success(), "{}", text(&busy));
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        err.contains(CONFLICT) && err.contains("colleague:1:abc") && err.contains("ferry push api"),
+        "{}",
+        text(&busy)
+    );
+    assert_eq!(state(&t.live(), "web").0, app1);
+    assert!(
+        lease_exists(),
+        "a push that gave up deleted someone else's lease"
+    );
+
+    put_lease(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let taken = t.run(&["push", "web", &app2, "--key-file", key]);
+    assert!(taken.status.success(), "{}", text(&taken));
+    assert!(
+        String::from_utf8_lossy(&taken.stderr)
+            .contains("taking over the stale manifest.lease of colleague:1:abc"),
+        "{}",
+        text(&taken)
+    );
+    assert_eq!(state(&t.live(), "web").0, app2);
+    assert!(!lease_exists(), "the lease was left behind");
+}
+
 #[test]
 fn concurrent_pushes_on_a_file_bucket_never_lose_a_change() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,6 +32,11 @@ const CONCURRENCY: usize = 16;
 /// Without `--delete` this is a dry run: it lists what would go and the bytes it would
 /// free, and deletes nothing. With `--delete` each narinfo is deleted before any NAR, so a
 /// reader never finds a narinfo whose NAR is gone.
+///
+/// Run it when no push is under way: a push that reuses a path only collected manifests
+/// needed, and whose plan was made before the deletion, publishes without that path (a
+/// later `ferry upload` of the same closure repairs it). `ferry rollback` refuses to go back
+/// to a generation whose closures were collected.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
