@@ -1,7 +1,7 @@
 //! Side effects behind small traits, one real implementation each: the bucket (read-only,
 //! over `ferry-bucket`'s S3 and directory stores), the Nix store, systemd over D-Bus, the unit directory, and the loopback cache
-//! proxy that lets `nix copy` read an S3 bucket. Routing (`Proxy`) and health probes
-//! (`Health`) join these in the routing work; the tick's `apply` step is where they plug in.
+//! proxy that lets `nix copy` read an S3 bucket; Caddy's admin API (`Proxy`) for routes, and
+//! health probes (`Probe`) that the `apply` step runs after each start.
 
 pub mod bucket;
 pub mod cache_proxy;
