@@ -95,6 +95,8 @@ pub struct RouteReport {
     pub lines: Vec<String>,
     /// Write requests made to the admin API.
     pub writes: u32,
+    /// All requests made to the admin API (a converged host: one GET).
+    pub requests: u64,
     /// Whether Caddy now holds the desired routes.
     pub ok: bool,
     /// Time the step took.
@@ -126,9 +128,11 @@ pub async fn reassert<P: Proxy>(
     changed: &BTreeSet<String>,
 ) -> RouteReport {
     let started = Instant::now();
+    let before = routing.proxy.requests();
     let mut report = RouteReport::default();
     run(routing, specs, changed, &mut report).await;
     report.elapsed = started.elapsed();
+    report.requests = routing.proxy.requests().saturating_sub(before);
     report
 }
 

@@ -350,7 +350,11 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
     // Converged: one GET of the routes, no write.
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(summary(&out).contains("routeWrites=0"), "{}", summary(&out));
+    assert!(
+        summary(&out).contains("caddyRequests=1 routeWrites=0"),
+        "{}",
+        summary(&out)
+    );
     assert!(!out.stdout.contains("routes: "), "{}", out.stdout);
 
     // Caddy restarted without --resume: the API's routes are gone; the next (no-op) tick
@@ -375,12 +379,29 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         (200, "2.0.0".into())
     );
 
-    // A one-service update (web v1 → v2), timed by phase.
+    // A one-service update (web v1 → v2, restart strategy), timed by phase, while a bounded
+    // request loop (loopback, fixed count) goes through Caddy to web.
     t.publish(&manifest(2, vec![web(&c.v2), api(&c.v2)]))
         .await?;
+    let requests = 1500;
+    t.host().sh_ok(&format!(
+        "rm -f /tmp/loop.txt /tmp/loop.done; (for i in $(seq 1 {requests}); do curl -s -o /dev/null -m 2 -w '%{{http_code}}\\n' -H 'Host: example.test' http://{}:80/env/WHO; done > /tmp/loop.txt; touch /tmp/loop.done) >/dev/null 2>&1 &",
+        t.host().ip()
+    ))?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    eprintln!("one-service update: {}\n{}", summary(&out), phases(&out));
+    let covered = !t.host().path_in_host("/tmp/loop.done").exists();
+    eventually("request loop finished", Duration::from_secs(120), || {
+        Ok(t.host().path_in_host("/tmp/loop.done").exists())
+    })?;
+    let codes = t.host().sh_ok("cat /tmp/loop.txt")?;
+    let failed = codes.lines().filter(|c| *c != "200").count();
+    assert_eq!(codes.lines().count(), requests, "the loop is bounded");
+    eprintln!(
+        "one-service update (restart strategy): {}\n{}\nrequest loop through Caddy: {failed} of {requests} failed (loop outlasted the tick: {covered})",
+        summary(&out),
+        phases(&out)
+    );
     assert_eq!(
         via_caddy(&t, "example.test", "/env/WHO")?,
         (200, "web".into())

@@ -3,6 +3,8 @@
 //! writes Ferry's routes by `@id`; which writes to make is decided in `routes`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full};
@@ -117,6 +119,8 @@ impl ProxyError {
 pub trait Proxy {
     /// The admin address, for messages.
     fn admin(&self) -> &str;
+    /// Requests made so far (reads and writes), so a tick can show it stays cheap.
+    fn requests(&self) -> u64;
     /// The server's config object (`apps.http.servers.<server>`), `None` when absent.
     async fn server(&self, server: &str) -> Result<Option<Value>, ProxyError>;
     /// Create the server `value` under `apps.http.servers.<server>`, creating the parents
@@ -154,6 +158,7 @@ pub struct CaddyAdmin {
     address: AdminAddress,
     shown: String,
     timeout: Duration,
+    requests: Arc<AtomicU64>,
 }
 
 impl CaddyAdmin {
@@ -164,6 +169,7 @@ impl CaddyAdmin {
             address: AdminAddress::parse(address)?,
             shown: address.to_owned(),
             timeout,
+            requests: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -179,6 +185,7 @@ impl CaddyAdmin {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Bytes), ProxyError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let request = format!("{method} {path}");
         let unreachable = |reason: String| ProxyError::Unreachable {
             admin: self.shown.clone(),
@@ -329,6 +336,10 @@ where
 impl Proxy for CaddyAdmin {
     fn admin(&self) -> &str {
         &self.shown
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     async fn server(&self, server: &str) -> Result<Option<Value>, ProxyError> {

@@ -1,6 +1,7 @@
 //! `ferry-agent reconcile`: one tick, under the lock, with the state saved atomically.
-//! Exit codes: 0 host matches the manifest; 1 a service failed; 2 manifest refused;
-//! 3 bucket unreachable (services restored from state); 75 another tick holds the lock.
+//! Exit codes: 0 host matches the manifest; 1 a service failed, or Caddy routes could not be
+//! set; 2 manifest refused; 3 bucket unreachable (services restored from state); 75 another
+//! tick holds the lock.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_agent::config::Config;
-use ferry_agent::route_step::{Routing, after_tick};
+use ferry_agent::route_step::{RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
 use ferry_agent::state_file;
 use ferry_agent::tick::{TickSettings, tick};
@@ -63,14 +64,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
-    let (report, route_writes) = rt.block_on(async {
+    let (report, routed) = rt.block_on(async {
         let backends = runtime::backends(&config).await?;
         let mut report = tick(&settings, &mut state, &backends).await;
-        let mut route_writes = 0;
+        let mut routed = RouteReport::default();
         if let Some(routing) = &routing {
-            route_writes = after_tick(routing, &mut state, &mut report).await.writes;
+            routed = after_tick(routing, &mut state, &mut report).await;
         }
-        anyhow::Ok((report, route_writes))
+        anyhow::Ok((report, routed))
     })?;
     state_file::save(&config.state_file(), &state)?;
     for line in &report.lines {
@@ -83,10 +84,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Unreachable => "unreachable",
     };
     println!(
-        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} routeWrites={route_writes} ms={} cpuMs={} peakRssKiB={}",
+        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} caddyRequests={} routeWrites={} ms={} cpuMs={} peakRssKiB={}",
         report.applied.reloads,
         report.applied.units_touched,
         report.requests,
+        routed.requests,
+        routed.writes,
         started.elapsed().as_millis(),
         ferry_agent::self_usage::cpu_ms().unwrap_or(0),
         ferry_agent::self_usage::peak_rss_kib().unwrap_or(0),
