@@ -21,6 +21,10 @@
   secretsDir ? null,
   generationsToKeep ? null,
   nixBin ? null,
+  # The agent's [caddy] table: whether it routes HTTP services through Caddy at all, and
+  # where Caddy's admin API listens.
+  caddyEnable ? null,
+  caddyAdmin ? null,
   settings ? {},
 }: let
   # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
@@ -56,6 +60,10 @@
     bucket = bucketUrl;
     credentials = {
       file = credentialsPath;
+    };
+    caddy = {
+      enable = caddyEnable;
+      admin = caddyAdmin;
     };
   };
 

@@ -16,6 +16,10 @@
   credentialName = "aws";
   credentialsPath = "/run/credentials/${unitName}/${credentialName}";
 
+  # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes. An
+  # address, not `localhost`, which may resolve to ::1 first while Caddy listens on IPv4.
+  caddyAdmin = "127.0.0.1:2019";
+
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region trustedKeys manifestKeys secretsDir generationsToKeep settings;
     # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
@@ -28,6 +32,13 @@
       then null
       else credentialsPath;
     nixBin = "${config.nix.package}/bin/nix";
+    # Route through Caddy only when this host runs one (ours or the user's own): otherwise
+    # every tick with an HTTP service would fail on an unreachable admin API.
+    caddyEnable = cfg.caddy.enable || config.services.caddy.enable;
+    caddyAdmin =
+      if cfg.caddy.enable
+      then caddyAdmin
+      else null;
   };
   configFile = toml.generate "agent.toml" agentSettings;
 
@@ -168,8 +179,10 @@ in {
 
     caddy.enable = lib.mkEnableOption ''
       Caddy as the reverse proxy for Ferry's services: its admin API stays on loopback
-      (where the agent adds its routes), and a tick runs whenever Caddy starts or reloads,
-      because a Caddy (re)load drops routes added through the API
+      (${caddyAdmin}, where the agent adds its routes), and a tick runs whenever Caddy
+      starts or reloads, because a Caddy (re)load drops routes added through the API.
+      Without it the agent routes through Caddy only if `services.caddy` is enabled
+      otherwise (at Caddy's default admin address)
     '';
   };
 
@@ -205,7 +218,9 @@ in {
         description = "Ferry agent: bring this host in line with the deployment manifest";
         documentation = ["file:${configFile}"];
         wants = ["network-online.target"];
-        after = ["network-online.target" "nix-daemon.service" "systemd-tmpfiles-setup.service"];
+        # The daemon is socket-activated on NixOS: order after the socket too, so the first
+        # `nix copy` of a boot tick finds it.
+        after = ["network-online.target" "nix-daemon.socket" "nix-daemon.service" "systemd-tmpfiles-setup.service"];
         # A tick at boot, before multi-user.target: units under /run are gone after a reboot
         # and the agent re-creates them from its state (even when the bucket is down).
         wantedBy = ["multi-user.target"];
@@ -226,8 +241,8 @@ in {
           Type = "oneshot";
           ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
           LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
-          # Root, not DynamicUser: the agent asks systemd over D-Bus to reload and start
-          # units, and writes unit files and Nix profiles, all of which need root.
+          # Relaxed: root, not DynamicUser. The agent asks systemd over D-Bus to reload and
+          # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";
           CacheDirectory = "ferry-agent";
           TimeoutStartSec = "30min";
@@ -254,19 +269,23 @@ in {
           LockPersonality = true;
           MemoryDenyWriteExecute = true;
           SystemCallArchitectures = "native";
-          # Not ~@resources: nix calls setrlimit for its evaluator stack at start-up.
+          # Relaxed: not ~@resources, since nix calls setrlimit for its evaluator stack at
+          # start-up.
           SystemCallFilter = ["@system-service" "~@privileged"];
           # A syscall outside the filter fails with EPERM (and the agent logs it) rather
           # than killing a tick half-way.
           SystemCallErrorNumber = "EPERM";
           # Relaxed: AF_UNIX for D-Bus and the nix daemon socket, AF_INET/AF_INET6 for the
           # bucket, Caddy's admin API, health probes and the loopback cache proxy that
-          # `nix copy` pulls through. No PrivateNetwork for the same reason.
+          # `nix copy` pulls through. No PrivateNetwork or IPAddressDeny for the same reason.
           RestrictAddressFamilies = ["AF_UNIX" "AF_INET" "AF_INET6"];
-          # Relaxed: root without capabilities still owns every file it writes; the
-          # capabilities kept are none — systemd and the nix daemon authorise by UID.
+          # Not relaxed: no capabilities at all. systemd (over D-Bus) and the nix daemon
+          # authorise the agent by its UID 0, and root writes its own root-owned files
+          # (state, units, profiles) without CAP_DAC_OVERRIDE.
           CapabilityBoundingSet = "";
           AmbientCapabilities = "";
+          # Relaxed: no PrivateUsers. Inside a user namespace the agent's UID 0 would not be
+          # root to systemd, the nix daemon or the file system, which is all it talks to.
           UMask = "0077";
         };
       };
@@ -278,6 +297,8 @@ in {
           OnBootSec = cfg.interval;
           OnUnitActiveSec = cfg.interval;
           RandomizedDelaySec = cfg.randomizedDelay;
+          # systemd honours Persistent= for OnCalendar= only; with the monotonic timers above
+          # the boot tick is what catches up after downtime.
           Persistent = true;
           Unit = unitName;
         };
@@ -289,7 +310,7 @@ in {
         enable = true;
         # The agent adds its routes through this API; nobody else on the network may.
         globalConfig = ''
-          admin 127.0.0.1:2019
+          admin ${caddyAdmin}
         '';
       };
       # A Caddy start or reload forgets routes added through the API: run a tick then, so

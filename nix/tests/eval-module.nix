@@ -7,6 +7,8 @@
   # services.ferry-agent as a user would set it.
   user ? {},
   hostName ? "web-1",
+  # services.caddy.enable as set outside this module (the user's own Caddy).
+  caddyElsewhere ? false,
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -90,6 +92,7 @@
   config = {
     services.ferry-agent = merge (defaultsOf module.options.services.ferry-agent) user;
     networking.hostName = hostName;
+    services.caddy.enable = caddyElsewhere;
     nix.package = "/nix/store/00000000000000000000000000000000-nix";
     systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
   };

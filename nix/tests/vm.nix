@@ -1,7 +1,8 @@
 # NixOS VM test: a MinIO node as the bucket (it also plays the developer's machine, with the
 # real `ferry` CLI), and a host running the module. `ferry upload` + `ferry publish` v1 →
 # the host converges; `ferry push` v2 → it converges again; `ferry rollback` → back to v1;
-# after a reboot the boot tick brings v1 back.
+# Caddy routes the service and gets the route back after a reload; after a reboot the boot
+# tick brings v1 back.
 #
 # It needs nixpkgs and KVM, so it runs where those are (`nix flake check`, or
 # `nix build .#checks.x86_64-linux.vm`); the Debian CI machine of this project has
@@ -92,6 +93,11 @@ in
         interval = "10s";
         randomizedDelay = "0";
         caddy.enable = true;
+        # Plain HTTP on port 80 for the route check: a `.test` domain gets no certificate.
+        settings.caddy = {
+          listen = [":80"];
+          automaticHttps = false;
+        };
       };
       environment.etc."ferry-test/credentials".text = ''
         [default]
@@ -134,6 +140,14 @@ in
       with subtest("roll back to v1"):
           s3.succeed("${ferryCli} rollback")
           converged("v1")
+
+      with subtest("Caddy routes the service, and a Caddy reload brings the route back"):
+          route = "curl -sf -H 'Host: vmsvc.test' http://127.0.0.1/version | grep -x v1"
+          host.wait_until_succeeds(route, timeout=60)
+          # The module hooks a tick onto Caddy's reload, which forgets API-added routes.
+          host.succeed("systemctl show -p ExecReload caddy.service | grep -q ferry-agent.service")
+          host.succeed("systemctl reload caddy.service")
+          host.wait_until_succeeds(route, timeout=60)
 
       with subtest("the timer alone keeps the host converged after a reboot"):
           host.shutdown()

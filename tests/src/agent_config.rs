@@ -39,7 +39,8 @@ pub fn install_agent_config(
     Ok(())
 }
 
-/// The `services.ferry-agent` options a NixOS user would write for this bed host.
+/// The `services.ferry-agent` options a NixOS user would write for this bed host (a host
+/// with the module's Caddy).
 pub fn module_options(
     s3: &S3,
     host_name: &str,
@@ -65,6 +66,8 @@ pub fn module_options(
         "hostName": host_name,
         "trustedKeys": trusted_keys,
         "manifestKeys": manifest_keys,
+        // Bed hosts run Caddy with its admin API on 127.0.0.1:2019, as the module's Caddy.
+        "caddy": { "enable": true },
         "settings": settings,
     }))
 }

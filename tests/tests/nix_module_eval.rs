@@ -24,8 +24,14 @@ const SPACES: &str = r#"{
 }"#;
 
 fn eval_module(user: &str) -> Result<Value> {
+    eval_module_with(user, "")
+}
+
+/// The module evaluated for `user`, with `more` (Nix bindings such as
+/// `caddyElsewhere = true;`) passed to the stand-in.
+fn eval_module_with(user: &str, more: &str) -> Result<Value> {
     nix_common::eval_json(&format!(
-        "import ./nix/tests/eval-module.nix {{ user = {user}; }}"
+        "import ./nix/tests/eval-module.nix {{ user = {user}; {more} }}"
     ))
 }
 
@@ -94,6 +100,7 @@ fn unit_timer_and_directories() -> Result<()> {
     assert_eq!(service["before"], json!(["multi-user.target"]));
     for unit in [
         "network-online.target",
+        "nix-daemon.socket",
         "nix-daemon.service",
         "caddy.service",
     ] {
@@ -106,6 +113,12 @@ fn unit_timer_and_directories() -> Result<()> {
     }
     let timer = &config["systemd"]["timers"]["ferry-agent"]["timerConfig"];
     assert_eq!(timer["OnUnitActiveSec"], "2min");
+    assert_eq!(timer["OnBootSec"], "2min");
+    assert_eq!(timer["Unit"], "ferry-agent.service");
+    assert_eq!(
+        config["systemd"]["timers"]["ferry-agent"]["wantedBy"],
+        json!(["timers.target"])
+    );
     assert_eq!(timer["Persistent"], true);
     assert!(timer["RandomizedDelaySec"].is_string() && timer["OnBootSec"].is_string());
     let rules = &config["systemd"]["tmpfiles"]["rules"];
@@ -181,5 +194,115 @@ fn agent_accepts_the_modules_agent_toml() -> Result<()> {
         "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3"
     );
     assert_eq!(c["generationsToKeep"], 5);
+    Ok(())
+}
+
+#[test]
+fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Result<()> {
+    let eval = eval_module(SPACES)?;
+    let config = &eval["config"];
+    assert_eq!(config["services"]["caddy"]["enable"], true);
+    // The admin address the module gives Caddy is the one agent.toml names.
+    let admin = eval["agentToml"]["caddy"]["admin"]
+        .as_str()
+        .context("no caddy.admin in agent.toml")?;
+    assert_eq!(
+        config["services"]["caddy"]["globalConfig"],
+        format!("admin {admin}\n")
+    );
+    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
+    assert_eq!(eval["agentToml"]["caddy"]["enable"], true);
+    // A Caddy start or reload queues a tick, with root rights (`+`), without waiting for it.
+    let caddy = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    for hook in ["ExecStartPost", "ExecReload"] {
+        let commands = caddy[hook].as_array().context("no caddy hook")?;
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.as_str().is_some_and(|c| c.starts_with('+')
+                    && c.ends_with("/bin/systemctl --no-block start ferry-agent.service"))),
+            "{hook}: {commands:?}"
+        );
+    }
+    let service = &config["systemd"]["services"]["ferry-agent"];
+    assert_eq!(
+        service["wants"],
+        json!(["network-online.target", "caddy.service"])
+    );
+    Ok(())
+}
+
+#[test]
+fn agent_routes_through_caddy_only_where_caddy_runs() -> Result<()> {
+    let user = r#"{ enable = true; bucket = "b"; }"#;
+    let without = eval_module(user)?;
+    assert_eq!(without["agentToml"]["caddy"], json!({"enable": false}));
+    assert!(
+        without["config"]["systemd"]["services"]
+            .get("caddy")
+            .is_none()
+    );
+    // The user's own Caddy: routes go to Caddy's default admin address, hooks stay theirs.
+    let elsewhere = eval_module_with(user, "caddyElsewhere = true;")?;
+    assert_eq!(elsewhere["agentToml"]["caddy"], json!({"enable": true}));
+    assert!(
+        elsewhere["config"]["systemd"]["services"]
+            .get("caddy")
+            .is_none()
+    );
+    // The freeform settings still win.
+    let forced = eval_module(
+        r#"{ enable = true; bucket = "b"; caddy.enable = true; settings.caddy.admin = "unix//run/caddy/admin.sock"; }"#,
+    )?;
+    assert_eq!(
+        forced["agentToml"]["caddy"]["admin"],
+        "unix//run/caddy/admin.sock"
+    );
+    Ok(())
+}
+
+#[test]
+fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
+    let eval = eval_module(SPACES)?;
+    let sc = &eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"];
+    for (key, value) in [
+        ("ProtectSystem", json!("strict")),
+        ("ProtectHome", json!(true)),
+        ("PrivateTmp", json!(true)),
+        ("PrivateDevices", json!(true)),
+        ("NoNewPrivileges", json!(true)),
+        ("CapabilityBoundingSet", json!("")),
+        ("RestrictNamespaces", json!(true)),
+        ("MemoryDenyWriteExecute", json!(true)),
+        ("UMask", json!("0077")),
+    ] {
+        assert_eq!(sc[key], value, "{key}");
+    }
+    // Each relaxation is a line right below a comment that starts with "Relaxed".
+    let module = std::fs::read_to_string(nix_common::repo_root().join("nix/module.nix"))?;
+    let lines: Vec<&str> = module.lines().map(str::trim).collect();
+    for relaxed in [
+        "User = ",
+        "ReadWritePaths = ",
+        "SystemCallFilter = ",
+        "RestrictAddressFamilies = ",
+    ] {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(relaxed))
+            .with_context(|| format!("no {relaxed} in nix/module.nix"))?;
+        let comment = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .last()
+            .copied()
+            .unwrap_or("");
+        assert!(
+            comment.starts_with("# Relaxed"),
+            "{relaxed}has no \"# Relaxed: why\" comment above it (got {comment:?})"
+        );
+    }
+    assert!(module.contains("# Relaxed: no PrivateUsers"));
     Ok(())
 }
