@@ -1,5 +1,8 @@
 //! Synthetic manifests for the benchmarks: many valid services with distinct names and
-//! ports, spread over a few hosts, shaped like the original design's example.
+//! ports, spread over a few hosts, shaped like the original design's example; and the
+//! summaries ([`stats`]) the whole-flow benchmarks under `bench/examples/` print.
+
+pub mod stats;
 
 use ferry_schema::manifest::{
     Artifact, ArtifactKind, Exec, Hardening, Http, Manifest, ProtectHome, ProtectSystem,

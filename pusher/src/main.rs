@@ -15,6 +15,7 @@ mod nar_stream;
 mod narinfo_text;
 mod nix_cli;
 mod path_info;
+mod progress;
 mod resolve;
 mod revision;
 mod settings;

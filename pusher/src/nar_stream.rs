@@ -1,6 +1,6 @@
 //! Turning a store path into a compressed NAR file: `nix-store --dump` streamed through
-//! zstd into a temp file, with NarHash/NarSize computed on the uncompressed stream and
-//! FileHash/FileSize on the compressed one, in one pass and constant memory.
+//! zstd (or xz) into a temp file, with NarHash/NarSize computed on the uncompressed stream
+//! and FileHash/FileSize on the compressed one, in one pass and constant memory.
 
 use std::io::{self, Read, Write};
 use std::process::Stdio;
@@ -24,6 +24,65 @@ pub struct CompressedNar {
     pub file_hash: String,
     /// Compressed size.
     pub file_size: u64,
+}
+
+/// How NARs are compressed: the narinfo's `Compression:` value and the file's extension
+/// follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at this level (1-19); fast, Nix ≥ 2.3 reads it.
+    Zstd(i32),
+    /// xz at this preset (0-9); smaller and much slower, read by every Nix.
+    Xz(u32),
+}
+
+impl Compression {
+    /// The narinfo `Compression:` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zstd(_) => "zstd",
+            Compression::Xz(_) => "xz",
+        }
+    }
+
+    /// The NAR file's extension after `.nar` (Nix's own: `.nar.zst`, `.nar.xz`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Zstd(_) => "zst",
+            Compression::Xz(_) => "xz",
+        }
+    }
+}
+
+/// A compressing writer of either kind, so one loop streams into both.
+enum Encoder<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(liblzma::write::XzEncoder<W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(out: W, compression: Compression) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::Zstd(level) => {
+                Encoder::Zstd(zstd::stream::write::Encoder::new(out, level)?)
+            }
+            Compression::Xz(preset) => Encoder::Xz(liblzma::write::XzEncoder::new(out, preset)),
+        })
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.write_all(buf),
+            Encoder::Xz(e) => e.write_all(buf),
+        }
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Xz(e) => e.finish(),
+        }
+    }
 }
 
 /// A writer that hashes and counts what passes through.
@@ -50,11 +109,13 @@ fn nix32(hash: Sha256) -> String {
     format!("sha256:{}", nix_base32::to_nix_base32(&hash.finalize()))
 }
 
-/// Compresses `reader` (a NAR stream) at zstd `level` into a temp file in `dir`.
+/// Compresses `reader` (a NAR stream) into a temp file in `dir`, telling `on_bytes` how
+/// many NAR bytes each read brought (for progress).
 pub fn compress(
     reader: &mut impl Read,
-    level: i32,
+    compression: Compression,
     dir: &std::path::Path,
+    on_bytes: &mut impl FnMut(u64),
 ) -> Result<CompressedNar> {
     let file = NamedTempFile::new_in(dir).context("creating a temp file for a NAR")?;
     let out = Hashing {
@@ -62,7 +123,8 @@ pub fn compress(
         hash: Sha256::new(),
         size: 0,
     };
-    let mut encoder = zstd::stream::write::Encoder::new(out, level).context("starting zstd")?;
+    let mut encoder = Encoder::new(out, compression)
+        .with_context(|| format!("starting {}", compression.name()))?;
     let mut nar_hash = Sha256::new();
     let mut nar_size = 0u64;
     let mut buf = vec![0u8; 256 * 1024];
@@ -78,8 +140,11 @@ pub fn compress(
         encoder
             .write_all(&buf[..n])
             .context("compressing the NAR")?;
+        on_bytes(n as u64);
     }
-    let mut out = encoder.finish().context("finishing zstd")?;
+    let mut out = encoder
+        .finish()
+        .with_context(|| format!("finishing {}", compression.name()))?;
     out.flush().context("writing the NAR temp file")?;
     Ok(CompressedNar {
         file,
@@ -94,8 +159,9 @@ pub fn compress(
 /// blocking thread).
 pub fn dump_and_compress(
     store_path: &str,
-    level: i32,
+    compression: Compression,
     dir: &std::path::Path,
+    on_bytes: &mut impl FnMut(u64),
 ) -> Result<CompressedNar> {
     let mut child = dump_command(store_path)
         .to_command()
@@ -107,7 +173,7 @@ pub fn dump_and_compress(
         .stdout
         .take()
         .context("nix-store --dump has no stdout")?;
-    let result = compress(&mut stdout, level, dir);
+    let result = compress(&mut stdout, compression, dir, on_bytes);
     drop(stdout);
     let out = child
         .wait_with_output()
@@ -130,8 +196,19 @@ mod tests {
     fn hashes_both_streams_and_decompresses_back() {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
-        let nar = compress(&mut data.as_slice(), 3, dir.path()).unwrap();
+        let mut seen = 0;
+        let nar = compress(
+            &mut data.as_slice(),
+            Compression::Zstd(3),
+            dir.path(),
+            &mut |n| seen += n,
+        )
+        .unwrap();
         assert_eq!(nar.nar_size, data.len() as u64);
+        assert_eq!(
+            seen, nar.nar_size,
+            "every NAR byte is reported for progress"
+        );
         assert_eq!(
             nar.nar_hash,
             format!(
@@ -159,10 +236,59 @@ mod tests {
     fn empty_string_hash_matches_nix() {
         // `nix hash to-base32 sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=`
         let dir = tempfile::tempdir().unwrap();
-        let nar = compress(&mut [].as_slice(), 3, dir.path()).unwrap();
+        let nar = compress(
+            &mut [].as_slice(),
+            Compression::Zstd(3),
+            dir.path(),
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(
             nar.nar_hash,
             "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
+    }
+
+    #[test]
+    fn xz_round_trips_and_hashes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 13) as u8).collect();
+        let nar = compress(
+            &mut data.as_slice(),
+            Compression::Xz(6),
+            dir.path(),
+            &mut |_| {},
+        )
+        .unwrap();
+        let compressed = std::fs::read(nar.file.path()).unwrap();
+        assert_eq!(&compressed[..6], b"\xfd7zXZ\x00", "an xz stream");
+        assert_eq!(nar.file_size, compressed.len() as u64);
+        assert_eq!(
+            nar.file_hash,
+            format!(
+                "sha256:{}",
+                nix_base32::to_nix_base32(&Sha256::digest(&compressed))
+            )
+        );
+        let mut back = Vec::new();
+        liblzma::read::XzDecoder::new(compressed.as_slice())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn names_and_extensions_are_nix_s() {
+        assert_eq!(
+            (
+                Compression::Zstd(3).name(),
+                Compression::Zstd(3).extension()
+            ),
+            ("zstd", "zst")
+        );
+        assert_eq!(
+            (Compression::Xz(6).name(), Compression::Xz(6).extension()),
+            ("xz", "xz")
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Executing an [`UploadPlan`]: NARs first (dumped, compressed and hashed on blocking
 //! threads, a few at a time), each checked against Nix's NarHash; then the signed narinfos
 //! wave by wave; `nix-cache-info` when absent. An interruption at any point leaves no
-//! narinfo without its NAR, and re-running uploads only what is still missing.
+//! narinfo without its NAR, and re-running uploads only what is still missing. Progress
+//! (`progress.rs`) is fed NAR bytes as they are compressed and each path once uploaded.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,9 +13,10 @@ use ferry_schema::SecretKey;
 use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::nar_stream::dump_and_compress;
+use crate::nar_stream::{Compression, dump_and_compress};
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render};
 use crate::path_info::PathInfo;
+use crate::progress::{Mode, Progress};
 use crate::upload_plan::{UploadPlan, plan};
 
 /// How many narinfo lookups run at once.
@@ -27,9 +29,9 @@ const NARINFOS_AT_ONCE: usize = 16;
 /// Upload settings.
 #[derive(Debug, Clone)]
 pub struct UploadOptions {
-    /// zstd level.
-    pub zstd_level: i32,
-    /// Print a line per uploaded path.
+    /// How NARs are compressed.
+    pub compression: Compression,
+    /// Show progress (a bar on a terminal, a line per uploaded path otherwise).
     pub verbose: bool,
 }
 
@@ -74,12 +76,16 @@ pub async fn plan_upload(bucket: &impl Bucket, closure: &[PathInfo]) -> Result<U
 async fn upload_nar(
     bucket: &impl Bucket,
     info: &PathInfo,
-    options: &UploadOptions,
+    compression: Compression,
+    progress: &Progress,
 ) -> Result<UploadedNar> {
-    let (path, level, dir) = (info.path.clone(), options.zstd_level, std::env::temp_dir());
-    let nar = tokio::task::spawn_blocking(move || dump_and_compress(&path, level, &dir))
-        .await
-        .context("the NAR compression thread failed")??;
+    let (path, dir) = (info.path.clone(), std::env::temp_dir());
+    let feed = progress.clone();
+    let nar = tokio::task::spawn_blocking(move || {
+        dump_and_compress(&path, compression, &dir, &mut |n| feed.nar_bytes(n))
+    })
+    .await
+    .context("the NAR compression thread failed")??;
     if nar.nar_hash != info.nar_hash || nar.nar_size != info.nar_size {
         bail!(
             "{}: the NAR Nix dumped ({} bytes, {}) differs from what the Nix database records ({} bytes, {}); refusing to upload it. Run `nix-store --verify --check-contents` and repair the path",
@@ -91,20 +97,15 @@ async fn upload_nar(
         );
     }
     let hash = nar.file_hash.trim_start_matches("sha256:");
-    let url = format!("{NAR_PREFIX}{hash}.nar.zst");
+    let url = format!("{NAR_PREFIX}{hash}.nar.{}", compression.extension());
     bucket
         .put_file(&url, nar.file.path())
         .await
         .with_context(|| format!("uploading {url} for {}", info.path))?;
-    if options.verbose {
-        eprintln!(
-            "uploaded {} ({} → {} bytes)",
-            info.path, nar.nar_size, nar.file_size
-        );
-    }
+    progress.path_done(&info.path, nar.nar_size, nar.file_size);
     Ok(UploadedNar {
         url,
-        compression: "zstd",
+        compression: compression.name(),
         file_hash: nar.file_hash,
         file_size: nar.file_size,
     })
@@ -116,6 +117,21 @@ pub async fn execute(
     plan: &UploadPlan,
     key: &SecretKey,
     options: &UploadOptions,
+) -> Result<UploadReport> {
+    let paths = u64::try_from(plan.missing().count()).unwrap_or(u64::MAX);
+    let progress = Progress::start(Mode::for_stderr(!options.verbose), paths, plan.nar_bytes());
+    let result = execute_with(bucket, plan, key, options.compression, &progress).await;
+    // Cleared on failure too, so the error is not printed into a half-drawn bar.
+    progress.finish();
+    result
+}
+
+async fn execute_with(
+    bucket: &impl Bucket,
+    plan: &UploadPlan,
+    key: &SecretKey,
+    compression: Compression,
+    progress: &Progress,
 ) -> Result<UploadReport> {
     let started = Instant::now();
     let mut report = UploadReport {
@@ -134,7 +150,8 @@ pub async fn execute(
     }
     let nars: Vec<(PathInfo, UploadedNar)> = stream::iter(plan.missing())
         .map(|info| async move {
-            Ok::<_, anyhow::Error>((info.clone(), upload_nar(bucket, info, options).await?))
+            let nar = upload_nar(bucket, info, compression, progress).await?;
+            Ok::<_, anyhow::Error>((info.clone(), nar))
         })
         .buffer_unordered(NARS_AT_ONCE)
         .try_collect()

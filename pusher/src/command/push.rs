@@ -8,7 +8,7 @@ use ferry_bucket::Bucket;
 use ferry_schema::layout::MANIFEST_KEY;
 use ferry_schema::{sign_manifest, validate_manifest};
 
-use crate::command::upload::{prepare, print_report};
+use crate::command::upload::{CompressionArg, prepare, print_report};
 use crate::live_manifest::{read_live, replace};
 use crate::manifest_edit::{next_generation, service_changes, set_service};
 use crate::revision::git_head;
@@ -45,6 +45,9 @@ pub struct Args {
     /// zstd compression level (1-19; default 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: Option<i32>,
+    /// How NARs are compressed.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
     /// Print the plan (paths to upload with sizes, manifest change); write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -113,7 +116,9 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let options = UploadOptions {
-        zstd_level: args.zstd_level.or(config.zstd_level).unwrap_or(3),
+        compression: args
+            .compression
+            .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
     let report = execute(&bucket, &plan, &key, &options).await?;
@@ -133,8 +138,11 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     }
     if !args.quiet {
         eprintln!(
-            "pushed `{}` as generation {} to {url}; the previous manifest is archived as manifests/manifest-{}.json",
-            args.service, manifest.generation, live.manifest.generation
+            "pushed `{}` as generation {} to {url}; the previous manifest is archived as manifests/manifest-{}.json ({} requests in all)",
+            args.service,
+            manifest.generation,
+            live.manifest.generation,
+            bucket.requests()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use ferry_bucket::Bucket;
 use ferry_schema::SecretKey;
 
+use crate::nar_stream::Compression;
 use crate::resolve::{closure, resolve};
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 use crate::upload_plan::UploadPlan;
@@ -17,8 +18,9 @@ use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
 /// Each argument is a store path (or a symlink into the store, like `./result`) or an
 /// installable, which is built first (`nix build`, or `nix-build` for a `.nix` file).
 /// Paths whose narinfo is already in the bucket are skipped. Each missing path's NAR is
-/// compressed with zstd, checked against Nix's NarHash and uploaded before its signed
-/// narinfo. Prints the top-level store paths, one per line.
+/// compressed with zstd (or xz), checked against Nix's NarHash and uploaded before its
+/// signed narinfo. Shows progress on stderr (a bar on a terminal, a line per path
+/// otherwise). Prints the top-level store paths, one per line.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Store paths or installables.
@@ -31,9 +33,34 @@ pub struct Args {
     /// zstd compression level (1-19; default 3, or `zstd_level` in the config file).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: Option<i32>,
-    /// Print only errors and the store paths.
+    /// How NARs are compressed.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
+    /// Print only errors and the store paths (no progress).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// The `--compression` choices of `upload` and `push`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompressionArg {
+    /// zstd (`.nar.zst`), level from `--zstd-level`: fast; Nix ≥ 2.3 reads it.
+    Zstd,
+    /// xz (`.nar.xz`) at preset 6, as Nix's own default: smaller, much slower to write.
+    Xz,
+}
+
+/// xz preset for `--compression xz` (Nix's default for binary caches).
+const XZ_PRESET: u32 = 6;
+
+impl CompressionArg {
+    /// The compression to use, with the zstd level chosen by flag or config (default 3).
+    pub fn with_zstd_level(self, zstd_level: Option<i32>) -> Compression {
+        match self {
+            CompressionArg::Zstd => Compression::Zstd(zstd_level.unwrap_or(3)),
+            CompressionArg::Xz => Compression::Xz(XZ_PRESET),
+        }
+    }
 }
 
 /// Resolves `installables` and plans the upload of their closures.
@@ -92,7 +119,9 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let key = load_key(&args.key, &config)?;
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
     let options = UploadOptions {
-        zstd_level: args.zstd_level.or(config.zstd_level).unwrap_or(3),
+        compression: args
+            .compression
+            .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
     let (tops, report) = upload_installables(&args.installables, &bucket, &key, &options)
