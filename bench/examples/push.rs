@@ -113,7 +113,10 @@ fn requests(stderr: &str) -> Option<u64> {
 
 /// The request count of a whole `ferry push` (`… (N requests in all)`).
 fn requests_in_all(stderr: &str) -> Option<u64> {
-    let line = stderr.lines().rev().find(|l| l.ends_with(" requests in all)"))?;
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(" requests in all)"))?;
     let before = line.strip_suffix(" requests in all)")?;
     before.rsplit('(').next()?.parse().ok()
 }
