@@ -1,0 +1,339 @@
+//! Health checks, automatic rollback, quarantine and dependency order, with `ferry-agent
+//! reconcile` running inside a real nspawn systemd host against the bed's Garage and the real
+//! test closures: a broken version (its `/health` answers 503) and a crash-looping one are
+//! rolled back, quarantined and not retried; `--retry-failed` retries; a fixed version
+//! deploys; a `dependsOn` chain starts in order and a failing middle skips the last.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use ferry_tests::Output;
+use ferry_tests::agent_bed::{AGENT, AgentBed, manifest, service, summary};
+use serde_json::{Value, json};
+
+/// A test service on `port` with a quick HTTP check of `/health`: first probe after 1 s,
+/// 3 tries a second apart.
+fn checked(name: &str, store_path: &str, port: u16) -> Value {
+    let mut s = service(name, store_path, port);
+    s["healthCheck"] = json!({
+        "type": "http", "path": "/health", "port": port,
+        "startPeriodSec": 1, "intervalSec": 1, "timeoutSec": 1, "retries": 3,
+    });
+    s
+}
+
+fn depends_on(mut s: Value, deps: &[&str]) -> Value {
+    s["dependsOn"] = json!(deps);
+    s
+}
+
+fn reconcile_with(t: &AgentBed, args: &[&str]) -> Result<Output> {
+    let mut argv = vec![AGENT, "reconcile"];
+    argv.extend_from_slice(args);
+    let out = t.host().exec(&argv)?;
+    eprintln!(
+        "--- reconcile {args:?} (exit {})\n{}{}",
+        out.status, out.stdout, out.stderr
+    );
+    Ok(out)
+}
+
+/// The last line of `out` about `service` (quarantine notes come before the outcome).
+fn line<'a>(out: &'a Output, service: &str) -> &'a str {
+    let prefix = format!("{service}: ");
+    out.stdout
+        .lines()
+        .rfind(|l| l.starts_with(&prefix))
+        .unwrap_or("")
+}
+
+fn profile_target(t: &AgentBed, service: &str) -> Result<String> {
+    Ok(t.host()
+        .sh_ok(&format!(
+            "readlink -f /nix/var/nix/profiles/ferry/{service}"
+        ))?
+        .trim()
+        .to_owned())
+}
+
+/// Answers to `GET /version` on `port` inside the host, polled from outside the host (in
+/// its network namespace) while `during` runs: a bounded loop (at most 600 requests, 1 s
+/// timeout each, 50 ms apart) that stops when `during` returns.
+fn poll_version_during<T>(
+    t: &AgentBed,
+    port: u16,
+    during: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<String>)> {
+    let stop = tempfile::NamedTempFile::new()?.into_temp_path();
+    let flag = stop.to_path_buf();
+    std::fs::remove_file(&flag)?;
+    let script = format!(
+        "for i in $(seq 1 600); do [ -e {flag} ] && break; \
+         curl -s -m 1 http://127.0.0.1:{port}/version || printf ERR; echo; sleep 0.05; done",
+        flag = flag.display()
+    );
+    let poller = Command::new("ip")
+        .args(["netns", "exec", &t.host().netns(), "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the /version poller")?;
+    let result = during();
+    std::fs::write(&flag, b"")?;
+    let out = poller.wait_with_output()?;
+    let answers = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    Ok((result?, answers))
+}
+
+fn count(answers: &[String], what: &str) -> usize {
+    answers.iter().filter(|a| a.as_str() == what).count()
+}
+
+#[tokio::test]
+async fn broken_update_is_rolled_back_quarantined_not_retried_and_a_fixed_version_deploys()
+-> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let port = 8201;
+
+    t.publish(&manifest(1, vec![checked("web", &c.v1, port)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "v1 did not deploy");
+    assert!(
+        line(&out, "web").contains("healthy after"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("phases: pullMs=")),
+        "{}",
+        out.stdout
+    );
+
+    // v2 is broken: it starts, but /health answers 503.
+    t.publish(&manifest(2, vec![checked("web", &c.broken, port)]))
+        .await?;
+    let (out, answers) = poll_version_during(&t, port, || t.reconcile())?;
+    assert_eq!(out.status, 1, "a rolled-back update must fail the tick");
+    assert_eq!(
+        line(&out, "web"),
+        format!(
+            "web: FAILED (update closure): {} failed health check (HTTP 503 on /health after 3 tries); rolled back to {}",
+            c.broken, c.v1
+        )
+    );
+    let (v1, broken, errors) = (
+        count(&answers, "1.0.0"),
+        count(&answers, "3.0.0-broken"),
+        count(&answers, "ERR"),
+    );
+    eprintln!(
+        "/version during the failed update: {} requests, {v1} v1, {broken} broken, {errors} failed",
+        answers.len()
+    );
+    assert_eq!(
+        v1 + broken + errors,
+        answers.len(),
+        "unexpected answers: {answers:?}"
+    );
+    // The restart strategy has one port: the broken version answers while it is checked,
+    // and v1 answers again after the rollback, to the end of the tick.
+    assert!(broken > 0 && v1 > 0, "{answers:?}");
+    let last_broken = answers.iter().rposition(|a| a == "3.0.0-broken");
+    let last = answers.last().map(String::as_str);
+    assert_eq!(last, Some("1.0.0"), "{answers:?}");
+    assert!(last_broken < answers.iter().rposition(|a| a == "1.0.0"));
+    assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
+    assert_eq!(t.show("ferry-web.service", "ActiveState")?, "active");
+    assert_eq!(profile_target(&t, "web")?, c.v1, "profile not pointed back");
+    let state = t.state()?;
+    assert_eq!(state["quarantine"]["web"]["storePath"], c.broken.as_str());
+    assert_eq!(state["quarantine"]["web"]["rolledBackTo"], c.v1.as_str());
+    assert_eq!(
+        state["services"]["web"]["service"]["artifact"]["storePath"],
+        c.v1.as_str()
+    );
+    assert!(
+        t.unit_files()?.contains(&format!("storePath={}", c.v1)),
+        "unit not rendered back"
+    );
+
+    // Next tick, same manifest: not retried, says why.
+    let inv = t.show("ferry-web.service", "InvocationID")?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert!(
+        line(&out, "web").starts_with(&format!(
+            "web: skipped {} (quarantined: failed health check (HTTP 503 on /health after 3 tries)); keeps running {}",
+            c.broken, c.v1
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(summary(&out).contains("reloads=0"), "{}", summary(&out));
+    assert_eq!(t.show("ferry-web.service", "InvocationID")?, inv, "retried");
+
+    // status and plan show it.
+    let status: Value = serde_json::from_str(&t.host().sh_ok(&format!("{AGENT} status --json"))?)?;
+    assert_eq!(status["quarantine"]["web"]["storePath"], c.broken.as_str());
+    let web = status["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "web"))
+        .context("web missing from status")?;
+    assert_eq!(web["quarantined"], c.broken.as_str());
+    let text = t.host().sh_ok(&format!("{AGENT} status"))?;
+    assert!(
+        text.contains(&format!("web: quarantined {}", c.broken)),
+        "{text}"
+    );
+    let plan = t.host().exec(&[AGENT, "plan"])?;
+    assert!(
+        plan.stdout
+            .contains(&format!("! web: skipped {} (quarantined:", c.broken)),
+        "{}",
+        plan.stdout
+    );
+
+    // --retry-failed clears the quarantine: the broken version is tried (and fails) again.
+    let out = reconcile_with(&t, &["--retry-failed"])?;
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stdout
+            .contains(&format!("web: quarantine of {} cleared", c.broken)),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "web").contains("failed health check"),
+        "{}",
+        out.stdout
+    );
+    assert_ne!(
+        t.show("ferry-web.service", "InvocationID")?,
+        inv,
+        "not retried"
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
+
+    // A fixed version (a different store path) lifts the quarantine and deploys.
+    t.publish(&manifest(3, vec![checked("web", &c.v2, port)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "fixed version did not deploy");
+    assert!(
+        out.stdout
+            .contains(&format!("web: quarantine of {} lifted", c.broken)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "2.0.0");
+    assert_eq!(profile_target(&t, "web")?, c.v2);
+    assert!(t.state()?.get("quarantine").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn crash_looping_update_is_caught_by_nrestarts_and_rolled_back() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let port = 8211;
+    // No health check and no http: systemd's view at the end of the 2 s start period.
+    t.publish(&manifest(1, vec![service("worker", &c.v1, port)]))
+        .await?;
+    assert_eq!(t.reconcile()?.status, 0);
+
+    t.publish(&manifest(2, vec![service("worker", &c.crashing, port)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    let l = line(&out, "worker");
+    assert!(
+        l.starts_with(&format!(
+            "worker: FAILED (update closure): {} crash-looping: ferry-worker.service restarted",
+            c.crashing
+        )) && l.ends_with(&format!("rolled back to {}", c.v1)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
+    assert_eq!(t.show("ferry-worker.service", "ActiveState")?, "active");
+    assert_eq!(profile_target(&t, "worker")?, c.v1);
+    assert_eq!(
+        t.state()?["quarantine"]["worker"]["storePath"],
+        c.crashing.as_str()
+    );
+    Ok(())
+}
+
+/// `ActiveEnterTimestampMonotonic` of a unit, in microseconds.
+fn entered(t: &AgentBed, unit: &str) -> Result<u64> {
+    t.show(unit, "ActiveEnterTimestampMonotonic")?
+        .parse()
+        .with_context(|| format!("ActiveEnterTimestampMonotonic of {unit}"))
+}
+
+#[tokio::test]
+async fn depends_on_chain_starts_in_order_and_a_failing_middle_skips_the_last() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    // Listed last-first, so only dependsOn can put them in order.
+    let chain = |b_path: &str, c_path: &str| {
+        vec![
+            depends_on(checked("c", c_path, 8223), &["b"]),
+            depends_on(checked("b", b_path, 8222), &["a"]),
+            checked("a", &c.v1, 8221),
+        ]
+    };
+    t.publish(&manifest(1, chain(&c.v1, &c.v1))).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0);
+    let (a, b, cc) = (
+        entered(&t, "ferry-a.service")?,
+        entered(&t, "ferry-b.service")?,
+        entered(&t, "ferry-c.service")?,
+    );
+    eprintln!("active since (monotonic µs): a={a} b={b} c={cc}");
+    // Each waits for the one before to pass its check (first probe 1 s after its start).
+    assert!(
+        b >= a + 1_000_000,
+        "b started {} µs after a",
+        b.saturating_sub(a)
+    );
+    assert!(
+        cc >= b + 1_000_000,
+        "c started {} µs after b",
+        cc.saturating_sub(b)
+    );
+
+    // b's new version is broken: b is rolled back, c (also changed) is skipped untouched.
+    let c_inv = t.show("ferry-c.service", "InvocationID")?;
+    let a_inv = t.show("ferry-a.service", "InvocationID")?;
+    t.publish(&manifest(2, chain(&c.broken, &c.v2))).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert!(
+        line(&out, "b").contains(&format!("rolled back to {}", c.v1)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(line(&out, "c"), "c: skipped: depends on b, which failed");
+    assert_eq!(t.show("ferry-c.service", "InvocationID")?, c_inv);
+    assert_eq!(t.show("ferry-a.service", "InvocationID")?, a_inv);
+    assert_eq!(t.get(8223, "/version")?.trim(), "1.0.0");
+    assert_eq!(t.get(8222, "/version")?.trim(), "1.0.0");
+    assert!(
+        t.unit_files()?
+            .contains(&format!("service=c storePath={}", c.v1)),
+        "c's unit not put back"
+    );
+    let state = t.state()?;
+    assert_eq!(
+        state["services"]["c"]["service"]["artifact"]["storePath"],
+        c.v1.as_str()
+    );
+    assert!(state["quarantine"].get("c").is_none());
+    Ok(())
+}
