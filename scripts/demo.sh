@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Ferry's main job, narrated on the real test bed: publish signed manifests to a Garage
-# bucket, watch ferry-agent inside a booted systemd host deploy, update and roll back.
-# Installs what the bed needs first (idempotent). Needs root.
+# Ferry's main job, narrated on the real test bed (the same scenario as the end-to-end test):
+# `ferry` pushes to a Garage bucket; two systemd hosts run ferry-agent from its timer and
+# deploy, update, roll back a broken version on their own, follow manual rollbacks, remove a
+# service, and come back after an outage plus reboot; Caddy routes the web service.
+# Afterwards the bed stays up to explore until Enter/Ctrl-C; `--cleanup` tears it down at
+# once. Installs what the bed needs first (idempotent). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

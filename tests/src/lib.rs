@@ -17,6 +17,7 @@ pub mod network;
 pub mod process;
 mod random;
 pub mod s3;
+pub mod scenario;
 pub mod slot;
 mod stale;
 mod stop;

@@ -1,0 +1,42 @@
+//! The whole system as a user meets it (issue 8), on the test bed: `ferry` on the machine,
+//! two nspawn hosts running `ferry-agent` from its systemd timer, Garage, Caddy. The steps
+//! live in `ferry_tests::scenario`, shared with the README's demo; each one checks its own
+//! outcome. This test adds the figures' sanity: they were measured, and the no-op ticks
+//! stay within the agent's budget.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use ferry_tests::agent_bed::agent_binary;
+use ferry_tests::scenario::{Binaries, Options, Scenario};
+use ferry_tests::workspace_binary;
+
+#[tokio::test]
+async fn push_deploy_update_rollback_remove_outage_reboot_on_two_hosts() -> Result<()> {
+    let bins = Binaries {
+        ferry: workspace_binary("ferry", "FERRY_BIN")?,
+        agent: agent_binary()?,
+    };
+    let options = Options {
+        interval: Duration::from_secs(5),
+        slow_interval: Some(Duration::from_secs(60)),
+    };
+    let mut scenario = Scenario::start(&bins, options).await?;
+    scenario.run().await?;
+
+    let f = &scenario.figures;
+    ensure!(f.push_to_serving.len() == 2, "{:?}", f.push_to_serving);
+    // A push is picked up by the next timer tick: within one interval plus the tick itself.
+    let (interval, fast) = f.push_to_serving[0];
+    ensure!(
+        fast < interval + Duration::from_secs(20),
+        "push → serving took {fast:?} with the timer at {interval:?}"
+    );
+    ensure!(
+        f.during_bad_push.0 > 0,
+        "no request reached v2 while v3 was tried"
+    );
+    ensure!(f.ticks.len() >= 5, "too few ticks recorded: {:?}", f.ticks);
+    ensure!(!f.phases.is_empty(), "no phases lines recorded");
+    Ok(())
+}
