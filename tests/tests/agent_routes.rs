@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use ferry_agent::backend::caddy::{CaddyAdmin, Proxy};
 use ferry_agent::route_step::{Routing, reassert, server_value};
 use ferry_agent::routes::{RouteSpec, ordered_routes};
-use ferry_tests::agent_bed::{AgentBed, eventually, manifest, service, summary};
+use ferry_tests::agent_bed::{AGENT, AgentBed, eventually, manifest, service, summary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -429,9 +429,11 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 1, "an unreachable Caddy must fail the tick");
+    let config: Value = serde_json::from_str(&t.host().sh_ok(&format!("{AGENT} config --json"))?)?;
+    let admin = config["caddy"]["admin"].as_str().unwrap_or("?");
     assert!(
         out.stdout
-            .contains("Caddy admin API at localhost:2019 unreachable")
+            .contains(&format!("Caddy admin API at {admin} unreachable"))
             && out.stdout.contains("retrying next tick"),
         "{}",
         out.stdout
