@@ -307,6 +307,62 @@ fn fail(report: &mut RouteReport, e: &ProxyError) {
 mod tests {
     use super::*;
 
+    fn lines_for(current: &[Value], changed: &[&str]) -> Vec<String> {
+        let desired = ordered_routes(&[
+            RouteSpec {
+                service: "web".into(),
+                domain: "a.test".into(),
+                path: "/".into(),
+                port: 8101,
+            },
+            RouteSpec {
+                service: "api".into(),
+                domain: "a.test".into(),
+                path: "/api".into(),
+                port: 8102,
+            },
+        ]);
+        let d = drift(&desired, current);
+        let changed: BTreeSet<String> = changed.iter().map(|s| (*s).to_owned()).collect();
+        let mut report = RouteReport::default();
+        describe(&d, &desired, current, &changed, &mut report);
+        report.lines
+    }
+
+    #[test]
+    fn a_deployed_service_is_added_and_anything_else_is_drift() {
+        assert_eq!(
+            lines_for(&[], &["web"]),
+            [
+                "routes: added ferry-web → 127.0.0.1:8101",
+                "routes: repaired ferry-api (missing — Caddy restarted or reloaded?)",
+            ]
+        );
+        let gone = json!({"@id": "ferry-old", "terminal": true});
+        let mut stale = ordered_routes(&[RouteSpec {
+            service: "web".into(),
+            domain: "a.test".into(),
+            path: "/".into(),
+            port: 9,
+        }])[0]
+            .value
+            .clone();
+        let api = json!({"@id": "ferry-api"});
+        stale["terminal"] = json!(false);
+        assert_eq!(
+            lines_for(&[api, stale, gone.clone()], &["old"]),
+            [
+                "routes: deleted ferry-old",
+                "routes: repaired ferry-api (changed in Caddy or in the manifest)",
+                "routes: repaired ferry-web (changed in Caddy or in the manifest)",
+            ]
+        );
+        assert_eq!(
+            lines_for(&[gone], &["api", "web"])[2],
+            "routes: repaired ferry-old (no longer wanted: deleted)"
+        );
+    }
+
     #[test]
     fn created_server_is_plain_http_only_when_asked() {
         assert_eq!(
