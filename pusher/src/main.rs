@@ -11,6 +11,7 @@ mod lease;
 mod live_manifest;
 mod manifest_edit;
 mod manifest_write;
+mod nar_dump;
 mod nar_stream;
 mod narinfo_text;
 mod nix_cli;

@@ -1,5 +1,6 @@
-//! Executing an [`UploadPlan`]: NARs first (dumped, compressed and hashed on blocking
-//! threads, a few at a time), each checked against Nix's NarHash; then the signed narinfos
+//! Executing an [`UploadPlan`]: NARs first (serialised, compressed and hashed on blocking
+//! threads, a few at a time), each checked against Nix's NarHash (when the in-process NAR
+//! differs, `nix-store --dump` makes it again and must match); then the signed narinfos
 //! wave by wave; `nix-cache-info` when absent. An interruption at any point leaves no
 //! narinfo without its NAR, and re-running uploads only what is still missing. Progress
 //! (`progress.rs`) is fed NAR bytes as they are compressed and each path once uploaded.
@@ -13,7 +14,7 @@ use ferry_schema::SecretKey;
 use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::nar_stream::{Compression, dump_and_compress};
+use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render};
 use crate::path_info::PathInfo;
 use crate::progress::{Mode, Progress};
@@ -72,6 +73,27 @@ pub async fn plan_upload(bucket: &impl Bucket, closure: &[PathInfo]) -> Result<U
     Ok(plan(closure, &cached))
 }
 
+/// Whether `nar` is the NAR the Nix database records for `info`.
+fn matches_nix(nar: &CompressedNar, info: &PathInfo) -> bool {
+    nar.nar_hash == info.nar_hash && nar.nar_size == info.nar_size
+}
+
+/// Makes and compresses `info`'s NAR on a blocking thread.
+async fn make_nar(
+    info: &PathInfo,
+    source: NarSource,
+    compression: Compression,
+    progress: &Progress,
+) -> Result<CompressedNar> {
+    let (path, dir) = (info.path.clone(), std::env::temp_dir());
+    let feed = progress.clone();
+    tokio::task::spawn_blocking(move || {
+        dump_and_compress(&path, source, compression, &dir, |n| feed.nar_bytes(n))
+    })
+    .await
+    .context("the NAR compression thread failed")?
+}
+
 /// Compresses, checks and uploads one NAR.
 async fn upload_nar(
     bucket: &impl Bucket,
@@ -79,14 +101,12 @@ async fn upload_nar(
     compression: Compression,
     progress: &Progress,
 ) -> Result<UploadedNar> {
-    let (path, dir) = (info.path.clone(), std::env::temp_dir());
-    let feed = progress.clone();
-    let nar = tokio::task::spawn_blocking(move || {
-        dump_and_compress(&path, compression, &dir, &mut |n| feed.nar_bytes(n))
-    })
-    .await
-    .context("the NAR compression thread failed")??;
-    if nar.nar_hash != info.nar_hash || nar.nar_size != info.nar_size {
+    let mut nar = make_nar(info, NarSource::InProcess, compression, progress).await?;
+    if !matches_nix(&nar, info) {
+        // Nix's own serialiser settles it: a path our NAR writer gets wrong still uploads.
+        nar = make_nar(info, NarSource::NixStoreDump, compression, progress).await?;
+    }
+    if !matches_nix(&nar, info) {
         bail!(
             "{}: the NAR Nix dumped ({} bytes, {}) differs from what the Nix database records ({} bytes, {}); refusing to upload it. Run `nix-store --verify --check-contents` and repair the path",
             info.path,
