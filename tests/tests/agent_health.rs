@@ -265,6 +265,51 @@ async fn crash_looping_update_is_caught_by_nrestarts_and_rolled_back() -> Result
         t.state()?["quarantine"]["worker"]["storePath"],
         c.crashing.as_str()
     );
+
+    // A new service that fails has nothing to roll back to: stopped, unit deleted, reported.
+    t.publish(&manifest(
+        3,
+        vec![
+            service("worker", &c.v1, port),
+            checked("fresh", &c.broken, 8212),
+        ],
+    ))
+    .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert_eq!(
+        line(&out, "fresh"),
+        format!(
+            "fresh: FAILED (add): {} failed health check (HTTP 503 on /health after 3 tries); stopped and ferry-fresh.service deleted (nothing to roll back to)",
+            c.broken
+        )
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("worker: quarantine of {} lifted", c.crashing)),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !t.host()
+            .path_in_host("/run/systemd/system/ferry-fresh.service")
+            .exists()
+    );
+    assert_ne!(t.show("ferry-fresh.service", "ActiveState")?, "active");
+    let state = t.state()?;
+    assert!(state["services"].get("fresh").is_none());
+    assert_eq!(state["quarantine"]["fresh"]["storePath"], c.broken.as_str());
+    let out = t.reconcile()?;
+    assert!(
+        line(&out, "fresh").ends_with("not running; publish a different store path or run `ferry-agent reconcile --retry-failed`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        summary(&out).contains("unitsTouched=0"),
+        "{}",
+        summary(&out)
+    );
     Ok(())
 }
 
