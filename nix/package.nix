@@ -38,6 +38,7 @@ in
         ../agent
         ../pusher
         ../bucket
+        ../cli-docs
         ../tests
         ../bench
       ];

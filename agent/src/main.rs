@@ -33,10 +33,10 @@ enum Verb {
     Config(command::config::Args),
     /// Print a shell completion script (for packagers).
     #[command(hide = true)]
-    Completions(command::completions::CompletionsArgs),
+    Completions(ferry_cli_docs::CompletionsArgs),
     /// Print the man page, or write one per verb with --out (for packagers).
     #[command(hide = true)]
-    Man(command::completions::ManArgs),
+    Man(ferry_cli_docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,11 +55,9 @@ fn main() -> ExitCode {
         Verb::Render(a) => command::render::run(a),
         Verb::Config(a) => command::config::run(&cli.config, a),
         Verb::Completions(a) => {
-            command::completions::run_completions(Cli::command(), &a).map(|()| ExitCode::SUCCESS)
+            ferry_cli_docs::run_completions(Cli::command(), &a).map(|()| ExitCode::SUCCESS)
         }
-        Verb::Man(a) => {
-            command::completions::run_man(Cli::command(), &a).map(|()| ExitCode::SUCCESS)
-        }
+        Verb::Man(a) => ferry_cli_docs::run_man(Cli::command(), &a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -55,10 +55,10 @@ pub enum Command {
     Gc(command::gc::Args),
     /// Print a shell completion script (for packagers).
     #[command(hide = true)]
-    Completions(command::completions::CompletionsArgs),
+    Completions(ferry_cli_docs::CompletionsArgs),
     /// Print the man page, or write one per verb with --out (for packagers).
     #[command(hide = true)]
-    Man(command::completions::ManArgs),
+    Man(ferry_cli_docs::ManArgs),
 }
 
 /// Runs the chosen verb; the exit code says how it went.
@@ -78,11 +78,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diff(args) => block_on(command::diff::run(&args)),
         Command::Gc(args) => block_on(command::gc::run(&args)),
         Command::Completions(args) => {
-            command::completions::run_completions(Cli::command(), &args)?;
+            ferry_cli_docs::run_completions(Cli::command(), &args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => {
-            command::completions::run_man(Cli::command(), &args)?;
+            ferry_cli_docs::run_man(Cli::command(), &args)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,5 @@
 //! One module per CLI verb, plus the runtime and backend setup they share.
 
-pub mod completions;
 pub mod config;
 pub mod plan;
 pub mod reconcile;

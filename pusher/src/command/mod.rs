@@ -1,6 +1,5 @@
 //! One module per `ferry` verb, each with its clap `Args` and a `run` function.
 
-pub mod completions;
 pub mod diff;
 pub mod gc;
 pub mod history;

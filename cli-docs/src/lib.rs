@@ -1,6 +1,6 @@
-//! The hidden `completions` and `man` verbs: shell completions and man pages generated from
-//! the command-line definition itself, so they cannot drift from it. nix/package.nix calls
-//! both in `postInstall`.
+//! The hidden `completions` and `man` verbs that `ferry` and `ferry-agent` share: shell
+//! completions and man pages generated from each binary's command-line definition itself, so
+//! they cannot drift from it. nix/package.nix calls both in `postInstall`.
 
 use std::path::{Path, PathBuf};
 
