@@ -1,99 +1,28 @@
-//! Serialising a path as a NAR (Nix ARchive) in process, byte for byte what `nix-store
-//! --dump` writes: one process per store path cost more than the whole compression of a
-//! 200-path closure. The uploader still compares the result with the NarHash Nix recorded,
-//! so a difference is caught, never uploaded.
-//!
-//! The format: every string is its length (u64, little-endian), its bytes and zero padding
-//! to a multiple of 8; a node is `( type regular [executable ""] contents <bytes> )`,
-//! `( type symlink target <target> )` or `( type directory entry ( name N node <node> ) … )`
-//! with entries sorted bytewise by name, all after the magic `nix-archive-1`.
+//! Serialising a path as a NAR (Nix ARchive) in process with the `nix-nar` crate, byte for
+//! byte what `nix-store --dump` writes: one `nix-store` process per store path cost more than
+//! the whole compression of a 200-path closure. The uploader still compares the result with
+//! the NarHash Nix recorded, and falls back to `nix-store --dump` on any difference (or on a
+//! path `nix-nar` cannot encode, such as a non-UTF-8 name), so nothing wrong is uploaded.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes the NAR of `path` (a file, a symlink or a directory tree) to `out`.
 pub fn write_nar<W: Write + ?Sized>(path: &Path, out: &mut W) -> io::Result<()> {
-    string(out, b"nix-archive-1")?;
-    node(path, out)
-}
-
-fn string<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> io::Result<()> {
-    out.write_all(&(bytes.len() as u64).to_le_bytes())?;
-    out.write_all(bytes)?;
-    padding(out, bytes.len() as u64)
-}
-
-fn padding<W: Write + ?Sized>(out: &mut W, len: u64) -> io::Result<()> {
-    let pad = (8 - len % 8) % 8;
-    out.write_all(&[0u8; 8][..pad as usize])
-}
-
-fn node<W: Write + ?Sized>(path: &Path, out: &mut W) -> io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    let kind = meta.file_type();
-    string(out, b"(")?;
-    string(out, b"type")?;
-    if kind.is_symlink() {
-        string(out, b"symlink")?;
-        string(out, b"target")?;
-        string(out, std::fs::read_link(path)?.as_os_str().as_bytes())?;
-    } else if kind.is_file() {
-        string(out, b"regular")?;
-        // Nix looks at the owner's execute bit only.
-        if meta.permissions().mode() & 0o100 != 0 {
-            string(out, b"executable")?;
-            string(out, b"")?;
-        }
-        string(out, b"contents")?;
-        contents(path, meta.len(), out)?;
-    } else if kind.is_dir() {
-        string(out, b"directory")?;
-        let mut names = std::fs::read_dir(path)?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<io::Result<Vec<_>>>()?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            string(out, b"entry")?;
-            string(out, b"(")?;
-            string(out, b"name")?;
-            string(out, name.as_bytes())?;
-            string(out, b"node")?;
-            node(&path.join(&name), out)?;
-            string(out, b")")?;
-        }
-    } else {
-        return Err(io::Error::new(
+    let mut encoder = nix_nar::Encoder::new(path).map_err(|e| {
+        io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "{} is neither a file, a directory nor a symlink: a NAR cannot hold it",
-                path.display()
-            ),
-        ));
-    }
-    string(out, b")")
-}
-
-/// A regular file's contents: its size, its bytes (exactly that many) and padding.
-fn contents<W: Write + ?Sized>(path: &Path, len: u64, out: &mut W) -> io::Result<()> {
-    out.write_all(&len.to_le_bytes())?;
-    let copied = io::copy(&mut File::open(path)?.take(len), out)?;
-    if copied != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!(
-                "{} shrank while being read ({copied} of {len} bytes)",
-                path.display()
-            ),
-        ));
-    }
-    padding(out, len)
+            format!("cannot encode {} as a NAR: {e}", path.display()),
+        )
+    })?;
+    io::copy(&mut encoder, out)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn nar_of(path: &Path) -> Vec<u8> {
@@ -102,9 +31,11 @@ mod tests {
         out
     }
 
+    /// A NAR string: length (u64 LE), bytes, zero padding to 8.
     fn s(bytes: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        string(&mut out, bytes).unwrap();
+        let mut out = (bytes.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out.resize(out.len() + (8 - bytes.len() % 8) % 8, 0);
         out
     }
 
