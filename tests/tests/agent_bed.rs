@@ -406,12 +406,18 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
     t.host().put_dir(&c.signed_cache, "/srv/bucket")?;
     let m = serde_json::to_vec(&manifest(1, vec![service("alpha", &c.v1, 8101)]))?;
     t.host().put_bytes("/srv/bucket/manifest.json", &m, 0o644)?;
-    let config = format!(
-        "hostName = \"{HOST}\"\nbucket = \"file:///srv/bucket\"\ntrustedKeys = [\"{}\"]\n[timeouts]\nsettleSec = 1\n",
-        c.public_key
-    );
-    t.host()
-        .put_bytes("/etc/ferry/agent.toml", config.as_bytes(), 0o644)?;
+    // The module's own agent.toml, with the bucket set through its freeform settings, as a
+    // NixOS user with a local folder bucket would write it.
+    ferry_tests::install_agent_config(
+        t.host(),
+        t.bed.s3(),
+        HOST,
+        std::slice::from_ref(&c.public_key),
+        &[],
+        "bucket = \"file:///srv/bucket\"\n[timeouts]\nsettleSec = 1\n",
+    )?;
+    let written = t.host().sh_ok("cat /etc/ferry/agent.toml")?;
+    assert!(written.contains("file:///srv/bucket"), "{written}");
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
     assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
