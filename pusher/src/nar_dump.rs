@@ -15,7 +15,12 @@ pub fn write_nar<W: Write + ?Sized>(path: &Path, out: &mut W) -> io::Result<()> 
             format!("cannot encode {} as a NAR: {e}", path.display()),
         )
     })?;
-    io::copy(&mut encoder, out)?;
+    // The encoder hands out each NAR token in its own small read; a large buffer turns
+    // those into few big writes into the hasher and compressor.
+    io::copy(
+        &mut io::BufReader::with_capacity(1 << 18, &mut encoder),
+        out,
+    )?;
     Ok(())
 }
 
