@@ -65,32 +65,8 @@ async fn upload_of_the_bed_closures_to_garage() {
     );
 
     // Read the multi-path closure back through Garage into a folder; stock Nix takes it.
-    let client = s3.client();
     let mirror = dir.path().join("mirror");
-    let listed = client
-        .list_objects_v2()
-        .bucket(&s3.bucket)
-        .send()
-        .await
-        .unwrap();
-    for object in listed.contents() {
-        let key = object.key().unwrap();
-        let bytes = client
-            .get_object()
-            .bucket(&s3.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body
-            .collect()
-            .await
-            .unwrap()
-            .into_bytes();
-        let path = mirror.join(key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    }
+    support::mirror(&bed, &mirror).await;
     let copied = nix_copy(&mirror, &dir.path().join("store"), &public, &closures.multi);
     assert!(copied.status.success(), "{}", text(&copied));
     for dep in &closures.multi_deps {

@@ -9,47 +9,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use ferry_tests::{Bed, BedOptions};
 use serde_json::{Value, json};
-use support::{build_app, keypair, nonce, text};
+use support::{Target, build_app, keypair, nonce, text};
 
 const CONFLICT: &str = "the manifest changed while pushing — run again";
 const ROUNDS: usize = 20;
-
-/// A bucket URL with the environment its credentials need.
-struct Target {
-    url: String,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Target {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.args(args)
-            .args(["--bucket", &self.url])
-            .env_remove("FERRY_BUCKET")
-            .env_remove("FERRY_KEY_FILE")
-            .env("XDG_CONFIG_HOME", "/nonexistent-ferry-test-config")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    fn live(&self) -> Value {
-        let out = self.run(&["show"]);
-        assert!(out.status.success(), "{}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
 
 fn service<'a>(m: &'a Value, name: &str) -> &'a Value {
     m["services"]
@@ -195,16 +162,7 @@ fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
 fn concurrent_pushes_on_garage_never_lose_a_change() {
     let bed = Bed::start(BedOptions::default()).unwrap();
     let s3 = bed.s3();
-    let t = Target {
-        url: format!(
-            "s3://{}?endpoint={}&region={}",
-            s3.bucket, s3.endpoint, s3.region
-        ),
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
-        ],
-    };
+    let t = Target::garage(&bed);
     let dir = tempfile::tempdir().unwrap();
     let (both, one) = race_rounds(&t, dir.path());
     eprintln!("Garage (lease): {both} rounds with both pushes live, {one} with one conflict");
@@ -232,16 +190,7 @@ fn concurrent_pushes_on_garage_never_lose_a_change() {
 fn a_held_lease_stops_a_push_and_a_stale_one_is_taken_over() {
     let bed = Bed::start(BedOptions::default()).unwrap();
     let s3 = bed.s3();
-    let t = Target {
-        url: format!(
-            "s3://{}?endpoint={}&region={}",
-            s3.bucket, s3.endpoint, s3.region
-        ),
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
-        ],
-    };
+    let t = Target::garage(&bed);
     let dir = tempfile::tempdir().unwrap();
     let (sec, _) = keypair(dir.path(), "ferry-pt-lease-1");
     let key = sec.to_str().unwrap();

@@ -6,70 +6,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Instant;
 
 use ferry_tests::{Bed, BedOptions};
 use serde_json::{Value, json};
-use support::{build_app, ferry, keypair, nix_copy, nonce, text};
-
-struct Garage {
-    url: String,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Garage {
-    fn new(bed: &Bed) -> Self {
-        let s3 = bed.s3();
-        Self {
-            url: format!(
-                "s3://{}?endpoint={}&region={}",
-                s3.bucket, s3.endpoint, s3.region
-            ),
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
-                ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
-            ],
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut all = args.to_vec();
-        all.extend(["--bucket", &self.url]);
-        ferry(&all, &env)
-    }
-}
-
-/// Copies every object of the bed's bucket into `dir` through Garage's S3 API.
-async fn mirror(bed: &Bed, dir: &Path) -> usize {
-    let s3 = bed.s3();
-    let client = s3.client();
-    let listed = client
-        .list_objects_v2()
-        .bucket(&s3.bucket)
-        .send()
-        .await
-        .unwrap();
-    let mut n = 0;
-    for object in listed.contents() {
-        let key = object.key().unwrap();
-        let got = client
-            .get_object()
-            .bucket(&s3.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        let bytes = got.body.collect().await.unwrap().into_bytes();
-        let path = dir.join(key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-        n += 1;
-    }
-    n
-}
+use support::{Target, build_app, keypair, mirror, nix_copy, nonce, text};
 
 async fn live(bed: &Bed) -> (Vec<u8>, Value) {
     let s3 = bed.s3();
@@ -89,7 +30,7 @@ async fn live(bed: &Bed) -> (Vec<u8>, Value) {
 #[tokio::test]
 async fn upload_push_publish_history_and_rollback_on_garage() {
     let bed = Bed::start(BedOptions::default()).unwrap();
-    let g = Garage::new(&bed);
+    let g = Target::garage(&bed);
     let dir = tempfile::tempdir().unwrap();
     let (sec, public) = keypair(dir.path(), "ferry-pt-garage-1");
     let key = sec.to_str().unwrap();

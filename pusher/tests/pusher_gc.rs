@@ -13,49 +13,7 @@ use std::process::Output;
 
 use ferry_tests::{Bed, BedOptions};
 use serde_json::json;
-use support::{build_app, ferry, keypair, nix_copy, nonce, text};
-
-struct Garage {
-    url: String,
-    env: Vec<(&'static str, String)>,
-}
-
-impl Garage {
-    fn run(&self, args: &[&str]) -> Output {
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut all = args.to_vec();
-        all.extend(["--bucket", &self.url]);
-        ferry(&all, &env)
-    }
-}
-
-/// Every object in the bucket: key → bytes.
-async fn objects(bed: &Bed) -> BTreeMap<String, Vec<u8>> {
-    let s3 = bed.s3();
-    let client = s3.client();
-    let listed = client
-        .list_objects_v2()
-        .bucket(&s3.bucket)
-        .send()
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for object in listed.contents() {
-        let key = object.key().unwrap();
-        let got = client
-            .get_object()
-            .bucket(&s3.bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        out.insert(
-            key.to_owned(),
-            got.body.collect().await.unwrap().into_bytes().to_vec(),
-        );
-    }
-    out
-}
+use support::{Target, build_app, keypair, nix_copy, nonce, objects, text};
 
 fn narinfo_key(store_path: &str) -> String {
     let base = store_path.rsplit('/').next().unwrap();
@@ -81,17 +39,7 @@ fn stdout(o: &Output) -> String {
 #[tokio::test]
 async fn gc_keeps_what_kept_manifests_need_and_deletes_the_rest() {
     let bed = Bed::start(BedOptions::default()).unwrap();
-    let s3 = bed.s3();
-    let g = Garage {
-        url: format!(
-            "s3://{}?endpoint={}&region={}",
-            s3.bucket, s3.endpoint, s3.region
-        ),
-        env: vec![
-            ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
-        ],
-    };
+    let g = Target::garage(&bed);
     let dir = tempfile::tempdir().unwrap();
     let (sec, public) = keypair(dir.path(), "ferry-pt-gc-1");
     let key = sec.to_str().unwrap();

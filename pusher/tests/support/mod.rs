@@ -123,3 +123,97 @@ pub fn nix_copy(cache: &Path, store: &Path, public_key: &str, path: &str) -> Out
 pub fn nar_count(bucket: &Path) -> usize {
     std::fs::read_dir(bucket.join("nar")).map_or(0, |d| d.count())
 }
+
+/// A bucket URL and the environment its credentials need: `ferry … --bucket URL`.
+pub struct Target {
+    /// `s3://…` or `file://…`.
+    pub url: String,
+    /// Credentials, as environment variables.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Target {
+    /// The test bed's Garage bucket.
+    pub fn garage(bed: &ferry_tests::Bed) -> Target {
+        let s3 = bed.s3();
+        Target {
+            url: format!(
+                "s3://{}?endpoint={}&region={}",
+                s3.bucket, s3.endpoint, s3.region
+            ),
+            env: vec![
+                ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
+                ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
+            ],
+        }
+    }
+
+    /// `ferry ARGS --bucket URL` with the credentials, not started yet (output piped).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .args(["--bucket", &self.url])
+            .env_remove("FERRY_BUCKET")
+            .env_remove("FERRY_KEY_FILE")
+            // A config file of the machine's user must not leak into tests.
+            .env("XDG_CONFIG_HOME", "/nonexistent-ferry-test-config")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `ferry ARGS --bucket URL` to the end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The live manifest (`ferry show`).
+    pub fn live(&self) -> serde_json::Value {
+        let out = self.run(&["show"]);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Every object in the bed's bucket, read through Garage's S3 API: key → bytes.
+pub async fn objects(bed: &ferry_tests::Bed) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let s3 = bed.s3();
+    let client = s3.client();
+    let listed = client
+        .list_objects_v2()
+        .bucket(&s3.bucket)
+        .send()
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap();
+        let got = client
+            .get_object()
+            .bucket(&s3.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.insert(
+            key.to_owned(),
+            got.body.collect().await.unwrap().into_bytes().to_vec(),
+        );
+    }
+    out
+}
+
+/// Copies every object of the bed's bucket into `dir` (a `file://` cache layout) through
+/// Garage's S3 API; returns how many.
+pub async fn mirror(bed: &ferry_tests::Bed, dir: &Path) -> usize {
+    let all = objects(bed).await;
+    for (key, bytes) in &all {
+        let path = dir.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    all.len()
+}
