@@ -71,12 +71,7 @@ fn row(table: &mut Table, what: &str, unit: &str, s: Option<Summary>, goal: Opti
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .map(|v| v.parse())
-        .transpose()
-        .context("BENCH_ROUNDS must be a number")?
-        .unwrap_or(30);
+    let rounds = ferry_bench::stats::rounds(30)?;
     let agent: PathBuf = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
     let closures = Closures::get()?;
     let bed = Bed::start(BedOptions {

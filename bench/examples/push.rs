@@ -261,12 +261,7 @@ fn manual_side(setup: &Setup, round: &mut Round) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .map(|v| v.parse())
-        .transpose()
-        .context("BENCH_ROUNDS must be a number")?
-        .unwrap_or(3);
+    let rounds = ferry_bench::stats::rounds(3)?;
     let work = tempfile::tempdir()?;
     let ferry_binary = ferry_tests::workspace_binary("ferry", "FERRY_BIN")?;
     let key = work.path().join("bench.sec");

@@ -93,12 +93,7 @@ fn ms(elapsed: Duration) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .map(|v| v.parse())
-        .transpose()
-        .context("BENCH_ROUNDS must be a number")?
-        .unwrap_or(20);
+    let rounds = ferry_bench::stats::rounds(20)?;
     let bed = Bed::start(BedOptions {
         hosts: 1,
         ..Default::default()

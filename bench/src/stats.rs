@@ -99,6 +99,16 @@ impl Table {
     }
 }
 
+/// How many rounds a whole-flow benchmark runs: `BENCH_ROUNDS`, else `default`.
+pub fn rounds(default: usize) -> anyhow::Result<usize> {
+    match std::env::var("BENCH_ROUNDS") {
+        Ok(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("BENCH_ROUNDS must be a number ({v:?}: {e})")),
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
