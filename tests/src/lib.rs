@@ -16,6 +16,7 @@ pub mod module_render;
 pub mod network;
 pub mod process;
 mod random;
+pub mod request_loop;
 pub mod s3;
 pub mod scenario;
 pub mod slot;

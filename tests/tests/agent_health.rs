@@ -4,11 +4,10 @@
 //! rolled back, quarantined and not retried; `--retry-failed` retries; a fixed version
 //! deploys; a `dependsOn` chain starts in order and a failing middle skips the last.
 
-use std::process::{Command, Stdio};
-
 use anyhow::{Context, Result};
 use ferry_tests::Output;
 use ferry_tests::agent_bed::{AGENT, AgentBed, manifest, service, summary};
+use ferry_tests::request_loop::{Answer, Pace, Target, answers_during, count_failed, count_ok};
 use serde_json::{Value, json};
 
 /// A test service on `port` with a quick HTTP check of `/health`: first probe after 1 s,
@@ -56,39 +55,19 @@ fn profile_target(t: &AgentBed, service: &str) -> Result<String> {
         .to_owned())
 }
 
-/// Answers to `GET /version` on `port` inside the host, polled from outside the host (in
-/// its network namespace) while `during` runs: a bounded loop (at most 600 requests, 1 s
-/// timeout each, 50 ms apart) that stops when `during` returns.
+/// Answers to `GET /version` on `port` inside the host while `during` runs: a bounded loop
+/// (at most 600 requests, 20 a second, 1 s timeout each) that stops when `during` returns.
 fn poll_version_during<T>(
     t: &AgentBed,
     port: u16,
     during: impl FnOnce() -> Result<T>,
-) -> Result<(T, Vec<String>)> {
-    let stop = tempfile::NamedTempFile::new()?.into_temp_path();
-    let flag = stop.to_path_buf();
-    std::fs::remove_file(&flag)?;
-    let script = format!(
-        "for i in $(seq 1 600); do [ -e {flag} ] && break; \
-         curl -s -m 1 http://127.0.0.1:{port}/version || printf ERR; echo; sleep 0.05; done",
-        flag = flag.display()
-    );
-    let poller = Command::new("ip")
-        .args(["netns", "exec", &t.host().netns(), "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the /version poller")?;
-    let result = during();
-    std::fs::write(&flag, b"")?;
-    let out = poller.wait_with_output()?;
-    let answers = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    Ok((result?, answers))
-}
-
-fn count(answers: &[String], what: &str) -> usize {
-    answers.iter().filter(|a| a.as_str() == what).count()
+) -> Result<(T, Vec<Answer>)> {
+    let pace = Pace {
+        per_second: 20,
+        max_requests: 600,
+        timeout_sec: 1,
+    };
+    answers_during(t.host(), &Target::direct(port, "/version"), pace, during)
 }
 
 #[tokio::test]
@@ -126,9 +105,9 @@ async fn broken_update_is_rolled_back_quarantined_not_retried_and_a_fixed_versio
         )
     );
     let (v1, broken, errors) = (
-        count(&answers, "1.0.0"),
-        count(&answers, "3.0.0-broken"),
-        count(&answers, "ERR"),
+        count_ok(&answers, "1.0.0"),
+        count_ok(&answers, "3.0.0-broken"),
+        count_failed(&answers),
     );
     eprintln!(
         "/version during the failed update: {} requests, {v1} v1, {broken} broken, {errors} failed",
@@ -142,10 +121,12 @@ async fn broken_update_is_rolled_back_quarantined_not_retried_and_a_fixed_versio
     // The restart strategy has one port: the broken version answers while it is checked,
     // and v1 answers again after the rollback, to the end of the tick.
     assert!(broken > 0 && v1 > 0, "{answers:?}");
-    let last_broken = answers.iter().rposition(|a| a == "3.0.0-broken");
-    let last = answers.last().map(String::as_str);
+    let last_broken = answers
+        .iter()
+        .rposition(|a| a.body() == Some("3.0.0-broken"));
+    let last = answers.last().and_then(Answer::body);
     assert_eq!(last, Some("1.0.0"), "{answers:?}");
-    assert!(last_broken < answers.iter().rposition(|a| a == "1.0.0"));
+    assert!(last_broken < answers.iter().rposition(|a| a.body() == Some("1.0.0")));
     assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
     assert_eq!(t.show("ferry-web.service", "ActiveState")?, "active");
     assert_eq!(profile_target(&t, "web")?, c.v1, "profile not pointed back");
