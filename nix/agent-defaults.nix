@@ -25,6 +25,7 @@
     jobSec = 90;
     settleSec = 2;
     lockWaitSec = 10;
+    drainSec = 5;
   };
   busAddress = null;
   nixBin = "nix";

@@ -29,7 +29,6 @@ use crate::health::quarantine::Quarantined;
 use crate::health::spec::{Check, HealthSpec};
 use crate::health::watch::watch;
 use crate::plan::{Action, Job, Plan, ServicePlan};
-use crate::render::unit::unit_name;
 
 /// Host settings the apply step needs.
 #[derive(Debug, Clone)]
@@ -68,17 +67,20 @@ pub struct Phases {
     pub health: Duration,
     /// Caddy routes (set by the route step after apply; zero when it did not run).
     pub route: Duration,
+    /// Waiting for old blue-green instances to drain before they stop (the retire step).
+    pub drain: Duration,
 }
 
 impl fmt::Display for Phases {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pullMs={} systemdMs={} healthMs={} routeMs={}",
+            "pullMs={} systemdMs={} healthMs={} routeMs={} drainMs={}",
             self.pull.as_millis(),
             self.systemd.as_millis(),
             self.health.as_millis(),
-            self.route.as_millis()
+            self.route.as_millis(),
+            self.drain.as_millis()
         )
     }
 }
@@ -161,30 +163,13 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     let mut changed_files = false;
     for p in plan.services.iter().filter(|p| p.action == Action::Remove) {
-        let unit = unit_name(&p.name);
-        match b.systemd.run_job(&unit, Job::Stop).await {
-            Ok(r) if r == "done" => {}
-            // Already gone (e.g. /run was wiped by a reboot): nothing to stop.
-            Err(e)
-                if e.to_string().contains("NoSuchUnit") || e.to_string().contains("not loaded") => {
-            }
-            Ok(r) => {
-                failed.insert(p.name.clone(), format!("stop job of {unit} ended with {r}"));
-                continue;
+        match clear_away(p, b).await {
+            Ok(deleted) => {
+                changed_files |= deleted > 0;
+                report.units_touched += deleted;
             }
             Err(e) => {
-                failed.insert(p.name.clone(), e.to_string());
-                continue;
-            }
-        }
-        match b.units.remove(&p.name) {
-            Ok(true) => {
-                changed_files = true;
-                report.units_touched += 1;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                failed.insert(p.name.clone(), format!("cannot delete {unit}: {e}"));
+                failed.insert(p.name.clone(), e);
             }
         }
     }
@@ -194,17 +179,14 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         if failed.contains_key(&p.name) {
             continue;
         }
-        match b.units.write(&p.name, text) {
+        match b.units.write(&p.unit_file, text) {
             Ok(true) => {
                 changed_files = true;
                 report.units_touched += 1;
             }
             Ok(false) => {}
             Err(e) => {
-                failed.insert(
-                    p.name.clone(),
-                    format!("cannot write {}: {e}", unit_name(&p.name)),
-                );
+                failed.insert(p.name.clone(), format!("cannot write {}: {e}", p.unit_file));
             }
         }
     }
@@ -321,7 +303,7 @@ async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     }
 
     let t = Instant::now();
-    let jobs = join_all(runnable.iter().map(|p| start(p, &b.systemd))).await;
+    let jobs = join_all(runnable.iter().map(|p| start(p, b))).await;
     report.phases.systemd += t.elapsed();
     let mut started = Vec::new();
     for (p, job) in runnable.into_iter().zip(jobs) {
@@ -337,10 +319,9 @@ async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let t = Instant::now();
     let verdicts = join_all(started.iter().map(|(p, restarts)| {
         let spec = spec_of(p);
-        let unit = unit_name(&p.name);
         async move {
             watch(
-                &unit,
+                &p.unit,
                 &spec,
                 *restarts,
                 settings.settle,
@@ -377,14 +358,45 @@ async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     }
 }
 
-/// Run a service's start/restart job; `NRestarts` right after it, for the health check.
-async fn start<D: Systemd>(p: &ServicePlan, systemd: &D) -> Result<u32, String> {
+/// Stop a plan's `stop_first` units and delete its `delete_first` files; returns how many
+/// files were deleted. A unit systemd no longer knows is already stopped.
+async fn clear_away<B, S, D: Systemd, U: Units, P>(
+    p: &ServicePlan,
+    b: &Backends<B, S, D, U, P>,
+) -> Result<u32, String> {
+    for unit in &p.stop_first {
+        match b.systemd.run_job(unit, Job::Stop).await {
+            Ok(r) if r == "done" => {}
+            Err(e)
+                if e.to_string().contains("NoSuchUnit") || e.to_string().contains("not loaded") => {
+            }
+            Ok(r) => return Err(format!("stop job of {unit} ended with {r}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let mut deleted = 0;
+    for file in &p.delete_first {
+        match b.units.remove(file) {
+            Ok(gone) => deleted += u32::from(gone),
+            Err(e) => return Err(format!("cannot delete {file}: {e}")),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Run a service's start/restart job (after clearing away the units of a form it replaces);
+/// `NRestarts` right after it, for the health check.
+async fn start<B, S, D: Systemd, U: Units, P>(
+    p: &ServicePlan,
+    b: &Backends<B, S, D, U, P>,
+) -> Result<u32, String> {
     let Some(job) = p.job() else {
         return Ok(0);
     };
-    let unit = unit_name(&p.name);
-    match systemd.run_job(&unit, job).await {
-        Ok(r) if r == "done" => Ok(match systemd.unit_state(&unit).await {
+    clear_away(p, b).await?;
+    let unit = &p.unit;
+    match b.systemd.run_job(unit, job).await {
+        Ok(r) if r == "done" => Ok(match b.systemd.unit_state(unit).await {
             Ok(Some(s)) => s.n_restarts,
             _ => 0,
         }),
@@ -412,46 +424,63 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut restart: Vec<&ServicePlan> = Vec::new();
     for (p, touched, _) in undo {
         let note = notes.entry(p.name.as_str()).or_default();
-        let unit = unit_name(&p.name);
-        match &p.rollback {
-            Some(r) => {
-                if p.pulls() {
-                    let profile = settings.profile_dir.join(&p.name);
-                    if let Err(e) = b
-                        .store
-                        .pin(&profile, &r.store_path, settings.generations_to_keep)
-                        .await
-                    {
-                        note.push(format!("profile not pointed back: {e}"));
-                    }
+        // The new version's unit goes when nothing else will replace it: with nothing to
+        // roll back to, for a switch (the old instance serves on), or when the previous
+        // version ran from another unit (a strategy change).
+        let stop_new = *touched
+            && p.rollback
+                .as_ref()
+                .is_none_or(|r| p.switch || r.unit != p.unit);
+        if stop_new {
+            match b.systemd.run_job(&p.unit, Job::Stop).await {
+                Ok(r) if r == "done" => {}
+                Ok(r) => note.push(format!("stop job of {} ended with {r}", p.unit)),
+                Err(e) => note.push(format!("cannot stop {}: {e}", p.unit)),
+            }
+        }
+        let Some(r) = &p.rollback else {
+            if p.switch {
+                // Same service, re-rendered: its file stays for the instance still serving.
+                continue;
+            }
+            match b.units.remove(&p.unit_file) {
+                Ok(changed) => {
+                    changed_files |= changed;
+                    report.units_touched += u32::from(changed);
                 }
-                match b.units.write(&p.name, &r.unit_text) {
-                    Ok(changed) => {
-                        changed_files |= changed;
-                        report.units_touched += u32::from(changed);
-                        if *touched {
-                            restart.push(p);
-                        }
-                    }
-                    Err(e) => note.push(format!("cannot write back {unit}: {e}")),
+                Err(e) => note.push(format!("cannot delete {}: {e}", p.unit_file)),
+            }
+            continue;
+        };
+        if p.pulls() {
+            let profile = settings.profile_dir.join(&p.name);
+            if let Err(e) = b
+                .store
+                .pin(&profile, &r.store_path, settings.generations_to_keep)
+                .await
+            {
+                note.push(format!("profile not pointed back: {e}"));
+            }
+        }
+        if r.unit_file != p.unit_file {
+            match b.units.remove(&p.unit_file) {
+                Ok(changed) => {
+                    changed_files |= changed;
+                    report.units_touched += u32::from(changed);
+                }
+                Err(e) => note.push(format!("cannot delete {}: {e}", p.unit_file)),
+            }
+        }
+        match b.units.write(&r.unit_file, &r.unit_text) {
+            Ok(changed) => {
+                changed_files |= changed;
+                report.units_touched += u32::from(changed);
+                // A switch never touched the serving instance: nothing to restart.
+                if *touched && !p.switch {
+                    restart.push(p);
                 }
             }
-            None => {
-                if *touched {
-                    match b.systemd.run_job(&unit, Job::Stop).await {
-                        Ok(r) if r == "done" => {}
-                        Ok(r) => note.push(format!("stop job of {unit} ended with {r}")),
-                        Err(e) => note.push(format!("cannot stop {unit}: {e}")),
-                    }
-                }
-                match b.units.remove(&p.name) {
-                    Ok(changed) => {
-                        changed_files |= changed;
-                        report.units_touched += u32::from(changed);
-                    }
-                    Err(e) => note.push(format!("cannot delete {unit}: {e}")),
-                }
-            }
+            Err(e) => note.push(format!("cannot write back {}: {e}", r.unit_file)),
         }
     }
     if changed_files {
@@ -466,9 +495,9 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         }
     }
     let jobs = join_all(restart.iter().map(|p| async move {
-        let unit = unit_name(&p.name);
-        match b.systemd.run_job(&unit, Job::Restart).await {
-            Ok(r) if r == "done" => Ok(match b.systemd.unit_state(&unit).await {
+        let unit = p.rollback.as_ref().map_or(&p.unit, |r| &r.unit);
+        match b.systemd.run_job(unit, Job::Restart).await {
+            Ok(r) if r == "done" => Ok(match b.systemd.unit_state(unit).await {
                 Ok(Some(s)) => s.n_restarts,
                 _ => 0,
             }),
@@ -489,7 +518,7 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             return Ok(());
         };
         watch(
-            &unit_name(&p.name),
+            &r.unit,
             &r.health,
             restarts,
             settings.settle,
@@ -524,11 +553,16 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             continue;
         }
         let to = p.to.clone().unwrap_or_default();
-        let put = match &p.rollback {
-            Some(r) => format!("rolled back to {}", r.store_path),
-            None => format!(
+        let put = match (&p.rollback, p.switch) {
+            (Some(r), true) => format!(
+                "stopped {}; nothing switched, {} keeps serving {}",
+                p.unit, r.unit, r.store_path
+            ),
+            (None, true) => format!("stopped {}; nothing switched", p.unit),
+            (Some(r), false) => format!("rolled back to {}", r.store_path),
+            (None, false) => format!(
                 "stopped and {} deleted (nothing to roll back to)",
-                unit_name(&p.name)
+                p.unit_file
             ),
         };
         note.insert(0, put);
@@ -638,6 +672,17 @@ fn verb(action: Action) -> &'static str {
 
 fn success_message(p: &ServicePlan) -> String {
     let to = p.to.as_deref().unwrap_or_default();
+    if p.switch {
+        let was = match p.action {
+            Action::UpdateClosure => format!("was {}", p.from.as_deref().unwrap_or("unknown")),
+            _ => p.why.clone(),
+        };
+        return format!(
+            "started {to} as {} ({was}); traffic switches to port {}",
+            p.unit,
+            p.port.unwrap_or_default()
+        );
+    }
     match p.action {
         Action::Add => format!("started {to} (new)"),
         Action::UpdateClosure => format!(
@@ -669,7 +714,9 @@ mod tests {
     use crate::backend::store::StoreError;
     use crate::backend::systemd::{SystemdError, UnitState};
     use crate::plan::{Observed, ObservedService, Policy, plan};
-    use crate::render::unit::render;
+    use crate::render::unit::{
+        instance_name, instance_ports, is_blue_green, render, unit_file, unit_name,
+    };
     use ferry_schema::Manifest;
     use ferry_schema::manifest::Service;
 
@@ -737,10 +784,12 @@ mod tests {
         }
         async fn run_job(&self, unit: &str, job: Job) -> Result<String, SystemdError> {
             self.0.push(format!("{job:?} {unit}"));
-            let service = unit
-                .trim_start_matches("ferry-")
-                .trim_end_matches(".service");
-            let text = self.0.files.lock().unwrap().get(service).cloned();
+            // An instance runs its template.
+            let file = match unit.split_once('@') {
+                Some((stem, _)) => format!("{stem}@.service"),
+                None => unit.to_owned(),
+            };
+            let text = self.0.files.lock().unwrap().get(&file).cloned();
             let mut running = self.0.running.lock().unwrap();
             match (job, text) {
                 (Job::Stop, _) => {
@@ -781,14 +830,14 @@ mod tests {
         fn list(&self) -> std::io::Result<BTreeMap<String, String>> {
             Ok(self.0.files.lock().unwrap().clone())
         }
-        fn write(&self, service: &str, text: &str) -> std::io::Result<bool> {
-            self.0.push(format!("write {service}"));
+        fn write(&self, file: &str, text: &str) -> std::io::Result<bool> {
+            self.0.push(format!("write {file}"));
             let mut files = self.0.files.lock().unwrap();
-            Ok(files.insert(service.into(), text.into()).as_deref() != Some(text))
+            Ok(files.insert(file.into(), text.into()).as_deref() != Some(text))
         }
-        fn remove(&self, service: &str) -> std::io::Result<bool> {
-            self.0.push(format!("delete {service}"));
-            Ok(self.0.files.lock().unwrap().remove(service).is_some())
+        fn remove(&self, file: &str) -> std::io::Result<bool> {
+            self.0.push(format!("delete {file}"));
+            Ok(self.0.files.lock().unwrap().remove(file).is_some())
         }
     }
 
@@ -799,7 +848,8 @@ mod tests {
         async fn http_status(&self, port: u16, _: &str, _: Duration) -> Result<u16, ProbeError> {
             let service = self.1.get(&port).copied().unwrap_or("?");
             self.0.push(format!("probe {service}"));
-            match self.0.runs(&unit_name(service)) {
+            // A bare name is a plain service; `web@8001` is that instance.
+            match self.0.runs(&format!("ferry-{service}.service")) {
                 None => Err(ProbeError::Connect {
                     port,
                     reason: "Connection refused".into(),
@@ -855,22 +905,25 @@ mod tests {
         let mut observed = Observed::default();
         for s in services {
             let text = render(s);
+            let live = instance_ports(s).filter(|_| is_blue_green(s)).map(|p| p[0]);
             host.files
                 .lock()
                 .unwrap()
-                .insert(s.name.clone(), text.clone());
-            host.running
-                .lock()
-                .unwrap()
-                .insert(unit_name(&s.name), text.clone());
+                .insert(unit_file(s), text.clone());
+            let unit = match live {
+                Some(port) => instance_name(&s.name, port),
+                None => unit_name(&s.name),
+            };
+            host.running.lock().unwrap().insert(unit, text.clone());
             observed.services.insert(
                 s.name.clone(),
                 ObservedService {
                     store_path: Some(s.artifact.store_path.clone()),
-                    unit_text: Some(text),
+                    files: [(unit_file(s), text)].into(),
                     active_state: Some("active".into()),
                     pending: false,
                     applied: Some(s.clone()),
+                    live_port: live,
                 },
             );
         }
@@ -919,13 +972,17 @@ mod tests {
             "old".into(),
             ObservedService {
                 store_path: Some("/nix/store/o-old".into()),
-                unit_text: Some("x".into()),
+                files: [("ferry-old.service".to_owned(), "x".to_owned())].into(),
                 active_state: None,
                 pending: false,
                 applied: None,
+                live_port: None,
             },
         );
-        host.files.lock().unwrap().insert("old".into(), "x".into());
+        host.files
+            .lock()
+            .unwrap()
+            .insert("ferry-old.service".into(), "x".into());
         let p = plan(&m, &observed, &Policy { host: "h".into() });
         let report = apply(&p, &backends(&host, &[]), &settings()).await;
         assert_eq!(
@@ -938,9 +995,9 @@ mod tests {
                 "pin /p/db /nix/store/d-db",
                 "pin /p/web /nix/store/w-web",
                 "Stop ferry-old.service",
-                "delete old",
-                "write db",
-                "write web",
+                "delete ferry-old.service",
+                "write ferry-db.service",
+                "write ferry-web.service",
                 "reload",
                 "Start ferry-db.service",
                 "Start ferry-web.service",
@@ -1023,14 +1080,14 @@ mod tests {
             [
                 "pull /nix/store/b-web-2-broken",
                 "pin /p/web /nix/store/b-web-2-broken",
-                "write web",
+                "write ferry-web.service",
                 "reload",
                 "Restart ferry-web.service",
                 "probe web",
                 "probe web",
                 "probe web",
                 "pin /p/web /nix/store/a-web-1",
-                "write web",
+                "write ferry-web.service",
                 "reload",
                 "Restart ferry-web.service",
                 "probe web",
@@ -1098,10 +1155,10 @@ mod tests {
                 "probe b",
                 "probe b",
                 "Stop ferry-b.service",
-                "delete b",
+                "delete ferry-b.service",
                 "reload",
                 // c's level: its unit goes too, and systemd forgets it.
-                "delete c",
+                "delete ferry-c.service",
                 "reload",
             ]
         );
@@ -1119,7 +1176,7 @@ mod tests {
         assert_eq!(by_name["c"].message, "skipped: depends on b, which failed");
         assert!(by_name["c"].quarantine.is_none());
         assert_eq!(host.runs("ferry-c.service"), None);
-        assert!(!host.files.lock().unwrap().contains_key("c"));
+        assert!(!host.files.lock().unwrap().contains_key("ferry-c.service"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1149,11 +1206,110 @@ mod tests {
             by_name["web"].message,
             "skipped: depends on db, which failed"
         );
-        assert_eq!(host.files.lock().unwrap()["web"], render(&web1));
+        assert_eq!(
+            host.files.lock().unwrap()["ferry-web.service"],
+            render(&web1)
+        );
         assert_eq!(host.runs("ferry-web.service"), Some(render(&web1)));
         assert!(
-            !host.take().iter().any(|l| l.contains("ferry-web.service")),
+            !host
+                .take()
+                .iter()
+                .any(|l| l.contains("ferry-web.service") && !l.starts_with("write ")),
             "web's process was touched"
+        );
+    }
+
+    /// A blue-green service on 8000/8001 with an HTTP check of `/health`.
+    fn blue_green(path: &str) -> Service {
+        let mut s = checked("web", path, 8000, &[]);
+        s.http = Some(
+            serde_json::from_value(serde_json::json!({
+                "domain": "x.test", "path": "/", "internalPort": 8000, "strategy": "blue-green",
+            }))
+            .unwrap(),
+        );
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blue_green_update_starts_the_idle_instance_and_leaves_the_live_one_alone() {
+        let host = FakeHost::default();
+        let v1 = blue_green("/nix/store/a-web-1");
+        let observed = running(&host, std::slice::from_ref(&v1));
+        let v2 = blue_green("/nix/store/b-web-2");
+        let p = plan(
+            &manifest(vec![v2.clone()]),
+            &observed,
+            &Policy { host: "h".into() },
+        );
+        let b = backends(&host, &[(8000, "web@8000"), (8001, "web@8001")]);
+        let report = apply(&p, &b, &settings()).await;
+        assert_eq!(
+            host.take(),
+            [
+                "pull /nix/store/b-web-2",
+                "pin /p/web /nix/store/b-web-2",
+                "write ferry-web@.service",
+                "reload",
+                "Restart ferry-web@8001.service",
+                "probe web@8001",
+            ]
+        );
+        let web = &report.services[0];
+        assert!(web.ok, "{}", web.message);
+        assert!(
+            web.message.starts_with(
+                "started /nix/store/b-web-2 as ferry-web@8001.service (was /nix/store/a-web-1); traffic switches to port 8001"
+            ),
+            "{}",
+            web.message
+        );
+        // The old instance still serves v1 until the route moves and the retire step stops it.
+        assert_eq!(host.runs("ferry-web@8000.service"), Some(render(&v1)));
+        assert_eq!(host.runs("ferry-web@8001.service"), Some(render(&v2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_blue_green_instance_is_stopped_and_nothing_switches() {
+        let host = FakeHost::default();
+        let v1 = blue_green("/nix/store/a-web-1");
+        let observed = running(&host, std::slice::from_ref(&v1));
+        let v2 = blue_green("/nix/store/b-web-2-broken");
+        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let b = backends(&host, &[(8000, "web@8000"), (8001, "web@8001")]);
+        let report = apply(&p, &b, &settings()).await;
+        assert_eq!(
+            host.take(),
+            [
+                "pull /nix/store/b-web-2-broken",
+                "pin /p/web /nix/store/b-web-2-broken",
+                "write ferry-web@.service",
+                "reload",
+                "Restart ferry-web@8001.service",
+                "probe web@8001",
+                "probe web@8001",
+                "probe web@8001",
+                "Stop ferry-web@8001.service",
+                "pin /p/web /nix/store/a-web-1",
+                "write ferry-web@.service",
+                "reload",
+            ]
+        );
+        let web = &report.services[0];
+        assert_eq!(
+            web.message,
+            "FAILED (update closure): /nix/store/b-web-2-broken failed health check (HTTP 503 on /health after 3 tries); stopped ferry-web@8001.service; nothing switched, ferry-web@8000.service keeps serving /nix/store/a-web-1"
+        );
+        assert_eq!(
+            web.quarantine.as_ref().unwrap().rolled_back_to.as_deref(),
+            Some("/nix/store/a-web-1")
+        );
+        assert_eq!(host.runs("ferry-web@8000.service"), Some(render(&v1)));
+        assert_eq!(host.runs("ferry-web@8001.service"), None);
+        assert_eq!(
+            host.files.lock().unwrap()["ferry-web@.service"],
+            render(&v1)
         );
     }
 }

@@ -108,6 +108,10 @@ pub struct Timeouts {
     /// How long a tick waits for another tick's lock before giving up. Default: 10.
     #[serde(default = "default_lock_wait_sec")]
     pub lock_wait_sec: u64,
+    /// How long the old instance of a blue-green service keeps running after Caddy routes
+    /// to the new one, so requests in flight finish. Default: 5.
+    #[serde(default = "default_drain_sec")]
+    pub drain_sec: u64,
 }
 
 impl Default for Timeouts {
@@ -118,6 +122,7 @@ impl Default for Timeouts {
             job_sec: default_job_sec(),
             settle_sec: default_settle_sec(),
             lock_wait_sec: default_lock_wait_sec(),
+            drain_sec: default_drain_sec(),
         }
     }
 }
@@ -281,6 +286,9 @@ fn default_pull_sec() -> u64 {
 }
 fn default_job_sec() -> u64 {
     90
+}
+fn default_drain_sec() -> u64 {
+    5
 }
 fn default_settle_sec() -> u64 {
     2

@@ -12,6 +12,7 @@ pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod render;
+pub mod retire_step;
 pub mod route_step;
 pub mod routes;
 pub mod self_usage;

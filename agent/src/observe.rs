@@ -1,12 +1,15 @@
 //! Observe step: what the host runs now, from the state file, the unit directory and
-//! systemd. Services the agent manages are those in its state or with a `ferry-*` unit file.
+//! systemd. Services the agent manages are those in its state or with a `ferry-*` unit file
+//! (a plain unit or a blue-green template).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
 use crate::plan::{Observed, ObservedService};
-use crate::render::unit::{header_store_path, unit_name};
+use crate::render::unit::{
+    header_store_path, instance_name, service_of_file, template_name, unit_name,
+};
 use crate::state::State;
 
 /// Gather the observed host. systemd errors leave `active_state` unknown rather than failing:
@@ -16,39 +19,60 @@ pub async fn observe<D: Systemd, U: Units>(
     units: &U,
     systemd: Option<&D>,
 ) -> std::io::Result<Observed> {
-    let files = units.list()?;
+    let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (file, text) in units.list()? {
+        if let Some(service) = service_of_file(&file) {
+            files
+                .entry(service.to_owned())
+                .or_default()
+                .insert(file, text);
+        }
+    }
     let names: BTreeSet<&String> = state.services.keys().chain(files.keys()).collect();
     let mut observed = Observed::default();
     for name in names {
-        let text = files.get(name).cloned();
-        let store_path = state
-            .services
-            .get(name)
+        let files = files.get(name).cloned().unwrap_or_default();
+        let applied = state.services.get(name);
+        let live_port = applied.and_then(|a| a.live_port);
+        let store_path = applied
             .map(|a| a.service.artifact.store_path.clone())
             .or_else(|| {
-                text.as_deref()
-                    .and_then(header_store_path)
+                files
+                    .values()
+                    .find_map(|t| header_store_path(t))
                     .map(|(_, p)| p.to_owned())
             });
-        let active_state = match systemd {
-            Some(sd) => match sd.unit_state(&unit_name(name)).await {
+        // The unit that serves: the live instance, else the plain unit. A template without
+        // a recorded live port (state lost) leaves it unknown.
+        let serving = match live_port {
+            Some(port) => Some(instance_name(name, port)),
+            None if files.contains_key(&template_name(name))
+                && !files.contains_key(&unit_name(name)) =>
+            {
+                None
+            }
+            None => Some(unit_name(name)),
+        };
+        let active_state = match (systemd, serving) {
+            (Some(sd), Some(unit)) => match sd.unit_state(&unit).await {
                 Ok(Some(s)) => Some(s.active_state),
                 Ok(None) => Some("inactive".to_owned()),
                 Err(e) => {
-                    tracing::warn!(service = %name, "cannot read unit state: {e}");
+                    tracing::warn!(service = %name, "cannot read the state of {unit}: {e}");
                     None
                 }
             },
-            None => None,
+            _ => None,
         };
         observed.services.insert(
             name.clone(),
             ObservedService {
                 store_path,
-                unit_text: text,
+                files,
                 active_state,
                 pending: state.pending.contains(name),
-                applied: state.services.get(name).map(|a| a.service.clone()),
+                applied: applied.map(|a| a.service.clone()),
+                live_port,
             },
         );
     }

@@ -9,7 +9,8 @@ use ferry_schema::manifest::Service;
 use serde::Serialize;
 
 use crate::health::spec::{HealthSpec, effective};
-use crate::render::unit;
+use crate::render::unit::{self, instance_name, instance_ports, is_blue_green, unit_name};
+use crate::state::Retiring;
 
 /// What the host runs now, as far as the plan cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,9 +25,11 @@ pub struct Observed {
 pub struct ObservedService {
     /// The store path last deployed (state file, or a unit header when state was lost).
     pub store_path: Option<String>,
-    /// The unit file's current text; `None` when the file is missing.
-    pub unit_text: Option<String>,
-    /// systemd's `ActiveState`; `None` when unknown (systemd not asked or unit not loaded).
+    /// The service's unit files by file name, with their text: its plain unit or its
+    /// blue-green template (both while it changes strategy); empty when none is on disk.
+    pub files: BTreeMap<String, String>,
+    /// systemd's `ActiveState` of the unit that serves (the plain unit, or the live
+    /// blue-green instance); `None` when unknown (systemd not asked or unit not known).
     pub active_state: Option<String>,
     /// A tick was changing this service when it stopped (the state file's `pending`): its
     /// files may be right while systemd or the process is not.
@@ -34,6 +37,8 @@ pub struct ObservedService {
     /// The service as last applied (state file), which a failed health check returns to;
     /// `None` when state does not know it.
     pub applied: Option<Service>,
+    /// The port of the live instance of a blue-green service (state file).
+    pub live_port: Option<u16>,
 }
 
 /// Inputs to planning that are not in the manifest.
@@ -92,6 +97,29 @@ pub struct ServicePlan {
     /// The unit text to write (absent for removals and unchanged units).
     #[serde(skip)]
     pub unit_text: Option<String>,
+    /// The unit file the service is rendered into: `ferry-<name>.service`, or the template
+    /// `ferry-<name>@.service` of a blue-green service.
+    #[serde(skip)]
+    pub unit_file: String,
+    /// The unit the job runs on: the plain unit, or the blue-green instance to start.
+    pub unit: String,
+    /// Blue-green: the port of the instance this plan runs (recorded as live when healthy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Blue-green switch: the running version keeps serving from another instance until
+    /// the route moves, so a failure only stops `unit` and puts the template back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub switch: bool,
+    /// Units stopped before the job: every unit of a removed service, or the blue-green
+    /// instances of a service that becomes a plain one (they hold its port).
+    #[serde(skip)]
+    pub stop_first: Vec<String>,
+    /// Unit files deleted with them.
+    #[serde(skip)]
+    pub delete_first: Vec<String>,
+    /// What a healthy switch leaves to stop and delete once the route moved and drained.
+    #[serde(skip)]
+    pub retire: Retiring,
     /// This host's services that must be healthy before this one starts (`dependsOn`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -109,8 +137,12 @@ pub struct ServicePlan {
 pub struct Rollback {
     /// Its store path (the profile is pointed back at it).
     pub store_path: String,
+    /// Its unit file name.
+    pub unit_file: String,
     /// Its unit text, rendered from the applied service.
     pub unit_text: String,
+    /// The unit that runs it (a blue-green service: its live instance).
+    pub unit: String,
     /// Its health check, to confirm it is healthy again.
     pub health: HealthSpec,
 }
@@ -171,6 +203,10 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
     let mut services = Vec::with_capacity(mine.len() + observed.services.len());
     for (name, obs) in observed.services.iter().rev() {
         if !mine.contains_key(name.as_str()) {
+            let mut files: Vec<String> = obs.files.keys().cloned().collect();
+            if files.is_empty() {
+                files.push(unit_name(name));
+            }
             services.push(ServicePlan {
                 name: name.clone(),
                 action: Action::Remove,
@@ -178,6 +214,13 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
                 from: obs.store_path.clone(),
                 to: None,
                 unit_text: None,
+                unit_file: unit_name(name),
+                unit: unit_name(name),
+                port: None,
+                switch: false,
+                stop_first: running_units(name, obs),
+                delete_first: files,
+                retire: Retiring::default(),
                 depends_on: Vec::new(),
                 health: None,
                 rollback: None,
@@ -204,6 +247,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
 fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan {
     let to = service.artifact.store_path.clone();
     let text = unit::render(service);
+    let file = unit::unit_file(service);
     let mut p = ServicePlan {
         name: service.name.clone(),
         action: Action::Unchanged,
@@ -211,21 +255,27 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
         from: obs.and_then(|o| o.store_path.clone()),
         to: Some(to.clone()),
         unit_text: None,
+        unit_file: file.clone(),
+        unit: unit_name(&service.name),
+        port: None,
+        switch: false,
+        stop_first: Vec::new(),
+        delete_first: Vec::new(),
+        retire: Retiring::default(),
         depends_on: Vec::new(),
         health: Some(effective(service)),
-        rollback: obs
-            .and_then(|o| o.applied.as_ref())
-            .filter(|applied| *applied != service)
-            .map(|applied| Rollback {
-                store_path: applied.artifact.store_path.clone(),
-                unit_text: unit::render(applied),
-                health: effective(applied),
-            }),
+        rollback: obs.and_then(|o| {
+            o.applied
+                .as_ref()
+                .filter(|applied| *applied != service)
+                .map(|applied| rollback_to(applied, o.live_port))
+        }),
     };
     let Some(obs) = obs else {
         p.action = Action::Add;
         p.why = "new service for this host".to_owned();
         p.unit_text = Some(text);
+        place(&mut p, service, None);
         return p;
     };
     if obs.store_path.as_deref() != Some(to.as_str()) {
@@ -235,9 +285,19 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
             None => "store path not recorded".to_owned(),
         };
         p.unit_text = Some(text);
+        place(&mut p, service, Some(obs));
         return p;
     }
-    match &obs.unit_text {
+    match obs.files.get(&file) {
+        None if !obs.files.is_empty() => {
+            p.action = Action::UpdateUnit;
+            p.why = if is_blue_green(service) {
+                "strategy changed to blue-green".to_owned()
+            } else {
+                "strategy changed to restart".to_owned()
+            };
+            p.unit_text = Some(text);
+        }
         None => {
             p.action = Action::UpdateUnit;
             p.why = "unit file missing (host rebooted?)".to_owned();
@@ -263,7 +323,119 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
             }
         },
     }
+    place(&mut p, service, Some(obs));
     p
+}
+
+/// The version to put back after a failure: the applied service, run from its plain unit
+/// or, when blue-green, from its live instance.
+fn rollback_to(applied: &Service, live_port: Option<u16>) -> Rollback {
+    let mut r = Rollback {
+        store_path: applied.artifact.store_path.clone(),
+        unit_file: unit::unit_file(applied),
+        unit_text: unit::render(applied),
+        unit: unit_name(&applied.name),
+        health: effective(applied),
+    };
+    if let (true, Some([first, _])) = (is_blue_green(applied), instance_ports(applied)) {
+        let port = live_port.unwrap_or(first);
+        r.unit = instance_name(&applied.name, port);
+        r.health = r.health.on_port(port);
+    }
+    r
+}
+
+/// Where the planned version runs: the unit its job targets, and for a blue-green service
+/// which instance, whether the change switches traffic between instances, and what the
+/// switch retires. Strategy changes move the other form's files and units out of the way.
+fn place(p: &mut ServicePlan, service: &Service, obs: Option<&ObservedService>) {
+    let name = service.name.as_str();
+    let runs_job = p.job().is_some();
+    let old_units: Vec<String> = obs.map(|o| running_units(name, o)).unwrap_or_default();
+    let old_files: Vec<String> = obs
+        .map(|o| {
+            o.files
+                .keys()
+                .filter(|f| **f != p.unit_file)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let (true, Some(pair)) = (is_blue_green(service), instance_ports(service)) else {
+        // A plain unit: blue-green instances it replaces hold its port, so they go first.
+        if runs_job {
+            p.stop_first = old_units.into_iter().filter(|u| *u != p.unit).collect();
+            p.delete_first = old_files;
+        }
+        return;
+    };
+    let live = obs.and_then(|o| o.live_port).filter(|l| pair.contains(l));
+    let serving = obs.is_some_and(|o| {
+        matches!(
+            o.active_state.as_deref(),
+            Some("active" | "activating" | "reloading")
+        )
+    });
+    let changes = matches!(
+        p.action,
+        Action::UpdateClosure | Action::UpdateUnit | Action::Resume
+    );
+    let port = if changes && serving {
+        // Something serves now: start the new version beside it. A plain unit it
+        // replaces listens on the first port, so the second is the idle one.
+        p.switch = true;
+        match live {
+            Some(l) if l == pair[0] => pair[1],
+            Some(_) => pair[0],
+            None if obs.is_some_and(|o| o.files.contains_key(&unit_name(name))) => pair[1],
+            None => pair[0],
+        }
+    } else {
+        live.unwrap_or(pair[0])
+    };
+    p.port = Some(port);
+    p.unit = instance_name(name, port);
+    p.health = p.health.take().map(|h| h.on_port(port));
+    let others: Vec<String> = old_units.into_iter().filter(|u| *u != p.unit).collect();
+    if p.switch {
+        p.retire = Retiring {
+            units: others,
+            files: old_files,
+        };
+    } else if runs_job && p.action != Action::Start {
+        p.stop_first = others;
+        p.delete_first = old_files;
+    }
+}
+
+/// Every unit of an observed service that may be running: its plain unit, the instances
+/// its template names, its live instance and the instances of the applied version.
+fn running_units(name: &str, obs: &ObservedService) -> Vec<String> {
+    let mut units = BTreeSet::new();
+    for (file, text) in &obs.files {
+        if *file == unit_name(name) {
+            units.insert(unit_name(name));
+        }
+        for port in unit::template_ports(text) {
+            units.insert(instance_name(name, port));
+        }
+    }
+    if let Some(l) = obs.live_port {
+        units.insert(instance_name(name, l));
+    }
+    match &obs.applied {
+        Some(a) => match (is_blue_green(a), instance_ports(a)) {
+            (true, Some(pair)) => units.extend(pair.map(|port| instance_name(name, port))),
+            _ => {
+                units.insert(unit_name(name));
+            }
+        },
+        None if units.is_empty() => {
+            units.insert(unit_name(name));
+        }
+        None => {}
+    }
+    units.into_iter().collect()
 }
 
 /// Names of unit settings whose lines differ between two unit texts.
@@ -344,7 +516,15 @@ impl fmt::Display for Plan {
                 (_, _, Some(to)) => write!(f, " {to}")?,
                 _ => {}
             }
-            writeln!(f, " ({})", s.why)?;
+            write!(f, " ({})", s.why)?;
+            if s.switch {
+                write!(f, " [blue-green: start {}, then switch", s.unit)?;
+                if !s.retire.units.is_empty() {
+                    write!(f, " and stop {}", s.retire.units.join(" "))?;
+                }
+                f.write_str("]")?;
+            }
+            writeln!(f)?;
         }
         if self.services.is_empty() {
             writeln!(f, "(no services for this host)")?;
@@ -383,10 +563,11 @@ mod tests {
     fn running(s: &Service) -> ObservedService {
         ObservedService {
             store_path: Some(s.artifact.store_path.clone()),
-            unit_text: Some(unit::render(s)),
+            files: [(unit::unit_file(s), unit::render(s))].into(),
             active_state: Some("active".into()),
             pending: false,
             applied: Some(s.clone()),
+            live_port: instance_ports(s).filter(|_| is_blue_green(s)).map(|p| p[0]),
         }
     }
 
@@ -502,7 +683,7 @@ mod tests {
         let a = svc("a", "/nix/store/a-a", &[]);
         let mut o = Observed::default();
         let mut obs = running(&a);
-        obs.unit_text = None;
+        obs.files.clear();
         obs.active_state = None;
         o.services.insert("a".into(), obs);
         let p = plan(&manifest(vec![a]), &o, &policy());
@@ -567,7 +748,7 @@ mod tests {
         );
         // Restarting the applied version itself (unit lost at reboot) is no rollback either.
         let mut lost = running(&a);
-        lost.unit_text = None;
+        lost.files.clear();
         o.services.insert("a".into(), lost);
         let p = plan(&manifest(vec![a]), &o, &policy());
         assert_eq!(p.services[0].action, Action::UpdateUnit);
@@ -585,5 +766,118 @@ mod tests {
         ]);
         let p = plan(&m, &Observed::default(), &policy());
         assert_eq!(actions(&p), vec![("x", Action::Add), ("y", Action::Add)]);
+    }
+
+    fn blue_green(name: &str, path: &str, port: u16) -> Service {
+        let mut s = svc(name, path, &[]);
+        s.http = Some(
+            serde_json::from_value(serde_json::json!({
+                "domain": "x.test", "path": "/", "internalPort": port, "strategy": "blue-green",
+            }))
+            .unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn blue_green_starts_beside_the_live_instance_and_retires_it() {
+        let v1 = blue_green("web", "/nix/store/a-web-1", 8000);
+        let p = plan(&manifest(vec![v1.clone()]), &Observed::default(), &policy());
+        let add = &p.services[0];
+        assert_eq!(
+            (add.unit.as_str(), add.port),
+            ("ferry-web@8000.service", Some(8000))
+        );
+        assert_eq!(add.unit_file, "ferry-web@.service");
+        assert!(!add.switch);
+
+        let mut o = Observed::default();
+        o.services.insert("web".into(), running(&v1));
+        let v2 = blue_green("web", "/nix/store/b-web-2", 8000);
+        let p = plan(&manifest(vec![v2.clone()]), &o, &policy());
+        let up = &p.services[0];
+        assert_eq!(up.action, Action::UpdateClosure);
+        assert!(up.switch);
+        assert_eq!(
+            (up.unit.as_str(), up.port),
+            ("ferry-web@8001.service", Some(8001))
+        );
+        assert_eq!(up.retire.units, ["ferry-web@8000.service"]);
+        assert!(up.stop_first.is_empty() && up.delete_first.is_empty());
+        let check = &up.health.as_ref().unwrap().check;
+        assert!(check.to_string().contains("127.0.0.1:8001/"), "{check}");
+        let back = up.rollback.as_ref().unwrap();
+        assert_eq!(back.unit, "ferry-web@8000.service");
+        assert_eq!(back.unit_file, "ferry-web@.service");
+        assert!(p.to_string().contains(
+            "[blue-green: start ferry-web@8001.service, then switch and stop ferry-web@8000.service]"
+        ), "{p}");
+
+        // From the second port, the next update goes back to the first.
+        let mut obs = running(&v2);
+        obs.live_port = Some(8001);
+        o.services.insert("web".into(), obs);
+        let p = plan(&manifest(vec![v1.clone()]), &o, &policy());
+        assert_eq!(p.services[0].unit, "ferry-web@8000.service");
+        assert_eq!(p.services[0].retire.units, ["ferry-web@8001.service"]);
+
+        // Nothing serving (a reboot wiped /run): start the live port again, no switch.
+        let mut down = running(&v2);
+        down.live_port = Some(8001);
+        down.files.clear();
+        down.active_state = Some("inactive".into());
+        o.services.insert("web".into(), down);
+        let p = plan(&manifest(vec![v2]), &o, &policy());
+        let s = &p.services[0];
+        assert_eq!(s.action, Action::UpdateUnit);
+        assert!(!s.switch);
+        assert_eq!(s.unit, "ferry-web@8001.service");
+    }
+
+    #[test]
+    fn strategy_changes_and_removal_move_the_other_form_out_of_the_way() {
+        let plain = {
+            let mut s = blue_green("web", "/nix/store/a-web-1", 8000);
+            s.http.as_mut().unwrap().strategy = None;
+            s
+        };
+        let bg = blue_green("web", "/nix/store/a-web-1", 8000);
+
+        // restart -> blue-green: the plain unit serves on the first port until the switch.
+        let mut o = Observed::default();
+        o.services.insert("web".into(), running(&plain));
+        let p = plan(&manifest(vec![bg.clone()]), &o, &policy());
+        let s = &p.services[0];
+        assert_eq!(
+            (s.action, s.why.as_str()),
+            (Action::UpdateUnit, "strategy changed to blue-green")
+        );
+        assert!(s.switch);
+        assert_eq!(s.unit, "ferry-web@8001.service");
+        assert_eq!(s.retire.units, ["ferry-web.service"]);
+        assert_eq!(s.retire.files, ["ferry-web.service"]);
+
+        // blue-green -> restart: the instances hold the port, so they stop first.
+        o.services.insert("web".into(), running(&bg));
+        let p = plan(&manifest(vec![plain]), &o, &policy());
+        let s = &p.services[0];
+        assert_eq!(s.why, "strategy changed to restart");
+        assert!(!s.switch);
+        assert_eq!(s.unit, "ferry-web.service");
+        assert_eq!(
+            s.stop_first,
+            ["ferry-web@8000.service", "ferry-web@8001.service"]
+        );
+        assert_eq!(s.delete_first, ["ferry-web@.service"]);
+
+        // Removal stops both instances and deletes the template.
+        let p = plan(&manifest(vec![]), &o, &policy());
+        let s = &p.services[0];
+        assert_eq!(s.action, Action::Remove);
+        assert_eq!(
+            s.stop_first,
+            ["ferry-web@8000.service", "ferry-web@8001.service"]
+        );
+        assert_eq!(s.delete_first, ["ferry-web@.service"]);
     }
 }

@@ -114,7 +114,8 @@ pub fn specs_from_state(state: &State) -> Vec<RouteSpec> {
                 service: name.clone(),
                 domain: http.domain.clone(),
                 path: http.path.clone(),
-                port: http.internal_port,
+                // A blue-green service's live instance; a plain one listens on its port.
+                port: applied.live_port.unwrap_or(http.internal_port),
             })
         })
         .collect()

@@ -41,6 +41,11 @@ pub struct State {
     /// manifest names a different store path or `reconcile --retry-failed` clears them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quarantine: BTreeMap<String, Quarantined>,
+    /// What a blue-green switch left to stop, by service: the old instance keeps serving
+    /// until Caddy routes to the new one, then it is drained and stopped. Kept here so a
+    /// switch whose route could not be written (Caddy down) is finished by a later tick.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retiring: BTreeMap<String, Retiring>,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -54,6 +59,20 @@ pub struct Applied {
     pub service: Service,
     /// When it was applied (RFC 3339).
     pub applied_at: String,
+    /// The port of the live instance of a blue-green service (the one Caddy routes to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_port: Option<u16>,
+}
+
+/// What to stop and delete once a blue-green switch is routed and drained.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retiring {
+    /// Units to stop (the instance that served before the switch).
+    pub units: Vec<String>,
+    /// Unit files to delete (a plain unit the service had before it became blue-green).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
 }
 
 /// How a tick ended.
@@ -110,6 +129,7 @@ impl Default for State {
             services: BTreeMap::new(),
             pending: BTreeSet::new(),
             quarantine: BTreeMap::new(),
+            retiring: BTreeMap::new(),
             last_tick: None,
         }
     }
@@ -180,6 +200,14 @@ mod tests {
             Applied {
                 service: m.services[0].clone(),
                 applied_at: "2025-01-01T00:00:00Z".into(),
+                live_port: Some(8001),
+            },
+        );
+        s.retiring.insert(
+            "podcastitlater-web".into(),
+            Retiring {
+                units: vec!["ferry-podcastitlater-web@8000.service".into()],
+                files: vec![],
             },
         );
         s.last_tick = Some(TickRecord {

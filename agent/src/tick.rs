@@ -210,6 +210,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         }
         if p.action == Action::Remove {
             state.services.remove(&p.name);
+            state.retiring.remove(&p.name);
         } else if let Some(service) = by_name.get(p.name.as_str()) {
             let fresh = state
                 .services
@@ -221,8 +222,28 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                     Applied {
                         service: (*service).clone(),
                         applied_at: now.clone(),
+                        live_port: p.port,
                     },
                 );
+            } else if let Some(a) = state.services.get_mut(&p.name) {
+                a.live_port = p.port;
+            }
+            // The instance that serves now is never retired; what the switch replaced is.
+            if let Some(r) = state.retiring.get_mut(&p.name) {
+                r.units.retain(|u| *u != p.unit);
+            }
+            if !p.retire.units.is_empty() || !p.retire.files.is_empty() {
+                let r = state.retiring.entry(p.name.clone()).or_default();
+                for u in &p.retire.units {
+                    if !r.units.contains(u) {
+                        r.units.push(u.clone());
+                    }
+                }
+                for f in &p.retire.files {
+                    if !r.files.contains(f) {
+                        r.files.push(f.clone());
+                    }
+                }
             }
         }
     }

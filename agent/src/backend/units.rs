@@ -1,21 +1,23 @@
-//! The `Units` trait and its implementation on the unit directory: list the agent's
-//! `ferry-*.service` files, write one atomically only when its text changed, remove one.
+//! The `Units` trait and its implementation on the unit directory: list the agent's unit
+//! files (`ferry-<service>.service` and blue-green templates `ferry-<service>@.service`),
+//! write one atomically only when its text changed, remove one. Files are named by their
+//! file name; `render::unit` says which belongs to which service.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use crate::render::unit::unit_name;
+use crate::render::unit::service_of_file;
 use ferry_bucket::atomic_file;
 
 /// The unit files the agent owns.
 pub trait Units {
-    /// Every `ferry-*.service` file, by service name, with its text.
+    /// Every unit file of the agent's, by file name, with its text.
     fn list(&self) -> io::Result<BTreeMap<String, String>>;
-    /// Write a service's unit; returns whether the file changed.
-    fn write(&self, service: &str, text: &str) -> io::Result<bool>;
-    /// Remove a service's unit; returns whether a file was there.
-    fn remove(&self, service: &str) -> io::Result<bool>;
+    /// Write a unit file; returns whether the file changed.
+    fn write(&self, file: &str, text: &str) -> io::Result<bool>;
+    /// Remove a unit file; returns whether a file was there.
+    fn remove(&self, file: &str) -> io::Result<bool>;
 }
 
 /// Unit files in a directory (`/run/systemd/system` by default).
@@ -37,23 +39,16 @@ impl Units for UnitDir {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(service) = name
-                .strip_prefix(crate::UNIT_PREFIX)
-                .and_then(|n| n.strip_suffix(".service"))
-            else {
-                continue;
-            };
-            // Template units (`ferry-x@.service`) belong to blue-green, not to this list.
-            if service.contains('@') {
+            if service_of_file(name).is_none() {
                 continue;
             }
-            out.insert(service.to_owned(), std::fs::read_to_string(entry.path())?);
+            out.insert(name.to_owned(), std::fs::read_to_string(entry.path())?);
         }
         Ok(out)
     }
 
-    fn write(&self, service: &str, text: &str) -> io::Result<bool> {
-        let path = self.dir.join(unit_name(service));
+    fn write(&self, file: &str, text: &str) -> io::Result<bool> {
+        let path = self.dir.join(file);
         match std::fs::read_to_string(&path) {
             Ok(old) if old == text => return Ok(false),
             _ => {}
@@ -63,8 +58,8 @@ impl Units for UnitDir {
         Ok(true)
     }
 
-    fn remove(&self, service: &str) -> io::Result<bool> {
-        match std::fs::remove_file(self.dir.join(unit_name(service))) {
+    fn remove(&self, file: &str) -> io::Result<bool> {
+        match std::fs::remove_file(self.dir.join(file)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
@@ -83,14 +78,16 @@ mod tests {
             dir: dir.path().to_owned(),
         };
         std::fs::write(dir.path().join("other.service"), "x").unwrap();
-        std::fs::write(dir.path().join("ferry-bg@.service"), "x").unwrap();
-        assert!(u.write("web", "A").unwrap());
-        assert!(!u.write("web", "A").unwrap());
-        assert!(u.write("web", "B").unwrap());
+        std::fs::write(dir.path().join("ferry-bg@8000.service"), "x").unwrap();
+        assert!(u.write("ferry-web.service", "A").unwrap());
+        assert!(!u.write("ferry-web.service", "A").unwrap());
+        assert!(u.write("ferry-web.service", "B").unwrap());
+        assert!(u.write("ferry-bg@.service", "T").unwrap());
         let list = u.list().unwrap();
-        assert_eq!(list.len(), 1);
-        assert_eq!(list["web"], "B");
-        assert!(u.remove("web").unwrap());
-        assert!(!u.remove("web").unwrap());
+        assert_eq!(list.len(), 2);
+        assert_eq!(list["ferry-web.service"], "B");
+        assert_eq!(list["ferry-bg@.service"], "T");
+        assert!(u.remove("ferry-web.service").unwrap());
+        assert!(!u.remove("ferry-web.service").unwrap());
     }
 }

@@ -1,4 +1,5 @@
-//! `ferry-agent reconcile`: one tick, under the lock, with the state saved atomically.
+//! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
+//! instances), under the lock, with the state saved atomically.
 //! Exit codes: 0 host matches the manifest; 1 a service failed, or Caddy routes could not be
 //! set; 2 manifest refused; 3 bucket unreachable (services restored from state); 75 another
 //! tick holds the lock.
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferry_agent::config::Config;
+use ferry_agent::retire_step;
 use ferry_agent::route_step::{RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
 use ferry_agent::state_file;
@@ -67,10 +69,23 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let (report, routed) = rt.block_on(async {
         let backends = runtime::backends(&config).await?;
         let mut report = tick(&settings, &mut state, &backends).await;
-        let mut routed = RouteReport::default();
+        let mut routed = RouteReport {
+            ok: true,
+            ..RouteReport::default()
+        };
         if let Some(routing) = &routing {
             routed = after_tick(routing, &mut state, &mut report).await;
         }
+        // Old blue-green instances stop only once traffic reaches the new ones.
+        retire_step::after_routes(
+            &backends.systemd,
+            &backends.units,
+            routed.ok,
+            Duration::from_secs(config.timeouts.drain_sec),
+            &mut state,
+            &mut report,
+        )
+        .await;
         anyhow::Ok((report, routed))
     })?;
     state_file::save(&config.state_file(), &state)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use ferry_agent::render::unit::{render, unit_name};
+use ferry_agent::render::unit::{render, unit_file};
 use ferry_bucket::atomic_file;
 
 /// Arguments of `render`.
@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| s.hosts.contains(&args.host))
     {
-        let path = args.out.join(unit_name(&s.name));
+        let path = args.out.join(unit_file(s));
         atomic_file::write(&path, render(s).as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("{}", path.display());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ferry_agent::backend::systemd::Systemd;
 use ferry_agent::backend::units::{UnitDir, Units};
 use ferry_agent::config::Config;
-use ferry_agent::render::unit::{header_store_path, unit_name};
+use ferry_agent::render::unit::{header_store_path, instance_name, service_of_file, unit_name};
 use ferry_agent::state_file;
 use serde_json::json;
 
@@ -25,10 +25,17 @@ pub struct Args {
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let (state, note) = state_file::load(&config.state_file());
-    let units = UnitDir {
+    // Unit files by service (a plain unit or a blue-green template).
+    let mut units: std::collections::BTreeMap<String, String> = Default::default();
+    for (file, text) in (UnitDir {
         dir: config.unit_dir.clone(),
+    })
+    .list()?
+    {
+        if let Some(service) = service_of_file(&file) {
+            units.insert(service.to_owned(), text);
+        }
     }
-    .list()?;
     let rt = runtime::runtime()?;
     let systemd = rt.block_on(runtime::systemd(&config)).ok();
     let mut names: Vec<&String> = state.services.keys().chain(units.keys()).collect();
@@ -46,7 +53,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                     .and_then(|t| header_store_path(t))
                     .map(|(_, p)| p.to_owned())
             });
-        let unit = unit_name(name);
+        // The unit that serves: a blue-green service's live instance.
+        let live_port = state.services.get(name).and_then(|a| a.live_port);
+        let unit = match live_port {
+            Some(port) => instance_name(name, port),
+            None => unit_name(name),
+        };
         let unit_state = match &systemd {
             Some(sd) => rt.block_on(sd.unit_state(&unit)).ok().flatten(),
             None => None,
@@ -61,6 +73,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "storePath": store_path,
             "unit": unit,
             "unitFile": units.contains_key(name),
+            "livePort": live_port,
+            "retiring": state.retiring.get(name).map(|r| r.units.clone()),
             "activeState": unit_state.as_ref().map(|s| s.active_state.clone()),
             "subState": unit_state.as_ref().map(|s| s.sub_state.clone()),
             "nRestarts": unit_state.as_ref().map(|s| s.n_restarts),

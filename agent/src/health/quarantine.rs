@@ -156,6 +156,7 @@ mod tests {
         Applied {
             service: s,
             applied_at: "t".into(),
+            live_port: None,
         }
     }
 

@@ -1,5 +1,8 @@
-//! Renders `ferry-<service>.service` from a manifest service: a `Type=exec` unit with the
-//! manifest's settings on top of a strong hardening baseline.
+//! Renders a service's unit from its manifest entry: a `Type=exec` unit with the manifest's
+//! settings on top of a strong hardening baseline. A `restart` service gets
+//! `ferry-<service>.service`; a `blue-green` one gets the template `ferry-<service>@.service`
+//! whose instances are named after their port (`ferry-web@8000.service`) and get `PORT` from
+//! the instance name.
 //!
 //! The baseline aims at `systemd-analyze security` exposure ≤ 2.0 while a normal web service
 //! (listens on a loopback TCP port, writes to its own state directory) still runs. Features
@@ -8,7 +11,7 @@
 use std::fmt::Write as _;
 
 use ferry_schema::manifest::{
-    ProtectHome, ProtectHomeMode, ProtectSystem, ProtectSystemMode, Service,
+    ProtectHome, ProtectHomeMode, ProtectSystem, ProtectSystemMode, Service, Strategy,
 };
 
 use super::escape;
@@ -17,9 +20,63 @@ use super::escape;
 /// when the state file is lost.
 pub const HEADER_PREFIX: &str = "# Managed by ferry-agent; do not edit. service=";
 
+/// The second line of a blue-green template: the ports of its instances, so they can be
+/// found and stopped even when the state file is lost.
+const PORTS_PREFIX: &str = "# blue-green instances on ports ";
+
+/// The two instance ports of a blue-green service: `internalPort` and the one after it
+/// (validation keeps both free and in range).
+pub fn instance_ports(service: &Service) -> Option<[u16; 2]> {
+    let http = service.http.as_ref()?;
+    Some([http.internal_port, http.internal_port.checked_add(1)?])
+}
+
+/// The instance ports a template's header names (empty for other units).
+pub fn template_ports(text: &str) -> Vec<u16> {
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.strip_prefix(PORTS_PREFIX))
+        .map(|rest| rest.split(' ').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The unit file name for a service.
 pub fn unit_name(service: &str) -> String {
     format!("{}{service}.service", crate::UNIT_PREFIX)
+}
+
+/// The template unit file name of a blue-green service.
+pub fn template_name(service: &str) -> String {
+    format!("{}{service}@.service", crate::UNIT_PREFIX)
+}
+
+/// The instance of a blue-green service that listens on `port`.
+pub fn instance_name(service: &str, port: u16) -> String {
+    format!("{}{service}@{port}.service", crate::UNIT_PREFIX)
+}
+
+/// Whether a service updates blue-green (two instances, traffic switched between them).
+pub fn is_blue_green(service: &Service) -> bool {
+    service.http.as_ref().and_then(|h| h.strategy) == Some(Strategy::BlueGreen)
+}
+
+/// The unit file a service is rendered into: its template when blue-green.
+pub fn unit_file(service: &Service) -> String {
+    if is_blue_green(service) {
+        template_name(&service.name)
+    } else {
+        unit_name(&service.name)
+    }
+}
+
+/// The service a unit file of this agent belongs to (`ferry-web.service` and
+/// `ferry-web@.service` both give `web`); `None` for other files and for instance files.
+pub fn service_of_file(file: &str) -> Option<&str> {
+    let stem = file
+        .strip_prefix(crate::UNIT_PREFIX)?
+        .strip_suffix(".service")?;
+    let service = stem.strip_suffix('@').unwrap_or(stem);
+    (!service.is_empty() && !service.contains('@')).then_some(service)
 }
 
 /// The absolute program path a service runs: `<storePath>/bin/<command>` for a bare program
@@ -54,6 +111,9 @@ pub fn render(service: &Service) -> String {
         "{HEADER_PREFIX}{name} storePath={}",
         service.artifact.store_path
     );
+    if let (true, Some([a, b])) = (is_blue_green(service), instance_ports(service)) {
+        let _ = writeln!(u, "{PORTS_PREFIX}{a} {b}");
+    }
     u.push_str("[Unit]\n");
     let mut description = format!("Ferry service {name}");
     if let Some(rev) = &service.revision {
@@ -90,6 +150,10 @@ pub fn render(service: &Service) -> String {
     let _ = writeln!(u, "ExecStart={exec}");
     for (k, v) in &service.env {
         let _ = writeln!(u, "Environment={}", escape::environment(k, v));
+    }
+    if is_blue_green(service) {
+        // After the manifest's env, so the instance's port wins over a PORT set there.
+        u.push_str("Environment=PORT=%i\n");
     }
     if let Some(file) = &service.env_file {
         let _ = writeln!(u, "EnvironmentFile={}", escape::specifiers(file));
@@ -254,6 +318,36 @@ PrivateTmp=yes
         assert!(text.contains("DynamicUser=yes\n"));
         assert!(!text.contains("User=pil-web"));
         assert!(text.contains("ProtectSystem=full\nProtectHome=read-only\nPrivateTmp=no\n"));
+    }
+
+    #[test]
+    fn blue_green_renders_a_template_whose_instances_get_their_port() {
+        let mut s = example();
+        s.http.as_mut().unwrap().strategy = Some(Strategy::BlueGreen);
+        assert_eq!(unit_file(&s), "ferry-podcastitlater-web@.service");
+        let text = render(&s);
+        assert!(
+            text.contains("Environment=\"PORT=8000\"\nEnvironment=PORT=%i\n"),
+            "{text}"
+        );
+        assert_eq!(
+            header_store_path(&text).map(|(n, _)| n),
+            Some("podcastitlater-web")
+        );
+        assert_eq!(template_ports(&text), [8000, 8001]);
+        assert!(template_ports(&render(&example())).is_empty());
+        assert_eq!(instance_name("web", 8001), "ferry-web@8001.service");
+        assert_eq!(unit_file(&example()), "ferry-podcastitlater-web.service");
+    }
+
+    #[test]
+    fn files_map_back_to_services() {
+        assert_eq!(service_of_file("ferry-web.service"), Some("web"));
+        assert_eq!(service_of_file("ferry-web@.service"), Some("web"));
+        assert_eq!(service_of_file("ferry-web@8000.service"), None);
+        assert_eq!(service_of_file("ferry-.service"), None);
+        assert_eq!(service_of_file("ferry-web.socket"), None);
+        assert_eq!(service_of_file("sshd.service"), None);
     }
 
     #[test]

@@ -1,0 +1,143 @@
+//! Tick step after routing: finish blue-green switches. Once Caddy routes a service to its
+//! new instance (or no Caddy is managed here), wait the drain period so requests in flight
+//! on the old instance finish, then stop it and delete the unit files the switch replaced.
+//! While the route could not be written, the old instance keeps serving (Caddy still sends
+//! traffic there) and a later tick finishes the job.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::systemd::Systemd;
+use crate::backend::units::Units;
+use crate::plan::Job;
+use crate::render::unit::{instance_name, unit_file, unit_name};
+use crate::state::{Outcome, State};
+use crate::tick::TickReport;
+
+/// Stop what `state.retiring` lists, after `drain`, when `routed` says Caddy holds the
+/// routes to the live instances. Lines join the tick's report and the recorded last tick;
+/// a unit that cannot be stopped stays listed and fails the tick.
+pub async fn after_routes<D: Systemd, U: Units>(
+    systemd: &D,
+    units: &U,
+    routed: bool,
+    drain: Duration,
+    state: &mut State,
+    report: &mut TickReport,
+) {
+    if state.retiring.is_empty() {
+        return;
+    }
+    let mut lines = Vec::new();
+    let mut failed = false;
+    if !routed {
+        for (name, r) in &state.retiring {
+            let port = state.services.get(name).and_then(|a| a.live_port);
+            lines.push(format!(
+                "{name}: {} keeps serving until Caddy routes to port {}; retrying next tick",
+                r.units.join(" "),
+                port.map_or_else(|| "?".to_owned(), |p| p.to_string())
+            ));
+        }
+        record(state, report, lines, false);
+        return;
+    }
+
+    // What serves now is never stopped, whatever the list says.
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for (name, a) in &state.services {
+        keep.insert(match a.live_port {
+            Some(port) => instance_name(name, port),
+            None => unit_name(name),
+        });
+        keep.insert(unit_file(&a.service));
+    }
+
+    let t = Instant::now();
+    tokio::time::sleep(drain).await;
+    report.applied.phases.drain = t.elapsed();
+
+    let mut deleted_any = false;
+    for (name, mut r) in std::mem::take(&mut state.retiring) {
+        let mut stopped = Vec::new();
+        let mut left = Vec::new();
+        for unit in r.units.drain(..) {
+            if keep.contains(&unit) {
+                continue;
+            }
+            match systemd.run_job(&unit, Job::Stop).await {
+                Ok(res) if res == "done" => stopped.push(unit),
+                Err(e)
+                    if e.to_string().contains("NoSuchUnit")
+                        || e.to_string().contains("not loaded") =>
+                {
+                    stopped.push(unit);
+                }
+                Ok(res) => {
+                    lines.push(format!("{name}: stop job of {unit} ended with {res}"));
+                    left.push(unit);
+                }
+                Err(e) => {
+                    lines.push(format!("{name}: cannot stop {unit}: {e}"));
+                    left.push(unit);
+                }
+            }
+        }
+        let mut deleted = Vec::new();
+        let mut files_left = Vec::new();
+        for file in r.files.drain(..) {
+            if keep.contains(&file) {
+                continue;
+            }
+            match units.remove(&file) {
+                Ok(gone) => {
+                    deleted_any |= gone;
+                    report.applied.units_touched += u32::from(gone);
+                    deleted.push(file);
+                }
+                Err(e) => {
+                    lines.push(format!("{name}: cannot delete {file}: {e}"));
+                    files_left.push(file);
+                }
+            }
+        }
+        if !stopped.is_empty() || !deleted.is_empty() {
+            let mut line = format!("{name}: stopped {}", stopped.join(" "));
+            if !deleted.is_empty() {
+                line.push_str(&format!(" and deleted {}", deleted.join(" ")));
+            }
+            line.push_str(&format!(" after a {} s drain", drain.as_secs()));
+            lines.push(line);
+        }
+        if !left.is_empty() || !files_left.is_empty() {
+            failed = true;
+            r.units = left;
+            r.files = files_left;
+            state.retiring.insert(name, r);
+        }
+    }
+    if deleted_any {
+        report.applied.reloads += 1;
+        if let Err(e) = systemd.reload().await {
+            lines.push(format!(
+                "routes: reload after deleting retired units failed: {e}"
+            ));
+            failed = true;
+        }
+    }
+    record(state, report, lines, !failed);
+}
+
+/// Add the step's lines to the tick's report and the recorded last tick.
+fn record(state: &mut State, report: &mut TickReport, lines: Vec<String>, ok: bool) {
+    report.lines.extend(lines.iter().cloned());
+    if !ok && report.outcome == Outcome::Ok {
+        report.outcome = Outcome::Failed;
+    }
+    if let Some(last) = &mut state.last_tick {
+        last.lines.extend(lines);
+        last.outcome = report.outcome;
+    }
+}
