@@ -1,5 +1,5 @@
-//! The scenario's manifests: `web` (HTTP through Caddy, health-checked) and `worker` on
-//! host A, `batch` on host B only. Pure.
+//! The scenario's manifests: `web` (HTTP through Caddy, health-checked, updated blue-green)
+//! and `worker` on host A, `batch` on host B only. Pure.
 
 use serde_json::{Value, json};
 
@@ -9,7 +9,7 @@ pub const HOST_A: &str = "host-a";
 pub const HOST_B: &str = "host-b";
 /// The domain Caddy routes to `web`.
 pub const WEB_DOMAIN: &str = "web.ferry.test";
-/// `web`'s port on host A.
+/// `web`'s first port on host A; blue-green also uses the next one.
 pub const WEB_PORT: u16 = 8000;
 const WORKER_PORT: u16 = 8100;
 const BATCH_PORT: u16 = 8200;
@@ -53,8 +53,11 @@ fn web_service(path: &str) -> Value {
         "artifact": {"type": "nix-closure", "storePath": path},
         "hosts": [HOST_A],
         "exec": {"command": "ferry-testsvc"},
-        "env": {"PORT": WEB_PORT.to_string()},
-        "http": {"domain": WEB_DOMAIN, "path": "/", "internalPort": WEB_PORT},
+        // No PORT here: each blue-green instance gets its own from the agent.
+        "http": {
+            "domain": WEB_DOMAIN, "path": "/", "internalPort": WEB_PORT,
+            "strategy": "blue-green",
+        },
         "healthCheck": {
             "type": "http", "path": "/health", "expectStatus": 200,
             "intervalSec": 1, "retries": 3, "timeoutSec": 2,

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use agent_timer::AGENT;
 use developer::Developer;
-pub use manifest::{HOST_A, HOST_B, WEB_DOMAIN};
+pub use manifest::{HOST_A, HOST_B, WEB_DOMAIN, WEB_PORT};
 use narrate::{banner, done, output, say};
 
 use crate::agent_bed::eventually;
@@ -118,7 +118,8 @@ impl Scenario {
         ));
         let key = [closures.public_key.clone()];
         // A dead bucket must not hold a boot tick for long.
-        let extra = "[timeouts]\nsettleSec = 1\nfetchSec = 10\n";
+        // A short drain keeps the ticks that retire web's old instance short.
+        let extra = "[timeouts]\nsettleSec = 1\nfetchSec = 10\ndrainSec = 1\n";
         for (i, name) in [HOST_A, HOST_B].iter().enumerate() {
             install_agent_config(bed.host(i), bed.s3(), name, &key, &key, extra)?;
             agent_timer::install(bed.host(i), options.interval)?;
@@ -201,7 +202,7 @@ impl Scenario {
         if unit_file_exists(a, "ferry-batch.service") {
             bail!("batch is listed for {HOST_B} only, yet {HOST_A} has a unit for it");
         }
-        if unit_file_exists(b, "ferry-web.service") {
+        if unit_file_exists(b, "ferry-web@.service") {
             bail!("web is listed for {HOST_A} only, yet {HOST_B} has a unit for it");
         }
         say("worker active on host A; batch active on host B and absent from host A");
@@ -217,6 +218,21 @@ impl Scenario {
         self.figures
             .push_to_serving
             .push((self.options.interval, latency));
+        // Blue-green: v2 started beside v1 on the other port; v1 stops after the drain.
+        let a = self.host_a();
+        let live = self.web_unit()?;
+        let old = format!("ferry-web@{WEB_PORT}.service");
+        if live != format!("ferry-web@{}.service", WEB_PORT + 1) {
+            bail!("web's live instance after the update is {live}, not the second port's");
+        }
+        eventually(
+            "web's old instance stopped after the drain",
+            reaction(&self.options),
+            || Ok(!unit_active(a, &old)?),
+        )?;
+        say(&format!(
+            "v2 runs as {live}; {old} (v1) was stopped after Caddy switched and a 1 s drain"
+        ));
         Ok(())
     }
 
@@ -293,11 +309,13 @@ impl Scenario {
 
         // Quarantine holds: later ticks leave web's v2 alone.
         let a = self.host_a();
-        let started =
-            a.sh_ok("systemctl show -p ActiveEnterTimestampMonotonic --value ferry-web.service")?;
+        let show = format!(
+            "systemctl show -p ActiveEnterTimestampMonotonic --value {}",
+            self.web_unit()?
+        );
+        let started = a.sh_ok(&show)?;
         self.wait_ticks(2)?;
-        let again =
-            a.sh_ok("systemctl show -p ActiveEnterTimestampMonotonic --value ferry-web.service")?;
+        let again = a.sh_ok(&show)?;
         if started != again {
             bail!("web was restarted after its v3 was quarantined");
         }
@@ -575,6 +593,17 @@ impl Scenario {
     }
 
     /// `ferry-agent status --json` on host A.
+    /// The unit that serves web on host A (its live blue-green instance), from the agent.
+    fn web_unit(&self) -> Result<String> {
+        let status = self.agent_status()?;
+        status["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == "web"))
+            .and_then(|s| s["unit"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("web is not in the agent's status: {status}"))
+    }
+
     fn agent_status(&self) -> Result<Value> {
         let text = self.host_a().sh_ok(&format!("{AGENT} status --json"))?;
         serde_json::from_str(&text).with_context(|| format!("status is not JSON: {text}"))
