@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ferry_agent::plan::{Observed, ObservedService, Policy, plan};
-use ferry_agent::render::unit::render;
+use ferry_agent::render::unit::{render, unit_file};
 use ferry_bench::synthetic_manifest;
 
 fn plan_1000_services(c: &mut Criterion) {
@@ -18,10 +18,11 @@ fn plan_1000_services(c: &mut Criterion) {
             s.name.clone(),
             ObservedService {
                 store_path: Some(s.artifact.store_path.clone()),
-                unit_text: Some(render(s)),
+                files: [(unit_file(s), render(s))].into_iter().collect(),
                 active_state: Some("active".to_owned()),
                 pending: false,
                 applied: Some(s.clone()),
+                live_port: None,
             },
         );
     }
