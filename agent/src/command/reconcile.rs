@@ -69,6 +69,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let (report, routed) = rt.block_on(async {
         let backends = runtime::backends(&config).await?;
         let mut report = tick(&settings, &mut state, &backends).await;
+        // Record the outcome before routing and draining: a tick killed during the drain
+        // then leaves the new live instance and what to retire, not a pending mark that
+        // would restart the instance Caddy already routes to.
+        if let Err(e) = state_file::save(&config.state_file(), &state) {
+            tracing::warn!("cannot save the state before routing: {e:#}");
+        }
         let mut routed = RouteReport {
             ok: true,
             ..RouteReport::default()
