@@ -30,21 +30,6 @@ pub async fn after_routes<D: Systemd, U: Units>(
     if state.retiring.is_empty() {
         return;
     }
-    let mut lines = Vec::new();
-    let mut failed = false;
-    if !routed {
-        for (name, r) in &state.retiring {
-            let port = state.services.get(name).and_then(|a| a.live_port);
-            lines.push(format!(
-                "{name}: {} keeps serving until Caddy routes to port {}; retrying next tick",
-                r.units.join(" "),
-                port.map_or_else(|| "?".to_owned(), |p| p.to_string())
-            ));
-        }
-        record(state, report, lines, false);
-        return;
-    }
-
     // What serves now is never stopped, whatever the list says.
     let mut keep: BTreeSet<String> = BTreeSet::new();
     for (name, a) in &state.services {
@@ -53,6 +38,27 @@ pub async fn after_routes<D: Systemd, U: Units>(
             None => unit_name(name),
         });
         keep.insert(unit_file(&a.service));
+    }
+
+    let mut lines = Vec::new();
+    let mut failed = false;
+    if !routed {
+        for (name, r) in &state.retiring {
+            let port = state.services.get(name).and_then(|a| a.live_port);
+            let old: Vec<&str> = r
+                .units
+                .iter()
+                .filter(|u| !keep.contains(*u))
+                .map(String::as_str)
+                .collect();
+            lines.push(format!(
+                "{name}: {} keeps serving until Caddy routes to port {}; retrying next tick",
+                old.join(" "),
+                port.map_or_else(|| "?".to_owned(), |p| p.to_string())
+            ));
+        }
+        record(state, report, lines, false);
+        return;
     }
 
     let t = Instant::now();
@@ -139,5 +145,133 @@ fn record(state: &mut State, report: &mut TickReport, lines: Vec<String>, ok: bo
     if let Some(last) = &mut state.last_tick {
         last.lines.extend(lines);
         last.outcome = report.outcome;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::apply::ApplyReport;
+    use crate::backend::systemd::{SystemdError, UnitState};
+    use crate::state::{Applied, Retiring};
+
+    /// Records the jobs it is asked for and the files it deletes.
+    #[derive(Default)]
+    struct Host(Mutex<Vec<String>>);
+    impl Systemd for Host {
+        async fn reload(&self) -> Result<(), SystemdError> {
+            self.0.lock().unwrap().push("reload".into());
+            Ok(())
+        }
+        async fn run_job(&self, unit: &str, job: Job) -> Result<String, SystemdError> {
+            self.0.lock().unwrap().push(format!("{job:?} {unit}"));
+            Ok("done".into())
+        }
+        async fn unit_state(&self, _: &str) -> Result<Option<UnitState>, SystemdError> {
+            Ok(None)
+        }
+    }
+    impl Units for Host {
+        fn list(&self) -> std::io::Result<BTreeMap<String, String>> {
+            Ok(BTreeMap::new())
+        }
+        fn write(&self, _: &str, _: &str) -> std::io::Result<bool> {
+            Ok(true)
+        }
+        fn remove(&self, file: &str) -> std::io::Result<bool> {
+            self.0.lock().unwrap().push(format!("delete {file}"));
+            Ok(true)
+        }
+    }
+
+    /// web is live on 8001; the list also names 8001 (a switch back that never happened)
+    /// and the plain unit it had before becoming blue-green.
+    fn state() -> State {
+        let service = serde_json::from_value(serde_json::json!({
+            "name": "web", "artifact": {"type": "nix-closure", "storePath": "/nix/store/a-web"},
+            "hosts": ["h"], "exec": {"command": "web"},
+            "http": {"domain": "x.test", "path": "/", "internalPort": 8000, "strategy": "blue-green"},
+        }))
+        .unwrap();
+        let mut s = State::default();
+        s.services.insert(
+            "web".into(),
+            Applied {
+                service,
+                applied_at: "t".into(),
+                live_port: Some(8001),
+            },
+        );
+        s.retiring.insert(
+            "web".into(),
+            Retiring {
+                units: vec![
+                    "ferry-web@8000.service".into(),
+                    "ferry-web@8001.service".into(),
+                ],
+                files: vec!["ferry-web.service".into(), "ferry-web@.service".into()],
+            },
+        );
+        s
+    }
+
+    fn report() -> TickReport {
+        TickReport {
+            outcome: Outcome::Ok,
+            lines: Vec::new(),
+            plan: None,
+            applied: ApplyReport::default(),
+            requests: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_route_moved_the_old_instance_stops_and_the_live_one_never_does() {
+        let host = Host::default();
+        let (mut state, mut report) = (state(), report());
+        let drain = Duration::from_secs(5);
+        after_routes(&host, &host, true, drain, &mut state, &mut report).await;
+        assert_eq!(
+            *host.0.lock().unwrap(),
+            [
+                "Stop ferry-web@8000.service",
+                "delete ferry-web.service",
+                "reload"
+            ]
+        );
+        assert_eq!(
+            report.lines,
+            ["web: stopped ferry-web@8000.service and deleted ferry-web.service after a 5 s drain"]
+        );
+        assert_eq!(report.applied.phases.drain, drain);
+        assert_eq!(report.outcome, Outcome::Ok);
+        assert!(state.retiring.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_route_the_old_instance_keeps_serving_and_the_tick_fails() {
+        let host = Host::default();
+        let (mut state, mut report) = (state(), report());
+        after_routes(
+            &host,
+            &host,
+            false,
+            Duration::from_secs(5),
+            &mut state,
+            &mut report,
+        )
+        .await;
+        assert!(host.0.lock().unwrap().is_empty());
+        assert_eq!(
+            report.lines,
+            [
+                "web: ferry-web@8000.service keeps serving until Caddy routes to port 8001; retrying next tick"
+            ]
+        );
+        assert_eq!(report.outcome, Outcome::Failed);
+        assert_eq!(state.retiring.len(), 1);
     }
 }
