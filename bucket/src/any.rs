@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
+use crate::bucket::{
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+};
 use crate::dir::DirBucket;
 use crate::s3::{S3Bucket, S3Settings};
 use crate::url::BucketUrl;
@@ -54,6 +56,10 @@ macro_rules! both {
 impl Bucket for AnyBucket {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
         both!(self, b => b.get(key, if_none_match).await)
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        both!(self, b => b.get_reader(key).await)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, BucketError> {

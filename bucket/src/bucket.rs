@@ -76,6 +76,22 @@ pub enum BucketError {
     },
 }
 
+/// An object being read: its size when the store says, and its bytes as they arrive.
+pub struct ObjectReader {
+    /// Size in bytes (S3's Content-Length, the file's length).
+    pub len: Option<u64>,
+    /// The bytes.
+    pub body: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 /// Access to one bucket. Implementations count requests for reports and benchmarks.
 pub trait Bucket: Send + Sync {
     /// GET `key`; with `if_none_match`, a matching ETag gives [`Fetched::Unchanged`].
@@ -84,6 +100,13 @@ pub trait Bucket: Send + Sync {
         key: &str,
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
+
+    /// GET `key` as a reader over its bytes as they arrive, so an object larger than memory
+    /// (a NAR) is never held whole; `None` when there is no such object.
+    fn get_reader(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, BucketError>> + Send;
 
     /// Whether `key` exists (HEAD).
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool, BucketError>> + Send;

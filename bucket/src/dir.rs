@@ -16,7 +16,9 @@ use std::time::UNIX_EPOCH;
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file;
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
+use crate::bucket::{
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+};
 
 /// Objects up to this size get a content ETag.
 const CONTENT_ETAG_MAX: u64 = 1024 * 1024;
@@ -184,6 +186,31 @@ fn list_into(
 }
 
 impl Bucket for DirBucket {
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        self.count();
+        let Ok(path) = self.path_of(key) else {
+            return Ok(None);
+        };
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if tokio::fs::metadata(&self.root).await.is_err() {
+                    return Err(self.root_missing());
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(io_refused(&path, &e)),
+        };
+        let meta = file.metadata().await.map_err(|e| io_refused(&path, &e))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(ObjectReader {
+            len: Some(meta.len()),
+            body: Box::pin(file),
+        }))
+    }
+
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
         self.count();
         let Ok(path) = self.path_of(key) else {
@@ -351,6 +378,15 @@ mod tests {
             b.get("../etc/passwd", None).await.unwrap(),
             Fetched::Missing
         );
+        let mut reader = b.get_reader("nar/b.nar.zst").await.unwrap().unwrap();
+        assert_eq!(reader.len, Some(100_000));
+        let mut streamed = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader.body, &mut streamed)
+            .await
+            .unwrap();
+        assert_eq!(streamed, vec![7u8; 100_000]);
+        assert!(b.get_reader("nope").await.unwrap().is_none());
+        assert!(b.get_reader("../etc/passwd").await.unwrap().is_none());
         assert!(b.exists("nar/a.nar.zst").await.unwrap());
         assert!(!b.exists("nar/c.nar.zst").await.unwrap());
 

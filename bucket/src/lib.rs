@@ -12,7 +12,9 @@ pub mod s3;
 pub mod url;
 
 pub use any::AnyBucket;
-pub use bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
+pub use bucket::{
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+};
 pub use dir::DirBucket;
 pub use s3::{S3Bucket, S3Settings};
 pub use url::{BucketUrl, BucketUrlError};

@@ -24,7 +24,9 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::OnceCell;
 
-use crate::bucket::{Bucket, BucketError, Fetched, ObjectInfo, PutCondition, PutOutcome};
+use crate::bucket::{
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+};
 
 /// Files larger than this go up in parts.
 const MULTIPART_THRESHOLD: u64 = 32 * 1024 * 1024;
@@ -305,6 +307,25 @@ impl Bucket for S3Bucket {
                 Some(404) => Ok(Fetched::Missing),
                 _ => Err(self.fail(key, &err)),
             },
+        }
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        self.count();
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectReader {
+                len: out.content_length().and_then(|n| u64::try_from(n).ok()),
+                body: Box::pin(out.body.into_async_read()),
+            })),
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(self.fail(key, &err)),
         }
     }
 

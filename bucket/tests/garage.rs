@@ -44,6 +44,16 @@ async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
         panic!("expected the multipart object");
     };
     assert!(bytes == content, "multipart object differs from the file");
+    // The same object read as it arrives.
+    let mut reader = b
+        .get_reader("nar/big.nar.zst")
+        .await?
+        .expect("the object exists");
+    assert_eq!(reader.len, Some(content.len() as u64));
+    let mut streamed = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut reader.body, &mut streamed).await?;
+    assert!(streamed == content, "streamed object differs from the file");
+    assert!(b.get_reader("nar/absent.nar.zst").await?.is_none());
     let small = dir.path().join("small");
     std::fs::write(&small, b"small")?;
     b.put_file("nar/small.nar.zst", &small).await?;

@@ -102,6 +102,33 @@ async fn agent_s3_bucket_conditional_get_missing_unreachable_and_cache_proxy() -
             .status(),
         405
     );
+    // A NAR-sized object is streamed through with its length; HEAD sends the length only.
+    let big: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key("nar/big.nar.zst")
+        .body(ByteStream::from(big.clone()))
+        .send()
+        .await?;
+    let got = http
+        .get(format!("{}/nar/big.nar.zst", proxy.url()))
+        .send()
+        .await?;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.content_length(), Some(big.len() as u64));
+    assert!(got.bytes().await?.as_ref() == big.as_slice(), "NAR differs");
+    let head = http
+        .head(format!("{}/nar/big.nar.zst", proxy.url()))
+        .send()
+        .await?;
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(big.len().to_string().as_str())
+    );
     drop(proxy);
 
     // Wrong credentials are "refused", a dead endpoint is "unreachable".

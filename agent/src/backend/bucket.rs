@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-pub use ferry_bucket::{BucketError, Fetched};
+pub use ferry_bucket::{BucketError, Fetched, ObjectReader};
 
 /// Read access to the bucket.
 pub trait ReadBucket: Send + Sync + 'static {
@@ -15,6 +15,24 @@ pub trait ReadBucket: Send + Sync + 'static {
         key: &str,
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
+
+    /// GET `key` as a reader over its bytes as they arrive (the cache proxy streams NARs
+    /// through it instead of holding them); `None` when missing. The default reads the
+    /// whole object with [`ReadBucket::get`].
+    fn get_reader(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectReader>, BucketError>> + Send {
+        async move {
+            Ok(match self.get(key, None).await? {
+                Fetched::Found { bytes, .. } => Some(ObjectReader {
+                    len: Some(bytes.len() as u64),
+                    body: Box::pin(std::io::Cursor::new(bytes)),
+                }),
+                Fetched::Missing | Fetched::Unchanged => None,
+            })
+        }
+    }
 
     /// A binary-cache URL `nix copy` can read directly, when there is one (`file://` buckets);
     /// `None` means serve the bucket through the loopback cache proxy.
@@ -31,6 +49,10 @@ pub trait ReadBucket: Send + Sync + 'static {
 impl<T: ferry_bucket::Bucket + 'static> ReadBucket for T {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
         ferry_bucket::Bucket::get(self, key, if_none_match).await
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        ferry_bucket::Bucket::get_reader(self, key).await
     }
 
     fn requests(&self) -> u64 {

@@ -2,12 +2,17 @@
 //! runs, because Nix's own S3 support depends on how Nix was built (Debian's has none). The
 //! proxy is not trusted: Nix still checks every narinfo signature against the host's keys.
 //! The random prefix keeps other local users from reading the bucket through it.
+//! Objects are streamed through as they arrive, so the agent's memory does not grow with
+//! the largest NAR.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use futures_util::TryStreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::header::CONTENT_LENGTH;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -15,8 +20,9 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::io::ReaderStream;
 
-use super::bucket::{Fetched, ReadBucket};
+use super::bucket::ReadBucket;
 
 /// A running proxy; stops when dropped.
 #[derive(Debug)]
@@ -72,13 +78,16 @@ impl Drop for CacheProxy {
     }
 }
 
-async fn serve<B: ReadBucket>(
-    bucket: &B,
-    prefix: &str,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+/// A response body: a short literal, or an object streamed from the bucket.
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+async fn serve<B: ReadBucket>(bucket: &B, prefix: &str, req: Request<Incoming>) -> Response<Body> {
     let reply = |status: StatusCode, body: Bytes| {
-        let mut r = Response::new(Full::new(body));
+        let mut r = Response::new(
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
         *r.status_mut() = status;
         r
     };
@@ -88,16 +97,20 @@ async fn serve<B: ReadBucket>(
     let Some(key) = req.uri().path().strip_prefix(prefix) else {
         return reply(StatusCode::NOT_FOUND, Bytes::new());
     };
-    match bucket.get(key, None).await {
-        Ok(Fetched::Found { bytes, .. }) => {
-            let body = if req.method() == Method::HEAD {
-                Bytes::new()
+    match bucket.get_reader(key).await {
+        Ok(Some(object)) => {
+            let mut r = if req.method() == Method::HEAD {
+                reply(StatusCode::OK, Bytes::new())
             } else {
-                Bytes::from(bytes)
+                let frames = ReaderStream::new(object.body).map_ok(Frame::data);
+                Response::new(StreamBody::new(frames).boxed_unsync())
             };
-            reply(StatusCode::OK, body)
+            if let Some(len) = object.len {
+                r.headers_mut().insert(CONTENT_LENGTH, len.into());
+            }
+            r
         }
-        Ok(Fetched::Missing | Fetched::Unchanged) => reply(StatusCode::NOT_FOUND, Bytes::new()),
+        Ok(None) => reply(StatusCode::NOT_FOUND, Bytes::new()),
         Err(e) => reply(StatusCode::BAD_GATEWAY, Bytes::from(e.to_string())),
     }
 }

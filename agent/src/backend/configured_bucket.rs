@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_bucket::{AnyBucket, BucketUrl, DirBucket, S3Bucket, S3Settings};
 
-use super::bucket::{BucketError, Fetched, ReadBucket};
+use super::bucket::{BucketError, Fetched, ObjectReader, ReadBucket};
 use crate::config::Config;
 
 /// The configured bucket (S3 or a directory), read-only.
@@ -73,6 +73,10 @@ pub fn direct_cache_url(url: &BucketUrl) -> Option<String> {
 impl ReadBucket for ConfiguredBucket {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
         ferry_bucket::Bucket::get(&self.store, key, if_none_match).await
+    }
+
+    async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        ferry_bucket::Bucket::get_reader(&self.store, key).await
     }
 
     fn direct_cache_url(&self) -> Option<String> {
