@@ -15,13 +15,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Summary, Table, summarize};
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Output, install_agent_config};
+use ferry_tests::agent_bed::{AGENT, bed_with_agent};
+use ferry_tests::{Closures, Output, install_agent_config};
 use serde_json::{Value, json};
 
 /// The name the manifest uses for the bed host.
 const HOST: &str = "bedhost";
-/// Where the agent binary appears inside the host.
-const AGENT: &str = "/usr/local/bin/ferry-agent";
 
 /// The numeric fields of the agent's `tick: …` line.
 fn tick_fields(out: &Output) -> Result<BTreeMap<String, f64>> {
@@ -74,14 +73,7 @@ fn main() -> Result<()> {
     let rounds = ferry_bench::stats::rounds(30)?;
     let agent: PathBuf = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
     let closures = Closures::get()?;
-    let bed = Bed::start(BedOptions {
-        hosts: 1,
-        bind_ro: vec![BindRo {
-            source: agent.clone(),
-            target: AGENT.into(),
-        }],
-        ..Default::default()
-    })?;
+    let bed = bed_with_agent(agent.clone())?;
     let host = bed.host(0);
     let s3 = bed.s3();
     let rt = tokio::runtime::Runtime::new()?;

@@ -27,13 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Table, summarize};
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, install_agent_config};
+use ferry_tests::agent_bed::{AGENT, bed_with_agent};
+use ferry_tests::{Bed, Closures, Host, Output, install_agent_config};
 use serde_json::{Value, json};
 
 /// The name the manifest uses for the bed host.
 const HOST: &str = "bedhost";
-/// Where the agent binary appears inside the host.
-const AGENT: &str = "/usr/local/bin/ferry-agent";
 /// agent.toml additions: routes in Debian Caddy's srv0, a 1 s drain.
 const CONFIG: &str = "[timeouts]\nsettleSec = 1\ndrainSec = 1\n[caddy]\nserver = \"srv0\"\n";
 /// How long a round may take before the poller gives up.
@@ -247,14 +246,7 @@ fn main() -> Result<()> {
     let rounds = ferry_bench::stats::rounds(5)?;
     let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
     let closures = Closures::get()?;
-    let bed = Bed::start(BedOptions {
-        hosts: 1,
-        bind_ro: vec![BindRo {
-            source: agent.clone(),
-            target: AGENT.into(),
-        }],
-        ..Default::default()
-    })?;
+    let bed = bed_with_agent(agent.clone())?;
     let host = bed.host(0);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(closures.upload_signed(bed.s3(), ""))?;

@@ -38,6 +38,19 @@ pub fn agent_binary() -> Result<PathBuf> {
     Ok(dir.join("ferry-agent"))
 }
 
+/// A bed with one host and `agent` bound read-only into it at [`AGENT`] (tests and the
+/// benchmarks that run a real agent).
+pub fn bed_with_agent(agent: PathBuf) -> Result<Bed> {
+    Bed::start(BedOptions {
+        hosts: 1,
+        bind_ro: vec![BindRo {
+            source: agent,
+            target: AGENT.into(),
+        }],
+        ..Default::default()
+    })
+}
+
 /// A bed with one host, the agent bound into it, the signed cache in the bucket, and an
 /// agent.toml pointing at Garage.
 pub struct AgentBed {
@@ -58,15 +71,7 @@ impl AgentBed {
     /// Starts the bed; `extra_config` is appended to agent.toml.
     pub async fn start_with(extra_config: &str) -> Result<Self> {
         let closures = Closures::get()?;
-        let agent = agent_binary()?;
-        let bed = Bed::start(BedOptions {
-            hosts: 1,
-            bind_ro: vec![BindRo {
-                source: agent,
-                target: AGENT.into(),
-            }],
-            ..Default::default()
-        })?;
+        let bed = bed_with_agent(agent_binary()?)?;
         closures.upload_signed(bed.s3(), "").await?;
         let this = Self {
             bed,
@@ -149,6 +154,30 @@ impl AgentBed {
         self.host()
             .sh_ok("cd /run/systemd/system && for f in ferry-*.service; do [ -e \"$f\" ] && echo \"== $f\" && cat \"$f\"; done; true")
     }
+
+    /// The `@id`s of srv0's routes in the host's Caddy, in order (`-` for routes without
+    /// one).
+    pub fn caddy_route_ids(&self) -> Result<Vec<String>> {
+        let (status, body) =
+            self.host()
+                .caddy_admin("GET", "/config/apps/http/servers/srv0/routes", None)?;
+        if status != 200 {
+            bail!("GET srv0 routes answered {status}: {body}");
+        }
+        Ok(route_ids(&serde_json::from_str(&body)?))
+    }
+}
+
+/// The `@id`s of a Caddy routes array, in order (`-` for routes without one).
+pub fn route_ids(routes: &Value) -> Vec<String> {
+    routes
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| r["@id"].as_str().unwrap_or("-").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A test-service entry for the bed host listening on `port`.

@@ -83,25 +83,6 @@ fn upstream(t: &AgentBed, service: &str) -> Result<String> {
         .with_context(|| format!("route ferry-{service} has no upstream: {body}"))
 }
 
-/// The `@id`s of srv0's routes in the host's Caddy (`-` for routes without one).
-fn caddy_ids(t: &AgentBed) -> Result<Vec<String>> {
-    let (status, body) =
-        t.host()
-            .caddy_admin("GET", "/config/apps/http/servers/srv0/routes", None)?;
-    if status != 200 {
-        bail!("GET srv0 routes answered {status}: {body}");
-    }
-    let routes: Value = serde_json::from_str(&body)?;
-    Ok(routes
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| r["@id"].as_str().unwrap_or("-").to_owned())
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 fn live_port(t: &AgentBed, service: &str) -> Result<Value> {
     Ok(t.state()?["services"][service]["livePort"].clone())
 }
@@ -386,7 +367,7 @@ async fn removing_a_blue_green_service_stops_both_instances_and_deletes_template
     t.host()
         .sh_ok(&format!("systemctl start {}", instance("web", port + 1)))?;
     assert_eq!(active_state(&t, &instance("web", port + 1))?, "active");
-    assert_eq!(caddy_ids(&t)?, ["ferry-web", "-"]);
+    assert_eq!(t.caddy_route_ids()?, ["ferry-web", "-"]);
 
     t.publish(&manifest(2, vec![other])).await?;
     let out = t.reconcile()?;
@@ -409,7 +390,7 @@ async fn removing_a_blue_green_service_stops_both_instances_and_deletes_template
         "{}",
         t.unit_files()?
     );
-    assert_eq!(caddy_ids(&t)?, ["-"]);
+    assert_eq!(t.caddy_route_ids()?, ["-"]);
     assert!(t.state()?["services"].get("web").is_none());
     assert_eq!(t.show("ferry-other.service", "ActiveState")?, "active");
     let (status, body) = via_caddy(&t, domain, "/version")?;
@@ -445,7 +426,7 @@ async fn a_host_that_lost_run_gets_its_live_instance_back_and_routed() -> Result
         || Ok(t.host().caddy_admin("GET", "/config/", None)?.0 == 200),
     )?;
     assert_ne!(active_state(&t, &live)?, "active");
-    assert_eq!(caddy_ids(&t)?, ["-"]);
+    assert_eq!(t.caddy_route_ids()?, ["-"]);
 
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "restore failed");

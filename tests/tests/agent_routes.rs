@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use ferry_agent::backend::caddy::{CaddyAdmin, Proxy};
 use ferry_agent::route_step::{Routing, reassert, server_value};
 use ferry_agent::routes::{RouteSpec, ordered_routes};
-use ferry_tests::agent_bed::{AGENT, AgentBed, eventually, manifest, service, summary};
+use ferry_tests::agent_bed::{AGENT, AgentBed, eventually, manifest, route_ids, service, summary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -96,17 +96,6 @@ async fn through(port: u16, host: &str, path: &str) -> Result<(u16, String)> {
     Ok((r.status().as_u16(), r.text().await?))
 }
 
-fn ids(routes: &Value) -> Vec<String> {
-    routes
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| r["@id"].as_str().unwrap_or("-").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn spec(service: &str, domain: &str, path: &str, port: u16) -> RouteSpec {
     RouteSpec {
         service: service.into(),
@@ -143,7 +132,7 @@ async fn caddy_backend_upserts_without_duplicates_orders_before_a_catch_all_and_
         proxy.upsert("srv0", 0, &routes[1]).await?;
     }
     let server = proxy.server("srv0").await?.context("srv0 missing")?;
-    assert_eq!(ids(&server["routes"]), ["ferry-web", "-"]);
+    assert_eq!(route_ids(&server["routes"]), ["ferry-web", "-"]);
     assert_eq!(
         through(http_port, "example.test", "/x").await?,
         (200, "web".into())
@@ -158,7 +147,7 @@ async fn caddy_backend_upserts_without_duplicates_orders_before_a_catch_all_and_
     proxy.insert("srv0", 3, &extra[0]).await?;
     let server = proxy.server("srv0").await?.context("srv0 missing")?;
     assert_eq!(
-        ids(&server["routes"]),
+        route_ids(&server["routes"]),
         ["ferry-api", "ferry-web", "-", "ferry-tail"]
     );
     assert_eq!(
@@ -198,13 +187,16 @@ async fn caddy_backend_upserts_without_duplicates_orders_before_a_catch_all_and_
     assert!(r.ok && r.writes == 1, "{r:?}");
     assert!(r.lines.iter().any(|l| l.contains("order")), "{:?}", r.lines);
     let server = proxy.server("srv0").await?.context("srv0 missing")?;
-    assert_eq!(ids(&server["routes"]), ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(
+        route_ids(&server["routes"]),
+        ["ferry-api", "ferry-web", "-"]
+    );
 
     // Deleting twice: the second is a 404, which counts as done.
     proxy.delete("ferry-api").await?;
     proxy.delete("ferry-api").await?;
     let server = proxy.server("srv0").await?.context("srv0 missing")?;
-    assert_eq!(ids(&server["routes"]), ["ferry-web", "-"]);
+    assert_eq!(route_ids(&server["routes"]), ["ferry-web", "-"]);
 
     // Errors name the admin address and the route.
     let Err(e) = proxy.insert("nope", 0, &routes[0]).await else {
@@ -280,17 +272,6 @@ fn via_caddy(t: &AgentBed, domain: &str, path: &str) -> Result<(u16, String)> {
     ferry_tests::host::parse_curl_output(&out)
 }
 
-/// The `@id`s of srv0's routes in the host's Caddy, in order (`-` for routes without one).
-fn caddy_ids(t: &AgentBed) -> Result<Vec<String>> {
-    let (status, body) =
-        t.host()
-            .caddy_admin("GET", "/config/apps/http/servers/srv0/routes", None)?;
-    if status != 200 {
-        bail!("GET srv0 routes answered {status}: {body}");
-    }
-    Ok(ids(&serde_json::from_str(&body)?))
-}
-
 fn with_http(mut s: Value, who: &str, domain: &str, path: &str) -> Value {
     let port: u16 = s["env"]["PORT"]
         .as_str()
@@ -334,7 +315,7 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         "{}",
         out.stdout
     );
-    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(t.caddy_route_ids()?, ["ferry-api", "ferry-web", "-"]);
     assert_eq!(
         via_caddy(&t, "example.test", "/version")?,
         (200, "2.0.0".into())
@@ -363,7 +344,7 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
     eventually("Caddy back after restart", Duration::from_secs(20), || {
         Ok(t.host().caddy_admin("GET", "/config/", None)?.0 == 200)
     })?;
-    assert_eq!(caddy_ids(&t)?, ["-"], "the restart kept API routes");
+    assert_eq!(t.caddy_route_ids()?, ["-"], "the restart kept API routes");
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
     assert!(
@@ -373,7 +354,7 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         out.stdout
     );
     assert!(summary(&out).contains("routeWrites=2"), "{}", summary(&out));
-    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(t.caddy_route_ids()?, ["ferry-api", "ferry-web", "-"]);
     assert_eq!(
         via_caddy(&t, "example.test", "/version")?,
         (200, "2.0.0".into())
@@ -416,7 +397,7 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         "{}",
         out.stdout
     );
-    assert_eq!(caddy_ids(&t)?, ["ferry-web", "-"]);
+    assert_eq!(t.caddy_route_ids()?, ["ferry-web", "-"]);
     assert_eq!(
         via_caddy(&t, "example.test", "/version")?,
         (200, "2.0.0".into())
@@ -446,7 +427,7 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
     })?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "routes not repaired after Caddy came back");
-    assert_eq!(caddy_ids(&t)?, ["ferry-api", "ferry-web", "-"]);
+    assert_eq!(t.caddy_route_ids()?, ["ferry-api", "ferry-web", "-"]);
     assert_eq!(
         via_caddy(&t, "example.test", "/version")?,
         (200, "1.0.0".into())
