@@ -25,7 +25,7 @@ enum Verb {
     Reconcile(command::reconcile::Args),
     /// Show what a tick would do, without doing it.
     Plan(command::plan::Args),
-    /// Show what this host runs.
+    /// Show what this host runs: services, units, routes, quarantined store paths.
     Status(command::status::Args),
     /// Write the unit files the agent would install for a host (no config needed).
     Render(command::render::Args),

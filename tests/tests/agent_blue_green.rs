@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result, bail};
 use ferry_tests::Output;
-use ferry_tests::agent_bed::{AgentBed, manifest, service};
+use ferry_tests::agent_bed::{AGENT, AgentBed, manifest, service};
 use ferry_tests::request_loop::{Answer, Pace, Target, answers_during, count_failed, count_ok};
 use serde_json::{Value, json};
 
@@ -206,6 +206,14 @@ async fn blue_green_update_switches_ports_without_a_failed_request_and_back() ->
     assert_eq!(upstream(&t, "web")?, format!("127.0.0.1:{}", port + 1));
     assert_eq!(via_caddy(&t, domain, "/version")?, (200, "2.0.0".into()));
     assert_eq!(t.get(port + 1, "/env/PORT")?, (port + 1).to_string());
+    // `status` names the live instance and the route's upstream.
+    let text = t.host().sh_ok(&format!("{AGENT} status"))?;
+    let want = format!(
+        "unit={} active/running generation=2 route={domain}/ -> 127.0.0.1:{}",
+        instance("web", port + 1),
+        port + 1
+    );
+    assert!(text.contains(&want), "{text}");
 
     // v2 → v1: back to the first port, again without a failed request.
     t.publish(&manifest(3, vec![web(&c.v1)])).await?;

@@ -1,5 +1,6 @@
 //! `ferry-agent status [--json]`: what this host runs — services, store paths, profile
-//! generation, unit state, the store paths in quarantine, and the last tick's result and time.
+//! generation, unit state (a blue-green service's live instance), the Caddy route the agent
+//! keeps for it, the store paths in quarantine, and the last tick's result and time.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use ferry_agent::backend::systemd::Systemd;
 use ferry_agent::backend::units::{UnitDir, Units};
 use ferry_agent::config::Config;
 use ferry_agent::render::unit::{header_store_path, instance_name, service_of_file, unit_name};
+use ferry_agent::route_step::specs_from_state;
 use ferry_agent::state_file;
 use serde_json::json;
 
@@ -41,8 +43,17 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let mut names: Vec<&String> = state.services.keys().chain(units.keys()).collect();
     names.sort();
     names.dedup();
+    let routes = specs_from_state(&state);
     let mut services = Vec::new();
     for name in names {
+        // The route the agent keeps in Caddy for it (from the last good deploy).
+        let route = routes.iter().find(|r| r.service == *name).map(|r| {
+            json!({
+                "domain": r.domain,
+                "path": r.path,
+                "upstream": format!("127.0.0.1:{}", r.port),
+            })
+        });
         let store_path = state
             .services
             .get(name)
@@ -75,6 +86,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "unitFile": units.contains_key(name),
             "livePort": live_port,
             "retiring": state.retiring.get(name).map(|r| r.units.clone()),
+            "route": route,
             "activeState": unit_state.as_ref().map(|s| s.active_state.clone()),
             "subState": unit_state.as_ref().map(|s| s.sub_state.clone()),
             "nRestarts": unit_state.as_ref().map(|s| s.n_restarts),
@@ -106,8 +118,20 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     for s in &services {
         let get = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        let route = s
+            .get("route")
+            .filter(|r| !r.is_null())
+            .map_or_else(String::new, |r| {
+                let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+                format!(
+                    " route={}{} -> {}",
+                    text("domain"),
+                    text("path"),
+                    text("upstream")
+                )
+            });
         println!(
-            "{}: {} unit={} {}/{} generation={}",
+            "{}: {} unit={} {}/{} generation={}{route}",
             get("name"),
             get("storePath"),
             get("unit"),
