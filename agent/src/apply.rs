@@ -23,7 +23,7 @@ use crate::backend::bucket::ReadBucket;
 use crate::backend::cache_proxy::CacheProxy;
 use crate::backend::probe::{NetProbe, Probe};
 use crate::backend::store::Store;
-use crate::backend::systemd::Systemd;
+use crate::backend::systemd::{Systemd, stop};
 use crate::backend::units::Units;
 use crate::health::quarantine::Quarantined;
 use crate::health::spec::{Check, HealthSpec};
@@ -365,14 +365,7 @@ async fn clear_away<B, S, D: Systemd, U: Units, P>(
     b: &Backends<B, S, D, U, P>,
 ) -> Result<u32, String> {
     for unit in &p.stop_first {
-        match b.systemd.run_job(unit, Job::Stop).await {
-            Ok(r) if r == "done" => {}
-            Err(e)
-                if e.to_string().contains("NoSuchUnit") || e.to_string().contains("not loaded") => {
-            }
-            Ok(r) => return Err(format!("stop job of {unit} ended with {r}")),
-            Err(e) => return Err(e.to_string()),
-        }
+        stop(&b.systemd, unit).await?;
     }
     let mut deleted = 0;
     for file in &p.delete_first {
@@ -431,12 +424,8 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             && p.rollback
                 .as_ref()
                 .is_none_or(|r| p.switch || r.unit != p.unit);
-        if stop_new {
-            match b.systemd.run_job(&p.unit, Job::Stop).await {
-                Ok(r) if r == "done" => {}
-                Ok(r) => note.push(format!("stop job of {} ended with {r}", p.unit)),
-                Err(e) => note.push(format!("cannot stop {}: {e}", p.unit)),
-            }
+        if stop_new && let Err(e) = stop(&b.systemd, &p.unit).await {
+            note.push(e);
         }
         let Some(r) = &p.rollback else {
             if p.switch {

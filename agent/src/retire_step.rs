@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::systemd::Systemd;
+use crate::backend::systemd::{Systemd, stop};
 use crate::backend::units::Units;
-use crate::plan::Job;
 use crate::render::unit::{instance_name, unit_file, unit_name};
 use crate::state::{Outcome, State};
 use crate::tick::TickReport;
@@ -73,20 +72,10 @@ pub async fn after_routes<D: Systemd, U: Units>(
             if keep.contains(&unit) {
                 continue;
             }
-            match systemd.run_job(&unit, Job::Stop).await {
-                Ok(res) if res == "done" => stopped.push(unit),
-                Err(e)
-                    if e.to_string().contains("NoSuchUnit")
-                        || e.to_string().contains("not loaded") =>
-                {
-                    stopped.push(unit);
-                }
-                Ok(res) => {
-                    lines.push(format!("{name}: stop job of {unit} ended with {res}"));
-                    left.push(unit);
-                }
+            match stop(systemd, &unit).await {
+                Ok(()) => stopped.push(unit),
                 Err(e) => {
-                    lines.push(format!("{name}: cannot stop {unit}: {e}"));
+                    lines.push(format!("{name}: {e}"));
                     left.push(unit);
                 }
             }
@@ -156,6 +145,7 @@ mod tests {
     use super::*;
     use crate::apply::ApplyReport;
     use crate::backend::systemd::{SystemdError, UnitState};
+    use crate::plan::Job;
     use crate::state::{Applied, Retiring};
 
     /// Records the jobs it is asked for and the files it deletes.

@@ -77,6 +77,19 @@ pub trait Systemd: Send + Sync {
     ) -> impl Future<Output = Result<Option<UnitState>, SystemdError>> + Send;
 }
 
+/// Stop `unit` and wait for the job. A unit systemd does not know (a reboot wiped `/run`,
+/// an instance never started) is already stopped; any other failure says why.
+pub async fn stop<D: Systemd>(systemd: &D, unit: &str) -> Result<(), String> {
+    match systemd.run_job(unit, Job::Stop).await {
+        Ok(r) if r == "done" => Ok(()),
+        Ok(r) => Err(format!("stop job of {unit} ended with {r}")),
+        Err(e) if e.to_string().contains("NoSuchUnit") || e.to_string().contains("not loaded") => {
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// systemd over D-Bus.
 #[derive(Debug, Clone)]
 pub struct DbusSystemd {
