@@ -387,9 +387,13 @@ async fn start<B, S, D: Systemd, U: Units, P>(
         return Ok(0);
     };
     clear_away(p, b).await?;
-    let unit = &p.unit;
-    match b.systemd.run_job(unit, job).await {
-        Ok(r) if r == "done" => Ok(match b.systemd.unit_state(unit).await {
+    run_job(&b.systemd, &p.unit, job).await
+}
+
+/// Run a start/restart job on `unit`; its `NRestarts` right after, for the health check.
+async fn run_job<D: Systemd>(systemd: &D, unit: &str, job: Job) -> Result<u32, String> {
+    match systemd.run_job(unit, job).await {
+        Ok(r) if r == "done" => Ok(match systemd.unit_state(unit).await {
             Ok(Some(s)) => s.n_restarts,
             _ => 0,
         }),
@@ -427,11 +431,14 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         if stop_new && let Err(e) = stop(&b.systemd, &p.unit).await {
             note.push(e);
         }
-        let Some(r) = &p.rollback else {
-            if p.switch {
-                // Same service, re-rendered: its file stays for the instance still serving.
-                continue;
-            }
+        // The new version's file goes when nothing takes its place: nothing to roll back to
+        // (except for a switch: the same service, re-rendered, whose instance still serves),
+        // or a previous version that ran from another file (a strategy change).
+        let delete_new = match &p.rollback {
+            None => !p.switch,
+            Some(r) => r.unit_file != p.unit_file,
+        };
+        if delete_new {
             match b.units.remove(&p.unit_file) {
                 Ok(changed) => {
                     changed_files |= changed;
@@ -439,6 +446,8 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                 }
                 Err(e) => note.push(format!("cannot delete {}: {e}", p.unit_file)),
             }
+        }
+        let Some(r) = &p.rollback else {
             continue;
         };
         if p.pulls() {
@@ -449,15 +458,6 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                 .await
             {
                 note.push(format!("profile not pointed back: {e}"));
-            }
-        }
-        if r.unit_file != p.unit_file {
-            match b.units.remove(&p.unit_file) {
-                Ok(changed) => {
-                    changed_files |= changed;
-                    report.units_touched += u32::from(changed);
-                }
-                Err(e) => note.push(format!("cannot delete {}: {e}", p.unit_file)),
             }
         }
         match b.units.write(&r.unit_file, &r.unit_text) {
@@ -483,16 +483,9 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             }
         }
     }
-    let jobs = join_all(restart.iter().map(|p| async move {
+    let jobs = join_all(restart.iter().map(|p| {
         let unit = p.rollback.as_ref().map_or(&p.unit, |r| &r.unit);
-        match b.systemd.run_job(unit, Job::Restart).await {
-            Ok(r) if r == "done" => Ok(match b.systemd.unit_state(unit).await {
-                Ok(Some(s)) => s.n_restarts,
-                _ => 0,
-            }),
-            Ok(r) => Err(format!("restart job of {unit} ended with {r}")),
-            Err(e) => Err(e.to_string()),
-        }
+        run_job(&b.systemd, unit, Job::Restart)
     }))
     .await;
     report.phases.systemd += t.elapsed();
@@ -703,9 +696,7 @@ mod tests {
     use crate::backend::store::StoreError;
     use crate::backend::systemd::{SystemdError, UnitState};
     use crate::plan::{Observed, ObservedService, Policy, plan};
-    use crate::render::unit::{
-        instance_name, instance_ports, is_blue_green, render, unit_file, unit_name,
-    };
+    use crate::render::unit::{instance_ports, is_blue_green, render, serving_unit, unit_file};
     use ferry_schema::Manifest;
     use ferry_schema::manifest::Service;
 
@@ -899,11 +890,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .insert(unit_file(s), text.clone());
-            let unit = match live {
-                Some(port) => instance_name(&s.name, port),
-                None => unit_name(&s.name),
-            };
-            host.running.lock().unwrap().insert(unit, text.clone());
+            host.running
+                .lock()
+                .unwrap()
+                .insert(serving_unit(&s.name, live), text.clone());
             observed.services.insert(
                 s.name.clone(),
                 ObservedService {

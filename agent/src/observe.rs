@@ -2,14 +2,12 @@
 //! systemd. Services the agent manages are those in its state or with a `ferry-*` unit file
 //! (a plain unit or a blue-green template).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::backend::systemd::Systemd;
-use crate::backend::units::Units;
+use crate::backend::units::{Units, by_service};
 use crate::plan::{Observed, ObservedService};
-use crate::render::unit::{
-    header_store_path, instance_name, service_of_file, template_name, unit_name,
-};
+use crate::render::unit::{header_store_path, serving_unit, template_name, unit_name};
 use crate::state::State;
 
 /// Gather the observed host. systemd errors leave `active_state` unknown rather than failing:
@@ -19,15 +17,7 @@ pub async fn observe<D: Systemd, U: Units>(
     units: &U,
     systemd: Option<&D>,
 ) -> std::io::Result<Observed> {
-    let mut files: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (file, text) in units.list()? {
-        if let Some(service) = service_of_file(&file) {
-            files
-                .entry(service.to_owned())
-                .or_default()
-                .insert(file, text);
-        }
-    }
+    let files = by_service(units.list()?);
     let names: BTreeSet<&String> = state.services.keys().chain(files.keys()).collect();
     let mut observed = Observed::default();
     for name in names {
@@ -44,15 +34,10 @@ pub async fn observe<D: Systemd, U: Units>(
             });
         // The unit that serves: the live instance, else the plain unit. A template without
         // a recorded live port (state lost) leaves it unknown.
-        let serving = match live_port {
-            Some(port) => Some(instance_name(name, port)),
-            None if files.contains_key(&template_name(name))
-                && !files.contains_key(&unit_name(name)) =>
-            {
-                None
-            }
-            None => Some(unit_name(name)),
-        };
+        let unknown = live_port.is_none()
+            && files.contains_key(&template_name(name))
+            && !files.contains_key(&unit_name(name));
+        let serving = (!unknown).then(|| serving_unit(name, live_port));
         let active_state = match (systemd, serving) {
             (Some(sd), Some(unit)) => match sd.unit_state(&unit).await {
                 Ok(Some(s)) => Some(s.active_state),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::backend::systemd::{Systemd, stop};
 use crate::backend::units::Units;
-use crate::render::unit::{instance_name, unit_file, unit_name};
+use crate::render::unit::{serving_unit, unit_file};
 use crate::state::{Outcome, State};
 use crate::tick::TickReport;
 
@@ -32,10 +32,7 @@ pub async fn after_routes<D: Systemd, U: Units>(
     // What serves now is never stopped, whatever the list says.
     let mut keep: BTreeSet<String> = BTreeSet::new();
     for (name, a) in &state.services {
-        keep.insert(match a.live_port {
-            Some(port) => instance_name(name, port),
-            None => unit_name(name),
-        });
+        keep.insert(serving_unit(name, a.live_port));
         keep.insert(unit_file(&a.service));
     }
 

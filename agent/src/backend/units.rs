@@ -20,6 +20,19 @@ pub trait Units {
     fn remove(&self, file: &str) -> io::Result<bool>;
 }
 
+/// Unit files (as [`Units::list`] gives them) grouped by the service they belong to.
+pub fn by_service(files: BTreeMap<String, String>) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (file, text) in files {
+        if let Some(service) = service_of_file(&file) {
+            out.entry(service.to_owned())
+                .or_default()
+                .insert(file, text);
+        }
+    }
+    out
+}
+
 /// Unit files in a directory (`/run/systemd/system` by default).
 #[derive(Debug, Clone)]
 pub struct UnitDir {
@@ -85,6 +98,9 @@ mod tests {
         assert!(u.write("ferry-bg@.service", "T").unwrap());
         let list = u.list().unwrap();
         assert_eq!(list.len(), 2);
+        let grouped = by_service(list.clone());
+        assert_eq!(grouped.keys().collect::<Vec<_>>(), ["bg", "web"]);
+        assert_eq!(grouped["bg"]["ferry-bg@.service"], "T");
         assert_eq!(list["ferry-web.service"], "B");
         assert_eq!(list["ferry-bg@.service"], "T");
         assert!(u.remove("ferry-web.service").unwrap());

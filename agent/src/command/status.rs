@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ferry_agent::backend::systemd::Systemd;
-use ferry_agent::backend::units::{UnitDir, Units};
+use ferry_agent::backend::units::{UnitDir, Units, by_service};
 use ferry_agent::config::Config;
-use ferry_agent::render::unit::{header_store_path, instance_name, service_of_file, unit_name};
+use ferry_agent::render::unit::{header_store_path, serving_unit};
 use ferry_agent::route_step::specs_from_state;
 use ferry_agent::state_file;
 use serde_json::json;
@@ -28,16 +28,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let (state, note) = state_file::load(&config.state_file());
     // Unit files by service (a plain unit or a blue-green template).
-    let mut units: std::collections::BTreeMap<String, String> = Default::default();
-    for (file, text) in (UnitDir {
-        dir: config.unit_dir.clone(),
-    })
-    .list()?
-    {
-        if let Some(service) = service_of_file(&file) {
-            units.insert(service.to_owned(), text);
+    let units = by_service(
+        UnitDir {
+            dir: config.unit_dir.clone(),
         }
-    }
+        .list()?,
+    );
     let rt = runtime::runtime()?;
     let systemd = rt.block_on(runtime::systemd(&config)).ok();
     let mut names: Vec<&String> = state.services.keys().chain(units.keys()).collect();
@@ -61,15 +57,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             .or_else(|| {
                 units
                     .get(name)
-                    .and_then(|t| header_store_path(t))
+                    .and_then(|files| files.values().find_map(|t| header_store_path(t)))
                     .map(|(_, p)| p.to_owned())
             });
         // The unit that serves: a blue-green service's live instance.
         let live_port = state.services.get(name).and_then(|a| a.live_port);
-        let unit = match live_port {
-            Some(port) => instance_name(name, port),
-            None => unit_name(name),
-        };
+        let unit = serving_unit(name, live_port);
         let unit_state = match &systemd {
             Some(sd) => rt.block_on(sd.unit_state(&unit)).ok().flatten(),
             None => None,

@@ -55,6 +55,14 @@ pub fn instance_name(service: &str, port: u16) -> String {
     format!("{}{service}@{port}.service", crate::UNIT_PREFIX)
 }
 
+/// The unit that serves a service: its live blue-green instance, else its plain unit.
+pub fn serving_unit(service: &str, live_port: Option<u16>) -> String {
+    match live_port {
+        Some(port) => instance_name(service, port),
+        None => unit_name(service),
+    }
+}
+
 /// Whether a service updates blue-green (two instances, traffic switched between them).
 pub fn is_blue_green(service: &Service) -> bool {
     service.http.as_ref().and_then(|h| h.strategy) == Some(Strategy::BlueGreen)
