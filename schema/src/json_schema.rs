@@ -16,6 +16,7 @@ pub const SCHEMA_ID: &str = "https://ferry.invalid/manifest.v1.schema.json";
 pub fn schema_value() -> Value {
     let generator: SchemaGenerator = SchemaSettings::draft2020_12()
         .with_transform(reject_null)
+        .with_transform(bound_unsigned)
         .into_generator();
     let mut schema = generator.into_root_schema_for::<Manifest>();
     schema.insert("$id".to_owned(), Value::String(SCHEMA_ID.to_owned()));
@@ -61,5 +62,60 @@ fn reject_null(schema: &mut Schema) {
         for (k, v) in inner {
             obj.entry(k).or_insert(v);
         }
+    }
+}
+
+/// schemars bounds `u8`/`u16` fields with `maximum` but leaves `u32` and `u64` with only a
+/// `format`, which validators do not check; this adds the type's largest value, so a number
+/// too big for the Rust type is reported by the schema layer at its pointer instead of by
+/// serde without one.
+fn bound_unsigned(schema: &mut Schema) {
+    transform_subschemas(&mut bound_unsigned, schema);
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let max = match obj.get("format").and_then(Value::as_str) {
+        Some("uint8") => u64::from(u8::MAX),
+        Some("uint16") => u64::from(u16::MAX),
+        Some("uint32") => u64::from(u32::MAX),
+        Some("uint64") => u64::MAX,
+        _ => return,
+    };
+    obj.entry("maximum").or_insert(Value::from(max));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every unsigned field, wherever it sits, carries its type's maximum.
+    #[test]
+    fn unsigned_fields_have_a_maximum() {
+        fn walk(v: &Value, here: &str, seen: &mut usize) {
+            match v {
+                Value::Object(map) => {
+                    if let Some(format) = map.get("format").and_then(Value::as_str)
+                        && format.starts_with("uint")
+                    {
+                        *seen += 1;
+                        assert!(
+                            map.contains_key("maximum"),
+                            "{here} ({format}) has no maximum"
+                        );
+                    }
+                    for (k, x) in map {
+                        walk(x, &format!("{here}/{k}"), seen);
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|x| walk(x, here, seen)),
+                _ => {}
+            }
+        }
+        let mut seen = 0;
+        walk(&schema_value(), "", &mut seen);
+        assert!(seen >= 8, "only {seen} unsigned fields found");
+        let schema = schema_value();
+        let restart_sec = &schema["$defs"]["SystemdOptions"]["properties"]["restartSec"];
+        assert_eq!(restart_sec["maximum"], u32::MAX, "{restart_sec}");
     }
 }

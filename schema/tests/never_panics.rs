@@ -1,5 +1,6 @@
-//! Property test: whatever a manifest is mutated into, parsing and validating it returns
-//! problems instead of panicking.
+//! Property test: whatever a manifest is mutated into (values replaced, fields removed or
+//! renamed), parsing and validating it returns problems instead of panicking, and every
+//! problem has a pointer and fits on one line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,12 +31,67 @@ fn nasty_value() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// One change to the document at some location.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// The value there becomes this.
+    Replace(Value),
+    /// The member goes (a required field missing, an optional one left out).
+    Remove,
+    /// The member moves to another key (a typo, a snake_case spelling, junk).
+    Rename(String),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => nasty_value().prop_map(Mutation::Replace),
+        1 => Just(Mutation::Remove),
+        1 => prop_oneof![
+            "[a-zA-Z_]{1,14}",
+            Just("internal_port".to_owned()),
+            Just("dependOn".to_owned()),
+            Just("a/b~c".to_owned()),
+        ]
+        .prop_map(Mutation::Rename),
+    ]
+}
+
+/// Applies `m` at `target` (a pointer from [`pointers`]); removing or renaming an array
+/// element or the root does nothing.
+fn apply(doc: &mut Value, target: &str, m: Mutation) {
+    if let Mutation::Replace(value) = m {
+        if target.is_empty() {
+            *doc = value;
+        } else if let Some(slot) = doc.pointer_mut(target) {
+            *slot = value;
+        }
+        return;
+    }
+    let Some((parent, key)) = target.rsplit_once('/') else {
+        return;
+    };
+    let Some(Value::Object(map)) = doc.pointer_mut(parent) else {
+        return;
+    };
+    let key = key.replace("~1", "/").replace("~0", "~");
+    let Some(old) = map.remove(&key) else {
+        return;
+    };
+    if let Mutation::Rename(new_key) = m {
+        map.insert(new_key, old);
+    }
+}
+
 /// Every location in the example document, as JSON Pointers.
 fn pointers(v: &Value, here: String, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
-                pointers(child, format!("{here}/{k}"), out);
+                pointers(
+                    child,
+                    format!("{here}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
             }
         }
         Value::Array(items) => {
@@ -49,11 +105,11 @@ fn pointers(v: &Value, here: String, out: &mut Vec<String>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(4096))]
 
     #[test]
     fn mutated_manifests_never_panic(
-        edits in prop::collection::vec((any::<prop::sample::Index>(), nasty_value()), 1..6),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), mutation()), 1..6),
         duplicate in any::<bool>(),
     ) {
         let mut doc: Value = serde_json::from_str(EXAMPLE).unwrap();
@@ -61,18 +117,25 @@ proptest! {
             let copy = doc["services"][0].clone();
             doc["services"].as_array_mut().unwrap().push(copy);
         }
-        for (index, value) in edits {
+        for (index, m) in edits {
             let mut all = Vec::new();
             pointers(&doc, String::new(), &mut all);
             let target = index.get(&all).clone();
-            if target.is_empty() {
-                doc = value;
-            } else if let Some(slot) = doc.pointer_mut(&target) {
-                *slot = value;
-            }
+            apply(&mut doc, &target, m);
         }
         let bytes = serde_json::to_vec(&doc).unwrap();
         let result = validate_bytes(&bytes, DEFAULT_SIZE_CAP);
+        if let Err(problems) = &result {
+            // The schema layer and the Rust types agree: whatever serde refuses, the schema
+            // layer reported first, at its pointer and naming the service.
+            prop_assert!(
+                problems.iter().all(|p| !p.message.contains("does not fit manifest v1")),
+                "{problems:#?}"
+            );
+            // `ferry validate` prints one problem per line.
+            prop_assert!(problems.iter().all(|p| !p.message.contains('\n')), "{problems:#?}");
+            prop_assert!(problems.iter().any(|p| p.is_error()));
+        }
         if let Ok(validated) = result {
             // Whatever passes the bytes layer passes the typed layer too.
             prop_assert!(validate_manifest(&validated.manifest).iter().all(|p| !p.is_error()));

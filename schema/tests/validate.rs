@@ -306,6 +306,36 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "whole number without quotes",
         ),
         (
+            "port written with a decimal point",
+            vec![Set("/services/0/http/internalPort", json!(8000.0))],
+            "/services/0/http/internalPort",
+            "service `podcastitlater-web`: 8000.0 is not written as a whole number",
+        ),
+        (
+            "version written with an exponent",
+            vec![Set("/version", json!(1e0))],
+            "/version",
+            "whole number",
+        ),
+        (
+            "restartSec beyond u32",
+            vec![Set(
+                "/services/0/systemd/restartSec",
+                json!(99_999_999_999_u64),
+            )],
+            "/services/0/systemd/restartSec",
+            "service `podcastitlater-web`",
+        ),
+        (
+            "health retries beyond u32",
+            vec![Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "retries": 5_000_000_000_u64}),
+            )],
+            "/services/0/healthCheck/retries",
+            "maximum",
+        ),
+        (
             "http null",
             vec![Set("/services/0/http", json!(null))],
             "/services/0/http",
@@ -502,6 +532,8 @@ fn every_problem_is_reported_at_once() {
             ]),
             // A shape error in service 0 does not hide the semantic error in service 1.
             Set("/services/0/http/internalPort", json!("x")),
+            // Nor does a number serde would refuse (JSON Schema calls 5.0 an integer).
+            Set("/services/0/systemd/restartSec", json!(5.0)),
         ],
     );
     let problems = problems_of(&doc);
@@ -509,6 +541,7 @@ fn every_problem_is_reported_at_once() {
     for expected in [
         "/version",
         "/services/0/http/internalPort",
+        "/services/0/systemd/restartSec",
         "/services/1/exec/user",
     ] {
         assert!(

@@ -2,11 +2,12 @@
 //! `jsonschema` crate against the generated schema. Unknown fields get a "did you mean"
 //! suggestion from the field names the schema allows at that place.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use jsonschema::Validator;
 use jsonschema::error::ValidationErrorKind;
-use serde_json::Value;
+use serde_json::{Number, Value};
 
 use super::depends::closest;
 use super::report::{Report, q, token, who};
@@ -115,6 +116,57 @@ pub fn check(doc: &Value, report: &mut Report) {
                 );
             }
         }
+    }
+    check_whole_numbers(&compiled.schema, doc, report);
+}
+
+/// Reports numbers written with a decimal point or an exponent (`8000.0`, `8e3`) where the
+/// schema wants an integer. JSON Schema counts them as integers, but the Rust types (and
+/// so the agent) refuse them; without this they would surface as a serde error with no
+/// pointer. Places the schema layer already reported (e.g. over the maximum) are skipped.
+fn check_whole_numbers(schema: &Value, doc: &Value, report: &mut Report) {
+    let reported: HashSet<String> = report.error_pointers().into_iter().collect();
+    let mut pointer = String::new();
+    walk_floats(doc, &mut pointer, &mut |pointer, n| {
+        let wants_integer = node_at(schema, pointer)
+            .and_then(|node| node.get("type"))
+            .is_some_and(|t| t == "integer");
+        if wants_integer && !reported.contains(pointer) {
+            report.error(
+                pointer,
+                format!(
+                    "{}: {n} is not written as a whole number{}; write it without a decimal point or exponent, e.g. {}",
+                    subject(doc, pointer),
+                    place(pointer),
+                    n.as_f64().map_or_else(|| "8000".to_owned(), |f| format!("{f:.0}"))
+                ),
+            );
+        }
+    });
+}
+
+/// Calls `found` with the pointer and value of every number that is not an `i64`/`u64`.
+fn walk_floats(v: &Value, pointer: &mut String, found: &mut impl FnMut(&str, &Number)) {
+    let len = pointer.len();
+    match v {
+        Value::Number(n) if n.is_f64() => found(pointer, n),
+        Value::Object(map) => {
+            for (k, child) in map {
+                pointer.push('/');
+                pointer.push_str(&token(k));
+                walk_floats(child, pointer, found);
+                pointer.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                walk_floats(child, pointer, found);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
     }
 }
 
