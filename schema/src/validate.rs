@@ -104,7 +104,7 @@ pub fn validate_bytes(bytes: &[u8], size_cap: usize) -> Result<Validated, Vec<Pr
         return Err(vec![Problem::error(
             "",
             format!(
-                "the manifest is {} bytes, over the size cap of {size_cap} bytes; split it or raise the cap",
+                "the manifest is {} bytes, over the size cap of {size_cap} bytes (agents refuse manifests over {DEFAULT_SIZE_CAP}); make it smaller: long values belong in an envFile on the host",
                 bytes.len()
             ),
         )]);

@@ -246,6 +246,12 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "a newline",
         ),
         (
+            "env value with a Unicode line separator",
+            vec![Set("/services/0/env/AREA", json!("Live\u{2028}Test"))],
+            "/services/0/env/AREA",
+            "U+2028",
+        ),
+        (
             "env value with NUL",
             vec![Set("/services/0/env/AREA", json!("a\u{0}b"))],
             "/services/0/env/AREA",
@@ -547,6 +553,27 @@ fn every_problem_is_reported_at_once() {
         assert!(
             pointers.contains(&expected),
             "{expected} missing from {pointers:?}"
+        );
+    }
+}
+
+#[test]
+fn generations_in_other_rfc3339_spellings_are_warnings() {
+    for g in [
+        "2025-01-15T14:34:56+02:00",
+        "2025-01-15 12:34:56Z",
+        "2025-01-15t12:34:56z",
+    ] {
+        let mut doc = example();
+        set(&mut doc, "/generation", json!(g));
+        let problems = problems_of(&doc);
+        let at_generation: Vec<&Problem> = problems
+            .iter()
+            .filter(|p| p.pointer == "/generation")
+            .collect();
+        assert!(
+            matches!(at_generation.as_slice(), [p] if p.severity == Severity::Warning && p.message.contains("2025-01-15T12:34:56Z")),
+            "{g}: {problems:?}"
         );
     }
 }

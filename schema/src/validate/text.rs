@@ -3,9 +3,11 @@
 
 use crate::names::describe_char;
 
-/// The first control character in `s` (newline, NUL, escape…), if any.
+/// The first control character in `s` (newline, NUL, escape…) or Unicode line or
+/// paragraph separator (U+2028, U+2029: newlines to many readers), if any.
 pub fn first_control(s: &str) -> Option<char> {
-    s.chars().find(|c| c.is_control())
+    s.chars()
+        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
 /// Characters allowed in a path component Ferry writes into a unit file: no whitespace, no
@@ -105,6 +107,20 @@ pub fn check_url_path(path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_breaks_of_every_kind_are_found() {
+        for (text, c) in [
+            ("a\nb", '\n'),
+            ("a\u{85}b", '\u{85}'),
+            ("a\u{2028}b", '\u{2028}'),
+            ("a\u{2029}b", '\u{2029}'),
+            ("\u{7f}", '\u{7f}'),
+        ] {
+            assert_eq!(first_control(text), Some(c), "{text:?}");
+        }
+        assert_eq!(first_control("Live 100% é ünïcode"), None);
+    }
 
     #[test]
     fn relative_paths() {

@@ -39,10 +39,18 @@ fn check_generation(g: &str, report: &mut Report) {
             "/generation",
             format!("generation {} is not an RFC 3339 timestamp ({e}): write it like 2025-01-15T12:34:56Z", q(g)),
         ),
-        Ok(t) if t.offset().local_minus_utc() != 0 || !g.ends_with('Z') => report.warn(
-            "/generation",
-            format!("generation {} is not in UTC with a `Z`: archived manifests sort by name, so write UTC like 2025-01-15T12:34:56Z", q(g)),
-        ),
+        // RFC 3339 also allows an offset, a lowercase `z` or a space before the time; the
+        // archive names manifests after their generation and sorts them by name, which
+        // matches time order only in one spelling.
+        Ok(t) if t.offset().local_minus_utc() != 0
+            || !g.ends_with('Z')
+            || g.as_bytes().get(10) != Some(&b'T') =>
+        {
+            report.warn(
+                "/generation",
+                format!("generation {} is not in UTC written with `T` and `Z`: archived manifests are named after it and sort by name, so write it like 2025-01-15T12:34:56Z", q(g)),
+            )
+        }
         Ok(_) => {}
     }
 }
