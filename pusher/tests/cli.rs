@@ -264,7 +264,13 @@ fn sign_refuses_an_invalid_manifest() {
     let out = ferry(&["sign", s(&manifest), "--key-file", s(&sk)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("/services/0/hosts"),
+        stdout(&out).contains("/services/0/hosts: service `podcastitlater-web`"),
+        "{}",
+        stdout(&out)
+    );
+    // Listed as `ferry validate` lists them: the store hash warning is marked as one.
+    assert!(
+        stdout(&out).contains("/services/0/artifact/storePath: warning: "),
         "{}",
         stdout(&out)
     );
@@ -282,4 +288,120 @@ fn every_verb_has_help() {
         assert_eq!(out.status.code(), Some(0), "{verb}");
         assert!(stdout(&out).contains("Usage: ferry"), "{verb}");
     }
+}
+
+/// Makes a key pair with `ferry keygen`; returns (secret file, public file, public key text).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+    let (sk, pk) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    let out = ferry(&[
+        "keygen",
+        "--name",
+        name,
+        "--secret-key-file",
+        s(&sk),
+        "--public-key-file",
+        s(&pk),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let public = std::fs::read_to_string(&pk).unwrap();
+    (sk, pk, public)
+}
+
+/// The same JSON as text with every object's keys in reverse order and other spacing.
+fn reordered(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => {
+            let members: Vec<String> = map
+                .iter()
+                .rev()
+                .map(|(k, x)| {
+                    format!(
+                        "\n   {} : {}",
+                        serde_json::Value::from(k.as_str()),
+                        reordered(x)
+                    )
+                })
+                .collect();
+            format!("{{{} }}", members.join(","))
+        }
+        serde_json::Value::Array(items) => format!(
+            "[ {} ]",
+            items.iter().map(reordered).collect::<Vec<_>>().join(" ,")
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn verify_tamper_cases_and_repeatable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, pk, public) = keygen(dir.path(), "deploy-1");
+    let (_, other_pk, other_public) = keygen(dir.path(), "other-1");
+    let manifest = write(dir.path(), "m.json", EXAMPLE);
+    assert_eq!(
+        ferry(&["sign", s(&manifest), "--key-file", s(&sk)])
+            .status
+            .code(),
+        Some(0)
+    );
+    let signed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+
+    // Keys reordered and re-indented: the canonical form is the same, so it verifies; the
+    // trusted keys may be mixed and repeated, the signer is named.
+    let text = reordered(&signed);
+    assert!(text.starts_with("{\n   \"version\""), "{text}");
+    let file = write(dir.path(), "reordered.json", &text);
+    let out = ferry(&[
+        "verify",
+        s(&file),
+        "--trusted-key",
+        &other_public,
+        "--trusted-key-file",
+        s(&other_pk),
+        "--trusted-key-file",
+        s(&pk),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("signed by trusted key `deploy-1`"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A truncated signature: exit 1, and it says the signature is malformed.
+    let mut truncated = signed.clone();
+    let sig = truncated["signatures"][0].as_str().unwrap().to_owned();
+    truncated["signatures"][0] = sig[..sig.len() - 12].into();
+    let file = write(dir.path(), "truncated.json", &truncated.to_string());
+    let out = ferry(&["verify", s(&file), "--trusted-key", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("/signatures/0: signature 0 is malformed"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A changed field under a valid-looking signature: exit 1, "does not match".
+    let mut changed = signed.clone();
+    changed["services"][0]["exec"]["command"] = "sh".into();
+    let file = write(dir.path(), "changed.json", &changed.to_string());
+    let out = ferry(&["verify", s(&file), "--trusted-key", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+
+    // A trusted key that is not a public key: exit 2, naming the flag and the problem.
+    let out = ferry(&["verify", s(&manifest), "--trusted-key-file", s(&sk)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("secret vs public key"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ferry(&["verify", s(&manifest), "--trusted-key", "no-colon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--trusted-key"), "{}", stderr(&out));
 }

@@ -17,6 +17,9 @@ use ferry_bucket::atomic_file::write as write_atomic;
 ///
 /// Example: `ferry keygen --name deploy.example.com-1 --secret-key-file deploy.sec
 /// --public-key-file deploy.pub`
+///
+/// Exit status: 0 when both files are written (the public key is also printed), 2 when a
+/// file already exists (without `--force`) or cannot be written.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Key name, conventionally `<domain>-<n>` (e.g. `deploy.example.com-1`); signatures

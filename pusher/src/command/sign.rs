@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Ok(validated) => validated.manifest,
         Err(problems) => {
             for p in &problems {
-                println!("{p}");
+                println!("{}", super::validate::render(p));
             }
             eprintln!(
                 "{}: not signed: the manifest is invalid; fix the problems above (`ferry validate` lists them too)",

@@ -26,7 +26,7 @@ pub struct Args {
     /// file cannot be read).
     #[arg(long)]
     pub json: bool,
-    /// Largest manifest accepted, in bytes (the agent's default is the same).
+    /// Largest manifest accepted, in bytes (the default is the cap agents apply).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_SIZE_CAP)]
     pub max_bytes: usize,
 }
@@ -119,8 +119,9 @@ fn print_text(results: &[FileResult]) {
     }
 }
 
-/// `pointer: message` for errors, `pointer: warning: message` for warnings.
-fn render(p: &Problem) -> String {
+/// `pointer: message` for errors, `pointer: warning: message` for warnings (also how
+/// `sign` and `verify` list the problems of a manifest they refuse).
+pub fn render(p: &Problem) -> String {
     let pointer = if p.pointer.is_empty() {
         "/"
     } else {

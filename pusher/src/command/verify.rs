@@ -38,7 +38,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         Ok(validated) => validated.manifest,
         Err(problems) => {
             for p in &problems {
-                println!("{p}");
+                println!("{}", super::validate::render(p));
             }
             eprintln!(
                 "{}: not verified: the manifest is invalid (problems above)",
