@@ -78,6 +78,27 @@ fn validate_invalid_exits_1_with_one_problem_per_line_pointer_first() {
 }
 
 #[test]
+fn validate_keeps_one_problem_per_line_whatever_the_keys_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = EXAMPLE.replace(
+        "\"AREA\": \"Live\"",
+        "\"AREA\": \"Live\", \"A\\nB\\u001b[2J\": \"x\"",
+    );
+    let file = write(dir.path(), "m.json", &hostile);
+    let out = ferry(&["validate", s(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    // The store-hash warning and the bad env key, each on its own line, pointer first.
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[1].starts_with("/services/0/env/A\\nB\\u{1b}[2J: service `podcastitlater-web`: "),
+        "{text}"
+    );
+}
+
+#[test]
 fn validate_unreadable_exits_2_even_beside_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "m.json", EXAMPLE);

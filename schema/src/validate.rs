@@ -74,17 +74,31 @@ impl Problem {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// The pointer for a line of text: `/` for the whole document, and control characters
+    /// (which an unknown field or an env key may hold) escaped, so the line stays one line
+    /// and cannot drive the terminal. [`Problem::pointer`] keeps the exact RFC 6901 form.
+    pub fn pointer_for_display(&self) -> String {
+        if self.pointer.is_empty() {
+            return "/".to_owned();
+        }
+        self.pointer
+            .chars()
+            .map(|c| {
+                if text::is_line_breaking(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
 }
 
 impl fmt::Display for Problem {
-    /// `pointer: message`; the whole document's pointer (empty) shows as `/`.
+    /// `pointer: message`, with the pointer as [`Problem::pointer_for_display`] shows it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() {
-            "/"
-        } else {
-            &self.pointer
-        };
-        write!(f, "{pointer}: {}", self.message)
+        write!(f, "{}: {}", self.pointer_for_display(), self.message)
     }
 }
 

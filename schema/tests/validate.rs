@@ -579,6 +579,30 @@ fn generations_in_other_rfc3339_spellings_are_warnings() {
 }
 
 #[test]
+fn pointers_keep_keys_exactly_but_display_on_one_line() {
+    let mut doc = example();
+    set(&mut doc, "/services/0/env/A\nB", json!("x"));
+    set(&mut doc, "/x\u{1b}[2J", json!(1));
+    // A C1 control (CSI) in a value of the wrong type, which JSON text leaves unescaped.
+    set(&mut doc, "/services/0/revision", json!(["\u{9b}2J"]));
+    let problems = problems_of(&doc);
+    let env = problems
+        .iter()
+        .find(|p| p.pointer == "/services/0/env/A\nB")
+        .unwrap();
+    assert_eq!(env.pointer_for_display(), "/services/0/env/A\\nB");
+    let unknown = problems
+        .iter()
+        .find(|p| p.pointer.starts_with("/x"))
+        .unwrap();
+    assert_eq!(unknown.pointer, "/x\u{1b}[2J");
+    assert!(problems.iter().any(|p| p.pointer == "/services/0/revision"));
+    for p in &problems {
+        assert!(!p.to_string().chars().any(char::is_control), "{p:?}");
+    }
+}
+
+#[test]
 fn size_cap_is_checked_before_parsing() {
     let err = validate_bytes(b"{ not even json", 4).unwrap_err();
     assert_eq!(err.len(), 1);

@@ -122,11 +122,7 @@ fn print_text(results: &[FileResult]) {
 /// `pointer: message` for errors, `pointer: warning: message` for warnings (also how
 /// `sign` and `verify` list the problems of a manifest they refuse).
 pub fn render(p: &Problem) -> String {
-    let pointer = if p.pointer.is_empty() {
-        "/"
-    } else {
-        &p.pointer
-    };
+    let pointer = p.pointer_for_display();
     match p.severity {
         Severity::Error => format!("{pointer}: {}", p.message),
         Severity::Warning => format!("{pointer}: warning: {}", p.message),

@@ -189,7 +189,7 @@ fn subject(doc: &Value, pointer: &str) -> String {
 fn place(pointer: &str) -> String {
     let inner: Vec<&str> = pointer.split('/').skip(3).collect();
     if pointer.starts_with("/services/") && !inner.is_empty() {
-        format!(" (at {})", inner.join("."))
+        format!(" (at {})", one_line(&inner.join(".")))
     } else {
         String::new()
     }
@@ -234,9 +234,10 @@ fn collect_values(schema: &Value, node: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// A value shortened for a one-line message.
+/// A value shortened for a one-line message. JSON text escapes only the C0 controls, so
+/// DEL, C1 controls (U+009B starts a terminal escape) and line separators are escaped here.
 fn short(v: &Value) -> String {
-    let text = v.to_string();
+    let text = one_line(&v.to_string());
     if text.chars().count() > 60 {
         format!("{}…", text.chars().take(60).collect::<String>())
     } else {
@@ -248,7 +249,7 @@ fn short(v: &Value) -> String {
 fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if super::text::is_line_breaking(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()

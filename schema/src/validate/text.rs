@@ -4,10 +4,15 @@
 use crate::names::describe_char;
 
 /// The first control character in `s` (newline, NUL, escape…) or Unicode line or
-/// paragraph separator (U+2028, U+2029: newlines to many readers), if any.
+/// paragraph separator, if any.
 pub fn first_control(s: &str) -> Option<char> {
-    s.chars()
-        .find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    s.chars().find(|c| is_line_breaking(*c))
+}
+
+/// A control character or a Unicode line or paragraph separator (U+2028, U+2029: newlines
+/// to many readers): nothing that may reach a unit file, a path or a line of output.
+pub fn is_line_breaking(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Characters allowed in a path component Ferry writes into a unit file: no whitespace, no
