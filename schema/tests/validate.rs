@@ -655,6 +655,47 @@ fn serde_round_trip_is_lossless() {
 }
 
 #[test]
+fn serde_round_trip_keeps_every_extension() {
+    // Every optional field and extension, with the string forms of protectSystem and
+    // protectHome, in a manifest that validates.
+    let mut doc = example();
+    apply(
+        &mut doc,
+        vec![
+            Set(
+                "/signatures",
+                json!([format!("k-1:{}", "A".repeat(86) + "==")]),
+            ),
+            Set("/services/0/exec/args", json!(["--port", "8000"])),
+            Set("/services/0/http/strategy", json!("blue-green")),
+            Set("/services/0/hardening/protectSystem", json!("full")),
+            Set("/services/0/hardening/protectHome", json!("read-only")),
+            Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "path": "/healthz", "port": 8000, "expectStatus": 200,
+                       "startPeriodSec": 1, "intervalSec": 1, "timeoutSec": 2, "retries": 3}),
+            ),
+            AddService(vec![
+                Set("/name", json!("worker")),
+                Remove("/http"),
+                Set(
+                    "/hardening",
+                    json!({"protectSystem": false, "protectHome": "tmpfs"}),
+                ),
+                Set("/healthCheck", json!({"type": "none"})),
+                Set("/dependsOn", json!(["podcastitlater-web"])),
+            ]),
+        ],
+    );
+    let validated = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP)
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+    let text = serde_json::to_string(&validated.manifest).unwrap();
+    let again: Manifest = serde_json::from_str(&text).unwrap();
+    assert_eq!(validated.manifest, again);
+    assert_eq!(serde_json::to_value(&again).unwrap(), doc);
+}
+
+#[test]
 fn validate_manifest_agrees_on_typed_values() {
     let mut manifest: Manifest = serde_json::from_str(EXAMPLE).unwrap();
     assert!(validate_manifest(&manifest).iter().all(|p| !p.is_error()));
