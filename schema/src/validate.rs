@@ -191,13 +191,17 @@ fn check_typed(m: &Manifest, report: &mut Report) {
 /// shape (leaving out values the schema layer rejected), keeping the original indices so
 /// pointers stay true.
 fn check_partial(value: &Value, report: &mut Report) {
-    let version = value.get("version").and_then(Value::as_u64);
+    let bad = report.error_pointers();
+    // A version the schema layer refused (too big, `1.0`) is not checked twice.
+    let version = value
+        .get("version")
+        .and_then(Value::as_u64)
+        .filter(|_| !bad.iter().any(|p| p == "/version"));
     let generation = value.get("generation").and_then(Value::as_str);
     let items: &[Value] = value
         .get("services")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let bad = report.error_pointers();
     let parsed: Vec<(usize, Service)> = items
         .iter()
         .enumerate()

@@ -603,6 +603,19 @@ fn pointers_keep_keys_exactly_but_display_on_one_line() {
 }
 
 #[test]
+fn a_version_the_schema_refuses_is_one_problem() {
+    for version in [json!(99_999_999_999_u64), json!(1.0)] {
+        let mut doc = example();
+        set(&mut doc, "/version", version.clone());
+        let at_version = problems_of(&doc)
+            .into_iter()
+            .filter(|p| p.pointer == "/version")
+            .count();
+        assert_eq!(at_version, 1, "{version}");
+    }
+}
+
+#[test]
 fn size_cap_is_checked_before_parsing() {
     let err = validate_bytes(b"{ not even json", 4).unwrap_err();
     assert_eq!(err.len(), 1);
