@@ -109,6 +109,19 @@ fn validate_unreadable_exits_2_even_beside_a_valid_file() {
         "{}",
         stderr(&out)
     );
+    // The same with --json: the unreadable file has an `error`, the other its verdict.
+    let out = ferry(&["validate", "--json", s(&file), "/nonexistent/manifest.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["valid"], true, "{v}");
+    assert_eq!(v[0]["problems"][0]["severity"], "warning", "{v}");
+    assert_eq!(v[1]["valid"], false, "{v}");
+    assert!(
+        v[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot read /nonexistent/manifest.json")),
+        "{v}"
+    );
 }
 
 #[test]
