@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::footprint::Footprint;
-use crate::garage::{Garage, garage_binary, new_s3};
+use crate::garage::{Garage, free_ports, garage_binary, new_s3};
 use crate::host::{BindRo, Host};
 use crate::network;
 use crate::process::{cmd, run};
@@ -51,17 +51,31 @@ impl Bed {
         clear_stale(&names)?;
         let work = names.work_dir();
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        let addr = names.bridge_ip();
+        // Garage's ports are free ones on the bridge's address, so the bridge comes first;
+        // a half-made bridge is removed at once.
+        let bridge_and_s3 = network::bridge_up(&names)
+            .context("making the bed's bridge")
+            .and_then(|()| {
+                let ports = free_ports(&addr)?;
+                Ok((ports, new_s3(&addr, ports.s3)?))
+            });
+        let (ports, s3) = match bridge_and_s3 {
+            Ok(found) => found,
+            Err(err) => {
+                network::bridge_down(&names);
+                return Err(err);
+            }
+        };
         let mut bed = Bed {
             hosts: Vec::new(),
             garage: None,
-            s3: new_s3(&names.bridge_ip())?,
+            s3,
             footprint: Footprint::new(names),
-            bridge_up: false,
+            bridge_up: true,
             slot,
         };
-        network::bridge_up(&names).context("making the bed's bridge")?;
-        bed.bridge_up = true;
-        let garage = Garage::start(&work.join("garage"), &names.bridge_ip(), &bed.s3)
+        let garage = Garage::start(&work.join("garage"), &addr, ports, &bed.s3)
             .context("starting Garage")?;
         bed.footprint.pids.extend(garage.pid());
         bed.garage = Some(garage);

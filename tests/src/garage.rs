@@ -1,7 +1,8 @@
 //! A single-node Garage for one bed: fresh data folder, one key, one bucket, listening on
-//! the bed's bridge address so both the tests and the hosts reach it.
+//! free ports of the bed's bridge address so both the tests and the hosts reach it.
 
 use std::fs::File;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,10 +14,6 @@ use crate::random::random_hex;
 use crate::s3::S3;
 use crate::stop::stop_child;
 
-/// The S3 port on the bed's bridge address.
-const S3_PORT: u16 = 3900;
-/// The RPC port on the bed's bridge address.
-const RPC_PORT: u16 = 3901;
 /// The bucket every bed starts with.
 pub const BUCKET: &str = "ferry-test";
 /// How long Garage may take to answer after starting.
@@ -31,20 +28,45 @@ pub struct Garage {
     dir: PathBuf,
 }
 
+/// Ports for one Garage: S3 API and RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    /// The S3 API's port.
+    pub s3: u16,
+    /// The RPC port (single node: only Garage itself talks to it).
+    pub rpc: u16,
+}
+
+/// Two ports nothing listens on at `addr` now, picked by the kernel. Fixed ports would clash
+/// with anything on the machine that listens on them on every address (a developer's own
+/// Garage on `[::]:3900`, say).
+pub fn free_ports(addr: &str) -> Result<Ports> {
+    // Both held at once, so the kernel cannot hand out the same port twice.
+    let bind = || {
+        TcpListener::bind((addr, 0))
+            .and_then(|listener| Ok((listener.local_addr()?.port(), listener)))
+            .with_context(|| format!("finding a free port on {addr}"))
+    };
+    let (s3, _s3_listener) = bind()?;
+    let (rpc, _rpc_listener) = bind()?;
+    Ok(Ports { s3, rpc })
+}
+
 /// Garage's configuration file for a node in `dir` listening on `addr`. Pure.
-pub fn render_config(dir: &Path, addr: &str, rpc_secret: &str) -> String {
+pub fn render_config(dir: &Path, addr: &str, ports: Ports, rpc_secret: &str) -> String {
+    let (s3_port, rpc_port) = (ports.s3, ports.rpc);
     format!(
         "metadata_dir = \"{meta}\"\n\
          data_dir = \"{data}\"\n\
          db_engine = \"sqlite\"\n\
          replication_factor = 1\n\
-         rpc_bind_addr = \"{addr}:{RPC_PORT}\"\n\
-         rpc_public_addr = \"{addr}:{RPC_PORT}\"\n\
+         rpc_bind_addr = \"{addr}:{rpc_port}\"\n\
+         rpc_public_addr = \"{addr}:{rpc_port}\"\n\
          rpc_secret = \"{rpc_secret}\"\n\
          \n\
          [s3_api]\n\
          s3_region = \"garage\"\n\
-         api_bind_addr = \"{addr}:{S3_PORT}\"\n\
+         api_bind_addr = \"{addr}:{s3_port}\"\n\
          root_domain = \".s3.garage.localhost\"\n",
         meta = dir.join("meta").display(),
         data = dir.join("data").display(),
@@ -74,10 +96,10 @@ pub fn garage_binary() -> Result<PathBuf> {
     )
 }
 
-/// Fresh credentials and the endpoint for a Garage listening on `addr`.
-pub fn new_s3(addr: &str) -> Result<S3> {
+/// Fresh credentials and the endpoint for a Garage whose S3 API listens on `addr:port`.
+pub fn new_s3(addr: &str, port: u16) -> Result<S3> {
     Ok(S3 {
-        endpoint: format!("http://{addr}:{S3_PORT}"),
+        endpoint: format!("http://{addr}:{port}"),
         region: "garage".into(),
         bucket: BUCKET.into(),
         access_key: format!("GK{}", random_hex(12)?),
@@ -86,11 +108,12 @@ pub fn new_s3(addr: &str) -> Result<S3> {
 }
 
 impl Garage {
-    /// Starts Garage in `dir` (created fresh) on `addr`, with the key and bucket of `s3`.
-    pub fn start(dir: &Path, addr: &str, s3: &S3) -> Result<Garage> {
+    /// Starts Garage in `dir` (created fresh) on `addr` and `ports` (the S3 one is in
+    /// `s3`'s endpoint), with the key and bucket of `s3`.
+    pub fn start(dir: &Path, addr: &str, ports: Ports, s3: &S3) -> Result<Garage> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let config = dir.join("garage.toml");
-        std::fs::write(&config, render_config(dir, addr, &random_hex(32)?))
+        std::fs::write(&config, render_config(dir, addr, ports, &random_hex(32)?))
             .with_context(|| format!("writing {}", config.display()))?;
         let mut garage = Garage {
             child: None,
@@ -205,10 +228,24 @@ mod tests {
 
     #[test]
     fn config_listens_on_the_given_address_only() {
-        let text = render_config(Path::new("/x"), "10.213.1.1", "ab");
-        assert!(text.contains("api_bind_addr = \"10.213.1.1:3900\""));
-        assert!(text.contains("rpc_bind_addr = \"10.213.1.1:3901\""));
+        let ports = Ports {
+            s3: 40001,
+            rpc: 40002,
+        };
+        let text = render_config(Path::new("/x"), "10.213.1.1", ports, "ab");
+        assert!(text.contains("api_bind_addr = \"10.213.1.1:40001\""));
+        assert!(text.contains("rpc_bind_addr = \"10.213.1.1:40002\""));
+        assert!(text.contains("rpc_public_addr = \"10.213.1.1:40002\""));
         assert!(text.contains("metadata_dir = \"/x/meta\""));
         assert!(text.contains("s3_region = \"garage\""));
+    }
+
+    #[test]
+    fn free_ports_differ_and_can_be_listened_on() -> Result<()> {
+        let ports = free_ports("127.0.0.1")?;
+        assert_ne!(ports.s3, ports.rpc);
+        let _s3 = TcpListener::bind(("127.0.0.1", ports.s3))?;
+        let _rpc = TcpListener::bind(("127.0.0.1", ports.rpc))?;
+        Ok(())
     }
 }

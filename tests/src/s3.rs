@@ -12,7 +12,8 @@ use aws_sdk_s3::primitives::ByteStream;
 /// Connection details of a bed's bucket.
 #[derive(Clone, Debug)]
 pub struct S3 {
-    /// `http://<bridge address>:3900`, reachable from the tests and from inside the hosts.
+    /// `http://<bridge address>:<free port>`, reachable from the tests and from inside the
+    /// hosts.
     pub endpoint: String,
     /// Always `garage`.
     pub region: String,

@@ -1,4 +1,5 @@
-//! The bed's Garage speaks S3 the way Ferry uses it: put, get, conditional GET → 304.
+//! The bed's Garage speaks S3 the way Ferry uses it (put, get, conditional GET → 304), on
+//! ports of its own, and comes back from an outage with its data.
 
 use aws_sdk_s3::primitives::ByteStream;
 use ferry_tests::{Bed, BedOptions};
@@ -92,5 +93,24 @@ async fn a_halted_garage_refuses_requests_and_resumes_with_its_data() -> anyhow:
         after.body.collect().await?.into_bytes().as_ref(),
         b"still here"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn garage_takes_free_ports_even_when_its_usual_port_is_taken_on_every_address()
+-> anyhow::Result<()> {
+    // Something else on the machine listening on [::]:3900 / 0.0.0.0:3900 (say a developer's
+    // own Garage) must not stop a bed. When the port is already taken, that is the case too.
+    let _squatter = std::net::TcpListener::bind("0.0.0.0:3900").ok();
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    assert!(!s3.endpoint.ends_with(":3900"), "{}", s3.endpoint);
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key("ports/ok.txt")
+        .body(ByteStream::from_static(b"ok"))
+        .send()
+        .await?;
     Ok(())
 }
