@@ -179,18 +179,47 @@ impl Bed {
     }
 }
 
-impl Drop for Bed {
-    fn drop(&mut self) {
-        // All hosts shut down at once; each Host's drop then waits for its own.
+impl Bed {
+    /// Tears the bed down and checks, while it still holds its slot (so no other bed can
+    /// take the slot and make its names again meanwhile), that nothing of it is left:
+    /// processes, mounts, links, namespaces, its folder. Returns one line per leftover and
+    /// per host that did not shut down cleanly; empty when all went well.
+    pub fn tear_down(mut self) -> Result<Vec<String>> {
+        let footprint = self.footprint();
+        let mut problems = self.stop_everything();
+        problems.extend(footprint.leftovers()?);
+        Ok(problems)
+    }
+
+    /// Stops hosts and Garage and removes what the bed made; says which hosts did not shut
+    /// down cleanly. Idempotent.
+    fn stop_everything(&mut self) -> Vec<String> {
+        // All hosts shut down at once, then each is waited for.
         for host in &self.hosts {
             host.request_poweroff();
+        }
+        let mut unclean = Vec::new();
+        for host in &mut self.hosts {
+            if let Err(err) = host.poweroff() {
+                unclean.push(format!("{err:#}"));
+            }
         }
         self.hosts.clear();
         self.garage = None;
         if self.bridge_up {
             network::bridge_down(&self.names());
+            self.bridge_up = false;
         }
         let _ = std::fs::remove_dir_all(self.names().work_dir());
+        unclean
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for problem in self.stop_everything() {
+            eprintln!("test bed teardown: {problem}");
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -13,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use crate::network;
 use crate::process::{Output, capture, cmd, describe, run};
 use crate::slot::Names;
-use crate::stop::{request_stop, wait_or_kill};
+use crate::stop::{Ended, request_stop, wait_or_kill};
 
 /// How long a host may take from nspawn's start to a running system with Caddy up.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -46,6 +47,8 @@ pub struct Host {
     nspawn: Option<Child>,
     pid: Option<u32>,
     started: Vec<u32>,
+    /// Whether SIGTERM went to the running nspawn already (asked once per boot).
+    stop_requested: AtomicBool,
 }
 
 impl Host {
@@ -68,6 +71,7 @@ impl Host {
             nspawn: None,
             pid: None,
             started: Vec::new(),
+            stop_requested: AtomicBool::new(false),
         };
         host.make_root(rootfs)?;
         // debootstrap copied the machine's own /etc/hostname; each host gets its name.
@@ -346,6 +350,7 @@ impl Host {
         self.started.push(child.id());
         crate::stale::record_pid(&self.dir, child.id())?;
         self.nspawn = Some(child);
+        self.stop_requested.store(false, Ordering::SeqCst);
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let result = self.wait_booted(deadline);
         if let Err(err) = result {
@@ -428,34 +433,44 @@ impl Host {
 
     /// Sends SIGTERM to nspawn (a clean shutdown of the container) without waiting.
     pub fn request_poweroff(&self) {
-        if let Some(child) = &self.nspawn {
+        if let Some(child) = &self.nspawn
+            && !self.stop_requested.swap(true, Ordering::SeqCst)
+        {
             request_stop(child);
         }
     }
 
-    /// Shuts the host down cleanly and waits; its filesystem stays for [`Host::boot`].
+    /// Shuts the host down and waits; its filesystem stays for [`Host::boot`]. Fails when
+    /// the shutdown was not clean (nspawn killed after the grace period, or exiting with an
+    /// error): the host is off either way.
     pub fn poweroff(&mut self) -> Result<()> {
-        let Some(mut child) = self.nspawn.take() else {
-            return Ok(());
-        };
-        self.pid = None;
-        if child
-            .try_wait()
-            .context("checking on systemd-nspawn")?
-            .is_none()
-        {
-            request_stop(&child);
+        let ended = self.poweroff_now();
+        match ended {
+            None => Ok(()),
+            Some(ended) if ended.is_clean() => Ok(()),
+            Some(Ended::Killed) => bail!(
+                "host {} did not shut down within {SHUTDOWN_GRACE:?}: systemd-nspawn was killed (console: {})",
+                self.name(),
+                self.dir.join("console.log").display()
+            ),
+            Some(Ended::Exited(status)) => bail!(
+                "host {} shut down uncleanly: systemd-nspawn exited with {status} (console, last lines):\n{}",
+                self.name(),
+                self.console_tail()
+            ),
         }
-        wait_or_kill(child, SHUTDOWN_GRACE);
-        Ok(())
     }
 
-    fn poweroff_now(&mut self) {
-        if let Some(child) = self.nspawn.take() {
-            request_stop(&child);
-            wait_or_kill(child, SHUTDOWN_GRACE);
-        }
+    /// Stops a running host (SIGTERM, then SIGKILL after the grace period) and says how
+    /// nspawn ended; `None` when it was not running.
+    fn poweroff_now(&mut self) -> Option<Ended> {
         self.pid = None;
+        let mut child = self.nspawn.take()?;
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if !exited && !self.stop_requested.swap(true, Ordering::SeqCst) {
+            request_stop(&child);
+        }
+        Some(wait_or_kill(child, SHUTDOWN_GRACE))
     }
 
     /// PIDs of processes the host started (nspawn and the container's systemd, per boot).

@@ -83,10 +83,16 @@ pub fn bridge_down(names: &Names) {
 /// Interface names on the machine that belong to the bed in `names`' slot.
 pub fn leftover_links(names: &Names) -> Result<Vec<String>> {
     let out = run(&mut cmd("ip", ["-o", "link", "show"]))?;
-    let veth_prefix = format!("fv{}h", names.slot());
+    // A peer that never moved into its namespace is still on the machine under its own name.
+    let prefixes = [
+        format!("fv{}h", names.slot()),
+        format!("fp{}h", names.slot()),
+    ];
     Ok(parse_link_names(&out.stdout)
         .into_iter()
-        .filter(|name| *name == names.bridge() || name.starts_with(&veth_prefix))
+        .filter(|name| {
+            *name == names.bridge() || prefixes.iter().any(|prefix| name.starts_with(prefix))
+        })
         .collect())
 }
 

@@ -68,8 +68,6 @@ fn next_bed_clears_what_a_crashed_bed_left() -> anyhow::Result<()> {
         );
     }
     assert_eq!(bed.host(0).sh_ok("hostname")?.trim(), bed.host(0).name());
-    let footprint = bed.footprint();
-    drop(bed);
-    assert_eq!(footprint.leftovers()?, Vec::<String>::new());
+    assert_eq!(bed.tear_down()?, Vec::<String>::new());
     Ok(())
 }

@@ -1,12 +1,12 @@
-//! Several hosts and several beds at once, reboots, and a teardown that leaves nothing.
+//! Several hosts and several beds at once, reboots, and a teardown that leaves nothing:
+//! every host shuts down cleanly, and no process, mount, link, namespace or folder stays.
 
 use std::time::Duration;
 
 use ferry_tests::{Bed, BedOptions};
 
-/// The tests here check that a slot's resources are gone after a bed drops. Run in parallel,
-/// another test's bed may take the freed slot at once and recreate them, so they take turns.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+// The tests here run in parallel: `tear_down` checks for leftovers while the bed still holds
+// its slot, so another test's bed cannot take the slot and make the same names meanwhile.
 
 fn http_status_from(host: &ferry_tests::Host, url: &str) -> anyhow::Result<String> {
     let out = host.exec(&[
@@ -26,7 +26,6 @@ fn http_status_from(host: &ferry_tests::Host, url: &str) -> anyhow::Result<Strin
 #[tokio::test]
 async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -> anyhow::Result<()>
 {
-    let _serial = SERIAL.lock().await;
     let bed = Bed::start(BedOptions {
         hosts: 3,
         ..Default::default()
@@ -51,28 +50,35 @@ async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -
             "200"
         );
     }
-    let footprint = bed.footprint();
-    let before = footprint.leftovers()?;
-    assert!(
-        before.iter().any(|item| item.starts_with("process")),
-        "{before:?}"
-    );
-    assert!(
-        before.iter().any(|item| item.starts_with("mount")),
-        "{before:?}"
-    );
-    assert!(
-        before.iter().any(|item| item.starts_with("netns")),
-        "{before:?}"
-    );
-    drop(bed);
-    assert_eq!(footprint.leftovers()?, Vec::<String>::new());
+    // While the bed runs the check sees every kind of thing it looks for; otherwise an
+    // empty list after teardown would prove nothing.
+    let before = bed.footprint().leftovers()?;
+    let count = |kind: &str| before.iter().filter(|item| item.starts_with(kind)).count();
+    // Garage, and per host nspawn and the container's systemd.
+    assert_eq!(count("process "), 1 + 3 * 2, "{before:?}");
+    assert!(count("mount ") >= 3, "{before:?}");
+    // The bridge and one veth per host.
+    assert_eq!(count("link "), 1 + 3, "{before:?}");
+    assert_eq!(count("netns "), 3, "{before:?}");
+    assert_eq!(count("folder "), 1, "{before:?}");
+    // And it sees what teardown does not remove: a link in the bed's names made behind
+    // its back is the one thing reported afterwards.
+    let stray = format!("fv{}h9", bed.names().slot());
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &stray, "type", "bridge"])
+        .status()?;
+    assert!(made.success(), "ip link add {stray} failed");
+    let after = bed.tear_down();
+    let removed = std::process::Command::new("ip")
+        .args(["link", "del", &stray])
+        .status()?;
+    assert_eq!(after?, vec![format!("link {stray}")]);
+    assert!(removed.success(), "ip link del {stray} failed");
     Ok(())
 }
 
 #[test]
 fn two_beds_at_once_get_separate_subnets_and_both_tear_down() -> anyhow::Result<()> {
-    let _serial = SERIAL.blocking_lock();
     let (first, second) = std::thread::scope(|scope| {
         let a = scope.spawn(|| {
             Bed::start(BedOptions {
@@ -95,18 +101,13 @@ fn two_beds_at_once_get_separate_subnets_and_both_tear_down() -> anyhow::Result<
     assert_ne!(first.names().subnet(), second.names().subnet());
     assert_ne!(first.s3().endpoint, second.s3().endpoint);
     assert_ne!(first.s3().access_key, second.s3().access_key);
-    let footprints = [first.footprint(), second.footprint()];
-    drop(first);
-    drop(second);
-    for footprint in footprints {
-        assert_eq!(footprint.leftovers()?, Vec::<String>::new());
-    }
+    assert_eq!(first.tear_down()?, Vec::<String>::new());
+    assert_eq!(second.tear_down()?, Vec::<String>::new());
     Ok(())
 }
 
 #[test]
 fn poweroff_and_boot_keep_the_host_filesystem() -> anyhow::Result<()> {
-    let _serial = SERIAL.blocking_lock();
     let mut bed = Bed::start(BedOptions {
         hosts: 1,
         ..Default::default()
@@ -124,8 +125,6 @@ fn poweroff_and_boot_keep_the_host_filesystem() -> anyhow::Result<()> {
     assert_ne!(host.pid()?, first_pid);
     assert_eq!(host.sh_ok("cat /var/lib/ferry-bed/marker")?, "kept");
     assert!(!host.sh("test -e /run/ferry-bed-volatile")?.success());
-    let footprint = bed.footprint();
-    drop(bed);
-    assert_eq!(footprint.leftovers()?, Vec::<String>::new());
+    assert_eq!(bed.tear_down()?, Vec::<String>::new());
     Ok(())
 }
