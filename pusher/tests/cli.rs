@@ -158,20 +158,8 @@ fn schema_prints_the_committed_schema() {
 #[test]
 fn keygen_sign_verify_round_trip_and_tampering() {
     let dir = tempfile::tempdir().unwrap();
-    let (sk, pk) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
-    let out = ferry(&[
-        "keygen",
-        "--name",
-        "test.example-1",
-        "--secret-key-file",
-        s(&sk),
-        "--public-key-file",
-        s(&pk),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let public = std::fs::read_to_string(&pk).unwrap();
+    let (sk, pk, public) = keygen(dir.path(), "test.example-1");
     assert!(public.starts_with("test.example-1:") && !public.ends_with('\n'));
-    assert_eq!(stdout(&out).trim(), public);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&sk).unwrap().permissions().mode() & 0o777,
@@ -280,16 +268,7 @@ fn verify_requires_a_trusted_key() {
 #[test]
 fn sign_refuses_an_invalid_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let (sk, pk) = (dir.path().join("k.sec"), dir.path().join("k.pub"));
-    ferry(&[
-        "keygen",
-        "--name",
-        "k",
-        "--secret-key-file",
-        s(&sk),
-        "--public-key-file",
-        s(&pk),
-    ]);
+    let (sk, _, _) = keygen(dir.path(), "k");
     let manifest = write(
         dir.path(),
         "m.json",
@@ -324,7 +303,8 @@ fn every_verb_has_help() {
     }
 }
 
-/// Makes a key pair with `ferry keygen`; returns (secret file, public file, public key text).
+/// Makes a key pair with `ferry keygen` (`<name>.sec`, `<name>.pub` in `dir`); returns
+/// (secret file, public file, public key text).
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     let (sk, pk) = (
         dir.join(format!("{name}.sec")),
@@ -341,6 +321,8 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let public = std::fs::read_to_string(&pk).unwrap();
+    // keygen prints the public key, for pasting into a host's trusted keys.
+    assert_eq!(stdout(&out).trim(), public);
     (sk, pk, public)
 }
 
