@@ -1,34 +1,11 @@
-//! The test closures reach a host's Nix store only when signed, and the test service in
-//! them serves through the host's Caddy, configured over its admin API.
+//! The test closures: distinct paths, a multi-path one whose paths reference each other,
+//! signed caches that upload to the bucket, and each closure's version and mode baked in
+//! (healthy, failing its health check, crashing at start). Copying them into a host's
+//! store (signed yes, unsigned no) is in bed_smoke.
 
 use std::time::{Duration, Instant};
 
-use ferry_tests::{Bed, BedOptions, Closures, Host};
-
-fn nix_copy(
-    host: &Host,
-    cache: &str,
-    key: &str,
-    paths: &[&str],
-) -> anyhow::Result<ferry_tests::Output> {
-    let from = format!("file://{cache}");
-    let mut argv = vec![
-        "nix",
-        "--extra-experimental-features",
-        "nix-command",
-        "copy",
-        "--from",
-        &from,
-        "--option",
-        "trusted-public-keys",
-        key,
-        "--option",
-        "substituters",
-        "",
-    ];
-    argv.extend_from_slice(paths);
-    host.exec(&argv)
-}
+use ferry_tests::{Bed, BedOptions, Closures};
 
 #[test]
 fn closures_have_distinct_paths_and_multi_references_its_deps() -> anyhow::Result<()> {
@@ -49,91 +26,6 @@ fn closures_have_distinct_paths_and_multi_references_its_deps() -> anyhow::Resul
         );
     }
     assert!(closures.public_key.starts_with("ferry-test-1:"));
-    Ok(())
-}
-
-#[tokio::test]
-async fn signed_closure_copies_unsigned_is_refused_and_service_answers_through_caddy()
--> anyhow::Result<()> {
-    let closures = Closures::get()?;
-    let bed = Bed::start(BedOptions {
-        hosts: 1,
-        ..Default::default()
-    })?;
-    let host = bed.host(0);
-    host.put_dir(&closures.unsigned_cache, "/var/tmp/unsigned-cache")?;
-    host.put_dir(&closures.signed_cache, "/var/tmp/signed-cache")?;
-
-    let refused = nix_copy(
-        host,
-        "/var/tmp/unsigned-cache",
-        &closures.public_key,
-        &[&closures.v1],
-    )?;
-    assert!(
-        !refused.success(),
-        "unsigned path was accepted: {}",
-        refused.stderr
-    );
-    assert!(refused.stderr.contains("signature"), "{}", refused.stderr);
-    assert!(!host.path_in_host(&closures.v1).exists());
-
-    let copied = nix_copy(
-        host,
-        "/var/tmp/signed-cache",
-        &closures.public_key,
-        &[&closures.v1, &closures.multi],
-    )?;
-    assert!(copied.success(), "signed copy failed: {}", copied.stderr);
-    for path in [
-        &closures.v1,
-        &closures.multi,
-        &closures.multi_deps[0],
-        &closures.multi_deps[1],
-    ] {
-        assert!(
-            host.path_in_host(path).exists(),
-            "{path} not in the host's store"
-        );
-    }
-
-    host.put_bytes(
-        "/run/systemd/system/ferry-testsvc.service",
-        format!(
-            "[Service]\nExecStart={}/bin/ferry-testsvc\nEnvironment=PORT=8001\nDynamicUser=yes\n",
-            closures.v1
-        )
-        .as_bytes(),
-        0o644,
-    )?;
-    host.sh_ok("systemctl daemon-reload && systemctl start ferry-testsvc.service")?;
-
-    let route = r#"{"@id":"ferry-bed-test","match":[{"path":["/version","/health"]}],
-        "handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"127.0.0.1:8001"}]}],"terminal":true}"#;
-    // PUT on an array index inserts there: ahead of Debian's catch-all file server.
-    let (status, body) = host.caddy_admin(
-        "PUT",
-        "/config/apps/http/servers/srv0/routes/0",
-        Some(route),
-    )?;
-    assert_eq!(status, 200, "{body}");
-
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let url = format!("http://{}/version", host.ip());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let version = loop {
-        match client.get(&url).send().await {
-            Ok(response) if response.status() == 200 => break response.text().await?,
-            other if Instant::now() > deadline => {
-                anyhow::bail!("GET {url} never answered 200: {other:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    assert_eq!(version, "1.0.0");
     Ok(())
 }
 

@@ -1,17 +1,334 @@
-//! The bed's own smoke test: Garage answers S3, a host boots with D-Bus, nsenter and Caddy.
+//! The bed's smoke test, on one bed with one host, in the order a deploy uses the parts:
+//! Garage answers S3 (put, get, a 304 on a conditional GET) with the client settings Ferry
+//! uses; the workspace's binary runs inside the host (bound in read-only, and copied in);
+//! the host's Nix takes signed test closures (a multi-path one whole) and refuses an
+//! unsigned one; a unit running v1, written to /run/systemd/system, is reloaded and started
+//! over the host's D-Bus with zbus and is `active` (as a DynamicUser); a route added through
+//! the host's Caddy admin API serves the service's /version.
 
-use ferry_tests::{Bed, BedOptions};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-#[test]
-fn one_host_bed_starts_and_answers() -> anyhow::Result<()> {
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, S3, workspace_binary};
+use futures_util::StreamExt;
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+
+const UNIT: &str = "ferry-smoke.service";
+/// Where the service listens inside the host (behind its Caddy).
+const SERVICE_PORT: u16 = 8001;
+/// Where the workspace's ferry-testsvc is bound into the host.
+const BOUND_TESTSVC: &str = "/usr/local/bin/ferry-testsvc";
+
+#[tokio::test]
+async fn bed_smoke() -> anyhow::Result<()> {
+    let closures = Closures::get()?;
+    let testsvc = workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
     let bed = Bed::start(BedOptions {
         hosts: 1,
+        bind_ro: vec![BindRo {
+            source: testsvc.clone(),
+            target: BOUND_TESTSVC.into(),
+        }],
         ..Default::default()
     })?;
     let host = bed.host(0);
     assert_eq!(host.sh_ok("hostname")?.trim(), host.name());
-    assert!(std::path::Path::new(&host.dbus_address()?["unix:path=".len()..]).exists());
-    let (status, body) = host.caddy_admin("GET", "/config/", None)?;
+
+    s3_put_get_and_304(bed.s3()).await?;
+    binaries_run_inside(host, &testsvc)?;
+    signed_closure_copies_unsigned_is_refused(host, closures)?;
+    start_unit_over_dbus(host, &closures.v1).await?;
+    version_through_caddy(host).await?;
+
+    assert_eq!(bed.tear_down()?, Vec::<String>::new());
+    Ok(())
+}
+
+/// Put, get, and a conditional GET with the current ETag that answers 304, through the
+/// client Ferry's settings make (path style, checksums only when required).
+async fn s3_put_get_and_304(s3: &S3) -> anyhow::Result<()> {
+    assert_eq!(s3.region, "garage");
+    let client = s3.client();
+    let config = client.config();
+    assert_eq!(
+        config.request_checksum_calculation(),
+        Some(&RequestChecksumCalculation::WhenRequired)
+    );
+    assert_eq!(
+        config.response_checksum_validation(),
+        Some(&ResponseChecksumValidation::WhenRequired)
+    );
+    // What went on the wire: the bucket in the path, and no checksum on a plain put...
+    let (put, sent) = put_seeing_request(&client, &s3.bucket, "smoke/hello.txt").await;
+    put?;
+    assert_eq!(
+        sent.first(),
+        Some(&format!(
+            "{}/{}/smoke/hello.txt?x-id=PutObject",
+            s3.endpoint, s3.bucket
+        )),
+        "not path style: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|line| line.starts_with("x-amz-checksum-")),
+        "a checksum was sent: {sent:?}"
+    );
+    // ...where the SDK's default (WhenSupported) does send one, so its absence means
+    // something (Garage may refuse this put; only the request matters).
+    let default_checksums = aws_sdk_s3::Client::from_conf(
+        config
+            .to_builder()
+            .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+            .build(),
+    );
+    let (_, control) =
+        put_seeing_request(&default_checksums, &s3.bucket, "smoke/control.txt").await;
+    assert!(
+        control
+            .iter()
+            .any(|line| line.starts_with("x-amz-checksum-")),
+        "the SDK's default sent no checksum either: {control:?}"
+    );
+    let got = client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key("smoke/hello.txt")
+        .send()
+        .await?;
+    let etag = got
+        .e_tag()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("Garage sent no ETag"))?;
+    assert_eq!(
+        got.body.collect().await?.into_bytes().as_ref(),
+        b"hello, bed"
+    );
+    let conditional = client
+        .get_object()
+        .bucket(&s3.bucket)
+        .key("smoke/hello.txt")
+        .if_none_match(&etag)
+        .send()
+        .await;
+    let err = match conditional {
+        Ok(_) => anyhow::bail!("a GET with the current ETag in If-None-Match returned the object"),
+        Err(err) => err,
+    };
+    let status = err
+        .raw_response()
+        .map(|response| response.status().as_u16());
+    assert_eq!(status, Some(304), "{err:?}");
+    Ok(())
+}
+
+/// Puts `hello, bed` at `key` and returns the result with the request as it was about to
+/// be signed: its URI, then its header names.
+async fn put_seeing_request(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> (anyhow::Result<()>, Vec<String>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let result = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"hello, bed"))
+        .customize()
+        .mutate_request(move |request| {
+            let mut lines = vec![request.uri().to_string()];
+            lines.extend(request.headers().iter().map(|(name, _)| name.to_string()));
+            if let Ok(mut seen) = record.lock() {
+                *seen = lines;
+            }
+        })
+        .send()
+        .await;
+    let seen = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
+    (result.map(|_| ()).map_err(anyhow::Error::from), seen)
+}
+
+/// The binary bound in read-only and a copy put into the host both run there. Crash mode
+/// makes each exit at once with a line naming its version.
+fn binaries_run_inside(host: &Host, testsvc: &std::path::Path) -> anyhow::Result<()> {
+    host.put_file(testsvc, "/opt/ferry-smoke/ferry-testsvc", 0o755)?;
+    for binary in [BOUND_TESTSVC, "/opt/ferry-smoke/ferry-testsvc"] {
+        let out = host.exec(&[
+            "env",
+            "FERRY_TESTSVC_MODE=crash",
+            "FERRY_TESTSVC_VERSION=inside",
+            binary,
+        ])?;
+        assert_eq!(out.status, 1, "{binary}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains("ferry-testsvc inside: crashing at start"),
+            "{binary}: {}",
+            out.stderr
+        );
+    }
+    let bound = host.sh(&format!("touch {BOUND_TESTSVC}"))?;
+    assert!(!bound.success(), "the bound binary is writable in the host");
+    Ok(())
+}
+
+/// `nix copy` inside the host from a `file://` cache, trusting only the test key.
+fn nix_copy(
+    host: &Host,
+    cache: &str,
+    key: &str,
+    paths: &[&str],
+) -> anyhow::Result<ferry_tests::Output> {
+    let from = format!("file://{cache}");
+    let mut argv = vec![
+        "nix",
+        "--extra-experimental-features",
+        "nix-command",
+        "copy",
+        "--from",
+        &from,
+        "--option",
+        "trusted-public-keys",
+        key,
+        "--option",
+        "substituters",
+        "",
+    ];
+    argv.extend_from_slice(paths);
+    host.exec(&argv)
+}
+
+fn signed_closure_copies_unsigned_is_refused(
+    host: &Host,
+    closures: &Closures,
+) -> anyhow::Result<()> {
+    host.put_dir(&closures.unsigned_cache, "/var/tmp/unsigned-cache")?;
+    host.put_dir(&closures.signed_cache, "/var/tmp/signed-cache")?;
+    let refused = nix_copy(
+        host,
+        "/var/tmp/unsigned-cache",
+        &closures.public_key,
+        &[&closures.v1],
+    )?;
+    assert!(
+        !refused.success(),
+        "unsigned path was accepted: {}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("signature"), "{}", refused.stderr);
+    assert!(!host.path_in_host(&closures.v1).exists());
+
+    let copied = nix_copy(
+        host,
+        "/var/tmp/signed-cache",
+        &closures.public_key,
+        &[&closures.v1, &closures.multi],
+    )?;
+    assert!(copied.success(), "signed copy failed: {}", copied.stderr);
+    // The multi-path closure comes whole: its dependencies were walked and copied too.
+    for path in [&closures.v1, &closures.multi]
+        .into_iter()
+        .chain(&closures.multi_deps)
+    {
+        assert!(
+            host.path_in_host(path).exists(),
+            "{path} not in the host's store"
+        );
+    }
+    // The host's own Nix database has it, signature and all.
+    let info = host.sh_ok(&format!(
+        "nix --extra-experimental-features nix-command path-info --sigs {}",
+        closures.v1
+    ))?;
+    assert!(info.contains("ferry-test-1:"), "{info}");
+    Ok(())
+}
+
+/// Writes a unit running `closure`'s service to /run/systemd/system, then Reload and
+/// StartUnit over the host's system bus, as the agent does; waits for the job and checks
+/// the unit is active and not running as root.
+async fn start_unit_over_dbus(host: &Host, closure: &str) -> anyhow::Result<()> {
+    host.put_bytes(
+        &format!("/run/systemd/system/{UNIT}"),
+        format!(
+            "[Service]\nExecStart={closure}/bin/ferry-testsvc\nEnvironment=PORT={SERVICE_PORT}\nDynamicUser=yes\n"
+        )
+        .as_bytes(),
+        0o644,
+    )?;
+    let address = host.dbus_address()?;
+    let conn = zbus::connection::Builder::address(address.as_str())?
+        .build()
+        .await?;
+    let manager = ManagerProxy::new(&conn).await?;
+    manager.subscribe().await?;
+    manager.reload().await?;
+    // Subscribed before starting, so the job's end cannot slip past.
+    let mut removed = manager.receive_job_removed().await?;
+    let job = manager.start_unit(UNIT.into(), "replace".into()).await?;
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(signal) = removed.next().await {
+            let args = signal.args()?;
+            if args.job == job {
+                return Ok::<_, zbus::Error>(args.result);
+            }
+        }
+        Err(zbus::Error::Failure("JobRemoved stream ended".into()))
+    })
+    .await??;
+    assert_eq!(result, "done");
+
+    let unit_path = manager.get_unit(UNIT.into()).await?;
+    let unit = UnitProxy::builder(&conn).path(unit_path)?.build().await?;
+    assert_eq!(unit.active_state().await?, "active");
+    let uid = host.sh_ok(&format!(
+        "stat -c %u /proc/$(systemctl show -P MainPID {UNIT})"
+    ))?;
+    assert_ne!(uid.trim(), "0", "DynamicUser=yes ran as root");
+    Ok(())
+}
+
+/// Adds a route to the service through the host's Caddy admin API and gets /version
+/// through Caddy on port 80 at the host's address.
+async fn version_through_caddy(host: &Host) -> anyhow::Result<()> {
+    let route = format!(
+        r#"{{"@id":"ferry-smoke","match":[{{"path":["/version","/health"]}}],
+        "handle":[{{"handler":"reverse_proxy","upstreams":[{{"dial":"127.0.0.1:{SERVICE_PORT}"}}]}}],"terminal":true}}"#
+    );
+    // PUT on an array index inserts there: ahead of Debian's catch-all file server.
+    let (status, body) = host.caddy_admin(
+        "PUT",
+        "/config/apps/http/servers/srv0/routes/0",
+        Some(&route),
+    )?;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = host.caddy_admin("GET", "/id/ferry-smoke", None)?;
+    assert_eq!(status, 200, "{body}");
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let url = format!("http://{}/version", host.ip());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        match client.get(&url).send().await {
+            Ok(response) if response.status() == 200 => break response,
+            other if Instant::now() > deadline => {
+                anyhow::bail!("GET {url} never answered 200: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let server = response
+        .headers()
+        .get("server")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(server.as_deref(), Some("Caddy"), "not served through Caddy");
+    assert_eq!(response.text().await?, "1.0.0");
     Ok(())
 }
