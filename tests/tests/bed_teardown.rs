@@ -24,15 +24,17 @@ fn http_status_from(host: &ferry_tests::Host, url: &str) -> anyhow::Result<Strin
 }
 
 #[tokio::test]
-async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -> anyhow::Result<()>
-{
+async fn three_hosts_with_own_caddy_files_and_network_reach_garage_and_each_other_and_leave_nothing()
+-> anyhow::Result<()> {
     let bed = Bed::start(BedOptions {
         hosts: 3,
         ..Default::default()
     })?;
     let mut ips: Vec<String> = bed.hosts().iter().map(|host| host.ip()).collect();
+    ips.sort_unstable();
     ips.dedup();
     assert_eq!(ips.len(), 3);
+    let rootfs = std::fs::canonicalize("/var/cache/ferry-testbed/rootfs")?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
@@ -49,7 +51,34 @@ async fn three_hosts_reach_garage_and_each_other_and_teardown_leaves_nothing() -
             http_status_from(host, &format!("http://{}/", next.ip()))?,
             "200"
         );
+        // Its own Caddy, not a shared one: a route added through its admin API answers
+        // with its name at its address only.
+        let route = format!(
+            r#"{{"match":[{{"path":["/whoami"]}}],"handle":[{{"handler":"static_response","body":"{}"}}]}}"#,
+            host.name()
+        );
+        let (status, body) = host.caddy_admin(
+            "PUT",
+            "/config/apps/http/servers/srv0/routes/0",
+            Some(&route),
+        )?;
+        assert_eq!(status, 200, "{body}");
+        // Its own filesystem: a file written in it is in no other host nor in the cache.
+        host.put_bytes("/etc/ferry-bed-owner", host.name().as_bytes(), 0o644)?;
+        // Its own network: the bed's /24 and nothing else, no way off the machine.
+        let routes = host.sh_ok("ip -4 route")?;
+        assert!(!routes.contains("default"), "{routes}");
+        assert_eq!(routes.lines().count(), 1, "{routes}");
     }
+    for host in bed.hosts() {
+        let response = client
+            .get(format!("http://{}/whoami", host.ip()))
+            .send()
+            .await?;
+        assert_eq!(response.text().await?, host.name());
+        assert_eq!(host.sh_ok("cat /etc/ferry-bed-owner")?, host.name());
+    }
+    assert!(!rootfs.join("etc/ferry-bed-owner").exists());
     // While the bed runs the check sees every kind of thing it looks for; otherwise an
     // empty list after teardown would prove nothing.
     let before = bed.footprint().leftovers()?;
