@@ -139,7 +139,8 @@ impl Bed {
         self.slot.names()
     }
 
-    /// What the bed has made so far, to check after drop that none of it is left.
+    /// What the bed has made so far, to check after drop that none of it is left. Prefer
+    /// [`Bed::tear_down`], which checks before the slot is free for another bed to reuse.
     pub fn footprint(&self) -> Footprint {
         let mut footprint = self.footprint.clone();
         for host in &self.hosts {
