@@ -3,6 +3,8 @@
 //! `nobody`, or with a PATH and HOME where no garage is), so the test process itself and
 //! other tests running beside it keep their own user and environment.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 
 use ferry_tests::{Bed, BedOptions};
@@ -39,10 +41,9 @@ fn start_and_report() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `test` of this binary in a child made by `command`, and returns the error line the
-/// child's bed start printed.
-fn child_error(mut command: Command, test: &str) -> anyhow::Result<String> {
-    let exe = std::env::current_exe()?;
+/// Runs `test` of the test binary `exe` in a child made by `command`, and returns the error
+/// line the child's bed start printed.
+fn child_error(mut command: Command, exe: &Path, test: &str) -> anyhow::Result<String> {
     let out = command
         .arg(exe)
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
@@ -66,10 +67,25 @@ fn without_root_the_bed_fails_saying_it_needs_root() -> anyhow::Result<()> {
     if std::env::var_os(CHILD_ENV).is_some() {
         return start_and_report();
     }
+    // nobody may not reach this binary where cargo built it (a checkout under /root, say):
+    // it runs from a world-readable folder of its own.
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let exe = dir.path().join("bed_preflight");
+    let built = std::env::current_exe()?;
+    if std::fs::hard_link(&built, &exe).is_err() {
+        std::fs::copy(&built, &exe)?;
+    }
     // setpriv (util-linux) drops to nobody for the child only.
     let mut setpriv = Command::new("setpriv");
-    setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
-    let error = child_error(setpriv, "without_root_the_bed_fails_saying_it_needs_root")?;
+    setpriv
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .current_dir(dir.path());
+    let error = child_error(
+        setpriv,
+        &exe,
+        "without_root_the_bed_fails_saying_it_needs_root",
+    )?;
     assert!(error.contains("needs root"), "{error}");
     assert!(error.contains("scripts/test.sh"), "{error}");
     Ok(())
@@ -96,6 +112,7 @@ fn without_garage_the_bed_fails_naming_it_and_the_installer() -> anyhow::Result<
     ));
     let error = child_error(
         env,
+        &std::env::current_exe()?,
         "without_garage_the_bed_fails_naming_it_and_the_installer",
     )?;
     assert!(error.contains("garage is not installed"), "{error}");
