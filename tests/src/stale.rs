@@ -54,3 +54,51 @@ fn still_ours(pid: u32, dir: &Path) -> bool {
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
     cmdline.contains(&*dir.to_string_lossy())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    fn alive(child: &mut Child) -> bool {
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    #[test]
+    fn only_recorded_processes_that_still_name_their_folder_are_stopped() -> Result<()> {
+        let work = tempfile::tempdir()?;
+        let (ours, other) = (work.path().join("host0"), work.path().join("host1"));
+        std::fs::create_dir_all(&ours)?;
+        std::fs::create_dir_all(&other)?;
+        // A process the bed started names its folder on its command line ($0 here).
+        let mut started = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30")
+            .arg(&ours)
+            .spawn()?;
+        // A recorded PID that now belongs to something else (PID reuse) does not.
+        let mut unrelated = Command::new("sleep").arg("30").spawn()?;
+        record_pid(&ours, started.id())?;
+        record_pid(&other, unrelated.id())?;
+
+        stop_recorded(work.path());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(&mut started) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (started_alive, unrelated_alive) = (alive(&mut started), alive(&mut unrelated));
+        let _ = unrelated.kill();
+        let _ = unrelated.wait();
+        let _ = started.kill();
+        let _ = started.wait();
+        assert!(
+            !started_alive,
+            "the bed's own stale process was left running"
+        );
+        assert!(
+            unrelated_alive,
+            "a process the bed did not start was stopped"
+        );
+        Ok(())
+    }
+}
