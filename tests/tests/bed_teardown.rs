@@ -157,3 +157,30 @@ fn poweroff_and_boot_keep_the_host_filesystem() -> anyhow::Result<()> {
     assert_eq!(bed.tear_down()?, Vec::<String>::new());
     Ok(())
 }
+
+#[test]
+fn a_host_that_does_not_shut_down_cleanly_is_reported() -> anyhow::Result<()> {
+    let mut bed = Bed::start(BedOptions {
+        hosts: 2,
+        ..Default::default()
+    })?;
+    // The container's systemd ends with status 3, and nspawn with it: not a clean poweroff.
+    bed.host(0).sh_ok("systemctl exit 3")?;
+    let err = match bed.host_mut(0).poweroff() {
+        Ok(()) => anyhow::bail!("an exit with status 3 counted as a clean shutdown"),
+        Err(err) => format!("{err:#}"),
+    };
+    assert!(err.contains("shut down uncleanly"), "{err}");
+    assert!(!bed.host(0).is_running());
+    bed.host_mut(0).boot()?;
+    // At teardown the rebooted host 0 stops cleanly; host 1 does not, and is named.
+    let unclean = bed.host(1).name();
+    bed.host(1).sh_ok("systemctl exit 4")?;
+    let problems = bed.tear_down()?;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&format!("host {unclean} shut down uncleanly")),
+        "{problems:?}"
+    );
+    Ok(())
+}
