@@ -115,7 +115,10 @@ mod tests {
         walk(&schema_value(), "", &mut seen);
         assert!(seen >= 8, "only {seen} unsigned fields found");
         let schema = schema_value();
+        let version = &schema["properties"]["version"];
+        assert_eq!(version["maximum"], u32::MAX, "{version}");
+        // A bound of our own wins over the type's.
         let restart_sec = &schema["$defs"]["SystemdOptions"]["properties"]["restartSec"];
-        assert_eq!(restart_sec["maximum"], u32::MAX, "{restart_sec}");
+        assert_eq!(restart_sec["maximum"], 3600, "{restart_sec}");
     }
 }

@@ -7,6 +7,14 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Upper bound for `restartSec` and the health check's timings: an hour. Anything longer is
+/// almost certainly a unit mistake (milliseconds for seconds). In the schema, so editors
+/// and the schema layer of validation both know it.
+pub const MAX_SECONDS: u32 = 3600;
+
+/// Upper bound for `healthCheck.retries`.
+pub const MAX_RETRIES: u32 = 1000;
+
 /// A Ferry manifest: which services run on which hosts, and from which Nix closure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -146,6 +154,7 @@ pub struct SystemdOptions {
     pub restart: Option<String>,
     /// systemd `RestartSec=`, in seconds (0-3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_SECONDS))]
     pub restart_sec: Option<u32>,
 }
 
@@ -222,18 +231,23 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// HTTP status that counts as healthy (default: any status below 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
     pub expect_status: Option<u16>,
     /// Seconds to wait after start before the first probe (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_SECONDS))]
     pub start_period_sec: Option<u32>,
     /// Seconds between probes (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub interval_sec: Option<u32>,
     /// Seconds one probe may take (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub timeout_sec: Option<u32>,
     /// Probes to try before the version counts as unhealthy (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_RETRIES))]
     pub retries: Option<u32>,
 }
 

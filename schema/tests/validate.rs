@@ -330,7 +330,7 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
                 json!(99_999_999_999_u64),
             )],
             "/services/0/systemd/restartSec",
-            "service `podcastitlater-web`",
+            "service `podcastitlater-web`: 99999999999 is over the maximum of 3600 (at systemd.restartSec); use at most 3600",
         ),
         (
             "health retries beyond u32",
@@ -469,6 +469,33 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             )],
             "/services/0/healthCheck/retries",
             "1-1000",
+        ),
+        (
+            "health expectStatus not an HTTP status",
+            vec![Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "expectStatus": 700}),
+            )],
+            "/services/0/healthCheck/expectStatus",
+            "700 is over the maximum of 599 (at healthCheck.expectStatus); use 100-599",
+        ),
+        (
+            "health intervalSec 0",
+            vec![Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "intervalSec": 0}),
+            )],
+            "/services/0/healthCheck/intervalSec",
+            "under the minimum of 1 (at healthCheck.intervalSec); use 1-3600",
+        ),
+        (
+            "health startPeriodSec over an hour",
+            vec![Set(
+                "/services/0/healthCheck",
+                json!({"type": "http", "startPeriodSec": 3601}),
+            )],
+            "/services/0/healthCheck/startPeriodSec",
+            "use at most 3600",
         ),
         (
             "revision with escape",

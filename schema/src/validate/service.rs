@@ -22,13 +22,6 @@ pub const RESTART_VALUES: &[&str] = &[
     "always",
 ];
 
-/// Upper bound for `restartSec` and the health check's timings: an hour. Anything longer is
-/// almost certainly a unit mistake (milliseconds for seconds).
-pub const MAX_SECONDS: u32 = 3600;
-
-/// Upper bound for `healthCheck.retries`.
-pub const MAX_RETRIES: u32 = 1000;
-
 /// Runs every single-service check on service `i`.
 pub fn check(i: usize, s: &Service, report: &mut Report) {
     let base = service_pointer(i);
@@ -287,14 +280,7 @@ fn check_systemd(base: &str, who: &str, systemd: &SystemdOptions, report: &mut R
             ),
         );
     }
-    if let Some(sec) = systemd.restart_sec
-        && sec > MAX_SECONDS
-    {
-        report.error(
-            format!("{base}/systemd/restartSec"),
-            format!("{who}: systemd.restartSec is {sec} seconds; use at most {MAX_SECONDS}"),
-        );
-    }
+    // restartSec's bound is in the schema (`manifest::MAX_SECONDS`), checked by that layer.
 }
 
 fn check_hardening(base: &str, who: &str, s: &Service, hardening: &Hardening, report: &mut Report) {
@@ -334,36 +320,8 @@ fn check_health(base: &str, who: &str, hc: &HealthCheck, http: Option<&Http>, re
             );
         }
     }
-    if let Some(status) = hc.expect_status
-        && !(100..=599).contains(&status)
-    {
-        report.error(
-            format!("{hb}/expectStatus"),
-            format!("{who}: healthCheck.expectStatus {status} is not an HTTP status; use 100-599 (usually 200)"),
-        );
-    }
-    for (field, value, min) in [
-        ("startPeriodSec", hc.start_period_sec, 0),
-        ("intervalSec", hc.interval_sec, 1),
-        ("timeoutSec", hc.timeout_sec, 1),
-    ] {
-        if let Some(v) = value
-            && !(min..=MAX_SECONDS).contains(&v)
-        {
-            report.error(
-                format!("{hb}/{field}"),
-                format!("{who}: healthCheck.{field} is {v}; use {min}-{MAX_SECONDS} seconds"),
-            );
-        }
-    }
-    if let Some(r) = hc.retries
-        && !(1..=MAX_RETRIES).contains(&r)
-    {
-        report.error(
-            format!("{hb}/retries"),
-            format!("{who}: healthCheck.retries is {r}; use 1-{MAX_RETRIES}"),
-        );
-    }
+    // expectStatus, the timings and retries have their bounds in the schema
+    // (`manifest::MAX_SECONDS`, `MAX_RETRIES`), checked by that layer.
 }
 
 #[cfg(test)]

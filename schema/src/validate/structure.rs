@@ -94,6 +94,22 @@ pub fn check(doc: &Value, report: &mut Report) {
                     ),
                 );
             }
+            ValidationErrorKind::Maximum { limit } | ValidationErrorKind::Minimum { limit } => {
+                let side = if matches!(error.kind, ValidationErrorKind::Maximum { .. }) {
+                    "over the maximum"
+                } else {
+                    "under the minimum"
+                };
+                report.error(
+                    pointer.clone(),
+                    format!(
+                        "{subject}: {} is {side} of {limit}{}; {}",
+                        short(&error.instance),
+                        place(&pointer),
+                        range_hint(&compiled.schema, &pointer)
+                    ),
+                );
+            }
             ValidationErrorKind::Type { .. } => {
                 report.error(
                     pointer.clone(),
@@ -270,6 +286,18 @@ fn type_hint(schema: &Value, pointer: &str) -> &'static str {
         Some("object") => "write a JSON object { ... } (leave the field out to use the defaults)",
         Some("boolean") => "write true or false without quotes",
         _ => "see `ferry schema` for what is accepted",
+    }
+}
+
+/// What to write instead of a number out of the range the schema gives at `pointer`.
+fn range_hint(schema: &Value, pointer: &str) -> String {
+    let node = node_at(schema, pointer);
+    let bound = |key: &str| node.and_then(|n| n.get(key)).and_then(Value::as_u64);
+    match (bound("minimum"), bound("maximum")) {
+        (None | Some(0), Some(max)) => format!("use at most {max}"),
+        (Some(min), Some(max)) => format!("use {min}-{max}"),
+        (Some(min), None) => format!("use at least {min}"),
+        (None, None) => "see `ferry schema` for what is accepted".to_owned(),
     }
 }
 
