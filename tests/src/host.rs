@@ -295,6 +295,21 @@ impl Host {
         })
     }
 
+    /// Puts `route` (Caddy route JSON) first in the host's `srv0` routes, ahead of Debian's
+    /// catch-all file server (PUT on an array index inserts there); fails unless Caddy
+    /// answers 200.
+    pub fn add_caddy_route(&self, route: &str) -> Result<()> {
+        let path = "/config/apps/http/servers/srv0/routes/0";
+        let (status, body) = self.caddy_admin("PUT", path, Some(route))?;
+        if status != 200 {
+            bail!(
+                "Caddy of host {} refused the route (PUT {path}: HTTP {status}): {body}",
+                self.name()
+            );
+        }
+        Ok(())
+    }
+
     /// Boots the host (again) from its filesystem and waits until systemd reports the
     /// system running and Caddy's admin API answers.
     pub fn boot(&mut self) -> Result<()> {

@@ -298,13 +298,7 @@ async fn version_through_caddy(host: &Host) -> anyhow::Result<()> {
         r#"{{"@id":"ferry-smoke","match":[{{"path":["/version","/health"]}}],
         "handle":[{{"handler":"reverse_proxy","upstreams":[{{"dial":"127.0.0.1:{SERVICE_PORT}"}}]}}],"terminal":true}}"#
     );
-    // PUT on an array index inserts there: ahead of Debian's catch-all file server.
-    let (status, body) = host.caddy_admin(
-        "PUT",
-        "/config/apps/http/servers/srv0/routes/0",
-        Some(&route),
-    )?;
-    assert_eq!(status, 200, "{body}");
+    host.add_caddy_route(&route)?;
     let (status, body) = host.caddy_admin("GET", "/id/ferry-smoke", None)?;
     assert_eq!(status, 200, "{body}");
 

@@ -57,12 +57,7 @@ async fn three_hosts_with_own_caddy_files_and_network_reach_garage_and_each_othe
             r#"{{"match":[{{"path":["/whoami"]}}],"handle":[{{"handler":"static_response","body":"{}"}}]}}"#,
             host.name()
         );
-        let (status, body) = host.caddy_admin(
-            "PUT",
-            "/config/apps/http/servers/srv0/routes/0",
-            Some(&route),
-        )?;
-        assert_eq!(status, 200, "{body}");
+        host.add_caddy_route(&route)?;
         // Its own filesystem: a file written in it is in no other host nor in the cache.
         host.put_bytes("/etc/ferry-bed-owner", host.name().as_bytes(), 0o644)?;
         // Its own network: the bed's /24 and nothing else, no way off the machine.
