@@ -152,6 +152,8 @@ pub fn validate_value(value: &Value) -> Result<Validated, Vec<Problem>> {
             })
         }
         Err(e) => {
+            // Before the salvage, so that it leaves out the numbers reported here.
+            structure::check_whole_numbers(value, &mut report);
             check_partial(value, &mut report);
             let mut problems = report.into_problems();
             if !problems.iter().any(Problem::is_error) {

@@ -133,53 +133,77 @@ pub fn check(doc: &Value, report: &mut Report) {
             }
         }
     }
-    check_whole_numbers(&compiled.schema, doc, report);
 }
 
 /// Reports numbers written with a decimal point or an exponent (`8000.0`, `8e3`) where the
 /// schema wants an integer. JSON Schema counts them as integers, but the Rust types (and
 /// so the agent) refuse them; without this they would surface as a serde error with no
 /// pointer. Places the schema layer already reported (e.g. over the maximum) are skipped.
-fn check_whole_numbers(schema: &Value, doc: &Value, report: &mut Report) {
+///
+/// Only needed when the typed parse failed: where it succeeded, every integer field held an
+/// integer (serde refuses `8000.0` for a `u16`), so the walk is skipped on the valid path.
+pub fn check_whole_numbers(doc: &Value, report: &mut Report) {
+    let Ok(compiled) = compiled() else {
+        return; // `check` has reported that already.
+    };
+    let schema = &compiled.schema;
+    let mut floats = Vec::new();
+    walk_floats(doc, &mut Vec::new(), &mut floats);
+    if floats.is_empty() {
+        return;
+    }
     let reported: HashSet<String> = report.error_pointers().into_iter().collect();
-    let mut pointer = String::new();
-    walk_floats(doc, &mut pointer, &mut |pointer, n| {
-        let wants_integer = node_at(schema, pointer)
+    for (pointer, n) in floats {
+        let wants_integer = node_at(schema, &pointer)
             .and_then(|node| node.get("type"))
             .is_some_and(|t| t == "integer");
-        if wants_integer && !reported.contains(pointer) {
+        if wants_integer && !reported.contains(&pointer) {
             report.error(
-                pointer,
+                pointer.as_str(),
                 format!(
                     "{}: {n} is not written as a whole number{}; write it without a decimal point or exponent, e.g. {}",
-                    subject(doc, pointer),
-                    place(pointer),
+                    subject(doc, &pointer),
+                    place(&pointer),
                     n.as_f64().map_or_else(|| "8000".to_owned(), |f| format!("{f:.0}"))
                 ),
             );
         }
-    });
+    }
 }
 
-/// Calls `found` with the pointer and value of every number that is not an `i64`/`u64`.
-fn walk_floats(v: &Value, pointer: &mut String, found: &mut impl FnMut(&str, &Number)) {
-    let len = pointer.len();
+/// A step from a JSON value to one of its children.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Collects the pointer and value of every number that is not an `i64`/`u64`. The path is
+/// kept as borrowed steps and turned into a pointer only for such a number: a manifest has
+/// tens of thousands of values and hardly ever a float, and this runs on every validation.
+fn walk_floats<'a>(v: &'a Value, path: &mut Vec<Step<'a>>, found: &mut Vec<(String, Number)>) {
     match v {
-        Value::Number(n) if n.is_f64() => found(pointer, n),
+        Value::Number(n) if n.is_f64() => {
+            let pointer = path
+                .iter()
+                .map(|step| match step {
+                    Step::Key(k) => format!("/{}", token(k)),
+                    Step::Index(i) => format!("/{i}"),
+                })
+                .collect();
+            found.push((pointer, n.clone()));
+        }
         Value::Object(map) => {
             for (k, child) in map {
-                pointer.push('/');
-                pointer.push_str(&token(k));
-                walk_floats(child, pointer, found);
-                pointer.truncate(len);
+                path.push(Step::Key(k));
+                walk_floats(child, path, found);
+                path.pop();
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                pointer.push('/');
-                pointer.push_str(&i.to_string());
-                walk_floats(child, pointer, found);
-                pointer.truncate(len);
+                path.push(Step::Index(i));
+                walk_floats(child, path, found);
+                path.pop();
             }
         }
         _ => {}
