@@ -29,8 +29,7 @@ ms_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", (b - a)
 
 # The installer's own package list, so this measures exactly what it would install.
 eval "$(grep '^HOST_PACKAGES=' tests/bed/install.sh)"
-mirror="${FERRY_TESTBED_MIRROR:-$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}"
-mirror="${mirror:-http://deb.debian.org/debian}"
+mirror="$(tests/bed/debian_mirror.sh bookworm)"
 
 echo "1. Debian packages on a fresh Debian (${HOST_PACKAGES[*]})"
 debootstrap --variant=minbase bookworm "$scratch/debian" "$mirror" >"$scratch/debootstrap.log" 2>&1 \

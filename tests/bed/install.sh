@@ -59,14 +59,7 @@ else
 fi
 
 # --- 3. Container root filesystem ---------------------------------------------------------
-mirror="${FERRY_TESTBED_MIRROR:-}"
-if [ -z "$mirror" ]; then
-    mirror="$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
-fi
-if [ -z "$mirror" ]; then
-    mirror="$(awk '$1 == "deb" && $3 == "'"$SUITE"'" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)"
-fi
-mirror="${mirror:-http://deb.debian.org/debian}"
+mirror="$("$(dirname "$0")/debian_mirror.sh" "$SUITE")"
 
 recipe="suite=$SUITE packages=$ROOTFS_PACKAGES recipe=$ROOTFS_RECIPE_VERSION"
 hash="$(printf '%s' "$recipe" | sha256sum | cut -c1-16)"
