@@ -60,7 +60,7 @@ fn build_closure(dir: &Path, top: &str) -> Result<String> {
     let mut build = Command::new("nix-build");
     build
         .arg(&file)
-        .args(["--option", "substituters", ""])
+        .args(ferry_tests::closures::NIX_BUILD_FLAGS)
         .args(["--argstr", "nonce", "1", "--argstr", "top", top, "-o"])
         .arg(dir.join(format!("result-{top}")));
     let run = timed("nix-build of the synthetic closure", &mut build)?;

@@ -50,14 +50,13 @@ fn s(p: &Path) -> &str {
 /// An input-addressed store path (content-addressed ones need no signature, which would
 /// make every verification below pass vacuously).
 fn input_addressed_path() -> String {
-    ok(
-        "nix-build",
-        &[
-            "--no-out-link",
-            "-E",
-            r#"derivation { name = "ferry-key-compat"; builder = "/bin/sh"; args = ["-c" "echo ferry > $out"]; system = builtins.currentSystem; }"#,
-        ],
-    )
+    let mut args = ferry_tests::closures::NIX_BUILD_FLAGS.to_vec();
+    args.extend([
+        "--no-out-link",
+        "-E",
+        r#"derivation { name = "ferry-key-compat"; builder = "/bin/sh"; args = ["-c" "echo ferry > $out"]; system = builtins.currentSystem; }"#,
+    ]);
+    ok("nix-build", &args)
 }
 
 /// What a narinfo signature covers for `path`, from Nix's own view of it.

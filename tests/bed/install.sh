@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Ferry's test bed needs on a Debian 12 machine, idempotently:
-#   1. Debian packages (apt-get update only when one is missing),
+#   1. Debian packages (apt-get update only when one is missing), and Nix's build users the
+#      way Debian packages them (nix-setup-systemd) when the machine's Nix has no set-up,
 #   2. Garage (`cargo install garage --locked`) unless a working `garage` is on PATH,
 #   3. the container root filesystem for the nspawn hosts, built once with debootstrap into
 #      a cache folder outside the checkout and reused while its recipe is unchanged.
@@ -15,7 +16,8 @@ SUITE=bookworm
 # configure), Caddy, curl for the admin API, iproute2 to inspect the network.
 ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,libdbi-perl,nix-bin,caddy,curl,ca-certificates,iproute2"
 # What the machine itself needs: the bed's tools plus Nix and Caddy for backend tests.
-HOST_PACKAGES=(nix-bin caddy systemd-container debootstrap rclone iproute2 zstd util-linux curl ca-certificates)
+# procps: `kill`, which the bed uses to stop what it started (not in a minimal Debian).
+HOST_PACKAGES=(nix-bin caddy systemd-container debootstrap rclone iproute2 zstd util-linux procps curl ca-certificates)
 # Bump when the way the root filesystem is made changes, so caches rebuild.
 ROOTFS_RECIPE_VERSION=1
 
@@ -26,6 +28,16 @@ die() { printf 'install.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this installer supports Debian 12 (bookworm) only"
 
 # --- 1. Debian packages -------------------------------------------------------------------
+# Debian's nix-bin alone cannot build: Nix's default `build-users-group = nixbld` names a
+# group nothing creates ("the group 'nixbld' ... does not exist"). Debian's own packaging of
+# the build users is nix-setup-systemd: group nixbld, users nixbld1..10, /etc/nix/nix.conf
+# with `sandbox = false`, and the nix-daemon units (started only where systemd is PID 1).
+# It is added only on a machine whose Nix has no set-up at all (no nixbld group, no
+# /etc/nix/nix.conf); a machine with its own Nix set-up is left as it is, and checked below.
+if ! getent group nixbld >/dev/null && [ ! -e /etc/nix/nix.conf ]; then
+    say "Nix has no build users here: adding Debian's nix-setup-systemd (group nixbld, users nixbld1-10, /etc/nix/nix.conf)"
+    HOST_PACKAGES+=(nix-setup-systemd)
+fi
 missing=()
 for p in "${HOST_PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -43,6 +55,17 @@ fi
 for tool in nix-build nix-store nix systemd-nspawn debootstrap nsenter ip caddy; do
     command -v "$tool" >/dev/null || die "'$tool' is missing after installing packages: install it and re-run"
 done
+
+# --- 1b. Nix can build as root ------------------------------------------------------------
+# The check is a build like the tests' own (tests/src/closures.nix): a plain derivation whose
+# builder is the machine's /bin/sh, no substituters, no sandbox (the tests ask for none).
+# Its output is the same store path every time, so a warm re-run builds nothing.
+check_drv='derivation { name = "ferry-install-check"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ok > $out" ]; }'
+if ! nix_error="$(nix-build --no-out-link --option substituters '' --option sandbox false -E "$check_drv" 2>&1 >/dev/null)"; then
+    printf '%s\n' "$nix_error" >&2
+    die "Nix cannot build as root on this machine (error above). Fix its set-up (build-users-group in /etc/nix/nix.conf and that group's users), or remove /etc/nix/nix.conf on a machine with no other Nix use so this installer sets Nix up the Debian way"
+fi
+say "Nix builds as root: $(nix-build --version) ($(getent group nixbld >/dev/null && echo 'build users: nixbld' || echo 'build users: none'))"
 
 # --- 2. Garage ----------------------------------------------------------------------------
 cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"

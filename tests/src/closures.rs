@@ -26,6 +26,18 @@ const GC_ROOTS: &str = "/nix/var/nix/gcroots/ferry-testbed";
 pub const KEY_NAME: &str = "ferry-test-1";
 /// Flags every `nix` (not `nix-store`) command needs on Nix 2.8.
 pub const NIX_FLAGS: [&str; 2] = ["--extra-experimental-features", "nix-command"];
+/// Flags for every `nix-build` of the tests' own derivations. They are deliberately impure
+/// (no nixpkgs: the builder is the machine's `/bin/sh` with its coreutils), so they ask for
+/// no sandbox themselves instead of relying on the machine's nix.conf saying so; and they
+/// never look for substitutes (there is no internet, and nothing to find).
+pub const NIX_BUILD_FLAGS: [&str; 6] = [
+    "--option",
+    "sandbox",
+    "false",
+    "--option",
+    "substituters",
+    "",
+];
 
 /// The test closures and binary caches holding them.
 #[derive(Clone, Debug)]
@@ -204,11 +216,9 @@ fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
     let mut paths = serde_json::Map::new();
     std::fs::create_dir_all(GC_ROOTS).with_context(|| format!("creating {GC_ROOTS}"))?;
     for attr in ["v1", "v2", "broken", "crashing", "multi", "lib", "data"] {
-        let mut build = cmd(
-            "nix-build",
-            ["--no-out-link", "--option", "substituters", ""],
-        );
+        let mut build = cmd("nix-build", NIX_BUILD_FLAGS);
         build
+            .arg("--no-out-link")
             .arg(&expr)
             .args(["--argstr", "binPath", binary, "-A", attr]);
         let out = run(&mut build)
