@@ -7,16 +7,19 @@
 # once. Installs what the bed needs first (idempotent). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/preflight.sh
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/demo.sh: run as root (sudo scripts/demo.sh): the demo boots a systemd-nspawn container" >&2
-    exit 2
-fi
+require_root scripts/demo.sh "the demo boots systemd-nspawn containers"
+require_cargo scripts/demo.sh
+show_plan "the demo: push, deploy, update, automatic and manual rollbacks, removal, outage and reboot: about 80 s (the first time also building the test closures with Nix: about 20 s)"
 
+echo
 echo "==> Installing the test bed's needs (skipped when present)"
 tests/bed/install.sh
 
+echo
 echo "==> Building ferry, ferry-agent and the demo"
-cargo build --locked --quiet -p ferry-pusher -p ferry-agent -p ferry-tests --bins
+cargo build --locked -p ferry-pusher -p ferry-agent -p ferry-tests --bins
 
+echo
 exec target/debug/ferry-demo "$@"
