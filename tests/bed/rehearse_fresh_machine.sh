@@ -69,6 +69,13 @@ debootstrap --variant=minbase --include=ca-certificates,git,gcc,libc6-dev bookwo
 # and localhost in /etc/hosts. debootstrap lists only the main suite: add the updates and
 # security suites a Debian 12 installation has.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's network may reach the mirror and crates.io through a TLS proxy whose CA it
+# trusts locally; a machine on that network trusts it too. That is the network's set-up,
+# not Ferry's, so it is carried over (and nothing else from /usr/local).
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the root"
+fi
 echo rehearsal >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 rehearsal\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 cat >"$root/etc/apt/sources.list" <<EOF
