@@ -34,6 +34,13 @@ command -v dpkg-query >/dev/null || die "dpkg-query not found: this installer su
 # with `sandbox = false`, and the nix-daemon units (started only where systemd is PID 1).
 # It is added only on a machine whose Nix has no set-up at all (no nixbld group, no
 # /etc/nix/nix.conf); a machine with its own Nix set-up is left as it is, and checked below.
+cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+export PATH="$cargo_bin:$PATH"
+# Garage is built from source below when missing; its C parts need a compiler, and
+# libsodium's configure script needs make and file (a minimal Debian has neither).
+if ! garage --version >/dev/null 2>&1; then
+    HOST_PACKAGES+=(gcc make file)
+fi
 if ! getent group nixbld >/dev/null && [ ! -e /etc/nix/nix.conf ]; then
     say "Nix has no build users here: adding Debian's nix-setup-systemd (group nixbld, users nixbld1-10, /etc/nix/nix.conf)"
     HOST_PACKAGES+=(nix-setup-systemd)
@@ -68,8 +75,6 @@ fi
 say "Nix builds as root: $(nix-build --version) ($(getent group nixbld >/dev/null && echo 'build users: nixbld' || echo 'build users: none'))"
 
 # --- 2. Garage ----------------------------------------------------------------------------
-cargo_bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
-export PATH="$cargo_bin:$PATH"
 if garage_version="$(garage --version 2>/dev/null)"; then
     say "garage present: $garage_version ($(command -v garage))"
 else
