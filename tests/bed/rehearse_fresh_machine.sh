@@ -7,7 +7,7 @@
 #      bound read-only, with an empty cargo home (crates are downloaded as on a new machine).
 #      No nixbld group, no /etc/nix, no garage, no bed cache, no build.
 #   2. a fresh clone of this checkout's HEAD (committed work only) into that root;
-#   3. inside it (chroot, own mount namespace, this machine's kernel and network):
+#   3. inside it (its own mount namespace, pivoted into; this machine's kernel and network):
 #      `scripts/demo.sh --cleanup`, then `scripts/test.sh` (or with --smoke, only the bed
 #      smoke test and the end-to-end test after the demo).
 # Prints each step's time and the pass/fail counts of every test binary. Needs root and
@@ -16,18 +16,22 @@
 # --keep. Beds inside take slots shared with this machine's (the slot locks are shared), so
 # other beds can run meanwhile.
 #
-# Usage: tests/bed/rehearse_fresh_machine.sh [--smoke] [--keep]
+# Usage: tests/bed/rehearse_fresh_machine.sh [--smoke] [--keep] [--again SCRATCH]
+#   --again SCRATCH  re-runs step 3 in the root a --keep run left in SCRATCH (as it was
+#                    left: installed and built), for debugging the rehearsal itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"
 
-smoke=0 keep=0
-for arg in "$@"; do
-    case "$arg" in
+smoke=0 keep=0 again=""
+while [ $# -gt 0 ]; do
+    case "$1" in
         --smoke) smoke=1 ;;
         --keep) keep=1 ;;
-        *) echo "usage: $0 [--smoke] [--keep]" >&2; exit 2 ;;
+        --again) again="${2:?--again needs the scratch folder of a kept run}"; keep=1; shift ;;
+        *) echo "usage: $0 [--smoke] [--keep] [--again SCRATCH]" >&2; exit 2 ;;
     esac
+    shift
 done
 
 say() { printf 'rehearsal: %s\n' "$*"; }
@@ -42,7 +46,7 @@ rustup_home="${RUSTUP_HOME:-${HOME:-/root}/.rustup}"
 [ -d "$rustup_home/toolchains" ] || die "no rustup toolchains in $rustup_home"
 rustup_bin="$(command -v rustup)"
 
-scratch="$(mktemp -d /var/tmp/ferry-rehearsal.XXXXXX)"
+scratch="${again:-$(mktemp -d /var/tmp/ferry-rehearsal.XXXXXX)}"
 root="$scratch/debian"
 log="$scratch/rehearsal.log"
 finish() {
@@ -60,6 +64,7 @@ finish() {
 }
 trap finish EXIT
 
+if [ -z "$again" ]; then
 mirror="$(tests/bed/debian_mirror.sh bookworm)"
 say "1. a pristine Debian 12 root in $root (from $mirror)"
 t0=$EPOCHREALTIME
@@ -96,6 +101,11 @@ say "2. a fresh clone of $(git rev-parse --short HEAD) into /root/ferry"
 [ -z "$(git status --porcelain --untracked-files=no)" ] || say "   (uncommitted changes in $repo are not part of the rehearsal)"
 git clone --quiet --no-hardlinks "$repo" "$root/root/ferry"
 
+else
+    [ -d "$root/root/ferry" ] || die "$again holds no kept rehearsal root"
+    say "1-2. reusing the root in $root as a kept run left it"
+fi
+
 if [ "$smoke" = 1 ]; then
     tests='cargo test --locked -p ferry-tests --test bed_smoke --test end_to_end'
 else
@@ -108,6 +118,12 @@ say "3. inside the pristine root: scripts/demo.sh --cleanup, then $tests (log: $
 mkdir -p /run/ferry-testbed
 inner=$(cat <<EOF
 set -e
+# The root becomes the root of its own mount namespace (pivot_root, as a container's does),
+# not a chroot inside this machine's: the bed relies on what holds on a machine, that / is
+# a mount point (\`ip -n\` makes it a slave mount) and that entering a host's mount
+# namespace (nsenter) lands on the host's root, which the kernel finds by following the
+# mounts stacked on the namespace's root.
+mount --bind "$root" "$root"
 mount --rbind /dev "$root/dev"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
@@ -116,7 +132,12 @@ mkdir -p "$root/run/ferry-testbed"
 mount --bind /run/ferry-testbed "$root/run/ferry-testbed"
 mount --bind "$rustup_home" "$root/root/.rustup"
 mount -o remount,bind,ro "$root/root/.rustup"
-exec chroot "$root" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
+mkdir -p "$root/run/rehearsal-old-root"
+cd "$root"
+pivot_root . run/rehearsal-old-root
+umount -l /run/rehearsal-old-root
+rmdir /run/rehearsal-old-root
+exec /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 \
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c 'cd /root/ferry && SECONDS=0 && scripts/demo.sh --cleanup \
         && echo "rehearsal-step: demo passed in \$SECONDS s" && SECONDS=0 \
