@@ -40,6 +40,24 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How long to wait after writing the lease before reading it back.
 pub const SETTLE: Duration = Duration::from_millis(500);
 
+/// The lease's timings (tests shorten them; both sides of a test must use the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimings {
+    /// How long a lease is valid.
+    pub ttl: Duration,
+    /// The wait before reading a lease back.
+    pub settle: Duration,
+}
+
+impl Default for LeaseTimings {
+    fn default() -> Self {
+        Self {
+            ttl: LEASE_TTL,
+            settle: SETTLE,
+        }
+    }
+}
+
 /// The lease record, as JSON in [`LEASE_KEY`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -55,9 +73,9 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
-    /// A fresh record for `holder`, taken `now`.
-    pub fn new(holder: &str, purpose: &str, now: DateTime<Utc>) -> Self {
-        let ttl = chrono::Duration::from_std(LEASE_TTL).unwrap_or(chrono::Duration::seconds(30));
+    /// A fresh record for `holder`, taken `now`, valid for `ttl`.
+    pub fn new(holder: &str, purpose: &str, now: DateTime<Utc>, ttl: Duration) -> Self {
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(30));
         Self {
             holder: holder.to_owned(),
             purpose: purpose.to_owned(),
@@ -122,11 +140,11 @@ pub enum Confirm {
 
 /// Decides from the read-back whether `me` holds the lease; `took` is the time from
 /// sending the first read to the lease write completing.
-pub fn confirm(found: Option<&[u8]>, me: &str, took: Duration) -> Confirm {
+pub fn confirm(found: Option<&[u8]>, me: &str, took: Duration, settle: Duration) -> Confirm {
     let record = found.and_then(LeaseRecord::parse);
     match record {
         Some(r) if r.holder == me => {
-            if took > SETTLE / 2 {
+            if took > settle / 2 {
                 Confirm::TooSlow(took)
             } else {
                 Confirm::Held
@@ -151,7 +169,12 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_expires_after_the_ttl() {
-        let r = LeaseRecord::new("h:1:a", "ferry push web", at("2026-01-01T10:00:00Z"));
+        let r = LeaseRecord::new(
+            "h:1:a",
+            "ferry push web",
+            at("2026-01-01T10:00:00Z"),
+            LEASE_TTL,
+        );
         assert_eq!(r.expires, at("2026-01-01T10:00:30Z"));
         let bytes = r.to_bytes();
         assert_eq!(
@@ -166,7 +189,12 @@ mod tests {
     fn decide_takes_a_free_or_stale_lease_and_backs_off_from_a_held_one() {
         let now = at("2026-01-01T10:00:10Z");
         assert_eq!(decide(None, "me", now), Acquire::Take);
-        let theirs = LeaseRecord::new("them", "ferry push api", at("2026-01-01T10:00:00Z"));
+        let theirs = LeaseRecord::new(
+            "them",
+            "ferry push api",
+            at("2026-01-01T10:00:00Z"),
+            LEASE_TTL,
+        );
         assert_eq!(
             decide(Some(&theirs.to_bytes()), "me", now),
             Acquire::Busy(theirs.clone())
@@ -176,7 +204,12 @@ mod tests {
             decide(Some(&theirs.to_bytes()), "me", at("2026-01-01T10:00:30Z")),
             Acquire::TakeOverStale(theirs.clone())
         );
-        let mine = LeaseRecord::new("me", "ferry push web", at("2026-01-01T10:00:00Z"));
+        let mine = LeaseRecord::new(
+            "me",
+            "ferry push web",
+            at("2026-01-01T10:00:00Z"),
+            LEASE_TTL,
+        );
         assert_eq!(decide(Some(&mine.to_bytes()), "me", now), Acquire::Take);
         assert_eq!(decide(Some(b"garbage"), "me", now), Acquire::Unreadable);
     }
@@ -184,18 +217,24 @@ mod tests {
     #[test]
     fn confirm_needs_our_record_and_a_quick_write() {
         let now = at("2026-01-01T10:00:00Z");
-        let mine = LeaseRecord::new("me", "p", now).to_bytes();
-        let theirs = LeaseRecord::new("them", "p", now);
+        let mine = LeaseRecord::new("me", "p", now, LEASE_TTL).to_bytes();
+        let theirs = LeaseRecord::new("them", "p", now, LEASE_TTL);
         let quick = Duration::from_millis(20);
-        assert_eq!(confirm(Some(&mine), "me", quick), Confirm::Held);
+        assert_eq!(confirm(Some(&mine), "me", quick, SETTLE), Confirm::Held);
         assert_eq!(
-            confirm(Some(&theirs.to_bytes()), "me", quick),
+            confirm(Some(&theirs.to_bytes()), "me", quick, SETTLE),
             Confirm::Lost(Some(theirs))
         );
-        assert_eq!(confirm(None, "me", quick), Confirm::Lost(None));
-        assert_eq!(confirm(Some(b"junk"), "me", quick), Confirm::Lost(None));
+        assert_eq!(confirm(None, "me", quick, SETTLE), Confirm::Lost(None));
+        assert_eq!(
+            confirm(Some(b"junk"), "me", quick, SETTLE),
+            Confirm::Lost(None)
+        );
         let slow = SETTLE / 2 + Duration::from_millis(1);
-        assert_eq!(confirm(Some(&mine), "me", slow), Confirm::TooSlow(slow));
+        assert_eq!(
+            confirm(Some(&mine), "me", slow, SETTLE),
+            Confirm::TooSlow(slow)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ferry_bucket::{Bucket, Fetched};
 use ferry_schema::layout::{ARCHIVE_PREFIX, MANIFEST_KEY, archive_key};
 use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, validate_bytes};
 
-use crate::manifest_write::write_manifest;
+use crate::manifest_write::{WriteOptions, write_manifest};
 
 /// The live manifest as stored, and parsed.
 #[derive(Debug, Clone)]
@@ -87,8 +87,9 @@ pub async fn replace(
     previous: Option<&Live>,
     new: &Manifest,
     purpose: &str,
+    options: &WriteOptions,
 ) -> Result<()> {
-    write_manifest(bucket, previous, to_bytes(new)?, purpose).await
+    write_manifest(bucket, previous, to_bytes(new)?, purpose, options).await
 }
 
 /// Archived generations, newest first.

@@ -12,11 +12,20 @@ use chrono::Utc;
 use ferry_bucket::{Bucket, Fetched, PutCondition, PutOutcome};
 use ferry_schema::layout::MANIFEST_KEY;
 
-use crate::lease::{Acquire, Confirm, LEASE_KEY, LeaseRecord, SETTLE, confirm, decide, holder_id};
+use crate::lease::{
+    Acquire, Confirm, LEASE_KEY, LeaseRecord, LeaseTimings, confirm, decide, holder_id,
+};
 use crate::live_manifest::{Live, archive};
 
 /// The message of a lost race; scripts and tests look for it.
 pub const CONFLICT: &str = "the manifest changed while pushing — run again";
+
+/// Settings of a manifest write (tests shorten the lease).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// The lease's timings.
+    pub lease: LeaseTimings,
+}
 
 /// How the manifest gets written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +67,7 @@ pub async fn write_manifest(
     previous: Option<&Live>,
     bytes: Vec<u8>,
     purpose: &str,
+    options: &WriteOptions,
 ) -> Result<()> {
     let conditional = bucket
         .conditional_writes()
@@ -77,7 +87,7 @@ pub async fn write_manifest(
             }
             Ok(())
         }
-        WriteMode::Lease => write_under_lease(bucket, previous, bytes, purpose).await,
+        WriteMode::Lease => write_under_lease(bucket, previous, bytes, purpose, options).await,
     }
 }
 
@@ -110,7 +120,9 @@ async fn write_under_lease(
     previous: Option<&Live>,
     bytes: Vec<u8>,
     purpose: &str,
+    options: &WriteOptions,
 ) -> Result<()> {
+    let timings = options.lease;
     let me = me();
     let started = Instant::now();
     let found = read_lease(bucket).await?;
@@ -133,13 +145,18 @@ async fn write_under_lease(
     bucket
         .put(
             LEASE_KEY,
-            LeaseRecord::new(&me, purpose, Utc::now()).to_bytes(),
+            LeaseRecord::new(&me, purpose, Utc::now(), timings.ttl).to_bytes(),
         )
         .await
         .with_context(|| format!("writing {LEASE_KEY}"))?;
     let took = started.elapsed();
-    tokio::time::sleep(SETTLE).await;
-    match confirm(read_lease(bucket).await?.as_deref(), &me, took) {
+    tokio::time::sleep(timings.settle).await;
+    match confirm(
+        read_lease(bucket).await?.as_deref(),
+        &me,
+        took,
+        timings.settle,
+    ) {
         Confirm::Held => {}
         Confirm::Lost(other) => {
             let who = other.map_or_else(|| "another ferry".to_owned(), |o| o.holder);

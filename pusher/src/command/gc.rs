@@ -188,6 +188,11 @@ async fn delete_all(bucket: &impl Bucket, objects: &[ObjectInfo]) -> Result<()> 
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
+    run_with(args, &bucket, &url.to_string()).await
+}
+
+/// `ferry gc` on an opened bucket (`url` names it in messages).
+pub async fn run_with(args: &Args, bucket: &impl Bucket, url: &str) -> Result<ExitCode> {
     let policy = match args.keep {
         Some(n) => KeepPolicy::Newest(n),
         None => KeepPolicy::Since(Utc::now() - chrono::Duration::days(i64::from(args.keep_days))),
@@ -198,7 +203,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         0 => None,
         h => SystemTime::now().checked_sub(Duration::from_secs(h.saturating_mul(3600))),
     };
-    let (paths, manifests) = kept_roots(&bucket, policy).await?;
+    let (paths, manifests) = kept_roots(bucket, policy).await?;
     let mut roots = Vec::new();
     for path in &paths {
         match narinfo_key(path) {
@@ -216,7 +221,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             .filter(|o| young_since.is_some_and(|s| o.modified.is_none_or(|m| m >= s)))
             .map(|o| o.key.clone()),
     );
-    let (reachable, absent) = walk(&bucket, roots).await?;
+    let (reachable, absent) = walk(bucket, roots).await?;
     for key in &absent {
         eprintln!("note: {key} is named by a kept manifest or reference but is not in the bucket");
     }
@@ -232,7 +237,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         p.kept_narinfos,
         p.kept_nars
     );
-    let names = store_paths_of(&bucket, &p.narinfos).await;
+    let names = store_paths_of(bucket, &p.narinfos).await;
     print_plan(&p, &names, args.delete);
     if p.is_empty() {
         eprintln!("nothing to delete in {url}");
@@ -248,8 +253,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Every narinfo goes before any NAR, so no reader finds a narinfo without its NAR.
-    delete_all(&bucket, &p.narinfos).await?;
-    delete_all(&bucket, &p.nars).await?;
+    delete_all(bucket, &p.narinfos).await?;
+    delete_all(bucket, &p.nars).await?;
     eprintln!(
         "deleted {} narinfos and {} NARs from {url}, freeing {} bytes",
         p.narinfos.len(),

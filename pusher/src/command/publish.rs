@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use ferry_bucket::Bucket;
 use ferry_schema::layout::narinfo_key;
-use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, sign_manifest, validate_bytes};
+use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, SecretKey, sign_manifest, validate_bytes};
 
 use crate::cli::EXIT_FAILED;
 use crate::live_manifest::{read_live, replace};
 use crate::manifest_edit::{is_later, next_generation, service_changes, store_paths};
+use crate::manifest_write::WriteOptions;
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 
 /// Publish a manifest file as the bucket's live manifest.
@@ -66,7 +67,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let bytes = std::fs::read(&args.manifest)
         .with_context(|| format!("reading {}", args.manifest.display()))?;
-    let mut manifest = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
+    let manifest = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
         Ok(v) => v.manifest,
         Err(problems) => {
             for p in &problems {
@@ -85,7 +86,28 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let missing = missing_closures(&bucket, &manifest).await?;
+    run_with(
+        args,
+        manifest,
+        &bucket,
+        &url.to_string(),
+        key,
+        &WriteOptions::default(),
+    )
+    .await
+}
+
+/// `ferry publish` of the validated `manifest` (read from `args.manifest`) on an opened
+/// bucket (`url` names it in messages); `key: None` is a dry run.
+pub async fn run_with(
+    args: &Args,
+    mut manifest: Manifest,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<SecretKey>,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
+    let missing = missing_closures(bucket, &manifest).await?;
     if !missing.is_empty() {
         for path in &missing {
             eprintln!("not in the bucket's cache: {path}");
@@ -98,7 +120,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     }
-    let live = read_live(&bucket).await?;
+    let live = read_live(bucket).await?;
     if let Some(prev) = &live
         && !is_later(&manifest.generation, &prev.manifest.generation)?
     {
@@ -119,10 +141,11 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     };
     sign_manifest(&mut manifest, &key)?;
     replace(
-        &bucket,
+        bucket,
         live.as_ref(),
         &manifest,
         &format!("ferry publish {}", args.manifest.display()),
+        options,
     )
     .await?;
     eprintln!(

@@ -6,13 +6,14 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use ferry_bucket::Bucket;
 use ferry_schema::layout::MANIFEST_KEY;
-use ferry_schema::{sign_manifest, validate_manifest};
+use ferry_schema::{SecretKey, sign_manifest, validate_manifest};
 
 use crate::command::upload::{CompressionArg, prepare, print_report};
 use crate::live_manifest::{read_live, replace};
 use crate::manifest_edit::{next_generation, service_changes, set_service};
+use crate::manifest_write::WriteOptions;
 use crate::revision::git_head;
-use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
 use crate::uploader::{UploadOptions, execute};
 
 /// Deploy a new version of one service: upload its closure, then update the live manifest.
@@ -65,7 +66,27 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let Some(live) = read_live(&bucket).await? else {
+    run_with(
+        args,
+        &bucket,
+        &url.to_string(),
+        key,
+        &config,
+        &WriteOptions::default(),
+    )
+    .await
+}
+
+/// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.
+pub async fn run_with(
+    args: &Args,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<SecretKey>,
+    config: &ConfigFile,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
+    let Some(live) = read_live(bucket).await? else {
         bail!(
             "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
             args.installable
@@ -75,7 +96,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let mut manifest = live.manifest.clone();
     set_service(&mut manifest, &args.service, &args.installable, None)?;
 
-    let (tops, closure_len, plan) = prepare(std::slice::from_ref(&args.installable), &bucket)
+    let (tops, closure_len, plan) = prepare(std::slice::from_ref(&args.installable), bucket)
         .await
         .with_context(|| format!("preparing the upload to {url}"))?;
     let top = tops.first().context("no store path resolved")?.clone();
@@ -115,22 +136,23 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         eprintln!("dry run: nothing written to {url}");
         return Ok(ExitCode::SUCCESS);
     };
-    let options = UploadOptions {
+    let upload_options = UploadOptions {
         compression: args
             .compression
             .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
-    let report = execute(&bucket, &plan, &key, &options).await?;
+    let report = execute(bucket, &plan, &key, &upload_options).await?;
     if !args.quiet {
         print_report(&report, bucket.requests());
     }
     sign_manifest(&mut manifest, &key)?;
     replace(
-        &bucket,
+        bucket,
         Some(&live),
         &manifest,
         &format!("ferry push {}", args.service),
+        options,
     )
     .await?;
     for line in &changes {

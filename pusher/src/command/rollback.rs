@@ -4,14 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
+use ferry_bucket::Bucket;
 use ferry_schema::layout::{MANIFEST_KEY, archive_key};
-use ferry_schema::sign_manifest;
+use ferry_schema::{SecretKey, sign_manifest};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::publish::missing_closures;
 use crate::live_manifest::{archived_generations, read, read_live, replace};
 use crate::manifest_edit::{next_generation, service_changes};
-use crate::manifest_write::write_manifest;
+use crate::manifest_write::{WriteOptions, write_manifest};
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 
 /// Roll the live manifest back to an archived one.
@@ -52,10 +53,29 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let Some(live) = read_live(&bucket).await? else {
+    run_with(
+        args,
+        &bucket,
+        &url.to_string(),
+        key,
+        &WriteOptions::default(),
+    )
+    .await
+}
+
+/// `ferry rollback` on an opened bucket (`url` names it in messages); `key` is needed
+/// unless `--exact`.
+pub async fn run_with(
+    args: &Args,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<SecretKey>,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
+    let Some(live) = read_live(bucket).await? else {
         bail!("{url} has no {MANIFEST_KEY}; there is nothing to roll back");
     };
-    let generations = archived_generations(&bucket).await?;
+    let generations = archived_generations(bucket).await?;
     let target = match &args.to {
         Some(g) => g.clone(),
         None => {
@@ -74,13 +94,13 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         }
     };
     let target_key = archive_key(&target);
-    let Some(chosen) = read(&bucket, &target_key).await? else {
+    let Some(chosen) = read(bucket, &target_key).await? else {
         bail!(
             "no archived manifest {target_key} in {url}; see `ferry history` for the generations there are"
         );
     };
     // An old generation's closures may have been collected since: agents could not fetch them.
-    let missing = missing_closures(&bucket, &chosen.manifest).await?;
+    let missing = missing_closures(bucket, &chosen.manifest).await?;
     if !missing.is_empty() {
         for path in &missing {
             eprintln!("not in the bucket's cache: {path}");
@@ -96,10 +116,11 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let changes = service_changes(Some(&live.manifest), &chosen.manifest);
     if args.exact {
         write_manifest(
-            &bucket,
+            bucket,
             Some(&live),
             chosen.bytes.clone(),
             &format!("ferry rollback --exact --to {target}"),
+            options,
         )
         .await?;
         eprintln!("rolled back to {target} byte for byte (generation {target})");
@@ -109,7 +130,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
         manifest.signatures = None;
         sign_manifest(&mut manifest, &key)?;
-        replace(&bucket, Some(&live), &manifest, "ferry rollback").await?;
+        replace(bucket, Some(&live), &manifest, "ferry rollback", options).await?;
         eprintln!(
             "rolled back to the services of {target}, published as generation {}",
             manifest.generation
