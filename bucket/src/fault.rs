@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
@@ -168,6 +168,8 @@ pub struct Call {
     pub op: Op,
     /// The key (the prefix of a list, the destination of a copy).
     pub key: String,
+    /// When the call was made (before any fault).
+    pub at: Instant,
 }
 
 /// A bucket whose calls go through fault rules first.
@@ -224,6 +226,7 @@ impl<B: Bucket> FaultyBucket<B> {
             calls.push(Call {
                 op,
                 key: key.to_owned(),
+                at: Instant::now(),
             });
         }
         let mut rules = self.lock_rules();
@@ -357,7 +360,6 @@ impl<B: Bucket> Bucket for FaultyBucket<B> {
 mod tests {
     use super::*;
     use crate::DirBucket;
-    use std::time::Instant;
 
     #[tokio::test]
     async fn delays_and_gates_apply_to_matching_calls_only() {

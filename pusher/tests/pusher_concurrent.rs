@@ -280,3 +280,107 @@ fn concurrent_pushes_on_a_file_bucket_never_lose_a_change() {
     );
     assert!(!bucket.join("manifest.lease").exists());
 }
+
+/// Issue 21.6: ten `ferry push` processes of ten different services at once against
+/// Garage: every one lands (each re-applies its one-service edit on whatever the others
+/// wrote), nothing is lost, and every manifest that was replaced is archived.
+#[test]
+fn ten_concurrent_pushes_of_different_services_all_land_on_garage() {
+    const SERVICES: usize = 10;
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let t = Target::garage(&bed);
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, _) = keypair(dir.path(), "ferry-pt-ten-1");
+    let key = sec.to_str().unwrap();
+    let n = nonce();
+    let (first, _) = build_app(dir.path(), &n, 1);
+    let apps: Vec<String> = (0..SERVICES)
+        .map(|i| build_app(dir.path(), &format!("{n}s{i}"), 2).0)
+        .collect();
+    let mut upload = vec!["upload", "--quiet", "--key-file", key, &first];
+    upload.extend(apps.iter().map(String::as_str));
+    let up = t.run(&upload);
+    assert!(up.status.success(), "{}", text(&up));
+    let names: Vec<String> = (0..SERVICES).map(|i| format!("svc{i}")).collect();
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": names.iter().map(|name| json!(
+            {"name": name, "artifact": {"type": "nix-closure", "storePath": first},
+             "hosts": ["h1"], "exec": {"command": "app"}}
+        )).collect::<Vec<_>>()
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = t.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
+    assert!(published.status.success(), "{}", text(&published));
+
+    let started = std::time::Instant::now();
+    let children: Vec<_> = names
+        .iter()
+        .zip(&apps)
+        .map(|(name, app)| {
+            t.command(&[
+                "push",
+                name,
+                app,
+                "--key-file",
+                key,
+                "--revision",
+                &format!("{name}-new"),
+                "--quiet",
+            ])
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let took = started.elapsed();
+    let live = t.live();
+    let landed = outputs.iter().filter(|o| o.status.success()).count();
+    eprintln!("{landed} of {SERVICES} concurrent pushes landed in {took:?}");
+    for ((name, app), out) in names.iter().zip(&apps).zip(&outputs) {
+        let ok = out.status.success();
+        let live_now = state(&live, name);
+        if ok {
+            assert_eq!(
+                live_now,
+                (app.clone(), format!("{name}-new")),
+                "`{name}` pushed successfully but is not live (a lost update)"
+            );
+        } else {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(CONFLICT),
+                "`{name}` failed for another reason\n{}",
+                text(out)
+            );
+            assert_eq!(live_now, (first.clone(), String::new()));
+        }
+    }
+    let failed: Vec<String> = outputs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(text)
+        .collect();
+    assert_eq!(
+        landed,
+        SERVICES,
+        "pushes of different services failed:\n{}",
+        failed.join("\n")
+    );
+    // Every manifest a push replaced is archived: the published one and nine in between.
+    let objects = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(support::objects(&bed));
+    let archived: Vec<&String> = objects
+        .keys()
+        .filter(|k| k.starts_with("manifests/manifest-"))
+        .collect();
+    assert_eq!(archived.len(), SERVICES, "{archived:?}");
+    assert!(
+        !objects.contains_key("manifest.lease"),
+        "a lease was left behind"
+    );
+}
