@@ -120,12 +120,14 @@ pub enum Fault {
 }
 
 /// One rule: a fault for the calls of `op` (any operation when `None`) on keys starting
-/// with `prefix`, for the first `times` matching calls (all when `None`).
+/// with `prefix`, after the first `skip` matching calls, for `times` calls (all when
+/// `None`).
 #[derive(Debug, Clone)]
 pub struct Rule {
     op: Option<Op>,
     prefix: String,
     fault: Fault,
+    skip: usize,
     times: Option<usize>,
 }
 
@@ -136,6 +138,7 @@ impl Rule {
             op: Some(op),
             prefix: prefix.to_owned(),
             fault,
+            skip: 0,
             times: None,
         }
     }
@@ -146,8 +149,15 @@ impl Rule {
             op: None,
             prefix: String::new(),
             fault,
+            skip: 0,
             times: None,
         }
+    }
+
+    /// Lets the first `n` matching calls through untouched.
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = n;
+        self
     }
 
     /// Applies only to the first `n` matching calls.
@@ -233,6 +243,10 @@ impl<B: Bucket> FaultyBucket<B> {
         let mut out = Vec::new();
         for rule in rules.iter_mut() {
             if !rule.matches(op, key) || rule.times == Some(0) {
+                continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
                 continue;
             }
             if let Some(n) = rule.times.as_mut() {
@@ -392,6 +406,24 @@ mod tests {
         b.put("held", b"2".to_vec()).await.unwrap();
         let ops: Vec<Op> = b.calls().iter().map(|c| c.op).collect();
         assert_eq!(ops, vec![Op::Put; 4]);
+
+        // Skipping: the second matching call is held, not the first.
+        let second = Gate::new();
+        b.rule(
+            Rule::on(Op::Get, "k", Fault::Hold(At::Before, second.clone()))
+                .skip(1)
+                .times(1),
+        );
+        b.put("k", b"x".to_vec()).await.unwrap();
+        b.get("k", None).await.unwrap();
+        let reader = {
+            let b = b.clone();
+            tokio::spawn(async move { b.get("k", None).await })
+        };
+        second.reached().await;
+        assert!(!reader.is_finished());
+        second.open();
+        reader.await.unwrap().unwrap();
     }
 
     #[test]

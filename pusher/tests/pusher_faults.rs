@@ -167,11 +167,76 @@ async fn a_writer_stalled_past_its_lease_loses_no_update() {
     );
 }
 
-/// Issue 21.1: writer A's manifest PUT lands, then A stalls past its lease before
-/// releasing it; meanwhile another writer takes the lapsed lease over. A must not delete
+/// The record of a lease another ferry holds now, for 30 s.
+fn their_lease() -> String {
+    json!({
+        "holder": "colleague:1:abc", "purpose": "ferry push api",
+        "acquired": chrono::Utc::now().to_rfc3339(),
+        "expires": (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc3339(),
+    })
+    .to_string()
+}
+
+/// Issue 21.1: writer A's manifest write is done, then A stalls past its lease before
+/// giving it back; meanwhile another writer takes the lapsed lease over. A must not delete
 /// the other writer's lease.
 #[tokio::test]
 async fn a_stalled_writer_never_deletes_a_lease_it_no_longer_holds() {
+    let s = Setup::new();
+    let key = secret_key(&s.key_file);
+    let options = short_lease();
+    let plain = s.bucket();
+    let a_bucket = s.faulty();
+    let gate = Gate::new();
+    // A is held when it gives the lease back: at its read of the lease before deleting it
+    // (the second plain read of the lease; the first is the read-back after the settle),
+    // or at the delete itself (a release that does not read first).
+    a_bucket.rule(
+        Rule::on(
+            Op::Get,
+            "manifest.lease",
+            Fault::Hold(At::Before, gate.clone()),
+        )
+        .skip(1)
+        .times(1),
+    );
+    a_bucket.rule(
+        Rule::on(
+            Op::Delete,
+            "manifest.lease",
+            Fault::Hold(At::Before, gate.clone()),
+        )
+        .times(1),
+    );
+    let a_args = push_args("web", &s.web[1], "web-a");
+    let a = push(&a_bucket, &a_args, &key, &options);
+    let other = async {
+        gate.reached().await;
+        until_no_fresh_lease(&plain).await;
+        // Another ferry takes the lapsed lease over (its record, as it writes one).
+        let theirs = their_lease();
+        plain
+            .put("manifest.lease", theirs.clone().into_bytes())
+            .await
+            .unwrap();
+        gate.open();
+        theirs
+    };
+    let (a, theirs) = tokio::join!(a, other);
+    assert!(a.is_ok(), "{a:?}");
+    let lease = plain.get_timed("manifest.lease").await.unwrap();
+    assert_eq!(
+        lease.map(|t| String::from_utf8(t.bytes).unwrap()),
+        Some(theirs),
+        "writer A deleted a lease that another writer held"
+    );
+}
+
+/// Issue 21.1: A's manifest write lands but its answer is held until A's lease has
+/// lapsed. A cannot know whether its write landed before the lapse: it must say so rather
+/// than report success, and leave a lease that is no longer its own alone.
+#[tokio::test]
+async fn a_write_answered_after_the_lease_lapsed_is_reported_not_trusted() {
     let s = Setup::new();
     let key = secret_key(&s.key_file);
     let options = short_lease();
@@ -188,13 +253,7 @@ async fn a_stalled_writer_never_deletes_a_lease_it_no_longer_holds() {
     let other = async {
         gate.reached().await;
         until_no_fresh_lease(&plain).await;
-        // Another ferry takes the lapsed lease over (its record, as it writes one).
-        let theirs = json!({
-            "holder": "colleague:1:abc", "purpose": "ferry push api",
-            "acquired": chrono::Utc::now().to_rfc3339(),
-            "expires": (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc3339(),
-        })
-        .to_string();
+        let theirs = their_lease();
         plain
             .put("manifest.lease", theirs.clone().into_bytes())
             .await
@@ -203,12 +262,23 @@ async fn a_stalled_writer_never_deletes_a_lease_it_no_longer_holds() {
         theirs
     };
     let (a, theirs) = tokio::join!(a, other);
-    assert!(a.is_ok(), "{a:?}");
+    let err = format!(
+        "{:#}",
+        a.expect_err("a write answered after the lease lapsed was trusted")
+    );
+    assert!(
+        err.contains("may still land") && err.contains("ferry show"),
+        "{err}"
+    );
+    // It did land (while the lease held), and the other writer's lease is untouched.
+    assert_eq!(
+        service_state(&live(&plain).await, "web"),
+        (s.web[1].clone(), "web-a".to_owned())
+    );
     let lease = plain.get_timed("manifest.lease").await.unwrap();
     assert_eq!(
         lease.map(|t| String::from_utf8(t.bytes).unwrap()),
-        Some(theirs),
-        "writer A deleted a lease that another writer held"
+        Some(theirs)
     );
 }
 
@@ -332,7 +402,7 @@ async fn gc_that_planned_before_a_push_reused_a_path_does_not_delete_it() {
         .times(1),
     );
     let (gc_args, push_args) = (gc_args(0), push_args("web", &s.web[0], "back-to-v1"));
-    let gc = ferry_pusher::command::gc::run_with(&gc_args, &gc_bucket, "the test bucket");
+    let gc = ferry_pusher::command::gc::run_with(&gc_args, &gc_bucket, "the test bucket", &options);
     let pusher = async {
         gate.reached().await;
         let pushed = push(&plain, &push_args, &key, &options).await;
@@ -366,7 +436,8 @@ async fn a_push_whose_reused_path_gc_deleted_meanwhile_uploads_it_again() {
     let gc = async {
         gate.reached().await;
         let collected =
-            ferry_pusher::command::gc::run_with(&gc_args, &plain, "the test bucket").await;
+            ferry_pusher::command::gc::run_with(&gc_args, &plain, "the test bucket", &options)
+                .await;
         gate.open();
         collected
     };

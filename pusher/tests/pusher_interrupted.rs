@@ -188,7 +188,9 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
         b
     };
     let options = short_lease();
-    let (mut landed, mut conflicts, mut interrupted) = (0, 0, 0);
+    let (mut landed, mut conflicts, mut interrupted, mut cut_after_landing) = (0, 0, 0, 0);
+    // Cut points spread over a whole push: up to 1.2 times the longest uncut push so far.
+    let mut longest = Duration::from_secs(4);
     for run in 0..RUNS {
         // Service `a` gets a never-uploaded version each run, so its upload can be cut.
         let fresh = build_app(dir.path(), &format!("a{n}"), 3 + run).0;
@@ -204,7 +206,8 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
                 (*s, path, format!("{s}-run-{run}"))
             })
             .collect();
-        let cut = Duration::from_millis((seed.rotate_left(run * 7) % 2500) + 50);
+        let span = u64::try_from(longest.mul_f64(1.2).as_millis()).unwrap();
+        let cut = Duration::from_millis(seed.rotate_left(run * 7) % span + 20);
         let buckets: Vec<_> = (0..plan.len())
             .map(|i| slow(u64::from(run) * 10 + i as u64))
             .collect();
@@ -213,25 +216,38 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
             .map(|(service, path, rev)| push_args(service, path, rev))
             .collect();
         // All three in one task (the futures interleave at every store call).
-        let results: Vec<Option<anyhow::Result<std::process::ExitCode>>> =
+        let results: Vec<(Option<anyhow::Result<std::process::ExitCode>>, Duration)> =
             futures_util::future::join_all(buckets.iter().zip(&args).enumerate().map(
                 |(i, (bucket, args))| {
                     let (key, options) = (&key, &options);
                     async move {
+                        let started = std::time::Instant::now();
                         let fut = push(bucket, args, key, options);
-                        if i == 0 {
+                        let result = if i == 0 {
                             tokio::time::timeout(cut, fut).await.ok()
                         } else {
                             Some(fut.await)
-                        }
+                        };
+                        (result, started.elapsed())
                     }
                 },
             ))
             .await;
+        let (results, took): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+        for (result, took) in results.iter().zip(&took) {
+            if result.is_some() {
+                longest = longest.max(*took);
+            }
+        }
         let now = live(&plain).await;
         for ((service, path, rev), result) in plan.iter().zip(&results) {
             match result {
-                None => interrupted += 1,
+                None => {
+                    interrupted += 1;
+                    if service_state(&now, service) == (path.clone(), rev.clone()) {
+                        cut_after_landing += 1;
+                    }
+                }
                 Some(Ok(_)) => {
                     landed += 1;
                     assert_eq!(
@@ -274,7 +290,7 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
                 &slow(u64::from(run) * 10 + 9),
                 &push_args(service, path, rev),
                 &key,
-                &short_lease(),
+                &options,
             )
             .await;
             assert!(
@@ -288,6 +304,6 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
         }
     }
     eprintln!(
-        "{RUNS} runs: {landed} pushes landed, {conflicts} conflicts, {interrupted} interrupted (seed {seed})"
+        "{RUNS} runs: {landed} pushes landed, {conflicts} conflicts, {interrupted} interrupted ({cut_after_landing} of them after their manifest write landed); longest push {longest:?} (seed {seed})"
     );
 }

@@ -234,13 +234,14 @@ pub mod inproc {
     /// The lease TTL of the fault tests.
     pub const TTL: Duration = Duration::from_secs(3);
 
-    /// Write options with a 3 s lease.
+    /// Write options with a 3 s lease (and the default retries).
     pub fn short_lease() -> WriteOptions {
         WriteOptions {
             lease: LeaseTimings {
                 ttl: TTL,
                 settle: Duration::from_millis(500),
             },
+            ..WriteOptions::default()
         }
     }
 
@@ -261,6 +262,7 @@ pub mod inproc {
             compression: ferry_pusher::command::upload::CompressionArg::Zstd,
             dry_run: false,
             quiet: true,
+            force: false,
         }
     }
 
@@ -303,6 +305,7 @@ pub mod inproc {
             steps: 1,
             exact: false,
             allow_missing: false,
+            force: false,
         }
     }
 
