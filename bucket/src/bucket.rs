@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use thiserror::Error;
 
@@ -21,6 +21,19 @@ pub enum Fetched {
     },
     /// No such key.
     Missing,
+}
+
+/// An object read together with its age by the store's own clock ([`Bucket::get_timed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed {
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// ETag, when the store gives one.
+    pub etag: Option<String>,
+    /// How long ago the object was last written, by the store's clock; `None` when the store
+    /// gave no dates. HTTP dates are whole seconds, so this may be off by up to a second
+    /// either way.
+    pub age: Option<Duration>,
 }
 
 /// One object in a listing.
@@ -100,6 +113,26 @@ pub trait Bucket: Send + Sync {
         key: &str,
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
+
+    /// GET `key` with how long ago it was last written, judged by the store's own clock
+    /// (the answer's `Date` minus its `Last-Modified`), so writers whose clocks disagree
+    /// still agree on an object's age. `None` when there is no such object. The default
+    /// gives no age (a store without dates).
+    fn get_timed(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Timed>, BucketError>> + Send {
+        async move {
+            Ok(match self.get(key, None).await? {
+                Fetched::Found { bytes, etag } => Some(Timed {
+                    bytes,
+                    etag,
+                    age: None,
+                }),
+                Fetched::Missing | Fetched::Unchanged => None,
+            })
+        }
+    }
 
     /// GET `key` as a reader over its bytes as they arrive, so an object larger than memory
     /// (a NAR) is never held whole; `None` when there is no such object.

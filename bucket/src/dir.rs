@@ -11,13 +11,13 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file;
 use crate::bucket::{
-    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome, Timed,
 };
 
 /// Objects up to this size get a content ETag.
@@ -243,6 +243,25 @@ impl Bucket for DirBucket {
                 etag: Some(etag),
             }),
         }
+    }
+
+    async fn get_timed(&self, key: &str) -> Result<Option<Timed>, BucketError> {
+        // One machine, one clock: the file's mtime and now are both that clock's.
+        let modified = match self.path_of(key) {
+            Ok(path) => tokio::fs::metadata(&path)
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok()),
+            Err(_) => None,
+        };
+        Ok(match self.get(key, None).await? {
+            Fetched::Found { bytes, etag } => Some(Timed {
+                bytes,
+                etag,
+                age: modified.map(|m| SystemTime::now().duration_since(m).unwrap_or_default()),
+            }),
+            Fetched::Missing | Fetched::Unchanged => None,
+        })
     }
 
     async fn exists(&self, key: &str) -> Result<bool, BucketError> {

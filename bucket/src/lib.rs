@@ -8,12 +8,13 @@ pub mod any;
 pub mod atomic_file;
 pub mod bucket;
 pub mod dir;
+pub mod fault;
 pub mod s3;
 pub mod url;
 
 pub use any::AnyBucket;
 pub use bucket::{
-    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome, Timed,
 };
 pub use dir::DirBucket;
 pub use s3::{S3Bucket, S3Settings};

@@ -18,14 +18,18 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef;
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    RuntimeComponents,
+};
 use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use tokio::sync::OnceCell;
 
 use crate::bucket::{
-    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome,
+    Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome, Timed,
 };
 
 /// Files larger than this go up in parts.
@@ -310,6 +314,42 @@ impl Bucket for S3Bucket {
         }
     }
 
+    async fn get_timed(&self, key: &str) -> Result<Option<Timed>, BucketError> {
+        self.count();
+        let date = DateHeader::default();
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .customize()
+            .interceptor(date.clone())
+            .send()
+            .await;
+        match answer {
+            Ok(out) => {
+                let etag = out.e_tag().map(str::to_owned);
+                let modified = out
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok());
+                let body = out.body.collect().await.map_err(|e| {
+                    BucketError::Unreachable(format!("reading s3://{}/{key}: {e}", self.bucket))
+                })?;
+                let age = match (date.get(), modified) {
+                    (Some(now), Some(m)) => Some(now.duration_since(m).unwrap_or_default()),
+                    _ => None,
+                };
+                Ok(Some(Timed {
+                    bytes: body.into_bytes().to_vec(),
+                    etag,
+                    age,
+                }))
+            }
+            Err(err) if status_of(&err) == Some(404) => Ok(None),
+            Err(err) => Err(self.fail(key, &err)),
+        }
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
         self.count();
         match self
@@ -492,6 +532,41 @@ impl Bucket for S3Bucket {
 }
 
 /// The SDK's top-level Display is terse ("dispatch failure"); the sources say why.
+/// Records the `Date` header of an answer: the store's clock when it answered, which
+/// [`Bucket::get_timed`] sets against the object's `Last-Modified` (the same clock).
+#[derive(Debug, Clone, Default)]
+struct DateHeader(std::sync::Arc<std::sync::Mutex<Option<SystemTime>>>);
+
+impl DateHeader {
+    fn get(&self) -> Option<SystemTime> {
+        self.0.lock().ok().and_then(|d| *d)
+    }
+}
+
+impl Intercept for DateHeader {
+    fn name(&self) -> &'static str {
+        "ferry-date-header"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| DateTime::from_str(d, DateTimeFormat::HttpDate).ok())
+            .and_then(|d| SystemTime::try_from(d).ok());
+        if let (Some(date), Ok(mut slot)) = (date, self.0.lock()) {
+            *slot = Some(date);
+        }
+        Ok(())
+    }
+}
+
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();

@@ -137,3 +137,46 @@ async fn unreachable_endpoint_is_reported_as_unreachable() {
     let err = b.exists("manifest.json").await.unwrap_err();
     assert!(matches!(err, BucketError::Unreachable(_)), "{err}");
 }
+
+/// Issue 21.5: every bucket value probes for itself, on every run (no answer is kept
+/// across stores or runs), and the probe's answer is what this Garage really does with
+/// conditional PUTs, checked directly here: a fresh client probes again, a `file://`
+/// bucket in between answers for itself.
+#[tokio::test]
+async fn every_bucket_probes_for_itself_and_the_answer_is_what_garage_does() -> anyhow::Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    // What Garage does, seen directly: a PUT whose condition cannot hold.
+    let direct = S3Bucket::from_client(s3.client(), &s3.bucket);
+    direct.put("seen/k", b"one".to_vec()).await?;
+    let if_match = direct
+        .put_if(
+            "seen/k",
+            b"two".to_vec(),
+            PutCondition::IfMatch("\"no-such-etag\"".into()),
+        )
+        .await?;
+    let if_absent = direct
+        .put_if("seen/k", b"three".to_vec(), PutCondition::IfAbsent)
+        .await?;
+    let honours =
+        if_match == PutOutcome::PreconditionFailed && if_absent == PutOutcome::PreconditionFailed;
+    eprintln!("Garage: If-Match -> {if_match:?}, If-None-Match: * -> {if_absent:?}");
+    direct.delete("seen/k").await?;
+
+    let first = S3Bucket::from_client(s3.client(), &s3.bucket);
+    assert_eq!(first.conditional_writes().await?, honours);
+    let probe_requests = first.requests();
+    assert!(probe_requests >= 3, "no probe was made ({probe_requests})");
+
+    let dir = tempfile::tempdir()?;
+    let local = ferry_bucket::DirBucket::new(dir.path().to_owned());
+    assert!(local.conditional_writes().await?);
+
+    // A new client (a new `ferry` run) does not inherit an answer: it probes again.
+    let second = S3Bucket::from_client(s3.client(), &s3.bucket);
+    assert_eq!(second.conditional_writes().await?, honours);
+    assert_eq!(second.requests(), probe_requests);
+    assert!(second.list("").await?.is_empty(), "a probe object was left");
+    Ok(())
+}

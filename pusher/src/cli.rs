@@ -21,9 +21,11 @@ pub const EXIT_TROUBLE: u8 = 2;
 /// bucket with `ferry upload`, make a manifest live with `ferry publish`, deploy a new
 /// version of a service with `ferry push`; `show`, `history`, `diff` and `rollback` work on
 /// the live manifest and its archive; `ferry gc` deletes cached closures no kept manifest
-/// needs. Commands that change the live manifest never overwrite a concurrent change: the
-/// loser fails with "the manifest changed while pushing — run again". Every command has its
-/// own `--help`.
+/// needs (safe while others push). Commands that change the live manifest never overwrite a
+/// concurrent change: a push re-applies itself when only other services changed meanwhile;
+/// otherwise the loser fails with "the manifest changed while pushing — run again". `push`
+/// and `rollback` sign only manifests signed by your key or one in `trusted_keys` of the
+/// config file (`--force` to override). Every command has its own `--help`.
 #[derive(Debug, Parser)]
 #[command(
     name = "ferry",

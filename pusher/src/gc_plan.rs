@@ -1,6 +1,7 @@
 //! Pure planning for `ferry gc`: which archived manifests to keep, reading a narinfo's
-//! references and NAR, the store paths a manifest names, and from the reachable narinfos
-//! and a bucket listing which narinfos and NARs can go. `command/gc.rs` does the I/O.
+//! references and NAR, the store paths a manifest names, from the reachable narinfos and
+//! a bucket listing which narinfos and NARs can go, and the order and batches they go in.
+//! `command/gc.rs` does the I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -187,6 +188,84 @@ pub fn plan(
     out
 }
 
+/// The narinfos to delete, in levels: a narinfo is in a later level than every doomed
+/// narinfo that references it. Deleting level by level keeps the upload's invariant —
+/// every narinfo in the bucket has its references there — at every moment, so a push
+/// that finds a narinfo (even after a gc was killed half-way) finds its whole closure.
+/// `refs` maps a doomed narinfo's key to the keys it references; one missing from it
+/// (unreadable) goes in the last level. Cycles cannot happen in a Nix store; should the
+/// narinfos claim one, its members go together in the last level.
+pub fn referrers_first(
+    doomed: &[ObjectInfo],
+    refs: &BTreeMap<String, Vec<String>>,
+) -> Vec<Vec<ObjectInfo>> {
+    let keys: BTreeSet<&str> = doomed.iter().map(|o| o.key.as_str()).collect();
+    // How many doomed narinfos reference each doomed narinfo.
+    let mut referrers: BTreeMap<&str, usize> = keys.iter().map(|k| (*k, 0)).collect();
+    for (key, targets) in refs {
+        if !keys.contains(key.as_str()) {
+            continue;
+        }
+        let distinct: BTreeSet<&str> = targets
+            .iter()
+            .map(String::as_str)
+            .filter(|t| *t != key && keys.contains(t))
+            .collect();
+        for t in distinct {
+            if let Some(n) = referrers.get_mut(t) {
+                *n += 1;
+            }
+        }
+    }
+    let mut left: Vec<&ObjectInfo> = doomed
+        .iter()
+        .filter(|o| refs.contains_key(&o.key))
+        .collect();
+    let mut levels = Vec::new();
+    while !left.is_empty() {
+        let (ready, rest): (Vec<&ObjectInfo>, Vec<&ObjectInfo>) = left
+            .iter()
+            .partition(|o| referrers.get(o.key.as_str()).copied().unwrap_or(0) == 0);
+        if ready.is_empty() {
+            levels.push(rest.into_iter().cloned().collect());
+            break;
+        }
+        for o in &ready {
+            for t in refs.get(&o.key).into_iter().flatten() {
+                if t != &o.key
+                    && let Some(n) = referrers.get_mut(t.as_str())
+                {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        levels.push(ready.into_iter().cloned().collect());
+        left = rest;
+    }
+    let unreadable: Vec<ObjectInfo> = doomed
+        .iter()
+        .filter(|o| !refs.contains_key(&o.key))
+        .cloned()
+        .collect();
+    if !unreadable.is_empty() {
+        levels.push(unreadable);
+    }
+    levels
+}
+
+/// Splits levels into batches of at most `size` objects; a batch never spans two levels.
+pub fn batches(levels: Vec<Vec<ObjectInfo>>, size: usize) -> Vec<Vec<ObjectInfo>> {
+    levels
+        .into_iter()
+        .flat_map(|level| {
+            level
+                .chunks(size.max(1))
+                .map(<[ObjectInfo]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -328,6 +407,45 @@ mod tests {
         assert_eq!(p.nars.len(), 3);
         let everything_young = Some(SystemTime::UNIX_EPOCH);
         assert!(plan(&listing, &BTreeMap::new(), everything_young).is_empty());
+    }
+
+    #[test]
+    fn referrers_go_before_what_they_reference() {
+        let key = |h: &str| format!("{h}.narinfo");
+        let d = "0000000000000000000000000000000d";
+        let doomed: Vec<ObjectInfo> = [A, B, C, d].iter().map(|h| object(&key(h), 1, 1)).collect();
+        // A (app) -> B (lib) -> C (data); A -> C; B references itself; D unreadable.
+        let refs: BTreeMap<String, Vec<String>> = [
+            (key(A), vec![key(B), key(C), key(A)]),
+            (key(B), vec![key(C), key(B)]),
+            (key(C), vec![]),
+        ]
+        .into_iter()
+        .collect();
+        let levels = referrers_first(&doomed, &refs);
+        let names: Vec<Vec<String>> = levels
+            .iter()
+            .map(|l| l.iter().map(|o| o.key.clone()).collect())
+            .collect();
+        assert_eq!(
+            names,
+            vec![vec![key(A)], vec![key(B)], vec![key(C)], vec![key(d)]]
+        );
+        // A reference to something kept (not doomed) does not hold anything back.
+        let refs2: BTreeMap<String, Vec<String>> = [(key(A), vec!["kept.narinfo".to_owned()])]
+            .into_iter()
+            .collect();
+        assert_eq!(referrers_first(&doomed[..1], &refs2).len(), 1);
+        // A claimed cycle ends up together, last.
+        let cycle: BTreeMap<String, Vec<String>> = [(key(A), vec![key(B)]), (key(B), vec![key(A)])]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            referrers_first(&doomed[..2], &cycle),
+            vec![doomed[..2].to_vec()]
+        );
+        let b = batches(vec![doomed[..3].to_vec(), doomed[3..].to_vec()], 2);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1]);
     }
 
     #[test]

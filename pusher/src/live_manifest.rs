@@ -1,15 +1,15 @@
 //! The live manifest in the bucket: reading it (with the ETag a later conditional write
-//! compares against), archiving it, and replacing it the safe way — the current one is
-//! archived under its generation first, the new one is written last (one PUT, so readers
-//! see the old manifest or the new, never a mix) and only if nobody changed it meanwhile
-//! (`manifest_write.rs`).
+//! compares against) and archiving it. Replacing it goes through `manifest_write.rs`: the
+//! current one is archived first, the new one written last (one PUT, so readers see the old
+//! manifest or the new, never a mix) and only if nobody changed it meanwhile.
 
 use anyhow::{Context, Result, bail};
+use chrono::{SecondsFormat, Utc};
 use ferry_bucket::{Bucket, Fetched};
-use ferry_schema::layout::{ARCHIVE_PREFIX, MANIFEST_KEY, archive_key};
+use ferry_schema::layout::{ARCHIVE_PREFIX, MANIFEST_KEY, archive_key, invalid_archive_key};
 use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, validate_bytes};
 
-use crate::manifest_write::write_manifest;
+use crate::manifest_write::Current;
 
 /// The live manifest as stored, and parsed.
 #[derive(Debug, Clone)]
@@ -20,6 +20,16 @@ pub struct Live {
     pub etag: Option<String>,
     /// The manifest.
     pub manifest: Manifest,
+}
+
+impl Live {
+    /// The bytes and ETag, as a write compares against them.
+    pub fn current(&self) -> Current {
+        Current {
+            bytes: self.bytes.clone(),
+            etag: self.etag.clone(),
+        }
+    }
 }
 
 /// Parses manifest bytes read from the bucket at `key`.
@@ -60,13 +70,22 @@ pub async fn read_live(bucket: &impl Bucket) -> Result<Option<Live>> {
     read(bucket, MANIFEST_KEY).await
 }
 
-/// Writes `live` (the bytes read, not whatever `manifest.json` holds by now) to
-/// `manifests/manifest-<its generation>.json`. Harmless even when the write that follows is
-/// refused: the same generation always has the same bytes.
-pub async fn archive(bucket: &impl Bucket, live: &Live) -> Result<String> {
-    let key = archive_key(&live.manifest.generation);
+/// Where `current` goes when it is replaced: `manifests/manifest-<generation>.json` for a
+/// valid manifest (the same generation always has the same bytes, so writing it again is
+/// harmless), `manifests/invalid-<now>.json` for bytes that do not validate.
+pub fn archive_key_of(current: &Current) -> String {
+    match validate_bytes(&current.bytes, DEFAULT_SIZE_CAP) {
+        Ok(v) => archive_key(&v.manifest.generation),
+        Err(_) => invalid_archive_key(&Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+    }
+}
+
+/// Archives `current` (the bytes read, not whatever `manifest.json` holds by now) under
+/// [`archive_key_of`]; returns the key.
+pub async fn archive_current(bucket: &impl Bucket, current: &Current) -> Result<String> {
+    let key = archive_key_of(current);
     bucket
-        .put(&key, live.bytes.clone())
+        .put(&key, current.bytes.clone())
         .await
         .with_context(|| format!("archiving {MANIFEST_KEY} to {key}"))?;
     Ok(key)
@@ -77,18 +96,6 @@ pub fn to_bytes(manifest: &Manifest) -> Result<Vec<u8>> {
     let mut text = serde_json::to_string_pretty(manifest).context("serialising the manifest")?;
     text.push('\n');
     Ok(text.into_bytes())
-}
-
-/// Archives `previous` (when there is one), then writes `new` as the live manifest, unless
-/// the live manifest is no longer `previous` (then nothing is written to it and the error
-/// says to run again). `purpose` names the command for other writers' messages.
-pub async fn replace(
-    bucket: &impl Bucket,
-    previous: Option<&Live>,
-    new: &Manifest,
-    purpose: &str,
-) -> Result<()> {
-    write_manifest(bucket, previous, to_bytes(new)?, purpose).await
 }
 
 /// Archived generations, newest first.

@@ -1,8 +1,10 @@
-//! Pure manifest edits: the next generation, setting one service's closure, and the
-//! service-level changes between two manifests (for push, history and dry runs).
+//! Pure manifest edits: the next generation, setting one service's closure, re-applying a
+//! push on a manifest that changed meanwhile, and the service-level changes between two
+//! manifests (for push, history and dry runs).
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use ferry_schema::Manifest;
+use ferry_schema::manifest::Service;
 use thiserror::Error;
 
 /// Why an edit was refused.
@@ -23,6 +25,24 @@ pub enum EditError {
     /// A generation that is not RFC 3339.
     #[error("generation {0:?} is not an RFC 3339 timestamp")]
     Generation(String),
+    /// The pushed service itself changed since the push read the manifest.
+    #[error(
+        "service `{service}` itself was changed meanwhile (generation {generation} has a different `{service}`)"
+    )]
+    ServiceChanged {
+        /// The service.
+        service: String,
+        /// The live generation that changed it.
+        generation: String,
+    },
+    /// The pushed service was removed since the push read the manifest.
+    #[error("service `{service}` was removed meanwhile (generation {generation} has none)")]
+    ServiceRemoved {
+        /// The service.
+        service: String,
+        /// The live generation without it.
+        generation: String,
+    },
 }
 
 /// A generation for `now` that is strictly later than `previous` (one second after it when
@@ -86,6 +106,33 @@ pub fn set_service(
     s.revision = revision;
     m.signatures = None;
     Ok(())
+}
+
+/// Re-applies a push of `base`'s service (as it was when the push read the manifest) on
+/// `live`, the manifest live now: the service gets `store_path` and `revision`, and every
+/// other service stays as `live` has it. Refused when the service itself changed or went
+/// meanwhile: then someone else's change to it would be overwritten.
+pub fn reapply_push(
+    base: &Service,
+    live: &Manifest,
+    store_path: &str,
+    revision: Option<String>,
+) -> Result<Manifest, EditError> {
+    match live.services.iter().find(|s| s.name == base.name) {
+        None => Err(EditError::ServiceRemoved {
+            service: base.name.clone(),
+            generation: live.generation.clone(),
+        }),
+        Some(now) if now != base => Err(EditError::ServiceChanged {
+            service: base.name.clone(),
+            generation: live.generation.clone(),
+        }),
+        Some(_) => {
+            let mut m = live.clone();
+            set_service(&mut m, &base.name, store_path, revision)?;
+            Ok(m)
+        }
+    }
 }
 
 /// Every store path the manifest names, sorted, without duplicates.
@@ -208,6 +255,38 @@ mod tests {
             store_paths(&old),
             vec!["/nix/store/abc123-podcastitlater-web-1.2.3"]
         );
+    }
+
+    #[test]
+    fn a_push_reapplies_only_while_its_service_is_as_it_read_it() {
+        let read = example();
+        let base = read.services[0].clone();
+        // Someone else added a service and changed nothing of ours: re-applied on theirs.
+        let mut live = read.clone();
+        live.generation = "2026-02-01T00:00:00Z".into();
+        let mut other = base.clone();
+        other.name = "api".into();
+        live.services.push(other);
+        let new = reapply_push(&base, &live, "/nix/store/bbbb-web-2", Some("r2".into())).unwrap();
+        assert_eq!(new.services.len(), 2);
+        assert_eq!(new.services[0].artifact.store_path, "/nix/store/bbbb-web-2");
+        assert_eq!(new.services[1].name, "api");
+        assert_eq!(new.generation, "2026-02-01T00:00:00Z");
+        assert_eq!(new.signatures, None);
+        // Our service changed meanwhile (a push of it, or an env change): refused.
+        let mut theirs = live.clone();
+        theirs.services[0].env.insert("X".into(), "1".into());
+        let err = reapply_push(&base, &theirs, "/nix/store/bbbb-web-2", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service `podcastitlater-web` itself was changed meanwhile (generation 2026-02-01T00:00:00Z has a different `podcastitlater-web`)"
+        );
+        let mut gone = live.clone();
+        gone.services.remove(0);
+        assert!(matches!(
+            reapply_push(&base, &gone, "/nix/store/bbbb-web-2", None),
+            Err(EditError::ServiceRemoved { .. })
+        ));
     }
 
     #[test]

@@ -1,49 +1,107 @@
-//! Writing `manifest.json` without losing a concurrent writer's change. Where the store
-//! honours conditional PUTs the write carries `If-Match` with the ETag read at the start
-//! (`If-None-Match: *` when there was no manifest); elsewhere (Garage) it happens under the
-//! lease of `lease.rs`, after checking that the live manifest still has the bytes read at
-//! the start. Either way a lost race ends in [`CONFLICT`] with nothing written to
-//! `manifest.json` (the archive copy of the previous manifest is harmless).
+//! Writing `manifest.json` without losing a concurrent change, and without naming closures
+//! that `ferry gc` is deleting.
+//!
+//! One attempt: archive the manifest that is live (the bytes read, outside the lease: a
+//! slow archive holds nobody up), take `manifest.lease` (`lease_holder.rs`), check that the
+//! store paths the new manifest needs are in the cache (gc deletes only under the same
+//! lease, referrers before what they reference, so a narinfo found here has its closure),
+//! re-read `manifest.json` and compare bytes, check that enough of the lease is left, then
+//! write — with `If-Match`/`If-None-Match: *` where the store honours them — within a
+//! deadline inside the lease, and give the lease back if it is still ours.
+//!
+//! When the live manifest changed or the lease was busy, the attempt is repeated (bounded
+//! attempts and time, exponential backoff with jitter) on a fresh read: the caller's plan
+//! decides from what is live then whether its edit still applies (a push of one service
+//! re-applies itself when only other services changed) or is a conflict ([`CONFLICT`]).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use anyhow::Context;
 use ferry_bucket::{Bucket, Fetched, PutCondition, PutOutcome};
-use ferry_schema::layout::MANIFEST_KEY;
+use ferry_schema::layout::{MANIFEST_KEY, narinfo_key};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use rand::Rng;
+use thiserror::Error;
 
-use crate::lease::{Acquire, Confirm, LEASE_KEY, LeaseRecord, SETTLE, confirm, decide, holder_id};
-use crate::live_manifest::{Live, archive};
+use crate::lease::LeaseTimings;
+use crate::lease_holder::{Busy, Held, Taken, release, take};
+use crate::live_manifest::archive_current;
+pub use crate::retry::RetryPolicy;
 
 /// The message of a lost race; scripts and tests look for it.
 pub const CONFLICT: &str = "the manifest changed while pushing — run again";
 
-/// How the manifest gets written.
+/// Settings of a manifest write (tests shorten the lease).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// The lease's timings.
+    pub lease: LeaseTimings,
+    /// Retries.
+    pub retry: RetryPolicy,
+}
+
+/// The live manifest as stored (it may be invalid).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteMode {
-    /// One conditional PUT.
-    Conditional(PutCondition),
-    /// Under the lease, after comparing bytes.
-    Lease,
+pub struct Current {
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+    /// The store's ETag for them, when it gave one.
+    pub etag: Option<String>,
 }
 
-/// Picks the write mode: conditional when the store honours it and, for a replacement, gave
-/// an ETag to condition on.
-pub fn write_mode(conditional_writes: bool, previous: Option<&Live>) -> WriteMode {
-    if !conditional_writes {
-        return WriteMode::Lease;
-    }
-    match previous {
-        None => WriteMode::Conditional(PutCondition::IfAbsent),
-        Some(Live {
-            etag: Some(etag), ..
-        }) => WriteMode::Conditional(PutCondition::IfMatch(etag.clone())),
-        Some(_) => WriteMode::Lease,
-    }
+/// What one attempt is to write, planned from what is live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// The new manifest's bytes.
+    pub bytes: Vec<u8>,
+    /// Store paths whose narinfo must be in the cache when it is written.
+    pub store_paths: Vec<String>,
+    /// Objects (NARs this run uploaded) that must still be there.
+    pub objects: Vec<String>,
 }
 
-/// Whether the live manifest found now is still the one read at the start.
-pub fn unchanged(previous: Option<&Live>, now: &Fetched) -> bool {
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The bytes written.
+    pub bytes: Vec<u8>,
+    /// Where the manifest it replaced was archived, if there was one.
+    pub archived: Option<String>,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// Why nothing was written.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    /// A concurrent change that retrying cannot reconcile.
+    #[error("{CONFLICT} ({0})")]
+    Conflict(String),
+    /// Store paths or objects the new manifest needs are not in the bucket (a `ferry gc`
+    /// deleted them after this command looked).
+    #[error(
+        "not in the bucket's cache any more (deleted meanwhile by `ferry gc`?): {}",
+        .0.join(", ")
+    )]
+    Missing(Vec<String>),
+    /// The plan refuses what is live now (e.g. no trusted key signed it).
+    #[error("{0}")]
+    Refused(String),
+    /// Anything else: I/O, a bug.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Why an attempt did not write.
+enum Retry {
+    /// The live manifest changed, or the lease went by: plan again from a fresh read.
+    Again(String),
+    /// The lease is held by someone else.
+    Busy(Busy),
+}
+
+/// Whether the live manifest found now is still the one read before.
+pub fn unchanged(previous: Option<&Current>, now: &Fetched) -> bool {
     match (previous, now) {
         (None, Fetched::Missing) => true,
         (Some(p), Fetched::Found { bytes, .. }) => *bytes == p.bytes,
@@ -51,173 +109,224 @@ pub fn unchanged(previous: Option<&Live>, now: &Fetched) -> bool {
     }
 }
 
-/// Archives `previous` and writes `bytes` as `manifest.json`, unless someone changed the
-/// live manifest since `previous` was read.
-pub async fn write_manifest(
-    bucket: &impl Bucket,
-    previous: Option<&Live>,
-    bytes: Vec<u8>,
-    purpose: &str,
-) -> Result<()> {
-    let conditional = bucket
-        .conditional_writes()
-        .await
-        .context("checking whether the bucket honours conditional writes")?;
-    match write_mode(conditional, previous) {
-        WriteMode::Conditional(condition) => {
-            if let Some(prev) = previous {
-                archive(bucket, prev).await?;
-            }
-            let outcome = bucket
-                .put_if(MANIFEST_KEY, bytes, condition)
-                .await
-                .with_context(|| format!("writing {MANIFEST_KEY}"))?;
-            if outcome == PutOutcome::PreconditionFailed {
-                bail!("{CONFLICT} ({MANIFEST_KEY} was replaced since this command read it)");
-            }
-            Ok(())
-        }
-        WriteMode::Lease => write_under_lease(bucket, previous, bytes, purpose).await,
-    }
-}
-
-/// This run's lease holder id.
-fn me() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    holder_id(&host, std::process::id(), nonce)
-}
-
-async fn read_lease(bucket: &impl Bucket) -> Result<Option<Vec<u8>>> {
+/// Reads `manifest.json` as stored; `None` when there is none.
+pub async fn read_current(bucket: &impl Bucket) -> anyhow::Result<Option<Current>> {
     match bucket
-        .get(LEASE_KEY, None)
+        .get(MANIFEST_KEY, None)
         .await
-        .with_context(|| format!("reading {LEASE_KEY}"))?
+        .with_context(|| format!("reading {MANIFEST_KEY}"))?
     {
-        Fetched::Found { bytes, .. } => Ok(Some(bytes)),
+        Fetched::Found { bytes, etag } => Ok(Some(Current { bytes, etag })),
         Fetched::Missing | Fetched::Unchanged => Ok(None),
     }
 }
 
-async fn write_under_lease(
-    bucket: &impl Bucket,
-    previous: Option<&Live>,
-    bytes: Vec<u8>,
+/// Writes the manifest `plan` makes from the live one (`first`: as the command read it),
+/// archiving the one it replaces. `plan` is called again with a fresh read after a lost
+/// race; it returns [`WriteError::Conflict`] when its change no longer applies. `purpose`
+/// names the command for other writers' messages.
+pub async fn write_manifest<B, F>(
+    bucket: &B,
+    first: Option<Current>,
     purpose: &str,
-) -> Result<()> {
-    let me = me();
-    let started = Instant::now();
-    let found = read_lease(bucket).await?;
-    match decide(found.as_deref(), &me, Utc::now()) {
-        Acquire::Take => {}
-        Acquire::TakeOverStale(old) => eprintln!(
-            "taking over the stale {LEASE_KEY} of {} (`{}`, expired at {}); that run did not finish its write",
-            old.holder, old.purpose, old.expires
-        ),
-        Acquire::Busy(other) => bail!(
-            "{CONFLICT} ({} is writing it: `{}`, {LEASE_KEY} until {}; if that run was killed, run again after that time)",
-            other.holder,
-            other.purpose,
-            other.expires
-        ),
-        Acquire::Unreadable => bail!(
-            "{LEASE_KEY} in the bucket is not a ferry lease; if no ferry is writing the manifest, delete it and run again"
-        ),
-    }
-    bucket
-        .put(
-            LEASE_KEY,
-            LeaseRecord::new(&me, purpose, Utc::now()).to_bytes(),
-        )
+    options: &WriteOptions,
+    mut plan: F,
+) -> Result<Written, WriteError>
+where
+    B: Bucket,
+    F: FnMut(Option<&Current>) -> Result<Planned, WriteError>,
+{
+    let conditional = bucket
+        .conditional_writes()
         .await
-        .with_context(|| format!("writing {LEASE_KEY}"))?;
-    let took = started.elapsed();
-    tokio::time::sleep(SETTLE).await;
-    match confirm(read_lease(bucket).await?.as_deref(), &me, took) {
-        Confirm::Held => {}
-        Confirm::Lost(other) => {
-            let who = other.map_or_else(|| "another ferry".to_owned(), |o| o.holder);
-            bail!("{CONFLICT} ({who} took {LEASE_KEY} at the same moment)");
+        .context("checking whether the bucket honours conditional writes")?;
+    let started = Instant::now();
+    let mut current = first;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let planned = plan(current.as_ref())?;
+        let why = match attempt_write(
+            bucket,
+            current.as_ref(),
+            &planned,
+            purpose,
+            options,
+            conditional,
+        )
+        .await?
+        {
+            Ok(archived) => {
+                return Ok(Written {
+                    bytes: planned.bytes,
+                    archived,
+                    attempts: attempt,
+                });
+            }
+            Err(Retry::Again(why)) => why,
+            Err(Retry::Busy(busy)) => {
+                let left = options.retry.budget.saturating_sub(started.elapsed());
+                if busy.left > left {
+                    return Err(WriteError::Conflict(busy.to_string()));
+                }
+                busy.to_string()
+            }
+        };
+        let wait = options
+            .retry
+            .backoff(attempt, rand::thread_rng().gen_range(0.5..1.5));
+        if attempt >= options.retry.attempts || started.elapsed() + wait > options.retry.budget {
+            return Err(WriteError::Conflict(format!(
+                "{why}; gave up after {attempt} attempts in {} s",
+                started.elapsed().as_secs()
+            )));
         }
-        Confirm::TooSlow(took) => {
-            release(bucket).await;
-            bail!(
-                "{CONFLICT} (taking {LEASE_KEY} took {} ms, too slow to be sure no other ferry held it)",
-                took.as_millis()
-            );
-        }
+        tokio::time::sleep(wait).await;
+        current = read_current(bucket).await?;
     }
-    let result = write_holding_lease(bucket, previous, bytes).await;
-    release(bucket).await;
-    result
 }
 
-async fn write_holding_lease(
+/// One attempt; `Ok(Ok(archive key))` when written.
+async fn attempt_write(
     bucket: &impl Bucket,
-    previous: Option<&Live>,
-    bytes: Vec<u8>,
-) -> Result<()> {
+    current: Option<&Current>,
+    planned: &Planned,
+    purpose: &str,
+    options: &WriteOptions,
+    conditional: bool,
+) -> Result<Result<Option<String>, Retry>, WriteError> {
+    let archived = match current {
+        Some(c) => Some(archive_current(bucket, c).await?),
+        None => None,
+    };
+    let held = match take(bucket, purpose, options.lease, conditional).await? {
+        Taken::Held(held) => held,
+        Taken::Busy(busy) => return Ok(Err(Retry::Busy(busy))),
+    };
+    match write_holding(bucket, &held, current, planned, conditional).await {
+        Ok(Holding::Written) => {
+            release(bucket, held).await;
+            Ok(Ok(archived))
+        }
+        Ok(Holding::Again(why)) => {
+            release(bucket, held).await;
+            Ok(Err(Retry::Again(why)))
+        }
+        Ok(Holding::TimedOut(deadline)) => Err(WriteError::Other(anyhow::anyhow!(
+            "writing {MANIFEST_KEY} did not finish within {} ms, while the lease still held; it may still land. Check with `ferry show`, then run again (the lease lapses by itself)",
+            deadline.as_millis()
+        ))),
+        Err(e) => {
+            release(bucket, held).await;
+            Err(e)
+        }
+    }
+}
+
+/// What happened under the lease.
+enum Holding {
+    Written,
+    Again(String),
+    /// The write did not answer within the deadline; the lease is kept until it lapses,
+    /// so nobody else writes while that request may still land.
+    TimedOut(Duration),
+}
+
+async fn write_holding(
+    bucket: &impl Bucket,
+    held: &Held,
+    current: Option<&Current>,
+    planned: &Planned,
+    conditional: bool,
+) -> Result<Holding, WriteError> {
+    let missing = missing(bucket, planned).await?;
+    if !missing.is_empty() {
+        return Err(WriteError::Missing(missing));
+    }
     let now = bucket
         .get(MANIFEST_KEY, None)
         .await
         .with_context(|| format!("reading {MANIFEST_KEY}"))?;
-    if !unchanged(previous, &now) {
-        bail!("{CONFLICT} ({MANIFEST_KEY} was replaced since this command read it)");
+    if !unchanged(current, &now) {
+        return Ok(Holding::Again(format!(
+            "{MANIFEST_KEY} was replaced since this command read it"
+        )));
     }
-    if let Some(prev) = previous {
-        archive(bucket, prev).await?;
+    let Some(deadline) = held.deadline() else {
+        return Ok(Holding::Again(format!(
+            "too little of the lease was left for the write (the checks took {} ms)",
+            held.age().as_millis()
+        )));
+    };
+    let bytes = planned.bytes.clone();
+    let write = async {
+        match (conditional, current) {
+            (true, None) => {
+                bucket
+                    .put_if(MANIFEST_KEY, bytes, PutCondition::IfAbsent)
+                    .await
+            }
+            (
+                true,
+                Some(Current {
+                    etag: Some(etag), ..
+                }),
+            ) => {
+                bucket
+                    .put_if(MANIFEST_KEY, bytes, PutCondition::IfMatch(etag.clone()))
+                    .await
+            }
+            // No conditional writes (or no ETag): the lease and the byte check above decide.
+            _ => bucket
+                .put(MANIFEST_KEY, bytes)
+                .await
+                .map(|()| PutOutcome::Written),
+        }
+    };
+    match tokio::time::timeout(deadline, write).await {
+        Err(_) => Ok(Holding::TimedOut(deadline)),
+        Ok(Err(e)) => Err(WriteError::Other(
+            anyhow::Error::new(e).context(format!("writing {MANIFEST_KEY}")),
+        )),
+        Ok(Ok(PutOutcome::PreconditionFailed)) => Ok(Holding::Again(format!(
+            "{MANIFEST_KEY} was replaced since this command read it"
+        ))),
+        Ok(Ok(PutOutcome::Written)) => Ok(Holding::Written),
     }
-    bucket
-        .put(MANIFEST_KEY, bytes)
-        .await
-        .with_context(|| format!("writing {MANIFEST_KEY}"))
 }
 
-/// Deletes our lease; on failure it lapses by itself within its TTL.
-async fn release(bucket: &impl Bucket) {
-    if let Err(e) = bucket.delete(LEASE_KEY).await {
-        eprintln!("warning: could not delete {LEASE_KEY} ({e}); it lapses by itself in 30 s");
+/// The store paths (by narinfo) and objects of `planned` that are not in the bucket.
+async fn missing(bucket: &impl Bucket, planned: &Planned) -> anyhow::Result<Vec<String>> {
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for path in &planned.store_paths {
+        let key = narinfo_key(path).with_context(|| format!("{path} is not a store path"))?;
+        wanted.push((key, path.clone()));
     }
+    wanted.extend(planned.objects.iter().map(|o| (o.clone(), o.clone())));
+    let found: Vec<Option<String>> = stream::iter(wanted)
+        .map(|(key, name)| async move {
+            let there = bucket
+                .exists(&key)
+                .await
+                .with_context(|| format!("checking {key}"))?;
+            Ok::<_, anyhow::Error>((!there).then_some(name))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn live(bytes: &[u8], etag: Option<&str>) -> Live {
-        let text = include_str!("../../schema/tests/fixtures/example.json");
-        Live {
-            bytes: bytes.to_vec(),
-            etag: etag.map(str::to_owned),
-            manifest: serde_json::from_str(text).unwrap(),
-        }
-    }
-
-    #[test]
-    fn mode_is_conditional_only_with_support_and_an_etag() {
-        assert_eq!(write_mode(false, None), WriteMode::Lease);
-        assert_eq!(
-            write_mode(true, None),
-            WriteMode::Conditional(PutCondition::IfAbsent)
-        );
-        let with = live(b"m", Some("\"e1\""));
-        assert_eq!(
-            write_mode(true, Some(&with)),
-            WriteMode::Conditional(PutCondition::IfMatch("\"e1\"".into()))
-        );
-        assert_eq!(write_mode(false, Some(&with)), WriteMode::Lease);
-        assert_eq!(write_mode(true, Some(&live(b"m", None))), WriteMode::Lease);
-    }
-
     #[test]
     fn unchanged_compares_bytes_and_presence() {
-        let prev = live(b"m1", Some("\"e\""));
+        let prev = Current {
+            bytes: b"m1".to_vec(),
+            etag: Some("\"e\"".into()),
+        };
         let found = |b: &[u8]| Fetched::Found {
             bytes: b.to_vec(),
             etag: None,

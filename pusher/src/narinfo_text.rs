@@ -1,9 +1,10 @@
-//! Rendering a signed `.narinfo` (Nix's binary-cache metadata for one store path). Pure:
-//! the signature covers ferry-schema's fingerprint of the path, NarHash, NarSize and
-//! references, exactly what Nix checks against `trusted-public-keys`.
+//! Rendering a signed `.narinfo` (Nix's binary-cache metadata for one store path), and
+//! checking one found in the bucket. Pure: the signature covers ferry-schema's
+//! fingerprint of the path, NarHash, NarSize and references, exactly what Nix checks
+//! against `trusted-public-keys`.
 
-use ferry_schema::SecretKey;
 use ferry_schema::narinfo::fingerprint;
+use ferry_schema::{PublicKey, SecretKey};
 
 use crate::path_info::PathInfo;
 
@@ -50,6 +51,40 @@ pub fn render(info: &PathInfo, nar: &UploadedNar, key: &SecretKey) -> String {
         text.push_str(&format!("CA: {ca}\n"));
     }
     text
+}
+
+/// Whether narinfo `text` describes `store_path` and carries a valid signature by one of
+/// `keys` over its own fields, so that a Nix trusting those keys accepts it. A narinfo
+/// that is planted, unsigned, signed by a key no longer in use, or for another path is not.
+pub fn signed_by(text: &str, store_path: &str, keys: &[PublicKey]) -> bool {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .map(str::trim)
+    };
+    let (Some(path), Some(nar_hash), Some(nar_size)) =
+        (field("StorePath"), field("NarHash"), field("NarSize"))
+    else {
+        return false;
+    };
+    let Ok(nar_size) = nar_size.parse::<u64>() else {
+        return false;
+    };
+    if path != store_path {
+        return false;
+    }
+    let references: Vec<String> = field("References")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let message = fingerprint(path, nar_hash, nar_size, &references);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("Sig:").map(str::trim))
+        .any(|sig| {
+            keys.iter()
+                .any(|k| k.verify_detached(message.as_bytes(), sig).is_ok())
+        })
 }
 
 /// The `nix-cache-info` Ferry writes when the bucket has none.
@@ -100,5 +135,57 @@ mod tests {
         let msg = fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references);
         key.public().verify_detached(msg.as_bytes(), sig).unwrap();
         assert_eq!(lines.len(), 10);
+    }
+
+    #[test]
+    fn only_a_narinfo_signed_by_a_trusted_key_for_its_path_counts() {
+        let key = SecretKey::generate("test-1").unwrap();
+        let old = SecretKey::generate("test-0").unwrap();
+        let info = PathInfo {
+            path: "/nix/store/gblmnsv3yvjpggl9pzh3ihp5rywqx0ag-ferry-testlib-1".into(),
+            nar_hash: "sha256:1abc".into(),
+            nar_size: 720,
+            references: vec!["/nix/store/p8za439lmhdjgj2gqx06njz2s6fach8z-ferry-testdata-1".into()],
+            deriver: None,
+            ca: None,
+        };
+        let nar = UploadedNar {
+            url: "nar/0f00.nar.zst".into(),
+            compression: "zstd",
+            file_hash: "sha256:0f00".into(),
+            file_size: 300,
+        };
+        let keys = [key.public()];
+        let good = render(&info, &nar, &key);
+        assert!(signed_by(&good, &info.path, &keys));
+        // Signed by a key that is not (any more) trusted.
+        assert!(!signed_by(&render(&info, &nar, &old), &info.path, &keys));
+        // Both signatures: one good one is enough.
+        let both = format!(
+            "{good}{}",
+            render(&info, &nar, &old)
+                .lines()
+                .find(|l| l.starts_with("Sig:"))
+                .unwrap()
+        );
+        assert!(signed_by(&both, &info.path, &keys));
+        // No signature; a field changed after signing; another path's narinfo.
+        let unsigned: String = good
+            .lines()
+            .filter(|l| !l.starts_with("Sig:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(!signed_by(&unsigned, &info.path, &keys));
+        assert!(!signed_by(
+            &good.replace("NarSize: 720", "NarSize: 721"),
+            &info.path,
+            &keys
+        ));
+        assert!(!signed_by(
+            &good,
+            "/nix/store/p8za439lmhdjgj2gqx06njz2s6fach8z-ferry-testdata-1",
+            &keys
+        ));
+        assert!(!signed_by("garbage", &info.path, &keys));
     }
 }

@@ -1,6 +1,7 @@
 //! Where the bucket and the signing key come from: the command line (`--bucket`,
 //! `--key-file`), the environment (`FERRY_BUCKET`, `FERRY_KEY_FILE`, read by clap), else
-//! `~/.config/ferry/config.toml` (`bucket = "…"`, `key_file = "…"`, `zstd_level = N`).
+//! `~/.config/ferry/config.toml` (`bucket = "…"`, `key_file = "…"`, `zstd_level = N`,
+//! `trusted_keys = ["name:base64", …]`).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,10 @@ pub struct ConfigFile {
     pub key_file: Option<PathBuf>,
     /// zstd level for NARs (default 3).
     pub zstd_level: Option<i32>,
+    /// Public keys (`name:base64`) besides the signing key's own whose signatures ferry
+    /// accepts on manifests it edits or re-signs, and on narinfos it finds in the bucket:
+    /// colleagues who push to the same bucket, or a CI key.
+    pub trusted_keys: Option<Vec<String>>,
 }
 
 /// The bucket option every bucket-touching verb takes.
@@ -51,7 +56,7 @@ fn config_path() -> Option<PathBuf> {
 pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
     toml::from_str(text).with_context(|| {
         format!(
-            "reading {} (keys: bucket, key_file, zstd_level)",
+            "reading {} (keys: bucket, key_file, zstd_level, trusted_keys)",
             path.display()
         )
     })

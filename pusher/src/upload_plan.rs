@@ -9,8 +9,11 @@ use crate::path_info::PathInfo;
 /// What an upload will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPlan {
-    /// Store paths whose narinfo is already in the bucket.
+    /// Store paths whose narinfo is already in the bucket (signed by a trusted key).
     pub cached: Vec<String>,
+    /// Store paths whose narinfo is in the bucket but not signed by a trusted key (planted,
+    /// or signed by a key no longer in use): uploaded again.
+    pub untrusted: Vec<String>,
     /// Paths to upload, in waves: every reference of a path in wave N is cached or in an
     /// earlier wave.
     pub waves: Vec<Vec<PathInfo>>,
@@ -67,6 +70,7 @@ pub fn plan(closure: &[PathInfo], cached: &BTreeSet<String>) -> UploadPlan {
             .map(|p| p.path.clone())
             .collect(),
         waves,
+        untrusted: Vec::new(),
     }
 }
 

@@ -9,13 +9,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferry_bucket::Bucket;
-use ferry_schema::SecretKey;
+use ferry_bucket::{Bucket, Fetched};
 use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
+use ferry_schema::{PublicKey, SecretKey};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
-use crate::narinfo_text::{CACHE_INFO, UploadedNar, render};
+use crate::narinfo_text::{CACHE_INFO, UploadedNar, render, signed_by};
 use crate::path_info::PathInfo;
 use crate::progress::{Mode, Progress};
 use crate::upload_plan::{UploadPlan, plan};
@@ -49,28 +49,78 @@ pub struct UploadReport {
     pub file_bytes: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// The NAR objects written.
+    pub nar_keys: Vec<String>,
 }
 
 fn key_of(path: &str) -> Result<String> {
     narinfo_key(path).with_context(|| format!("{path} is not a store path"))
 }
 
-/// Plans the upload of `closure`: which narinfos are already in the bucket.
-pub async fn plan_upload(bucket: &impl Bucket, closure: &[PathInfo]) -> Result<UploadPlan> {
-    let found: Vec<Option<String>> = stream::iter(closure)
+/// What the bucket has for one path.
+enum Lookup {
+    Absent,
+    Trusted,
+    Untrusted,
+}
+
+/// Plans the upload of `closure`: which paths the bucket already has. With `trusted` keys a
+/// narinfo counts only when one of them signed it for that path (a planted narinfo, or one
+/// signed by a key no longer in use, is uploaded again); without (a dry run, no key
+/// loaded) any narinfo counts. `force` uploads every path again.
+pub async fn plan_upload(
+    bucket: &impl Bucket,
+    closure: &[PathInfo],
+    trusted: Option<&[PublicKey]>,
+    force: bool,
+) -> Result<UploadPlan> {
+    let found: Vec<(String, Lookup)> = stream::iter(closure)
         .map(|info| async move {
             let key = key_of(&info.path)?;
-            let exists = bucket
+            let lookup = if force {
+                Lookup::Absent
+            } else if let Some(keys) = trusted {
+                match bucket
+                    .get(&key, None)
+                    .await
+                    .with_context(|| format!("reading {key} for {}", info.path))?
+                {
+                    Fetched::Found { bytes, .. } => {
+                        if signed_by(&String::from_utf8_lossy(&bytes), &info.path, keys) {
+                            Lookup::Trusted
+                        } else {
+                            Lookup::Untrusted
+                        }
+                    }
+                    Fetched::Missing | Fetched::Unchanged => Lookup::Absent,
+                }
+            } else if bucket
                 .exists(&key)
                 .await
-                .with_context(|| format!("checking {key} for {}", info.path))?;
-            Ok::<_, anyhow::Error>(exists.then(|| info.path.clone()))
+                .with_context(|| format!("checking {key} for {}", info.path))?
+            {
+                Lookup::Trusted
+            } else {
+                Lookup::Absent
+            };
+            Ok::<_, anyhow::Error>((info.path.clone(), lookup))
         })
         .buffer_unordered(LOOKUPS_AT_ONCE)
         .try_collect()
         .await?;
-    let cached: BTreeSet<String> = found.into_iter().flatten().collect();
-    Ok(plan(closure, &cached))
+    let cached: BTreeSet<String> = found
+        .iter()
+        .filter(|(_, l)| matches!(l, Lookup::Trusted))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut p = plan(closure, &cached);
+    p.untrusted = found
+        .into_iter()
+        .filter(|(_, l)| matches!(l, Lookup::Untrusted))
+        .map(|(p, _)| p)
+        .collect();
+    p.untrusted.sort();
+    Ok(p)
 }
 
 /// Whether `nar` is the NAR the Nix database records for `info`.
@@ -194,6 +244,7 @@ async fn execute_with(
         .await?;
     }
     report.uploaded = nars.len();
+    report.nar_keys = nars.iter().map(|(_, n)| n.url.clone()).collect();
     report.nar_bytes = nars.iter().map(|(i, _)| i.nar_size).sum();
     report.file_bytes = nars.iter().map(|(_, n)| n.file_size).sum();
     report.elapsed = started.elapsed();

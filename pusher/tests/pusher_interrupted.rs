@@ -1,6 +1,7 @@
 //! A `ferry push` killed at arbitrary points leaves the bucket valid (every narinfo's NAR
 //! is there and complete; the live manifest names only uploaded paths), and re-running it
-//! finishes the job.
+//! finishes the job: the real binary killed with SIGKILL on a `file://` bucket, and pushes
+//! run in process against Garage with every store call slowed down, some of them cut off.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -117,4 +118,192 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
             "round {round} (killed after {delay:?}, live was {before})"
         );
     }
+}
+
+/// Issue 21 (done when): 20 runs against the bed's Garage of three concurrent pushes of
+/// different services, in process over a bucket that waits 0–40 ms before and after
+/// every store call; in each run one push is interrupted at a random moment (its future
+/// dropped at whatever store call it is in, as a killed process stops). After every run
+/// the bucket is valid (each narinfo's NAR is complete, the closure of every live service
+/// is whole), every push that returned success is live (no lost update), and re-running
+/// the interrupted push finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
+    use ferry_bucket::fault::{Delay, Fault, FaultyBucket, Rule};
+    use ferry_bucket::{Bucket, S3Bucket};
+    use support::inproc::{
+        assert_closure_present, live, push, push_args, secret_key, service_state, short_lease,
+    };
+
+    const RUNS: u32 = 20;
+    const CONFLICT: &str = "the manifest changed while pushing — run again";
+    let bed = ferry_tests::Bed::start(ferry_tests::BedOptions::default()).unwrap();
+    let t = support::Target::garage(&bed);
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, _) = keypair(dir.path(), "ferry-pt-slow-1");
+    let key = secret_key(&sec);
+    let n = nonce();
+    let services = ["a", "b", "c"];
+    let versions: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            (1..=2)
+                .map(|v| build_app(dir.path(), &format!("{s}{n}"), v).0)
+                .collect()
+        })
+        .collect();
+    let mut upload = vec!["upload", "--quiet", "--key-file", sec.to_str().unwrap()];
+    upload.extend(versions.iter().flatten().map(String::as_str));
+    let up = t.run(&upload);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": services.iter().zip(&versions).map(|(s, v)| json!(
+            {"name": s, "artifact": {"type": "nix-closure", "storePath": v[0]},
+             "hosts": ["h1"], "exec": {"command": "app"}}
+        )).collect::<Vec<_>>()
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = t.run(&[
+        "publish",
+        file.to_str().unwrap(),
+        "--key-file",
+        sec.to_str().unwrap(),
+    ]);
+    assert!(published.status.success(), "{}", text(&published));
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    let s3 = bed.s3();
+    let plain = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let slow = |salt: u64| {
+        let b = FaultyBucket::new(S3Bucket::from_client(s3.client(), &s3.bucket), seed ^ salt);
+        let d = Delay::Between(Duration::ZERO, Duration::from_millis(40));
+        b.rule(Rule::every(Fault::DelayBefore(d)));
+        b.rule(Rule::every(Fault::DelayAfter(d)));
+        b
+    };
+    let options = short_lease();
+    let (mut landed, mut conflicts, mut interrupted, mut cut_after_landing) = (0, 0, 0, 0);
+    // Cut points spread over a whole push: up to 1.2 times the longest uncut push so far.
+    let mut longest = Duration::from_secs(4);
+    for run in 0..RUNS {
+        // Service `a` gets a never-uploaded version each run, so its upload can be cut.
+        let fresh = build_app(dir.path(), &format!("a{n}"), 3 + run).0;
+        let plan: Vec<(&str, String, String)> = services
+            .iter()
+            .zip(&versions)
+            .map(|(s, v)| {
+                let path = if *s == "a" {
+                    fresh.clone()
+                } else {
+                    v[(run as usize + 1) % 2].clone()
+                };
+                (*s, path, format!("{s}-run-{run}"))
+            })
+            .collect();
+        let span = u64::try_from(longest.mul_f64(1.2).as_millis()).unwrap();
+        let cut = Duration::from_millis(seed.rotate_left(run * 7) % span + 20);
+        let buckets: Vec<_> = (0..plan.len())
+            .map(|i| slow(u64::from(run) * 10 + i as u64))
+            .collect();
+        let args: Vec<_> = plan
+            .iter()
+            .map(|(service, path, rev)| push_args(service, path, rev))
+            .collect();
+        // All three in one task (the futures interleave at every store call).
+        let results: Vec<(Option<anyhow::Result<std::process::ExitCode>>, Duration)> =
+            futures_util::future::join_all(buckets.iter().zip(&args).enumerate().map(
+                |(i, (bucket, args))| {
+                    let (key, options) = (&key, &options);
+                    async move {
+                        let started = std::time::Instant::now();
+                        let fut = push(bucket, args, key, options);
+                        let result = if i == 0 {
+                            tokio::time::timeout(cut, fut).await.ok()
+                        } else {
+                            Some(fut.await)
+                        };
+                        (result, started.elapsed())
+                    }
+                },
+            ))
+            .await;
+        let (results, took): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+        for (result, took) in results.iter().zip(&took) {
+            if result.is_some() {
+                longest = longest.max(*took);
+            }
+        }
+        let now = live(&plain).await;
+        for ((service, path, rev), result) in plan.iter().zip(&results) {
+            match result {
+                None => {
+                    interrupted += 1;
+                    if service_state(&now, service) == (path.clone(), rev.clone()) {
+                        cut_after_landing += 1;
+                    }
+                }
+                Some(Ok(_)) => {
+                    landed += 1;
+                    assert_eq!(
+                        service_state(&now, service),
+                        (path.clone(), rev.clone()),
+                        "run {run}: `{service}` returned success but is not live (seed {seed})"
+                    );
+                }
+                Some(Err(e)) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains(CONFLICT), "run {run}: `{service}`: {msg}");
+                    conflicts += 1;
+                }
+            }
+        }
+        // Valid after the interruption: every live closure whole, every narinfo's NAR there.
+        for (service, _, _) in &plan {
+            assert_closure_present(&plain, &service_state(&now, service).0).await;
+        }
+        for o in plain.list("").await.unwrap() {
+            if o.key.ends_with(".narinfo") {
+                let text = match plain.get(&o.key, None).await.unwrap() {
+                    ferry_bucket::Fetched::Found { bytes, .. } => String::from_utf8(bytes).unwrap(),
+                    other => panic!("{}: {other:?}", o.key),
+                };
+                let url = text.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+                assert!(
+                    plain.exists(url).await.unwrap(),
+                    "run {run}: {} names the missing {url}",
+                    o.key
+                );
+            }
+        }
+        // The interrupted (or conflicting) push, run again, finishes.
+        for ((service, path, rev), result) in plan.iter().zip(&results) {
+            if matches!(result, Some(Ok(_))) {
+                continue;
+            }
+            let again = push(
+                &slow(u64::from(run) * 10 + 9),
+                &push_args(service, path, rev),
+                &key,
+                &options,
+            )
+            .await;
+            assert!(
+                again.is_ok(),
+                "run {run}: re-running `{service}`: {again:?}"
+            );
+            assert_eq!(
+                service_state(&live(&plain).await, service),
+                (path.clone(), rev.clone())
+            );
+        }
+    }
+    eprintln!(
+        "{RUNS} runs: {landed} pushes landed, {conflicts} conflicts, {interrupted} interrupted ({cut_after_landing} of them after their manifest write landed); longest push {longest:?} (seed {seed})"
+    );
 }

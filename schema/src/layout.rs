@@ -24,6 +24,13 @@ pub fn archive_key(generation: &str) -> String {
     format!("{ARCHIVE_PREFIX}manifest-{generation}.json")
 }
 
+/// Where the bytes of a live manifest that did not validate go when `ferry publish`
+/// replaces it: `manifests/invalid-<stamp>.json`. Not a `manifest-` name, so history,
+/// rollback and gc never take it for a generation.
+pub fn invalid_archive_key(stamp: &str) -> String {
+    format!("{ARCHIVE_PREFIX}invalid-{stamp}.json")
+}
+
 /// The status report of one host: `status/<host>.json`.
 pub fn status_key(host: &str) -> String {
     format!("{STATUS_PREFIX}{host}.json")
@@ -45,6 +52,10 @@ mod tests {
         assert_eq!(
             archive_key("2025-01-15T12:34:56Z"),
             "manifests/manifest-2025-01-15T12:34:56Z.json"
+        );
+        assert_eq!(
+            invalid_archive_key("2026-01-01T00:00:00.123Z"),
+            "manifests/invalid-2026-01-01T00:00:00.123Z.json"
         );
         assert_eq!(status_key("biz"), "status/biz.json");
         assert_eq!(

@@ -1,24 +1,30 @@
 //! `ferry gc`: delete the NARs and narinfos no kept manifest needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use ferry_bucket::{Bucket, Fetched, ObjectInfo};
-use ferry_schema::layout::{MANIFEST_KEY, archive_key, narinfo_key};
+use ferry_schema::layout::{MANIFEST_KEY, NAR_PREFIX, archive_key, narinfo_key};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::cli::EXIT_FAILED;
 use crate::gc_plan::{
-    GcPlan, KeepPolicy, NarinfoRefs, is_narinfo_key, kept_generations, manifest_store_paths,
-    parse_narinfo, plan,
+    GcPlan, KeepPolicy, NarinfoRefs, batches, is_narinfo_key, kept_generations,
+    manifest_store_paths, parse_narinfo, plan, referrers_first,
 };
+use crate::lease_holder::{Held, release, take_waiting};
 use crate::live_manifest::archived_generations;
+use crate::manifest_write::WriteOptions;
 use crate::settings::{BucketArgs, load_config, open_bucket};
 
 /// Requests in flight while reading narinfos or deleting.
 const CONCURRENCY: usize = 16;
+
+/// Objects deleted under one taking of the lease.
+const BATCH: usize = 256;
 
 /// Delete cached NARs and narinfos that no kept manifest needs.
 ///
@@ -30,13 +36,17 @@ const CONCURRENCY: usize = 16;
 /// reports and `nix-cache-info` are never touched.
 ///
 /// Without `--delete` this is a dry run: it lists what would go and the bytes it would
-/// free, and deletes nothing. With `--delete` each narinfo is deleted before any NAR, so a
-/// reader never finds a narinfo whose NAR is gone.
+/// free, and deletes nothing. With `--delete` each narinfo is deleted before any NAR (so a
+/// reader never finds a narinfo whose NAR is gone) and a narinfo only after every narinfo
+/// that references it (so one that is there has its whole closure).
 ///
-/// Run it when no push is under way: a push that reuses a path only collected manifests
-/// needed, and whose plan was made before the deletion, publishes without that path (a
-/// later `ferry upload` of the same closure repairs it). `ferry rollback` refuses to go back
-/// to a generation whose closures were collected.
+/// It is safe to run while others push: deletions go in batches, each under
+/// `manifest.lease` (which every manifest write takes too), and before each batch gc reads
+/// `manifest.json` again. When it changed (a push or publish landed), gc stops and says to
+/// run it again (exit 1): the new manifest may name a path it was about to delete. A push
+/// whose closure gc deleted before it wrote the manifest finds that out under the lease and
+/// uploads it again. `ferry rollback` refuses to go back to a generation whose closures were
+/// collected.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -70,21 +80,26 @@ async fn fetch(bucket: &impl Bucket, key: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// The store paths the live manifest and the kept archived ones name, and a description of
-/// which manifests those are.
+/// The store paths the live manifest and the kept archived ones name, a description of
+/// which manifests those are, and the live manifest's bytes (what gc checks before each
+/// batch that nobody replaced).
 async fn kept_roots(
     bucket: &impl Bucket,
     policy: KeepPolicy,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<(Vec<String>, Vec<String>, Option<Vec<u8>>)> {
     let mut keys = vec![MANIFEST_KEY.to_owned()];
     let generations = kept_generations(&archived_generations(bucket).await?, policy);
     keys.extend(generations.iter().map(|g| archive_key(g)));
     let mut roots = Vec::new();
     let mut described = Vec::new();
+    let mut live = None;
     for key in keys {
         let Some(bytes) = fetch(bucket, &key).await? else {
             continue;
         };
+        if key == MANIFEST_KEY {
+            live = Some(bytes.clone());
+        }
         let paths = manifest_store_paths(&bytes).map_err(|e| {
             anyhow::anyhow!(
                 "{key}: {e}; gc cannot tell which closures it needs, so it deletes nothing (fix or remove that manifest)"
@@ -93,7 +108,7 @@ async fn kept_roots(
         described.push(key);
         roots.extend(paths);
     }
-    Ok((roots, described))
+    Ok((roots, described, live))
 }
 
 /// Walks References from `roots` (narinfo keys), reading each narinfo once.
@@ -139,13 +154,17 @@ async fn walk(
     Ok((reachable, absent))
 }
 
-/// The store path each narinfo about to go describes (for the listing); best effort.
-async fn store_paths_of(bucket: &impl Bucket, narinfos: &[ObjectInfo]) -> BTreeMap<String, String> {
+/// What each narinfo about to go says (its store path for the listing, its references for
+/// the order of deletion); a narinfo that cannot be read or parsed is left out.
+async fn doomed_narinfos(
+    bucket: &impl Bucket,
+    narinfos: &[ObjectInfo],
+) -> BTreeMap<String, NarinfoRefs> {
     stream::iter(narinfos)
         .map(|o| async move {
             let text = fetch(bucket, &o.key).await.ok().flatten()?;
             let refs = parse_narinfo(&String::from_utf8_lossy(&text)).ok()?;
-            Some((o.key.clone(), refs.store_path))
+            Some((o.key.clone(), refs))
         })
         .buffer_unordered(CONCURRENCY)
         .filter_map(|x| async move { x })
@@ -184,10 +203,79 @@ async fn delete_all(bucket: &impl Bucket, objects: &[ObjectInfo]) -> Result<()> 
         .map(drop)
 }
 
+/// How a batch went.
+enum Batch {
+    /// Deleted these many objects.
+    Deleted(usize),
+    /// The live manifest changed since gc planned: stop.
+    ManifestChanged,
+}
+
+/// Deletes one batch under the lease, after checking that `manifest.json` still has the
+/// bytes gc planned with. The live manifest's store paths at this moment are roots: none
+/// of their narinfos goes, whatever the plan said. A NAR written again since the plan's
+/// listing (an upload of the same path meanwhile) is kept.
+async fn delete_batch(
+    bucket: &impl Bucket,
+    batch: &[ObjectInfo],
+    planned_live: Option<&[u8]>,
+    held: &Held,
+) -> Result<Batch> {
+    let live = fetch(bucket, MANIFEST_KEY).await?;
+    if live.as_deref() != planned_live {
+        return Ok(Batch::ManifestChanged);
+    }
+    let roots: BTreeSet<String> = match &live {
+        Some(bytes) => manifest_store_paths(bytes)
+            .map_err(|e| anyhow::anyhow!("{MANIFEST_KEY}: {e}; gc deletes nothing more"))?
+            .iter()
+            .filter_map(|p| narinfo_key(p))
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    let mut doomed: Vec<ObjectInfo> = batch
+        .iter()
+        .filter(|o| !roots.contains(&o.key))
+        .cloned()
+        .collect();
+    if doomed.iter().any(|o| o.key.starts_with(NAR_PREFIX)) {
+        let now: BTreeMap<String, Option<SystemTime>> = bucket
+            .list(NAR_PREFIX)
+            .await
+            .context("listing the NARs again")?
+            .into_iter()
+            .map(|o| (o.key, o.modified))
+            .collect();
+        doomed.retain(|o| now.get(&o.key).is_some_and(|m| *m == o.modified));
+    }
+    let Some(deadline) = held.deadline() else {
+        bail!("the lease lapsed before gc could delete (a very slow bucket?); run gc again");
+    };
+    match tokio::time::timeout(deadline, delete_all(bucket, &doomed)).await {
+        Ok(done) => done.map(|()| Batch::Deleted(doomed.len())),
+        Err(_) => bail!(
+            "deleting a batch of {} objects did not finish within {} ms while gc held the lease; run gc again",
+            doomed.len(),
+            deadline.as_millis()
+        ),
+    }
+}
+
 /// Runs `ferry gc`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
+    run_with(args, &bucket, &url.to_string(), &WriteOptions::default()).await
+}
+
+/// `ferry gc` on an opened bucket (`url` names it in messages); `options` gives the lease's
+/// timings and how long to wait for it.
+pub async fn run_with(
+    args: &Args,
+    bucket: &impl Bucket,
+    url: &str,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
     let policy = match args.keep {
         Some(n) => KeepPolicy::Newest(n),
         None => KeepPolicy::Since(Utc::now() - chrono::Duration::days(i64::from(args.keep_days))),
@@ -198,7 +286,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         0 => None,
         h => SystemTime::now().checked_sub(Duration::from_secs(h.saturating_mul(3600))),
     };
-    let (paths, manifests) = kept_roots(&bucket, policy).await?;
+    let (paths, manifests, planned_live) = kept_roots(bucket, policy).await?;
     let mut roots = Vec::new();
     for path in &paths {
         match narinfo_key(path) {
@@ -216,7 +304,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             .filter(|o| young_since.is_some_and(|s| o.modified.is_none_or(|m| m >= s)))
             .map(|o| o.key.clone()),
     );
-    let (reachable, absent) = walk(&bucket, roots).await?;
+    let (reachable, absent) = walk(bucket, roots).await?;
     for key in &absent {
         eprintln!("note: {key} is named by a kept manifest or reference but is not in the bucket");
     }
@@ -232,7 +320,11 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         p.kept_narinfos,
         p.kept_nars
     );
-    let names = store_paths_of(&bucket, &p.narinfos).await;
+    let doomed = doomed_narinfos(bucket, &p.narinfos).await;
+    let names: BTreeMap<String, String> = doomed
+        .iter()
+        .map(|(k, r)| (k.clone(), r.store_path.clone()))
+        .collect();
     print_plan(&p, &names, args.delete);
     if p.is_empty() {
         eprintln!("nothing to delete in {url}");
@@ -247,11 +339,46 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    // Every narinfo goes before any NAR, so no reader finds a narinfo without its NAR.
-    delete_all(&bucket, &p.narinfos).await?;
-    delete_all(&bucket, &p.nars).await?;
+    let refs: BTreeMap<String, Vec<String>> =
+        doomed.into_iter().map(|(k, r)| (k, r.references)).collect();
+    // Narinfos referrers first, then the NARs; each batch under the lease.
+    let mut all = batches(referrers_first(&p.narinfos, &refs), BATCH);
+    all.extend(batches(vec![p.nars.clone()], BATCH));
+    let conditional = bucket
+        .conditional_writes()
+        .await
+        .context("checking whether the bucket honours conditional writes")?;
+    let mut deleted = 0;
+    for batch in &all {
+        let held = match take_waiting(
+            bucket,
+            "ferry gc",
+            options.lease,
+            &options.retry,
+            conditional,
+        )
+        .await?
+        {
+            Ok(held) => held,
+            Err(busy) => {
+                eprintln!("stopped after deleting {deleted} objects: {busy}; run gc again later");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        };
+        let outcome = delete_batch(bucket, batch, planned_live.as_deref(), &held).await;
+        release(bucket, held).await;
+        match outcome? {
+            Batch::Deleted(n) => deleted += n,
+            Batch::ManifestChanged => {
+                eprintln!(
+                    "stopped after deleting {deleted} objects: {MANIFEST_KEY} changed while gc was deleting (a push or publish landed) and may name what gc planned to delete; run gc again"
+                );
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+        }
+    }
     eprintln!(
-        "deleted {} narinfos and {} NARs from {url}, freeing {} bytes",
+        "deleted {deleted} objects ({} narinfos and {} NARs planned) from {url}, freeing up to {} bytes",
         p.narinfos.len(),
         p.nars.len(),
         p.bytes()

@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use ferry_bucket::Bucket;
-use ferry_schema::layout::narinfo_key;
-use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, sign_manifest, validate_bytes};
+use ferry_schema::layout::{MANIFEST_KEY, narinfo_key};
+use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, SecretKey, sign_manifest, validate_bytes};
 
 use crate::cli::EXIT_FAILED;
-use crate::live_manifest::{read_live, replace};
+use crate::live_manifest::to_bytes;
 use crate::manifest_edit::{is_later, next_generation, service_changes, store_paths};
-use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::manifest_trust::Trusted;
+use crate::manifest_write::{Planned, WriteError, WriteOptions, read_current, write_manifest};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
 
 /// Publish a manifest file as the bucket's live manifest.
 ///
@@ -22,6 +24,11 @@ use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 /// later than the live one is replaced by the current time. If another ferry changes the
 /// live manifest meanwhile, nothing is written and it fails with "the manifest changed while
 /// pushing — run again".
+///
+/// A live manifest that does not validate (or does not parse) is replaced all the same:
+/// its bytes are archived as they are, as `manifests/invalid-<time>.json`, and a line says
+/// so. The file is signed as the developer's own; what it replaces is archived, never
+/// re-signed.
 ///
 /// Exit status: 0 when published, 1 when the manifest is invalid or closures are missing,
 /// 2 on other trouble.
@@ -66,7 +73,7 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let bytes = std::fs::read(&args.manifest)
         .with_context(|| format!("reading {}", args.manifest.display()))?;
-    let mut manifest = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
+    let manifest = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
         Ok(v) => v.manifest,
         Err(problems) => {
             for p in &problems {
@@ -85,7 +92,30 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let missing = missing_closures(&bucket, &manifest).await?;
+    run_with(
+        args,
+        manifest,
+        &bucket,
+        &url.to_string(),
+        key,
+        &config,
+        &WriteOptions::default(),
+    )
+    .await
+}
+
+/// `ferry publish` of the validated `manifest` (read from `args.manifest`) on an opened
+/// bucket (`url` names it in messages); `key: None` is a dry run.
+pub async fn run_with(
+    args: &Args,
+    mut manifest: Manifest,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<SecretKey>,
+    config: &ConfigFile,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
+    let missing = missing_closures(bucket, &manifest).await?;
     if !missing.is_empty() {
         for path in &missing {
             eprintln!("not in the bucket's cache: {path}");
@@ -98,33 +128,96 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     }
-    let live = read_live(&bucket).await?;
+    let first = read_current(bucket).await?;
+    // What is live: a valid manifest, or bytes that do not validate (replaced all the same).
+    let (live, invalid) = match &first {
+        None => (None, None),
+        Some(c) => match validate_bytes(&c.bytes, DEFAULT_SIZE_CAP) {
+            Ok(v) => (Some(v.manifest), None),
+            Err(problems) => (
+                None,
+                Some(
+                    problems
+                        .first()
+                        .map_or_else(String::new, ToString::to_string),
+                ),
+            ),
+        },
+    };
     if let Some(prev) = &live
-        && !is_later(&manifest.generation, &prev.manifest.generation)?
+        && !is_later(&manifest.generation, &prev.generation)?
     {
-        let fresh = next_generation(Some(&prev.manifest.generation), Utc::now())?;
+        let fresh = next_generation(Some(&prev.generation), Utc::now())?;
         eprintln!(
             "generation {} is not later than the live {}; publishing as {fresh}",
-            manifest.generation, prev.manifest.generation
+            manifest.generation, prev.generation
         );
         manifest.generation = fresh;
     }
-    let changes = service_changes(live.as_ref().map(|l| &l.manifest), &manifest);
+    let changes = service_changes(live.as_ref(), &manifest);
     for line in &changes {
         println!("{line}");
     }
     let Some(key) = key else {
+        if let Some(problem) = &invalid {
+            eprintln!(
+                "the live {MANIFEST_KEY} does not validate ({problem}); publishing would replace it"
+            );
+        }
         eprintln!("dry run: nothing written to {url}");
         return Ok(ExitCode::SUCCESS);
     };
+    if let Some(prev) = &live
+        && let Err(why) = Trusted::new(&key, config)?.check(prev)
+    {
+        eprintln!(
+            "note: the live {MANIFEST_KEY} this replaces is not signed by a trusted key ({why})"
+        );
+    }
     sign_manifest(&mut manifest, &key)?;
-    replace(
-        &bucket,
-        live.as_ref(),
-        &manifest,
+    let bytes = to_bytes(&manifest)?;
+    let needed = if args.allow_missing {
+        Vec::new()
+    } else {
+        store_paths(&manifest)
+    };
+    let result = write_manifest(
+        bucket,
+        first.clone(),
         &format!("ferry publish {}", args.manifest.display()),
+        options,
+        |current| {
+            if current.map(|c| &c.bytes) != first.as_ref().map(|c| &c.bytes) {
+                return Err(WriteError::Conflict(format!(
+                    "{MANIFEST_KEY} was replaced since this command read it"
+                )));
+            }
+            Ok(Planned {
+                bytes: bytes.clone(),
+                store_paths: needed.clone(),
+                objects: Vec::new(),
+            })
+        },
     )
-    .await?;
+    .await;
+    let written = match result {
+        Ok(w) => w,
+        Err(WriteError::Missing(gone)) => {
+            eprintln!(
+                "not published: {} store path(s) went from {url} while publishing (`ferry gc`?): {}; upload them again with `ferry upload PATH...`",
+                gone.len(),
+                gone.join(", ")
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let (Some(problem), Some(archived)) = (&invalid, &written.archived) {
+        eprintln!(
+            "replaced an invalid {MANIFEST_KEY} ({} bytes; {problem}); its bytes are archived as they were in {archived}",
+            first.as_ref().map_or(0, |c| c.bytes.len())
+        );
+    }
     eprintln!(
         "published generation {} to {url} ({} change(s), signed with `{}`)",
         manifest.generation,

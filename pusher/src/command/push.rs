@@ -6,14 +6,20 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use ferry_bucket::Bucket;
 use ferry_schema::layout::MANIFEST_KEY;
-use ferry_schema::{sign_manifest, validate_manifest};
+use ferry_schema::{SecretKey, sign_manifest, validate_manifest};
 
+use crate::cli::EXIT_FAILED;
 use crate::command::upload::{CompressionArg, prepare, print_report};
-use crate::live_manifest::{read_live, replace};
-use crate::manifest_edit::{next_generation, service_changes, set_service};
+use crate::live_manifest::{parse, read_live, to_bytes};
+use crate::manifest_edit::{next_generation, reapply_push, service_changes, set_service};
+use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
+use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest};
 use crate::revision::git_head;
-use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
 use crate::uploader::{UploadOptions, execute};
+
+/// How often a push uploads again what `ferry gc` deleted while it was under way.
+const REUPLOADS: u32 = 2;
 
 /// Deploy a new version of one service: upload its closure, then update the live manifest.
 ///
@@ -23,10 +29,16 @@ use crate::uploader::{UploadOptions, execute};
 /// and uploads the new one. The service must already be in the live manifest; new services
 /// go in with `ferry upload` + `ferry publish`.
 ///
-/// Concurrent pushes never lose a change: the manifest is written only if it is still the
-/// one read at the start (a conditional PUT, or a lease on stores like Garage that ignore
-/// conditions); otherwise the push fails with "the manifest changed while pushing — run
-/// again" and the closure stays uploaded, so the re-run only rewrites the manifest.
+/// The live manifest is edited and re-signed only when it carries a valid signature by the
+/// signing key or a key in `trusted_keys` of the config file; otherwise the push is refused
+/// (exit 1) unless `--force`, which first prints the services it is about to sign.
+///
+/// Concurrent pushes of different services all land: when the live manifest changed
+/// meanwhile in other services only, the push is re-applied on it, re-signed and written
+/// again (bounded retries, backoff with jitter). It fails with "the manifest changed while
+/// pushing — run again" only when the same service changed meanwhile (or the retries ran
+/// out); the closure stays uploaded, so the re-run only rewrites the manifest. A closure
+/// that `ferry gc` deleted while the push was under way is uploaded again.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service to update.
@@ -54,6 +66,10 @@ pub struct Args {
     /// Print only errors.
     #[arg(long)]
     pub quiet: bool,
+    /// Edit and sign the live manifest even when no trusted key signed it (its services
+    /// are printed first, compared with the newest manifest a trusted key signed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `ferry push`.
@@ -65,7 +81,27 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let Some(live) = read_live(&bucket).await? else {
+    run_with(
+        args,
+        &bucket,
+        &url.to_string(),
+        key,
+        &config,
+        &WriteOptions::default(),
+    )
+    .await
+}
+
+/// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.
+pub async fn run_with(
+    args: &Args,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<SecretKey>,
+    config: &ConfigFile,
+    options: &WriteOptions,
+) -> Result<ExitCode> {
+    let Some(live) = read_live(bucket).await? else {
         bail!(
             "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
             args.installable
@@ -74,14 +110,38 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     // Check the service before building or uploading anything.
     let mut manifest = live.manifest.clone();
     set_service(&mut manifest, &args.service, &args.installable, None)?;
+    let base = live
+        .manifest
+        .services
+        .iter()
+        .find(|s| s.name == args.service)
+        .cloned()
+        .context("the service vanished from the manifest just read")?;
+    let trusted = key.as_ref().map(|k| Trusted::new(k, config)).transpose()?;
+    let mut reference = None;
+    if let Some(t) = &trusted
+        && let Err(why) = t.check(&live.manifest)
+    {
+        if !args.force {
+            eprintln!("not pushed: {}", refusal(MANIFEST_KEY, &why));
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        reference = newest_trusted(bucket, t, MANIFEST_KEY).await?;
+    }
+    let trusted_keys = trusted.as_ref().map(Trusted::keys);
 
-    let (tops, closure_len, plan) = prepare(std::slice::from_ref(&args.installable), &bucket)
-        .await
-        .with_context(|| format!("preparing the upload to {url}"))?;
+    let (tops, closure_len, plan) = prepare(
+        std::slice::from_ref(&args.installable),
+        bucket,
+        trusted_keys,
+        false,
+    )
+    .await
+    .with_context(|| format!("preparing the upload to {url}"))?;
     let top = tops.first().context("no store path resolved")?.clone();
     let revision = args.revision.clone().or_else(git_head);
     let mut manifest = live.manifest.clone();
-    set_service(&mut manifest, &args.service, &top, revision)?;
+    set_service(&mut manifest, &args.service, &top, revision.clone())?;
     manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
     let problems: Vec<String> = validate_manifest(&manifest)
         .iter()
@@ -94,9 +154,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             problems.join("\n")
         );
     }
-    let changes = service_changes(Some(&live.manifest), &manifest);
 
-    let Some(key) = key else {
+    let (Some(key), Some(trusted)) = (key, trusted) else {
         println!(
             "{closure_len} paths in the closure of {top}: {} cached, {} to upload",
             plan.cached.len(),
@@ -109,40 +168,121 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             "manifest generation {} -> {}",
             live.manifest.generation, manifest.generation
         );
-        for line in &changes {
+        for line in &service_changes(Some(&live.manifest), &manifest) {
             println!("  {line}");
         }
         eprintln!("dry run: nothing written to {url}");
         return Ok(ExitCode::SUCCESS);
     };
-    let options = UploadOptions {
+    let upload_options = UploadOptions {
         compression: args
             .compression
             .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
-    let report = execute(&bucket, &plan, &key, &options).await?;
+    let mut report = execute(bucket, &plan, &key, &upload_options).await?;
     if !args.quiet {
         print_report(&report, bucket.requests());
     }
-    sign_manifest(&mut manifest, &key)?;
-    replace(
-        &bucket,
-        Some(&live),
-        &manifest,
-        &format!("ferry push {}", args.service),
-    )
-    .await?;
+
+    let purpose = format!("ferry push {}", args.service);
+    let mut reuploads = 0;
+    let (written, changes, generation) = loop {
+        let mut changes = Vec::new();
+        let mut generation = String::new();
+        let result = write_manifest(
+            bucket,
+            Some(live.current()),
+            &purpose,
+            options,
+            |current| {
+                let current = current.ok_or_else(|| {
+                    WriteError::Conflict(format!("{MANIFEST_KEY} was deleted meanwhile"))
+                })?;
+                let now = parse(&current.bytes, MANIFEST_KEY).map_err(|e| {
+                    WriteError::Conflict(format!(
+                        "{MANIFEST_KEY} was replaced meanwhile by one that does not validate: {e:#}"
+                    ))
+                })?;
+                let mut new = reapply_push(&base, &now, &top, revision.clone())
+                    .map_err(|e| WriteError::Conflict(e.to_string()))?;
+                new.generation = next_generation(Some(&now.generation), Utc::now())
+                    .map_err(|e| WriteError::Other(e.into()))?;
+                if let Err(why) = trusted.check(&now) {
+                    if !args.force {
+                        return Err(WriteError::Refused(refusal(MANIFEST_KEY, &why)));
+                    }
+                    for line in forced_diff(reference.as_ref(), &new) {
+                        eprintln!("{line}");
+                    }
+                }
+                let problems: Vec<String> = validate_manifest(&new)
+                    .iter()
+                    .filter(|p| p.is_error())
+                    .map(ToString::to_string)
+                    .collect();
+                if !problems.is_empty() {
+                    return Err(WriteError::Conflict(format!(
+                        "re-applied on generation {}, the manifest would be invalid:\n{}",
+                        now.generation,
+                        problems.join("\n")
+                    )));
+                }
+                if current.bytes != live.bytes && !args.quiet {
+                    eprintln!(
+                        "the live manifest changed meanwhile in other services (generation {}); re-applying `{}` on it",
+                        now.generation, args.service
+                    );
+                }
+                sign_manifest(&mut new, &key).map_err(|e| WriteError::Other(e.into()))?;
+                changes = service_changes(Some(&now), &new);
+                generation.clone_from(&new.generation);
+                Ok(Planned {
+                    bytes: to_bytes(&new)?,
+                    store_paths: vec![top.clone()],
+                    objects: report.nar_keys.clone(),
+                })
+            },
+        )
+        .await;
+        match result {
+            Ok(written) => break (written, changes, generation),
+            Err(WriteError::Missing(gone)) if reuploads < REUPLOADS => {
+                reuploads += 1;
+                eprintln!(
+                    "{} of this push's objects were deleted (by `ferry gc`?) before the manifest was written; uploading again",
+                    gone.len()
+                );
+                let (_, _, again) = prepare(
+                    std::slice::from_ref(&args.installable),
+                    bucket,
+                    Some(trusted.keys()),
+                    false,
+                )
+                .await?;
+                report = execute(bucket, &again, &key, &upload_options).await?;
+            }
+            Err(WriteError::Refused(why)) => {
+                eprintln!("not pushed: {why}");
+                return Ok(ExitCode::from(EXIT_FAILED));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     for line in &changes {
         println!("{line}");
     }
     if !args.quiet {
         eprintln!(
-            "pushed `{}` as generation {} to {url}; the previous manifest is archived as manifests/manifest-{}.json ({} requests in all)",
+            "pushed `{}` as generation {generation} to {url}; the manifest it replaced is archived as {} ({} requests in all{})",
             args.service,
-            manifest.generation,
-            live.manifest.generation,
-            bucket.requests()
+            written.archived.as_deref().unwrap_or("(none)"),
+            bucket.requests(),
+            if written.attempts > 1 {
+                format!(", {} attempts", written.attempts)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use ferry_bucket::Bucket;
-use ferry_schema::SecretKey;
+use ferry_schema::{PublicKey, SecretKey};
 
+use crate::manifest_trust::Trusted;
 use crate::nar_stream::Compression;
 use crate::resolve::{closure, resolve};
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
@@ -17,7 +18,9 @@ use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
 ///
 /// Each argument is a store path (or a symlink into the store, like `./result`) or an
 /// installable, which is built first (`nix build`, or `nix-build` for a `.nix` file).
-/// Paths whose narinfo is already in the bucket are skipped. Each missing path's NAR is
+/// Paths whose narinfo is already in the bucket, signed by the signing key or a key in
+/// `trusted_keys` of the config file, are skipped; a narinfo signed by no trusted key
+/// (planted, or signed by a key no longer in use) is replaced. Each missing path's NAR is
 /// compressed with zstd (or xz), checked against Nix's NarHash and uploaded before its
 /// signed narinfo. Shows progress on stderr (a bar on a terminal, a line per path
 /// otherwise). Prints the top-level store paths, one per line.
@@ -39,6 +42,10 @@ pub struct Args {
     /// Print only errors and the store paths (no progress).
     #[arg(long)]
     pub quiet: bool,
+    /// Upload every path again, even those the bucket has with a trusted signature
+    /// (repairs a cache whose NARs were damaged or deleted by hand).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The `--compression` choices of `upload` and `push`.
@@ -63,10 +70,13 @@ impl CompressionArg {
     }
 }
 
-/// Resolves `installables` and plans the upload of their closures.
+/// Resolves `installables` and plans the upload of their closures (see [`plan_upload`]
+/// for `trusted` and `force`).
 pub async fn prepare(
     installables: &[String],
     bucket: &impl Bucket,
+    trusted: Option<&[PublicKey]>,
+    force: bool,
 ) -> Result<(Vec<String>, usize, UploadPlan)> {
     let owned = installables.to_vec();
     let (tops, infos) = tokio::task::spawn_blocking(move || -> Result<_> {
@@ -79,7 +89,16 @@ pub async fn prepare(
     })
     .await
     .context("the nix thread failed")??;
-    let plan = plan_upload(bucket, &infos).await?;
+    let plan = plan_upload(bucket, &infos, trusted, force).await?;
+    if !plan.untrusted.is_empty() {
+        eprintln!(
+            "{} path(s) have a narinfo in the bucket that no trusted key signed (planted, or signed by a key no longer in use); uploading them again:",
+            plan.untrusted.len()
+        );
+        for path in &plan.untrusted {
+            eprintln!("  {path}");
+        }
+    }
     Ok((tops, infos.len(), plan))
 }
 
@@ -88,9 +107,12 @@ pub async fn upload_installables(
     installables: &[String],
     bucket: &impl Bucket,
     key: &SecretKey,
+    trusted: &Trusted,
+    force: bool,
     options: &UploadOptions,
 ) -> Result<(Vec<String>, UploadReport)> {
-    let (tops, closure_len, plan) = prepare(installables, bucket).await?;
+    let (tops, closure_len, plan) =
+        prepare(installables, bucket, Some(trusted.keys()), force).await?;
     if options.verbose {
         eprintln!(
             "{} paths in the closure: {} already in the bucket, {} to upload ({} bytes uncompressed)",
@@ -117,6 +139,7 @@ pub fn print_report(report: &UploadReport, requests: u64) {
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let key = load_key(&args.key, &config)?;
+    let trusted = Trusted::new(&key, &config)?;
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
     let options = UploadOptions {
         compression: args
@@ -124,9 +147,16 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
-    let (tops, report) = upload_installables(&args.installables, &bucket, &key, &options)
-        .await
-        .with_context(|| format!("uploading to {url}"))?;
+    let (tops, report) = upload_installables(
+        &args.installables,
+        &bucket,
+        &key,
+        &trusted,
+        args.force,
+        &options,
+    )
+    .await
+    .with_context(|| format!("uploading to {url}"))?;
     for top in &tops {
         println!("{top}");
     }

@@ -217,3 +217,172 @@ pub async fn mirror(bed: &ferry_tests::Bed, dir: &Path) -> usize {
     }
     all.len()
 }
+
+/// In-process runs of the pusher's verbs over any bucket (a `FaultyBucket` in the fault
+/// tests), with the lease shortened so that tests can wait for one to lapse.
+pub mod inproc {
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    use ferry_bucket::{Bucket, Fetched};
+    use ferry_pusher::command::{gc, push, rollback};
+    use ferry_pusher::lease::LeaseTimings;
+    use ferry_pusher::manifest_write::WriteOptions;
+    use ferry_pusher::settings::{BucketArgs, ConfigFile, KeyArgs};
+    use ferry_schema::SecretKey;
+
+    /// The lease TTL of the fault tests.
+    pub const TTL: Duration = Duration::from_secs(3);
+
+    /// Write options with a 3 s lease (and the default retries).
+    pub fn short_lease() -> WriteOptions {
+        WriteOptions {
+            lease: LeaseTimings {
+                ttl: TTL,
+                settle: Duration::from_millis(500),
+            },
+            ..WriteOptions::default()
+        }
+    }
+
+    /// The secret key in `file`.
+    pub fn secret_key(file: &std::path::Path) -> SecretKey {
+        SecretKey::parse(&std::fs::read_to_string(file).unwrap()).unwrap()
+    }
+
+    /// `ferry push SERVICE PATH --revision REV --quiet`.
+    pub fn push_args(service: &str, path: &str, revision: &str) -> push::Args {
+        push::Args {
+            service: service.to_owned(),
+            installable: path.to_owned(),
+            bucket: BucketArgs { bucket: None },
+            key: KeyArgs { key_file: None },
+            revision: Some(revision.to_owned()),
+            zstd_level: None,
+            compression: ferry_pusher::command::upload::CompressionArg::Zstd,
+            dry_run: false,
+            quiet: true,
+            force: false,
+        }
+    }
+
+    /// Runs `ferry push` in process.
+    pub async fn push(
+        bucket: &impl Bucket,
+        args: &push::Args,
+        key: &SecretKey,
+        options: &WriteOptions,
+    ) -> anyhow::Result<ExitCode> {
+        push::run_with(
+            args,
+            bucket,
+            "the test bucket",
+            Some(key.clone()),
+            &ConfigFile::default(),
+            options,
+        )
+        .await
+    }
+
+    /// `ferry gc --keep N --min-age-hours 0 --delete`.
+    pub fn gc_args(keep: usize) -> gc::Args {
+        gc::Args {
+            bucket: BucketArgs { bucket: None },
+            keep: Some(keep),
+            keep_days: 30,
+            min_age_hours: 0,
+            delete: true,
+            dry_run: false,
+        }
+    }
+
+    /// `ferry rollback --to GEN`.
+    pub fn rollback_args(to: &str) -> rollback::Args {
+        rollback::Args {
+            bucket: BucketArgs { bucket: None },
+            key: KeyArgs { key_file: None },
+            to: Some(to.to_owned()),
+            steps: 1,
+            exact: false,
+            allow_missing: false,
+            force: false,
+        }
+    }
+
+    /// The live manifest as JSON.
+    pub async fn live(bucket: &impl Bucket) -> serde_json::Value {
+        match bucket.get("manifest.json", None).await.unwrap() {
+            Fetched::Found { bytes, .. } => serde_json::from_slice(&bytes).unwrap(),
+            other => panic!("no live manifest: {other:?}"),
+        }
+    }
+
+    /// (storePath, revision) of `name` in manifest `m`.
+    pub fn service_state(m: &serde_json::Value, name: &str) -> (String, String) {
+        let s = m["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no service {name} in {m}"));
+        (
+            s["artifact"]["storePath"].as_str().unwrap().to_owned(),
+            s["revision"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
+    /// Waits until no lease younger than its TTL is in the bucket (by the store's clock).
+    pub async fn until_no_fresh_lease(bucket: &impl Bucket) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match bucket.get_timed("manifest.lease").await.unwrap() {
+                None => return,
+                Some(t) if t.age.unwrap() > TTL + Duration::from_secs(1) => return,
+                Some(_) => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never lapsed"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Checks that `store_path`'s closure is whole in the bucket: its narinfo, its NAR
+    /// (complete), and the same for every reference.
+    pub async fn assert_closure_present(bucket: &impl Bucket, store_path: &str) {
+        let mut todo = vec![store_path.to_owned()];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(path) = todo.pop() {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let base = path.rsplit('/').next().unwrap();
+            let key = format!("{}.narinfo", &base[..32]);
+            let Fetched::Found { bytes, .. } = bucket.get(&key, None).await.unwrap() else {
+                panic!("{path} (named by the live manifest's closure) has no {key} in the bucket");
+            };
+            let text = String::from_utf8(bytes).unwrap();
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{key} has no {name}"))
+                    .to_owned()
+            };
+            let url = field("URL: ");
+            let size: usize = field("FileSize: ").parse().unwrap();
+            let Fetched::Found { bytes: nar, .. } = bucket.get(&url, None).await.unwrap() else {
+                panic!("{key} of {path} names {url}, which is not in the bucket");
+            };
+            assert_eq!(nar.len(), size, "{url} is incomplete");
+            for r in text
+                .lines()
+                .find_map(|l| l.strip_prefix("References:"))
+                .unwrap_or("")
+                .split_whitespace()
+            {
+                todo.push(format!("/nix/store/{r}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Taking and giving back `manifest.lease` on a bucket, for the manifest writers
+//! (`manifest_write.rs`) and `ferry gc`'s delete batches. The rules live in `lease.rs`;
+//! this module does the requests. On a store with conditional writes the lease is created
+//! atomically (`If-None-Match: *`, or `If-Match` on the stale lease it replaces); on one
+//! without (Garage) it is written, left to settle and read back.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use ferry_bucket::{Bucket, Fetched, PutCondition, PutOutcome};
+use rand::Rng;
+
+use crate::lease::{
+    Acquire, Confirm, Found, LEASE_KEY, LeaseRecord, LeaseTimings, confirm, decide, holder_id,
+    write_deadline,
+};
+use crate::retry::RetryPolicy;
+
+/// A lease this run holds.
+#[derive(Debug)]
+pub struct Held {
+    me: String,
+    /// When our lease write was *sent*: others see the lease lapse no earlier than the TTL
+    /// after this moment.
+    sent: Instant,
+    ttl: Duration,
+}
+
+impl Held {
+    /// The deadline for a write that must land while the lease holds, or `None` when too
+    /// little of it is left to start one.
+    pub fn deadline(&self) -> Option<Duration> {
+        write_deadline(self.ttl, self.sent.elapsed())
+    }
+
+    /// How long ago the lease was taken.
+    pub fn age(&self) -> Duration {
+        self.sent.elapsed()
+    }
+}
+
+/// Why the lease could not be taken now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// Who holds it (or "another ferry" when the record could not be read).
+    pub holder: String,
+    /// What the holder is doing.
+    pub purpose: String,
+    /// How long the holder's lease can still last; zero when another writer took it at the
+    /// same moment as we did (try again soon).
+    pub left: Duration,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.left.is_zero() {
+            write!(f, "{} took {LEASE_KEY} at the same moment", self.holder)
+        } else {
+            write!(
+                f,
+                "{} is writing it: `{}`, {LEASE_KEY} held for up to {} s more; if that run was killed, run again after that",
+                self.holder,
+                self.purpose,
+                self.left.as_secs() + 1
+            )
+        }
+    }
+}
+
+/// The outcome of [`take`].
+#[derive(Debug)]
+pub enum Taken {
+    /// The lease is ours.
+    Held(Held),
+    /// Someone else holds it.
+    Busy(Busy),
+}
+
+/// This run's lease holder id: host, process and a nanosecond nonce.
+fn me() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    holder_id(&host, std::process::id(), nonce)
+}
+
+async fn read_record(bucket: &impl Bucket) -> Result<Option<Vec<u8>>> {
+    match bucket
+        .get(LEASE_KEY, None)
+        .await
+        .with_context(|| format!("reading {LEASE_KEY}"))?
+    {
+        Fetched::Found { bytes, .. } => Ok(Some(bytes)),
+        Fetched::Missing | Fetched::Unchanged => Ok(None),
+    }
+}
+
+/// Tries once to take the lease for `purpose`. `conditional` says whether the store
+/// honours conditional writes (then taking it is atomic and needs no settle time).
+pub async fn take(
+    bucket: &impl Bucket,
+    purpose: &str,
+    timings: LeaseTimings,
+    conditional: bool,
+) -> Result<Taken> {
+    let me = me();
+    let started = Instant::now();
+    let found = bucket
+        .get_timed(LEASE_KEY)
+        .await
+        .with_context(|| format!("reading {LEASE_KEY}"))?;
+    let decision = decide(
+        found.as_ref().map(|t| Found {
+            bytes: &t.bytes,
+            age: t.age,
+        }),
+        &me,
+        Utc::now(),
+    );
+    match decision {
+        Acquire::Take => {}
+        Acquire::TakeOverStale(old) => eprintln!(
+            "taking over the stale {LEASE_KEY} of {} (`{}`, older than its {} s by the bucket's clock); that run did not finish",
+            old.holder,
+            old.purpose,
+            old.ttl().as_secs()
+        ),
+        Acquire::Busy { record, left } => {
+            return Ok(Taken::Busy(Busy {
+                holder: record.holder,
+                purpose: record.purpose,
+                left,
+            }));
+        }
+        Acquire::Unreadable => bail!(
+            "{LEASE_KEY} in the bucket is not a ferry lease; if no ferry is writing the manifest, delete it and run again"
+        ),
+    }
+    let record = LeaseRecord::new(&me, purpose, Utc::now(), timings.ttl).to_bytes();
+    let sent = Instant::now();
+    let same_moment = Busy {
+        holder: "another ferry".to_owned(),
+        purpose: String::new(),
+        left: Duration::ZERO,
+    };
+    if conditional {
+        let condition = match found.and_then(|t| t.etag) {
+            Some(etag) => PutCondition::IfMatch(etag),
+            None => PutCondition::IfAbsent,
+        };
+        let outcome = bucket
+            .put_if(LEASE_KEY, record, condition)
+            .await
+            .with_context(|| format!("writing {LEASE_KEY}"))?;
+        return Ok(match outcome {
+            PutOutcome::Written => Taken::Held(Held {
+                me,
+                sent,
+                ttl: timings.ttl,
+            }),
+            PutOutcome::PreconditionFailed => Taken::Busy(same_moment),
+        });
+    }
+    bucket
+        .put(LEASE_KEY, record)
+        .await
+        .with_context(|| format!("writing {LEASE_KEY}"))?;
+    let took = started.elapsed();
+    tokio::time::sleep(timings.settle).await;
+    let held = Held {
+        me,
+        sent,
+        ttl: timings.ttl,
+    };
+    match confirm(
+        read_record(bucket).await?.as_deref(),
+        &held.me,
+        took,
+        timings.settle,
+    ) {
+        Confirm::Held => Ok(Taken::Held(held)),
+        Confirm::Lost(other) => Ok(Taken::Busy(other.map_or(same_moment, |o| Busy {
+            holder: o.holder,
+            purpose: o.purpose,
+            left: Duration::ZERO,
+        }))),
+        Confirm::TooSlow(took) => {
+            release(bucket, held).await;
+            Ok(Taken::Busy(Busy {
+                holder: format!(
+                    "nobody we know of (taking {LEASE_KEY} took {} ms, too slow to be sure no other ferry held it)",
+                    took.as_millis()
+                ),
+                purpose: String::new(),
+                left: Duration::ZERO,
+            }))
+        }
+    }
+}
+
+/// Gives the lease back: deletes it only if the record there is still ours. A lease that
+/// lapsed while we were stalled may have been taken over; then it is left alone. (Between
+/// reading it and deleting it, another writer can take it over only if ours lapsed in those
+/// milliseconds.)
+pub async fn release(bucket: &impl Bucket, held: Held) {
+    let record = match read_record(bucket).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "warning: could not read {LEASE_KEY} to give it back ({e:#}); it lapses by itself in {} s",
+                held.ttl.as_secs()
+            );
+            return;
+        }
+    };
+    match record.as_deref().and_then(LeaseRecord::parse) {
+        Some(r) if r.holder == held.me => {
+            if let Err(e) = bucket.delete(LEASE_KEY).await {
+                eprintln!(
+                    "warning: could not delete {LEASE_KEY} ({e}); it lapses by itself in {} s",
+                    held.ttl.as_secs()
+                );
+            }
+        }
+        Some(r) => eprintln!(
+            "note: {LEASE_KEY} is now held by {} (`{}`): ours lapsed after {} s; left it alone",
+            r.holder,
+            r.purpose,
+            held.age().as_secs()
+        ),
+        None => {}
+    }
+}
+
+/// Takes the lease, waiting (backoff with jitter, within `retry`) while another holder has
+/// it; `Ok(Err(busy))` when it stays held for longer than the retries allow.
+pub async fn take_waiting(
+    bucket: &impl Bucket,
+    purpose: &str,
+    timings: LeaseTimings,
+    retry: &RetryPolicy,
+    conditional: bool,
+) -> Result<std::result::Result<Held, Busy>> {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let busy = match take(bucket, purpose, timings, conditional).await? {
+            Taken::Held(held) => return Ok(Ok(held)),
+            Taken::Busy(busy) => busy,
+        };
+        let wait = retry.backoff(attempt, rand::thread_rng().gen_range(0.5..1.5));
+        let budget_left = retry.budget.saturating_sub(started.elapsed());
+        if attempt >= retry.attempts || busy.left > budget_left || wait > budget_left {
+            return Ok(Err(busy));
+        }
+        tokio::time::sleep(wait).await;
+    }
+}

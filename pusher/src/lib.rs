@@ -1,0 +1,29 @@
+//! Ferry's developer side as a library: every `ferry` verb (`command/`), the manifest
+//! write protocol and the upload pipeline. The `ferry` binary (`main.rs`) only parses the
+//! command line and calls [`cli::run`]; tests drive the same flows in process, over a
+//! bucket wrapped in `ferry_bucket::fault` to inject delays and pauses at every store call.
+
+// Tests may panic on a broken precondition; the library itself may not.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod command;
+pub mod gc_plan;
+pub mod lease;
+pub mod lease_holder;
+pub mod live_manifest;
+pub mod manifest_edit;
+pub mod manifest_trust;
+pub mod manifest_write;
+pub mod nar_dump;
+pub mod nar_stream;
+pub mod narinfo_text;
+pub mod nix_cli;
+pub mod path_info;
+pub mod progress;
+pub mod resolve;
+pub mod retry;
+pub mod revision;
+pub mod settings;
+pub mod upload_plan;
+pub mod uploader;
