@@ -1,72 +1,156 @@
-//! Host policy: what this host accepts from a manifest beyond what the schema allows
-//! (env files only under the secrets directory, no root unless allowed, something for this
-//! host at all). Pure: takes the manifest and the settings, returns every reason to refuse.
+//! Host policy: what this host accepts from a signed manifest beyond what the schema allows.
+//! A signed manifest is trusted only as far as this goes: its services run as themselves
+//! (identity), under names that are theirs (reserved), next to units they may depend on
+//! (units), with their own secrets (secrets), on domains and ports the host allows
+//! (routing). A service that breaks a rule is refused alone and keeps its last good version;
+//! the only whole-manifest rule is that it names something for this host at all. Pure:
+//! takes the manifest, the settings and the facts gathered about the host (`host_facts`),
+//! returns every reason to refuse.
 
-use std::path::{Component, Path, PathBuf};
+pub mod identity;
+pub mod reserved;
+pub mod routing;
+pub mod secrets;
+pub mod units;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use ferry_schema::Manifest;
+use ferry_schema::manifest::Service;
 
-use crate::render::unit::uses_dynamic_user;
+use crate::config::PortRange;
+use identity::{Accounts, IdentityRules};
+use reserved::Occupied;
 
 /// The host-side rules a manifest must satisfy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPolicy {
     /// This host's name.
     pub host: String,
-    /// The only directory env files may live under.
+    /// The directory env files live under (`<secretsDir>/<service>.env` or
+    /// `<secretsDir>/<service>/…`).
     pub secrets_dir: PathBuf,
-    /// Whether services may run as root.
-    pub allow_root: bool,
+    /// Who services may run as.
+    pub identity: IdentityRules,
+    /// Host units services may depend on besides Ferry's own (`allowedUnits`).
+    pub allowed_units: BTreeSet<String>,
+    /// Domain patterns services may be routed on (`caddy.domains`).
+    pub domains: Vec<String>,
+    /// Ports services may be dialled on (`allowedPorts`).
+    pub ports: PortRange,
+    /// The agent's own directories by agent.toml key; no service's StateDirectory may hold
+    /// one.
+    pub own_dirs: Vec<(&'static str, PathBuf)>,
 }
+
+/// What the policy needs to know about the host itself, gathered by `host_facts` each tick.
+/// A fact that could not be read is the reason why, and refuses what depends on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Users and groups (`/etc/passwd`, `/etc/group`).
+    pub accounts: Result<Accounts, String>,
+    /// Units named `ferry-*` on the host that Ferry did not write, with where each is.
+    pub foreign_units: Result<BTreeMap<String, String>, String>,
+    /// Existing root-owned directories `/var/lib/ferry-*` of no Ferry service.
+    pub foreign_dirs: Result<Vec<PathBuf>, String>,
+    /// TCP ports something other than Ferry's services listens on.
+    pub foreign_ports: Result<BTreeSet<u16>, String>,
+}
+
+impl Default for HostFacts {
+    /// A host with no accounts, no foreign units, directories or listeners.
+    fn default() -> Self {
+        Self {
+            accounts: Ok(Accounts::default()),
+            foreign_units: Ok(BTreeMap::new()),
+            foreign_dirs: Ok(Vec::new()),
+            foreign_ports: Ok(BTreeSet::new()),
+        }
+    }
+}
+
+/// The services a host refuses, by name, with every reason.
+pub type Refusals = BTreeMap<String, Vec<String>>;
 
 impl HostPolicy {
-    /// Every reason this host refuses the manifest (empty: accepted). Only this host's
-    /// services are judged: another host's policy is its own business.
-    pub fn check(&self, manifest: &Manifest) -> Vec<String> {
-        let mut reasons = Vec::new();
-        let mine: Vec<_> = manifest
+    /// The reasons the whole manifest is refused (empty: accepted): only that it names no
+    /// service for this host, so that a wrong `hostName` cannot wipe the host.
+    pub fn check_manifest(&self, manifest: &Manifest) -> Vec<String> {
+        if manifest.services.iter().any(|s| self.runs_here(s)) {
+            return Vec::new();
+        }
+        vec![format!(
+            "the manifest names no service for host {:?} (hosts it names: {}); refusing to \
+             remove everything — check hostName in agent.toml or the manifest's hosts lists",
+            self.host,
+            known_hosts(manifest)
+        )]
+    }
+
+    /// This host's services that break the policy, each with every reason. Another host's
+    /// services are that host's business.
+    pub fn refusals(&self, manifest: &Manifest, facts: &HostFacts) -> Refusals {
+        let mine: Vec<&Service> = manifest
             .services
             .iter()
-            .filter(|s| s.hosts.contains(&self.host))
+            .filter(|s| self.runs_here(s))
             .collect();
-        if mine.is_empty() {
-            reasons.push(format!(
-                "the manifest names no service for host {:?} (hosts it names: {}); refusing to \
-                 remove everything — check hostName in agent.toml or the manifest's hosts lists",
-                self.host,
-                known_hosts(manifest)
-            ));
+        let no_units = BTreeMap::new();
+        let foreign_units = facts.foreign_units.as_ref().unwrap_or(&no_units);
+        let foreign_dirs = facts.foreign_dirs.as_deref().unwrap_or_default();
+        let occupied = Occupied {
+            own_dirs: &self.own_dirs,
+            foreign_units,
+            foreign_dirs,
+        };
+        let mut out: Refusals = BTreeMap::new();
+        for s in &mine {
+            let mut reasons = reserved::check(&s.name, occupied);
+            for (what, fact) in [
+                ("the host's units", facts.foreign_units.as_ref().err()),
+                (
+                    "the host's state directories",
+                    facts.foreign_dirs.as_ref().err(),
+                ),
+            ] {
+                if let Some(e) = fact {
+                    reasons.push(format!("its name cannot be checked against {what}: {e}"));
+                }
+            }
+            if !reasons.is_empty() {
+                out.insert(s.name.clone(), reasons);
+            }
         }
+        // Units of services with reserved names are not Ferry's to depend on.
+        let own: BTreeSet<&str> = mine
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| !out.contains_key(*n))
+            .collect();
         for s in mine {
-            if let Some(file) = &s.env_file
-                && !is_under(Path::new(file), &self.secrets_dir)
-            {
-                reasons.push(format!(
-                    "service {}: envFile {file} is outside the allowed directory {}; move the \
-                     file there or change secretsDir in agent.toml",
-                    s.name,
-                    self.secrets_dir.display()
-                ));
-            }
-            if !self.allow_root && runs_as_root(s) {
-                reasons.push(format!(
-                    "service {}: would run as root; set exec.user, or hardening.dynamicUser, or \
-                     allowRoot = true in agent.toml",
-                    s.name
-                ));
+            let mut reasons = identity::check(
+                s,
+                &self.identity,
+                facts.accounts.as_ref().map_err(String::as_str),
+            );
+            reasons.extend(units::check(s, &own, &self.allowed_units));
+            reasons.extend(secrets::check(s, &self.secrets_dir));
+            reasons.extend(routing::check(
+                s,
+                &self.domains,
+                self.ports,
+                facts.foreign_ports.as_ref().map_err(String::as_str),
+            ));
+            if !reasons.is_empty() {
+                out.entry(s.name.clone()).or_default().extend(reasons);
             }
         }
-        reasons
+        out
     }
-}
 
-fn runs_as_root(s: &ferry_schema::manifest::Service) -> bool {
-    if uses_dynamic_user(s) {
-        return false;
-    }
-    match s.exec.user.as_deref() {
-        None | Some("root") | Some("0") => true,
-        Some(_) => false,
+    fn runs_here(&self, s: &Service) -> bool {
+        s.hosts.contains(&self.host)
     }
 }
 
@@ -85,84 +169,114 @@ fn known_hosts(m: &Manifest) -> String {
     }
 }
 
-/// Lexically under `dir` (no `..`, absolute): the agent never touches the file, so symlinks
-/// are systemd's business at start time.
-fn is_under(path: &Path, dir: &Path) -> bool {
-    path.is_absolute()
-        && !path.components().any(|c| matches!(c, Component::ParentDir))
-        && path.starts_with(dir)
-        && path != dir
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn manifest(env_file: &str, user: Option<&str>, dynamic: Option<bool>) -> Manifest {
-        let mut m: Manifest =
-            serde_json::from_str(include_str!("../../schema/tests/fixtures/example.json")).unwrap();
-        let s = &mut m.services[0];
-        s.env_file = Some(env_file.into());
-        s.exec.user = user.map(Into::into);
-        s.hardening.get_or_insert_default().dynamic_user = dynamic;
-        m
+    fn example() -> Manifest {
+        serde_json::from_str(include_str!("../../../schema/tests/fixtures/example.json")).unwrap()
     }
 
-    fn policy() -> HostPolicy {
+    /// The policy a default agent.toml gives host `biz`.
+    pub(crate) fn policy() -> HostPolicy {
         HostPolicy {
             host: "biz".into(),
-            secrets_dir: "/var/lib/ferry-secrets".into(),
-            allow_root: false,
+            secrets_dir: "/var/lib/biz-secrets".into(),
+            identity: IdentityRules {
+                allow_root: false,
+                users: ["pil-web".to_owned()].into(),
+                groups: ["pil".to_owned()].into(),
+            },
+            allowed_units: [
+                "network-online.target".to_owned(),
+                "postgresql.service".to_owned(),
+            ]
+            .into(),
+            domains: vec!["*".into()],
+            ports: PortRange {
+                first: 1024,
+                last: 65535,
+            },
+            own_dirs: vec![
+                ("stateDir", "/var/lib/ferry".into()),
+                ("secretsDir", "/var/lib/biz-secrets".into()),
+            ],
+        }
+    }
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            accounts: Ok(Accounts::parse(
+                "pil-web:x:1200:1300::/:/bin/sh\n",
+                "pil:x:1300:\n",
+            )),
+            ..HostFacts::default()
         }
     }
 
     #[test]
-    fn accepts_a_good_manifest() {
-        let m = manifest("/var/lib/ferry-secrets/web.env", Some("web"), None);
-        assert_eq!(policy().check(&m), Vec::<String>::new());
+    fn the_example_is_accepted_by_a_host_that_allows_what_it_names() {
+        let m = example();
+        assert!(policy().check_manifest(&m).is_empty());
+        assert_eq!(policy().refusals(&m, &facts()), Refusals::new());
     }
 
     #[test]
-    fn env_file_outside_secrets_dir_is_refused() {
-        for bad in [
-            "/etc/shadow",
-            "/var/lib/ferry-secrets/../x",
-            "/var/lib/ferry-secretsX/a",
-            "/var/lib/ferry-secrets",
-        ] {
-            let r = policy().check(&manifest(bad, Some("web"), None));
-            assert_eq!(r.len(), 1, "{bad}: {r:?}");
-            assert!(r[0].contains("envFile") && r[0].contains("podcastitlater-web"));
-        }
+    fn every_rule_refuses_the_service_alone_with_every_reason() {
+        let mut m = example();
+        let mut bad = m.services[0].clone();
+        bad.name = "secrets".into();
+        bad.env_file = Some("/etc/shadow".into());
+        bad.exec.group = Some("root".into());
+        bad.systemd.get_or_insert_default().requires = Some(vec!["debug-shell.service".into()]);
+        let mut other_host = bad.clone();
+        other_host.name = "elsewhere".into();
+        other_host.hosts = vec!["another".into()];
+        m.services.push(bad);
+        m.services.push(other_host);
+        let mut p = policy();
+        p.own_dirs
+            .push(("secretsDir", "/var/lib/ferry-secrets".into()));
+        let r = p.refusals(&m, &facts());
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["secrets"]);
+        let reasons = &r["secrets"];
+        assert_eq!(reasons.len(), 4, "{reasons:?}");
+        assert!(reasons[0].contains("StateDirectory /var/lib/ferry-secrets"));
+        assert!(reasons[1].starts_with("exec.group root"));
+        assert!(reasons[2].starts_with("systemd.requires names debug-shell.service"));
+        assert!(reasons[3].starts_with("envFile /etc/shadow"));
     }
 
     #[test]
-    fn root_is_refused_unless_allowed() {
-        let ok = "/var/lib/ferry-secrets/a";
-        assert_eq!(policy().check(&manifest(ok, Some("root"), None)).len(), 1);
-        assert_eq!(policy().check(&manifest(ok, None, Some(false))).len(), 1);
-        assert!(policy().check(&manifest(ok, None, None)).is_empty());
+    fn a_reserved_service_is_no_unit_to_depend_on_and_unknown_facts_refuse() {
+        let mut m = example();
+        let mut metrics = m.services[0].clone();
+        metrics.name = "metrics".into();
+        metrics.env_file = None;
+        m.services[0].systemd.get_or_insert_default().requires =
+            Some(vec!["ferry-metrics.service".into()]);
+        m.services.push(metrics);
+        let mut f = facts();
+        f.foreign_units = Ok([(
+            "ferry-metrics.service".to_owned(),
+            "/etc/systemd/system/ferry-metrics.service".to_owned(),
+        )]
+        .into());
+        let r = policy().refusals(&m, &f);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r["podcastitlater-web"][0].contains("ferry-metrics.service"));
+        f.foreign_units = Err("D-Bus is down".into());
+        let r = policy().refusals(&m, &f);
         assert!(
-            policy()
-                .check(&manifest(ok, Some("root"), Some(true)))
-                .is_empty()
+            r["metrics"][0].contains("cannot be checked against the host's units: D-Bus is down")
         );
-        let allow = HostPolicy {
-            allow_root: true,
-            ..policy()
-        };
-        assert!(allow.check(&manifest(ok, Some("root"), None)).is_empty());
     }
 
     #[test]
-    fn every_reason_is_listed_and_unknown_host_refused() {
-        let m = manifest("/etc/x", Some("root"), None);
-        assert_eq!(policy().check(&m).len(), 2);
-        let other = HostPolicy {
-            host: "elsewhere".into(),
-            ..policy()
-        };
-        let r = other.check(&m);
+    fn a_manifest_for_other_hosts_only_is_refused_whole() {
+        let mut p = policy();
+        p.host = "elsewhere".into();
+        let r = p.check_manifest(&example());
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("elsewhere") && r[0].contains("biz"), "{r:?}");
     }
