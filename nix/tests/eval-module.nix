@@ -21,6 +21,7 @@
     literalExpression = text: text;
     types = {
       str = "str";
+      bool = "bool";
       package = "package";
       nullOr = _: "nullOr";
       listOf = _: "listOf";
@@ -101,6 +102,9 @@
 in {
   options = optionNames "" module.options.services.ferry-agent;
   inherit (module) config;
+  # The messages of the module's assertions that fail: NixOS refuses to build the system
+  # while any does.
+  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (module.config.assertions or []));
   # What pkgs.formats.toml would be given for /etc/ferry/agent.toml.
   agentToml =
     if module.config ? environment
