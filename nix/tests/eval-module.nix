@@ -72,6 +72,18 @@
     };
   };
 
+  # A value the user sets replaces the option's default, lists included (as a definition
+  # beats mkOptionDefault); only attribute sets of options are walked into.
+  overDefaults = defaults: user:
+    defaults
+    // builtins.mapAttrs (
+      name: value:
+        if builtins.isAttrs value && builtins.isAttrs (defaults.${name} or null)
+        then overDefaults defaults.${name} value
+        else value
+    )
+    user;
+
   # Option declarations → their defaults, then the user's values on top.
   defaultsOf = options:
     builtins.mapAttrs (
@@ -91,7 +103,7 @@
       options));
 
   config = {
-    services.ferry-agent = merge (defaultsOf module.options.services.ferry-agent) user;
+    services.ferry-agent = overDefaults (defaultsOf module.options.services.ferry-agent) user;
     networking.hostName = hostName;
     services.caddy.enable = caddyElsewhere;
     nix.package = "/nix/store/00000000000000000000000000000000-nix";

@@ -301,7 +301,10 @@ fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Re
 fn agent_routes_through_caddy_only_where_caddy_runs() -> Result<()> {
     let user = r#"{ enable = true; bucket = "b"; }"#;
     let without = eval_module(user)?;
-    assert_eq!(without["agentToml"]["caddy"], json!({"enable": false}));
+    assert_eq!(
+        without["agentToml"]["caddy"],
+        json!({"enable": false, "domains": ["*"]})
+    );
     assert!(
         without["config"]["systemd"]["services"]
             .get("caddy")
@@ -309,7 +312,10 @@ fn agent_routes_through_caddy_only_where_caddy_runs() -> Result<()> {
     );
     // The user's own Caddy: routes go to Caddy's default admin address, hooks stay theirs.
     let elsewhere = eval_module_with(user, "caddyElsewhere = true;")?;
-    assert_eq!(elsewhere["agentToml"]["caddy"], json!({"enable": true}));
+    assert_eq!(
+        elsewhere["agentToml"]["caddy"],
+        json!({"enable": true, "domains": ["*"]})
+    );
     assert!(
         elsewhere["config"]["systemd"]["services"]
             .get("caddy")
