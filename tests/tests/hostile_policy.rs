@@ -203,7 +203,22 @@ async fn a_service_cannot_pull_in_or_order_itself_after_host_units() -> Result<(
         b"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/touch /run/host-secret-ran\n",
         0o644,
     )?;
+    // The agent's own unit, as NixOS has it.
+    t.host().put_bytes(
+        "/etc/systemd/system/ferry-agent.service",
+        b"[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/touch /run/agent-unit-ran\n",
+        0o644,
+    )?;
     t.host().sh_ok("systemctl daemon-reload")?;
+    // dependsOn becomes Wants= and After= of ferry-<target>.service: a target named
+    // `agent` (deployed elsewhere, so not refused here by name) would pull in the agent.
+    let mut elsewhere = service("agent", &c.v1, 8165);
+    elsewhere["hosts"] = json!(["another-host"]);
+    let chain = with(
+        service("chain", &c.v1, 8166),
+        "/dependsOn",
+        json!(["agent"]),
+    );
     let puller = with(
         service("puller", &c.v1, 8161),
         "/systemd",
@@ -226,7 +241,14 @@ async fn a_service_cannot_pull_in_or_order_itself_after_host_units() -> Result<(
     );
     t.publish(&manifest(
         1,
-        vec![puller.clone(), late, ok.clone(), dep.clone()],
+        vec![
+            puller.clone(),
+            late,
+            ok.clone(),
+            dep.clone(),
+            elsewhere,
+            chain,
+        ],
     ))
     .await?;
     let out = t.reconcile()?;
@@ -237,9 +259,18 @@ async fn a_service_cannot_pull_in_or_order_itself_after_host_units() -> Result<(
         &["systemd.requires", "host-secret.service", "allowedUnits"],
     );
     refused(&out, "late", &["systemd.after", "multi-user.target"]);
+    refused(
+        &out,
+        "chain",
+        &["dependsOn names agent", "ferry-agent.service"],
+    );
     assert!(
         !t.host().path_in_host("/run/host-secret-ran").exists(),
         "the host's unit was started"
+    );
+    assert!(
+        !t.host().path_in_host("/run/agent-unit-ran").exists(),
+        "the agent's unit was pulled in"
     );
     for unit in ["ferry-ok.service", "ferry-dep.service"] {
         assert_eq!(t.show(unit, "ActiveState")?, "active", "{unit}");

@@ -134,7 +134,10 @@ impl HostPolicy {
                 &self.identity,
                 facts.accounts.as_ref().map_err(String::as_str),
             );
-            reasons.extend(units::check(s, &own, &self.allowed_units));
+            reasons.extend(units::check(s, &own, &self.allowed_units, |name| {
+                // The first reason says enough in a line about another service.
+                reserved::check(name, occupied).into_iter().next()
+            }));
             reasons.extend(secrets::check(s, &self.secrets_dir));
             reasons.extend(routing::check(
                 s,

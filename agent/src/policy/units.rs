@@ -3,7 +3,10 @@
 //! `systemd.after` orders the service after them, and after `multi-user.target` or the agent
 //! itself it would wait for the boot tick that is starting it. So both may name only the
 //! units of this host's Ferry services (`ferry-<service>.service`, or an instance of a
-//! blue-green one) and the units agent.toml lists in `allowedUnits`. Pure.
+//! blue-green one) and the units agent.toml lists in `allowedUnits`. `dependsOn` turns into
+//! `Wants=` and `After=` of `ferry-<target>.service` whatever host the target runs on, so a
+//! target whose name is reserved here (`agent`, an operator's `ferry-*` unit) is refused
+//! too. Pure.
 
 use std::collections::BTreeSet;
 
@@ -13,12 +16,29 @@ use super::reserved::service_part;
 
 /// Every reason `s`'s unit dependencies are refused. `own` names this host's services in the
 /// manifest whose names are not reserved (their units are Ferry's); `allowed` is
-/// `allowedUnits`.
-pub fn check(s: &Service, own: &BTreeSet<&str>, allowed: &BTreeSet<String>) -> Vec<String> {
-    let Some(sd) = &s.systemd else {
-        return Vec::new();
-    };
+/// `allowedUnits`; `reserved` says why a name is reserved on this host, if it is.
+pub fn check(
+    s: &Service,
+    own: &BTreeSet<&str>,
+    allowed: &BTreeSet<String>,
+    reserved: impl Fn(&str) -> Option<String>,
+) -> Vec<String> {
     let mut reasons = Vec::new();
+    for target in s.depends_on.iter().flatten() {
+        if own.contains(target.as_str()) {
+            continue;
+        }
+        if let Some(why) = reserved(target) {
+            reasons.push(format!(
+                "dependsOn names {target}, whose unit {}{target}.service is not a Ferry \
+                 service's on this host ({why}); depend on another service",
+                crate::UNIT_PREFIX
+            ));
+        }
+    }
+    let Some(sd) = &s.systemd else {
+        return reasons;
+    };
     for (field, units) in [
         ("systemd.requires", &sd.requires),
         ("systemd.after", &sd.after),
@@ -54,10 +74,34 @@ mod tests {
         .unwrap()
     }
 
+    fn own() -> BTreeSet<&'static str> {
+        ["web", "db", "bg"].into()
+    }
+
+    fn allowed() -> BTreeSet<String> {
+        ["network-online.target".to_owned()].into()
+    }
+
+    /// `agent` is reserved; nothing else is.
+    fn reserved(name: &str) -> Option<String> {
+        (name == "agent").then(|| "the Ferry agent's own".to_owned())
+    }
+
     fn reasons(requires: &[&str], after: &[&str]) -> Vec<String> {
-        let own: BTreeSet<&str> = ["web", "db", "bg"].into();
-        let allowed: BTreeSet<String> = ["network-online.target".to_owned()].into();
-        check(&svc(requires, after), &own, &allowed)
+        check(&svc(requires, after), &own(), &allowed(), reserved)
+    }
+
+    #[test]
+    fn depends_on_may_not_name_a_reserved_unit() {
+        let mut s = svc(&[], &[]);
+        // db runs here; api elsewhere (no order here, harmless); agent is the agent's.
+        s.depends_on = Some(vec!["db".into(), "api".into(), "agent".into()]);
+        let r = check(&s, &own(), &allowed(), reserved);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].starts_with("dependsOn names agent, whose unit ferry-agent.service"),
+            "{r:?}"
+        );
     }
 
     #[test]
