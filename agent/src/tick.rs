@@ -157,7 +157,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         refused = settings.policy.refusals(&desired, &facts);
         for (name, q) in lift(&mut state.quarantine, &desired, &host) {
             lines.push(format!(
-                "{name}: quarantine of {} lifted (the manifest no longer names it)",
+                "{name}: quarantine of {} lifted (a newer manifest no longer names it)",
                 q.store_path
             ));
         }
