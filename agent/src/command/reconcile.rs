@@ -50,6 +50,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(note) = &note {
         println!("state: {note}");
     }
+    for temp in state_file::remove_temps(&config.state_file(), &config.unit_dir) {
+        println!("state: removed {temp}, left by a write that was cut off");
+    }
     if args.retry_failed {
         for (name, q) in std::mem::take(&mut state.quarantine) {
             println!(
