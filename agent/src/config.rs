@@ -510,10 +510,10 @@ impl Config {
             ("trustedKeys", &self.trusted_keys),
             ("manifestKeys", &self.manifest_keys),
         ] {
-            for k in list {
+            for (i, k) in list.iter().enumerate() {
                 if let Err(e) = ferry_schema::PublicKey::parse(k) {
                     return Err(invalid(format!(
-                        "{key}: {k:?} is not a public key in Nix format `name:base64` ({e})"
+                        "{key}[{i}]: {k:?} is not a public key in Nix format `name:base64` ({e})"
                     )));
                 }
             }
@@ -654,6 +654,29 @@ pullSec = 60
         assert!(Config::parse("trustedKeys = [\"nocolon\"]", Path::new("t")).is_err());
         assert!(Config::parse("manifestKeys = [\"dev:AAAA\"]", Path::new("t")).is_err());
         assert!(Config::parse("bucket = \"http://x\"", Path::new("t")).is_err());
+    }
+
+    #[test]
+    fn a_bad_manifest_key_is_named_at_load_and_two_keys_may_share_a_name() {
+        let key = |_| {
+            ferry_schema::SecretKey::generate("deploy")
+                .unwrap()
+                .public()
+                .to_nix_string()
+        };
+        let (good, rotated) = (key(1), key(2));
+        let text = format!("manifestKeys = [\"{good}\", \"deploy:AAAA\"]");
+        let msg = Config::parse(&text, Path::new("/etc/ferry/agent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("/etc/ferry/agent.toml")
+                && msg.contains("manifestKeys[1]: \"deploy:AAAA\" is not a public key"),
+            "{msg}"
+        );
+        let text = format!("manifestKeys = [\"{good}\", \"{rotated}\"]");
+        let c = Config::parse(&text, Path::new("t")).unwrap();
+        assert_eq!(c.manifest_keys, [good, rotated]);
     }
 
     #[test]
