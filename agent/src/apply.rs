@@ -563,6 +563,8 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                 put_back: note.join("; "),
                 quarantine: Quarantined {
                     store_path: to,
+                    // The tick knows which unit was rendered for it.
+                    unit: None,
                     reason: why.clone(),
                     at: at.clone(),
                     rolled_back_to: p.rollback.as_ref().map(|r| r.store_path.clone()),

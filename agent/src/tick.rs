@@ -20,7 +20,7 @@ use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
-use crate::health::quarantine::{hold_back, lift};
+use crate::health::quarantine::{hold_back, lift, unit_digest};
 use crate::host_facts::{self, FactSources};
 use crate::observe::observe;
 use crate::plan::{Action, Plan, Policy, plan};
@@ -157,7 +157,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         refused = settings.policy.refusals(&desired, &facts);
         for (name, q) in lift(&mut state.quarantine, &desired, &host) {
             lines.push(format!(
-                "{name}: quarantine of {} lifted (a newer manifest no longer names it)",
+                "{name}: quarantine of {} lifted (a newer manifest asks for another version)",
                 q.store_path
             ));
         }
@@ -227,14 +227,25 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let applied = apply(&the_plan, b, &settings.apply).await;
     // Apply ran to its end: every outcome below is known and recorded.
     state.pending.clear();
+    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     for s in &applied.services {
         if let Some(q) = &s.quarantine {
-            // Only a manifest newer than this one lifts it (`quarantine::lift`).
+            // Only a manifest newer than this one lifts it (`quarantine::lift`), and only
+            // this version (store path and unit) is held back.
             let generation = (!desired.generation.is_empty()).then(|| desired.generation.clone());
+            let unit = by_name
+                .get(s.name.as_str())
+                .filter(|tried| tried.artifact.store_path == q.store_path)
+                .map(|tried| unit_digest(tried));
             state.quarantine.insert(
                 s.name.clone(),
                 crate::health::quarantine::Quarantined {
                     generation,
+                    unit,
                     ..q.clone()
                 },
             );
@@ -243,11 +254,6 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();
-    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
-        .services
-        .iter()
-        .map(|s| (s.name.as_str(), s))
-        .collect();
     for (p, outcome) in the_plan.services.iter().zip(&applied.services) {
         if !outcome.ok {
             continue;
