@@ -1,0 +1,304 @@
+//! The agent's own surfaces under attack (issue 14, items 13–16; issue 21, item 8), each
+//! test named after the attack: the loopback cache proxy read by a local user who learnt its
+//! token, a bucket that answers slowly or with a huge manifest, Caddy's admin API reached
+//! from a deployed service, and a boot with the credentials or the state directory gone.
+
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use aws_sdk_s3::primitives::ByteStream;
+use ferry_agent::backend::cache_proxy::CacheProxy;
+use ferry_bucket::{DirBucket, S3Bucket, S3Settings};
+use ferry_tests::{Bed, BedOptions, S3};
+
+/// A narinfo key (32 characters of Nix base-32) and a NAR key as Nix and `ferry upload`
+/// name them.
+const NARINFO: &str = "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo";
+const NAR: &str = "nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst";
+
+/// What a local user sees from one raw HTTP/1.1 request: the status and the body. Raw, so
+/// paths reach the proxy exactly as written (an HTTP client would fold `..` away). Async:
+/// the proxy runs on the test's own runtime.
+async fn raw_get(url_root: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url_root
+        .strip_prefix("http://")
+        .context("the proxy URL is not http://")?;
+    let (authority, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request = format!(
+            "GET /{prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .with_context(|| format!("no answer to GET {path} within 20 s"))??;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {text:.200}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    Ok((status, body))
+}
+
+async fn put(s3: &S3, key: &str, bytes: Vec<u8>) -> Result<()> {
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(key)
+        .body(ByteStream::from(bytes))
+        .send()
+        .await
+        .with_context(|| format!("putting {key}"))?;
+    Ok(())
+}
+
+/// An S3 bucket of the bed read with these keys; the credentials file lives as long as the
+/// returned handle (the SDK reads it at the first request).
+async fn s3_bucket(
+    s3: &S3,
+    access_key: &str,
+    secret_key: &str,
+) -> Result<(S3Bucket, tempfile::NamedTempFile)> {
+    let creds = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        creds.path(),
+        format!(
+            "[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
+        ),
+    )?;
+    let bucket = S3Bucket::new(&S3Settings {
+        bucket: s3.bucket.clone(),
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some(s3.region.clone()),
+        profile: None,
+        credentials_file: Some(creds.path().to_owned()),
+        timeout: Duration::from_secs(10),
+    })
+    .await;
+    Ok((bucket, creds))
+}
+
+/// Item 14: `nix copy --from http://127.0.0.1:PORT/TOKEN` shows the token to every local user
+/// (`/proc/<pid>/cmdline`). With it, they must get the binary cache and nothing else of the
+/// bucket: not the manifest, its archives, status reports or any other object, whatever
+/// the path looks like.
+#[tokio::test]
+async fn local_user_with_the_proxy_token_reads_only_the_binary_cache() -> Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let secret = "SECRET-9f2c1d";
+    put(s3, "nix-cache-info", b"StoreDir: /nix/store\n".to_vec()).await?;
+    put(s3, NARINFO, b"StorePath: /nix/store/x\n".to_vec()).await?;
+    put(s3, NAR, b"nar bytes".to_vec()).await?;
+    for key in [
+        "manifest.json",
+        "manifests/manifest-2025-01-01T00:00:00Z.json",
+        "status/web-1.json",
+        "secrets/db.env",
+        "nar/notes.txt",
+        "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo.bak",
+    ] {
+        put(s3, key, format!("{secret} in {key}").into_bytes()).await?;
+    }
+    let (bucket, _creds) = s3_bucket(s3, &s3.access_key, &s3.secret_key).await?;
+    let proxy = CacheProxy::start(Arc::new(bucket)).await?;
+    let root = proxy.url().to_owned();
+
+    for (key, body) in [
+        ("nix-cache-info", "StoreDir: /nix/store\n"),
+        (NARINFO, "StorePath: /nix/store/x\n"),
+        (NAR, "nar bytes"),
+    ] {
+        assert_eq!(
+            raw_get(&root, &format!("/{key}")).await?,
+            (200, body.to_owned()),
+            "{key}"
+        );
+    }
+    let mut served = Vec::new();
+    for path in [
+        "/manifest.json",
+        "/manifests/manifest-2025-01-01T00:00:00Z.json",
+        "/status/web-1.json",
+        "/secrets/db.env",
+        "/nar/notes.txt",
+        "/0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo.bak",
+        "/nar/../manifest.json",
+        "/nar/..%2fmanifest.json",
+        "//manifest.json",
+        "/./manifest.json",
+    ] {
+        let (status, body) = raw_get(&root, path).await?;
+        if status != 404 || body.contains(secret) {
+            served.push(format!("{path} → {status} {body:.80}"));
+        }
+    }
+    ensure!(
+        served.is_empty(),
+        "the proxy served objects that are not the binary cache:\n{}",
+        served.join("\n")
+    );
+    Ok(())
+}
+
+/// Item 14: a narinfo is a few hundred bytes to a few hundred KiB. One planted in the bucket
+/// at gigabyte size would be read whole by Nix (and held by the proxy): the proxy refuses
+/// narinfos over its cap without passing them on.
+#[tokio::test]
+async fn planted_huge_narinfo_is_not_passed_to_nix() -> Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let mut huge =
+        b"StorePath: /nix/store/0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j-x\nReferences:".to_vec();
+    while huge.len() < 3 * 1024 * 1024 {
+        huge.extend_from_slice(b" 0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j-x");
+    }
+    put(s3, NARINFO, huge).await?;
+    let (bucket, _creds) = s3_bucket(s3, &s3.access_key, &s3.secret_key).await?;
+    let proxy = CacheProxy::start(Arc::new(bucket)).await?;
+    let (status, body) = raw_get(proxy.url(), &format!("/{NARINFO}")).await?;
+    ensure!(
+        status != 200 && body.len() < 1024,
+        "a 3 MiB narinfo was passed on: HTTP {status}, {} bytes",
+        body.len()
+    );
+    Ok(())
+}
+
+/// Item 14: when the bucket refuses, its error text (bucket name, key id, request ids) must
+/// not reach whoever asked the proxy; the agent's own log has the detail.
+#[tokio::test]
+async fn bucket_error_text_is_not_echoed_to_the_proxys_client() -> Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let key_id = "GK0123456789abcdef01234567";
+    let (bucket, _creds) = s3_bucket(s3, key_id, "00").await?;
+    let proxy = CacheProxy::start(Arc::new(bucket)).await?;
+    let (status, body) = raw_get(proxy.url(), &format!("/{NARINFO}")).await?;
+    ensure!(
+        status == 502,
+        "a refused bucket request answered HTTP {status}"
+    );
+    for leak in [key_id, s3.bucket.as_str(), "s3://", "HTTP 4"] {
+        ensure!(
+            !body.contains(leak),
+            "the proxy's answer echoes the bucket's error ({leak:?}): {body}"
+        );
+    }
+    Ok(())
+}
+
+/// Environment variable that turns the next test into the child it starts.
+const ACCEPT_CHILD: &str = "FERRY_TEST_PROXY_ACCEPT_CHILD";
+
+/// Item 14: a process out of file descriptors cannot accept; a proxy that retries at once
+/// spins a core for as long as a connection waits (the whole `nix copy`). Run in a child
+/// limited to 64 descriptors (so nothing else in this test process is starved), which uses
+/// them all and then has a connection waiting.
+#[test]
+fn proxy_does_not_spin_a_core_when_out_of_file_descriptors() -> Result<()> {
+    if std::env::var_os(ACCEPT_CHILD).is_some() {
+        return accept_child();
+    }
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(exe)
+        .args([
+            "proxy_does_not_spin_a_core_when_out_of_file_descriptors",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ACCEPT_CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the child under prlimit (util-linux)")?;
+    let result = (|| -> Result<u64> {
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let url = loop {
+            let line = lines
+                .next()
+                .context("the child ended without starting its proxy")??;
+            // libtest prints "test NAME ... " first, on the same line.
+            if let Some((_, url)) = line.split_once("PROXY ") {
+                break url.trim().to_owned();
+            }
+        };
+        let authority = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        // The connection waits in the listener's backlog while accept() fails.
+        let _waiting = TcpStream::connect(&authority)?;
+        let before = cpu_ticks(child.id())?;
+        let window = Instant::now();
+        std::thread::sleep(Duration::from_secs(2));
+        let used = cpu_ticks(child.id())? - before;
+        eprintln!(
+            "proxy process used {} ms of CPU in {} ms with a connection waiting",
+            used * 10,
+            window.elapsed().as_millis()
+        );
+        Ok(used * 10)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let cpu_ms = result?;
+    ensure!(
+        cpu_ms < 200,
+        "the proxy spun: {cpu_ms} ms of CPU in 2 s while accept() failed"
+    );
+    Ok(())
+}
+
+/// The child: a proxy on a current-thread runtime (as the agent runs it), then every free
+/// descriptor taken, then wait to be killed.
+fn accept_child() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let proxy = rt.block_on(CacheProxy::start(Arc::new(DirBucket::new(
+        dir.path().to_owned(),
+    ))))?;
+    let mut held = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        held.push(f);
+    }
+    println!("PROXY {}", proxy.url());
+    std::io::stdout().flush()?;
+    rt.block_on(std::future::pending::<()>());
+    drop(held);
+    Ok(())
+}
+
+/// User plus system CPU time of `pid`, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("odd /proc stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
