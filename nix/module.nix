@@ -246,6 +246,10 @@ in {
           User = "root";
           CacheDirectory = "ferry-agent";
           TimeoutStartSec = "30min";
+          # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
+          # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
+          # saw 615 MB for one oversized manifest) before it starves the host's services.
+          MemoryMax = lib.mkDefault "512M";
 
           ProtectSystem = "strict";
           # Relaxed: exactly what the agent writes — its state, the unit files it

@@ -4,13 +4,13 @@
 //! back, and a healthy host is left alone.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_schema::Manifest;
 use ferry_schema::layout::MANIFEST_KEY;
 
 use crate::apply::{ApplyReport, ApplySettings, Backends, apply};
-use crate::backend::bucket::{Fetched, ReadBucket};
+use crate::backend::bucket::{BucketError, Fetched, ReadBucket};
 use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
@@ -30,8 +30,12 @@ pub struct TickSettings {
     pub policy: HostPolicy,
     /// Trusted manifest keys (empty: signatures not required).
     pub manifest_keys: Vec<String>,
-    /// Manifest size cap in bytes.
+    /// Manifest size cap in bytes: a larger manifest is refused having read at most this
+    /// much of it.
     pub size_cap: usize,
+    /// One deadline for the whole manifest GET, retries, headers and body together
+    /// (`timeouts.fetchSec`): a bucket that trickles its answer cannot hold the tick.
+    pub fetch_timeout: Duration,
     /// Apply settings.
     pub apply: ApplySettings,
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
@@ -76,7 +80,17 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut lines = Vec::new();
 
     let etag = state.manifest.as_ref().and(state.manifest_etag.as_deref());
-    let source = match b.bucket.get(MANIFEST_KEY, etag).await {
+    let fetch = b
+        .bucket
+        .get_bounded(MANIFEST_KEY, etag, settings.size_cap as u64);
+    let fetched = match tokio::time::timeout(settings.fetch_timeout, fetch).await {
+        Ok(result) => result,
+        Err(_) => Err(BucketError::Unreachable(format!(
+            "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
+            settings.fetch_timeout.as_secs()
+        ))),
+    };
+    let source = match fetched {
         Ok(Fetched::Found { bytes, etag }) => {
             match verify(
                 &bytes,
@@ -111,8 +125,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             ));
             Source::Restore(Outcome::Refused)
         }
-        // Unreachable or refused (the only errors a GET gives), services keep running from
-        // state; the message names which one it was.
+        // The bucket holds a manifest no agent accepts: refused, like an invalid one.
+        Err(e @ BucketError::TooLarge { .. }) => {
+            lines.push(format!(
+                "manifest refused; nothing changed: {e} (make it smaller: long values belong in an envFile on the host)"
+            ));
+            Source::Restore(Outcome::Refused)
+        }
+        // Unreachable or refused (the only other errors a GET gives), services keep running
+        // from state; the message names which one it was.
         Err(e) => {
             lines.push(format!("{e}; restoring services from state"));
             Source::Restore(Outcome::Unreachable)

@@ -66,6 +66,20 @@ pub enum BucketError {
     /// An operation needed an object that does not exist (e.g. the source of a copy).
     #[error("no object {0:?} in the bucket")]
     NotFound(String),
+    /// An object is larger than the reader accepts (a manifest over its size cap); only
+    /// `limit` bytes and one read past them were taken.
+    #[error(
+        "{key} is {}, over the size cap of {limit} bytes; not read further",
+        match size { Some(n) => format!("{n} bytes"), None => format!("more than {limit} bytes") }
+    )]
+    TooLarge {
+        /// The object.
+        key: String,
+        /// The cap.
+        limit: u64,
+        /// Its size when the store announced it (`Content-Length`, file size).
+        size: Option<u64>,
+    },
     /// A local file could not be read (the source of [`Bucket::put_file`]).
     #[error("reading {path}: {source}")]
     LocalFile {
@@ -100,6 +114,32 @@ pub trait Bucket: Send + Sync {
         key: &str,
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
+
+    /// GET `key` like [`Bucket::get`], but never hold more than `limit` bytes of it: an
+    /// announced size over `limit` is refused before the body is read, and reading stops at
+    /// the first chunk past `limit` ([`BucketError::TooLarge`] either way). For objects whose
+    /// size the writer does not control (the manifest a host fetches). The default reads
+    /// the object whole and then checks; the real stores override it.
+    fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Fetched, BucketError>> + Send {
+        async move {
+            let fetched = self.get(key, if_none_match).await?;
+            if let Fetched::Found { bytes, .. } = &fetched
+                && bytes.len() as u64 > limit
+            {
+                return Err(BucketError::TooLarge {
+                    key: key.to_owned(),
+                    limit,
+                    size: Some(bytes.len() as u64),
+                });
+            }
+            Ok(fetched)
+        }
+    }
 
     /// GET `key` as a reader over its bytes as they arrive, so an object larger than memory
     /// (a NAR) is never held whole; `None` when there is no such object.

@@ -99,6 +99,24 @@ impl AgentBed {
         )
     }
 
+    /// Writes agent.toml like [`AgentBed::write_config`] (closure key, no manifest keys) but
+    /// with the bucket's S3 endpoint replaced by `endpoint` (e.g. a hostile server standing
+    /// in for the bucket).
+    pub fn write_config_with_endpoint(&self, endpoint: &str) -> Result<()> {
+        let s3 = crate::S3 {
+            endpoint: endpoint.to_owned(),
+            ..self.bed.s3().clone()
+        };
+        install_agent_config(
+            self.host(),
+            &s3,
+            HOST,
+            std::slice::from_ref(&self.closures.public_key),
+            &[],
+            &self.extra_config,
+        )
+    }
+
     /// Publishes `manifest` as the bucket's manifest.json.
     pub async fn publish(&self, manifest: &Value) -> Result<()> {
         self.publish_bytes(serde_json::to_vec_pretty(manifest)?)

@@ -20,6 +20,7 @@ pub mod request_loop;
 pub mod s3;
 pub mod scenario;
 pub mod slot;
+pub mod slow_bucket;
 mod stale;
 mod stop;
 

@@ -12,7 +12,9 @@ use anyhow::{Context, Result, ensure};
 use aws_sdk_s3::primitives::ByteStream;
 use ferry_agent::backend::cache_proxy::CacheProxy;
 use ferry_bucket::{DirBucket, S3Bucket, S3Settings};
-use ferry_tests::{Bed, BedOptions, S3};
+use ferry_tests::agent_bed::{AGENT, AgentBed, manifest, service, summary};
+use ferry_tests::slow_bucket::{Answer, SlowBucket};
+use ferry_tests::{Bed, BedOptions, Output, S3};
 
 /// A narinfo key (32 characters of Nix base-32) and a NAR key as Nix and `ferry upload`
 /// name them.
@@ -301,4 +303,144 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     Ok(utime + stime)
+}
+
+/// A bed whose host runs `alpha` (v1) from a first tick, with `fetchSec = 3`; returns it
+/// with the peak RSS of a tick that fetched, verified and applied nothing (the baseline a
+/// hostile manifest is compared with).
+async fn bed_serving_alpha() -> Result<(AgentBed, u64)> {
+    let t = AgentBed::start_with("[timeouts]\nsettleSec = 1\nfetchSec = 3\n").await?;
+    let alpha = vec![service("alpha", &t.closures.v1, 8101)];
+    t.publish(&manifest(1, alpha.clone())).await?;
+    let out = t.reconcile()?;
+    ensure!(out.status == 0, "first tick failed: {}", out.stdout);
+    // Same services, new generation: fetched and verified in full, nothing to apply.
+    t.publish(&manifest(2, alpha)).await?;
+    let out = t.reconcile()?;
+    ensure!(out.status == 0, "second tick failed: {}", out.stdout);
+    let baseline = peak_rss_kib(&out)?;
+    Ok((t, baseline))
+}
+
+/// `peakRssKiB` of a tick's summary line.
+fn peak_rss_kib(out: &Output) -> Result<u64> {
+    summary(out)
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("peakRssKiB="))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no peakRssKiB in the tick's output:\n{}", out.stdout))
+}
+
+/// One `ferry-agent reconcile` in the host, cut off after `limit` (coreutils `timeout`,
+/// exit 124) so a hung tick fails the test instead of hanging it; with its wall time.
+fn timed_reconcile(t: &AgentBed, limit: Duration) -> Result<(Output, Duration)> {
+    let started = Instant::now();
+    let out = t
+        .host()
+        .exec(&["timeout", &limit.as_secs().to_string(), AGENT, "reconcile"])?;
+    let took = started.elapsed();
+    eprintln!(
+        "--- reconcile (exit {}, {} ms)\n{}{}",
+        out.status,
+        took.as_millis(),
+        out.stdout,
+        out.stderr
+    );
+    Ok((out, took))
+}
+
+/// Item 15: a bucket (or anyone between it and the host) answers `manifest.json` at one
+/// byte every 250 ms. The tick must give up after `fetchSec` (3 s here) and bring the
+/// host's services back from state, not wait for the body.
+#[tokio::test]
+async fn trickling_bucket_cannot_hold_a_tick_past_fetch_sec() -> Result<()> {
+    let (t, _) = bed_serving_alpha().await?;
+    let body = serde_json::to_vec(&manifest(3, vec![service("alpha", &t.closures.v2, 8101)]))?;
+    let slow = SlowBucket::start(
+        &t.bed.names().bridge_ip(),
+        Answer::Trickle {
+            body,
+            every: Duration::from_millis(250),
+        },
+    )?;
+    t.write_config_with_endpoint(&slow.endpoint())?;
+    t.host().sh_ok("systemctl stop ferry-alpha.service")?;
+
+    let (out, took) = timed_reconcile(&t, Duration::from_secs(60))?;
+    ensure!(
+        out.status != 124,
+        "the tick was still reading the trickled manifest after 60 s ({} bytes sent)",
+        slow.body_bytes_sent()
+    );
+    ensure!(
+        took < Duration::from_secs(3 + 5),
+        "the tick took {took:?} with fetchSec = 3"
+    );
+    ensure!(
+        out.status == 3,
+        "a bucket that does not answer in time is unreachable (exit 3), got {}",
+        out.status
+    );
+    ensure!(
+        out.stdout.contains("within 3 s") && out.stdout.contains("restoring services from state"),
+        "the tick does not say why: {}",
+        out.stdout
+    );
+    ensure!(
+        t.show("ferry-alpha.service", "ActiveState")? == "active",
+        "alpha was not restored from state"
+    );
+    ensure!(
+        t.get(8101, "/version")?.trim() == "1.0.0",
+        "alpha is not v1"
+    );
+    Ok(())
+}
+
+/// Item 15: `manifest.json` is 300 MB, announced in `Content-Length` or not. The issue saw
+/// the agent read it whole before refusing it (peak RSS 615 MB). It must be refused having
+/// read at most the size cap, with the tick's peak RSS that of an ordinary tick, within
+/// `fetchSec`, and the services restored from state.
+#[tokio::test]
+async fn huge_manifest_is_refused_without_being_read() -> Result<()> {
+    let (t, baseline) = bed_serving_alpha().await?;
+    let len = 300 * 1024 * 1024;
+    for declared in [true, false] {
+        let slow = SlowBucket::start(&t.bed.names().bridge_ip(), Answer::Huge { len, declared })?;
+        t.write_config_with_endpoint(&slow.endpoint())?;
+        t.host().sh_ok("systemctl stop ferry-alpha.service")?;
+        let (out, took) = timed_reconcile(&t, Duration::from_secs(120))?;
+        let rss = peak_rss_kib(&out).unwrap_or(u64::MAX);
+        let sent = slow.body_bytes_sent();
+        drop(slow);
+        let how = if declared {
+            "with Content-Length"
+        } else {
+            "chunked"
+        };
+        eprintln!(
+            "300 MB manifest {how}: exit {}, {} ms, peak RSS {rss} KiB (baseline {baseline} KiB), {sent} bytes sent",
+            out.status,
+            took.as_millis()
+        );
+        ensure!(
+            rss <= baseline + 16 * 1024,
+            "300 MB manifest {how}: peak RSS {rss} KiB against {baseline} KiB for an ordinary tick"
+        );
+        ensure!(
+            out.status == 2 && out.stdout.contains("size cap"),
+            "300 MB manifest {how}: not refused for its size (exit {}): {}",
+            out.status,
+            out.stdout
+        );
+        ensure!(
+            took < Duration::from_secs(3 + 5),
+            "300 MB manifest {how}: the tick took {took:?} with fetchSec = 3"
+        );
+        ensure!(
+            t.show("ferry-alpha.service", "ActiveState")? == "active",
+            "300 MB manifest {how}: alpha was not restored from state"
+        );
+    }
+    Ok(())
 }

@@ -275,6 +275,7 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         ("RestrictNamespaces", json!(true)),
         ("MemoryDenyWriteExecute", json!(true)),
         ("UMask", json!("0077")),
+        ("MemoryMax", json!("512M")),
     ] {
         assert_eq!(sc[key], value, "{key}");
     }

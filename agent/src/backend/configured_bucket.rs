@@ -75,6 +75,15 @@ impl ReadBucket for ConfiguredBucket {
         ferry_bucket::Bucket::get(&self.store, key, if_none_match).await
     }
 
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        ferry_bucket::Bucket::get_bounded(&self.store, key, if_none_match, limit).await
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
         ferry_bucket::Bucket::get_reader(&self.store, key).await
     }

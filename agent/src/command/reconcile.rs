@@ -61,6 +61,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         policy: runtime::host_policy(&config)?,
         manifest_keys: config.manifest_keys.clone(),
         size_cap: ferry_schema::DEFAULT_SIZE_CAP,
+        fetch_timeout: Duration::from_secs(config.timeouts.fetch_sec),
         apply: runtime::apply_settings(&config),
         checkpoint: Some(config.state_file()),
     };
