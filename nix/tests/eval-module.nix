@@ -9,6 +9,9 @@
   hostName ? "web-1",
   # services.caddy.enable as set outside this module (the user's own Caddy).
   caddyElsewhere ? false,
+  # The version of services.caddy.package (the admin socket's mode is set differently
+  # before 2.8).
+  caddyVersion ? "2.10.0",
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -39,6 +42,7 @@
       then [value]
       else [];
     hasPrefix = prefix: text: builtins.substring 0 (builtins.stringLength prefix) text == prefix;
+    versionAtLeast = v1: v2: builtins.compareVersions v1 v2 >= 0;
     getExe' = package: name: "${package}/bin/${name}";
   };
 
@@ -92,7 +96,11 @@
   config = {
     services.ferry-agent = merge (defaultsOf module.options.services.ferry-agent) user;
     networking.hostName = hostName;
-    services.caddy.enable = caddyElsewhere;
+    services.caddy = {
+      enable = caddyElsewhere;
+      group = "caddy";
+      package.version = caddyVersion;
+    };
     nix.package = "/nix/store/00000000000000000000000000000000-nix";
     systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
   };

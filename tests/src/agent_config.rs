@@ -66,7 +66,7 @@ pub fn module_options(
         "hostName": host_name,
         "trustedKeys": trusted_keys,
         "manifestKeys": manifest_keys,
-        // Bed hosts run Caddy with its admin API on 127.0.0.1:2019, as the module's Caddy.
+        // Bed hosts run Caddy with its admin API on the module's unix socket.
         "caddy": { "enable": true },
         "settings": settings,
     }))

@@ -444,3 +444,103 @@ async fn huge_manifest_is_refused_without_being_read() -> Result<()> {
     }
     Ok(())
 }
+
+/// Item 13: a deployed service, running exactly as the agent renders it (DynamicUser and the
+/// full hardening baseline, which allows AF_INET and AF_UNIX), tries to add a route of its
+/// own through Caddy's admin API, over loopback TCP and over Caddy's admin socket. Caddy's
+/// config must not change.
+#[tokio::test]
+async fn deployed_service_cannot_rewrite_caddys_config() -> Result<()> {
+    let t = AgentBed::start().await?;
+    t.publish(&manifest(1, vec![service("victim", &t.closures.v1, 8101)]))
+        .await?;
+    let out = t.reconcile()?;
+    ensure!(out.status == 0, "deploying victim failed: {}", out.stdout);
+    let unit = t
+        .host()
+        .sh_ok("cat /run/systemd/system/ferry-victim.service")?;
+    ensure!(
+        unit.contains("DynamicUser=yes\n"),
+        "victim does not run as a dynamic user:\n{unit}"
+    );
+    let before = caddy_config(&t)?;
+
+    // The attacker: the agent's unit for `victim`, its command replaced by the attack.
+    let route = r#"{"@id":"attacker-ID","handle":[{"handler":"static_response","body":"owned"}]}"#;
+    let attack = format!(
+        "/bin/sh -c '\
+         curl -sS -m 5 -o /dev/null -w \"tcp %{{http_code}}\\\\n\" -H \"Content-Type: application/json\" \
+           --data-binary {tcp} http://127.0.0.1:2019/config/apps/http/servers/srv0/routes; \
+         curl -sS -m 5 -o /dev/null -w \"unix %{{http_code}}\\\\n\" --unix-socket {socket} -H \"Host;\" \
+           -H \"Content-Type: application/json\" --data-binary {unix} http://localhost/config/apps/http/servers/srv0/routes; \
+         ls {socket} 2>&1; id; true'",
+        tcp = shell_word(&route.replace("ID", "tcp")),
+        unix = shell_word(&route.replace("ID", "unix")),
+        socket = ferry_tests::host::CADDY_ADMIN_SOCKET,
+    );
+    let attacker: String = unit
+        .lines()
+        .map(|line| {
+            if line.starts_with("ExecStart=") {
+                format!("ExecStart={attack}")
+            } else if line == "Type=exec" {
+                "Type=oneshot".to_owned()
+            } else if line.starts_with("Restart=") {
+                "Restart=no".to_owned()
+            } else {
+                line.replace("ferry-victim", "attacker")
+            }
+        })
+        .map(|line| line + "\n")
+        .collect();
+    t.host().put_bytes(
+        "/run/systemd/system/attacker.service",
+        attacker.as_bytes(),
+        0o644,
+    )?;
+    t.host()
+        .sh_ok("systemctl daemon-reload && systemctl start attacker.service; true")?;
+    let said = t
+        .host()
+        .sh_ok("journalctl -q -o cat --no-pager -u attacker.service")?;
+    eprintln!("the attacker's output:\n{said}");
+    ensure!(
+        said.contains("uid=") && !said.contains("uid=0("),
+        "the attack did not run as a dynamic user: {said}"
+    );
+    let after = caddy_config(&t)?;
+    ensure!(
+        !after.contains("attacker-"),
+        "a deployed service changed Caddy's config:\n{said}\nroutes now: {:?}",
+        ferry_tests::agent_bed::route_ids(
+            &serde_json::from_str::<serde_json::Value>(&after)?["apps"]["http"]["servers"]["srv0"]
+                ["routes"]
+        )
+    );
+    ensure!(
+        before == after,
+        "Caddy's config changed:\n{before}\n{after}"
+    );
+    // Why: nothing listens on loopback TCP, and the socket's directory is closed to it.
+    ensure!(
+        said.contains("tcp 000") && said.contains("Permission denied"),
+        "the attack failed for another reason than the one expected:\n{said}"
+    );
+    Ok(())
+}
+
+/// Caddy's whole config, as the bed reads it.
+fn caddy_config(t: &AgentBed) -> Result<String> {
+    let (status, body) = t.host().caddy_admin("GET", "/config/", None)?;
+    ensure!(status == 200, "GET /config/ answered {status}: {body}");
+    Ok(body)
+}
+
+/// `text` as one double-quoted word inside the single-quoted `sh -c` script of a unit's
+/// `ExecStart=` (systemd unquotes it first).
+fn shell_word(text: &str) -> String {
+    format!(
+        "\"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\\\\\"")
+    )
+}

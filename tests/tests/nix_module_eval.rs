@@ -134,7 +134,7 @@ fn unit_timer_and_directories() -> Result<()> {
     );
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        "admin 127.0.0.1:2019\n"
+        "admin \"unix//run/caddy/admin.sock|0220\"\n"
     );
     // The agent's host name defaults to networking.hostName; nix is the system's.
     assert_eq!(eval["agentToml"]["hostName"], "web-1");
@@ -202,16 +202,26 @@ fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Re
     let eval = eval_module(SPACES)?;
     let config = &eval["config"];
     assert_eq!(config["services"]["caddy"]["enable"], true);
-    // The admin address the module gives Caddy is the one agent.toml names.
+    // The admin address the module gives Caddy is the one agent.toml names (Caddy ≥ 2.8
+    // also takes the socket's mode from it): a unix socket, never loopback TCP, which every
+    // process on the host could reach (tests/tests/hostile_surfaces.rs).
     let admin = eval["agentToml"]["caddy"]["admin"]
         .as_str()
         .context("no caddy.admin in agent.toml")?;
+    assert_eq!(admin, "unix//run/caddy/admin.sock");
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        format!("admin {admin}\n")
+        format!("admin \"{admin}|0220\"\n")
     );
-    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     assert_eq!(eval["agentToml"]["caddy"]["enable"], true);
+    let caddy_unit = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    assert_eq!(caddy_unit["RuntimeDirectory"], "caddy");
+    assert_eq!(caddy_unit["RuntimeDirectoryMode"], "0750");
+    // The agent reaches the socket as a member of Caddy's group.
+    assert_eq!(
+        config["systemd"]["services"]["ferry-agent"]["serviceConfig"]["SupplementaryGroups"],
+        json!(["caddy"])
+    );
     // A Caddy start or reload queues a tick, with root rights (`+`), without waiting for it.
     let caddy = &config["systemd"]["services"]["caddy"]["serviceConfig"];
     for hook in ["ExecStartPost", "ExecReload"] {
@@ -305,5 +315,33 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         );
     }
     assert!(module.contains("# Relaxed: no PrivateUsers"));
+    Ok(())
+}
+
+#[test]
+fn bed_caddy_is_set_up_as_the_module_sets_up_caddy_2_6() -> Result<()> {
+    // Debian's Caddy (the bed's) is 2.6: the socket's mode comes from the unit's umask.
+    let eval = eval_module_with(SPACES, r#"caddyVersion = "2.6.2";"#)?;
+    let config = &eval["config"];
+    assert_eq!(
+        config["services"]["caddy"]["globalConfig"],
+        ferry_tests::host::CADDY_GLOBAL_OPTIONS
+    );
+    let sc = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    let drop_in = format!(
+        "[Service]\nRuntimeDirectory={}\nRuntimeDirectoryMode={}\nUMask={}\n",
+        sc["RuntimeDirectory"]
+            .as_str()
+            .context("no RuntimeDirectory")?,
+        sc["RuntimeDirectoryMode"]
+            .as_str()
+            .context("no RuntimeDirectoryMode")?,
+        sc["UMask"].as_str().context("no UMask")?,
+    );
+    assert_eq!(drop_in, ferry_tests::host::CADDY_UNIT_DROP_IN);
+    assert_eq!(
+        format!("unix/{}", ferry_tests::host::CADDY_ADMIN_SOCKET),
+        eval["agentToml"]["caddy"]["admin"].as_str().unwrap_or("")
+    );
     Ok(())
 }
