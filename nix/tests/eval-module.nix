@@ -12,6 +12,10 @@
   # The version of services.caddy.package (the admin socket's mode is set differently
   # before 2.8).
   caddyVersion ? "2.10.0",
+  # nix.package and systemd.package: store paths here; the test bed, which runs the units
+  # this renders on Debian, passes "/usr".
+  nixPackage ? "/nix/store/00000000000000000000000000000000-nix",
+  systemdPackage ? "/nix/store/00000000000000000000000000000000-systemd",
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -101,8 +105,8 @@
       group = "caddy";
       package.version = caddyVersion;
     };
-    nix.package = "/nix/store/00000000000000000000000000000000-nix";
-    systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
+    nix.package = nixPackage;
+    systemd.package = systemdPackage;
   };
 
   module = import ../module.nix {inherit config lib pkgs;};

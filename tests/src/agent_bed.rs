@@ -117,6 +117,64 @@ impl AgentBed {
         )
     }
 
+    /// From now on the agent runs from the NixOS module's own unit
+    /// ([`crate::module_unit`]): agent.toml and the units as the module renders them (the
+    /// credentials through `LoadCredential=`), a timer far enough apart (an hour) that only
+    /// [`AgentBed::tick_in_unit`] ticks. Returns the module options used.
+    pub fn use_module_unit(&self) -> Result<Value> {
+        let options = crate::agent_config::module_unit_options(
+            self.bed.s3(),
+            HOST,
+            std::slice::from_ref(&self.closures.public_key),
+            &[],
+            &self.extra_config,
+            Duration::from_secs(3600),
+        )?;
+        crate::agent_config::install_module_agent_config(self.host(), self.bed.s3(), &options)?;
+        crate::module_unit::install(self.host(), &options)?;
+        // Installing restarted Caddy, whose start hook queues a tick: let it finish.
+        self.wait_unit_idle()?;
+        Ok(options)
+    }
+
+    fn wait_unit_idle(&self) -> Result<()> {
+        eventually("ferry-agent.service idle", Duration::from_secs(300), || {
+            let state = self.show("ferry-agent.service", "ActiveState")?;
+            Ok(state != "activating")
+        })
+    }
+
+    /// One tick in the module's unit (`systemctl start`, which waits for a oneshot): the
+    /// unit's exit status and what the tick printed (its journal).
+    pub fn tick_in_unit(&self) -> Result<Output> {
+        self.wait_unit_idle()?;
+        let cursor = self.host().sh_ok(
+            "journalctl -q -n 0 --show-cursor -u ferry-agent.service | sed -n 's/^-- cursor: //p'",
+        )?;
+        let started = self.host().sh("systemctl start ferry-agent.service")?;
+        let status = self
+            .show("ferry-agent.service", "ExecMainStatus")?
+            .parse()
+            .unwrap_or(-1);
+        let after = if cursor.trim().is_empty() {
+            String::new()
+        } else {
+            format!("--after-cursor='{}'", cursor.trim())
+        };
+        let journal = self.host().sh_ok(&format!(
+            "journalctl -q -o cat --no-pager -u ferry-agent.service {after}"
+        ))?;
+        eprintln!(
+            "--- tick in ferry-agent.service (exit {status})\n{journal}{}",
+            started.stderr
+        );
+        Ok(Output {
+            status,
+            stdout: journal,
+            stderr: started.stderr,
+        })
+    }
+
     /// Publishes `manifest` as the bucket's manifest.json.
     pub async fn publish(&self, manifest: &Value) -> Result<()> {
         self.publish_bytes(serde_json::to_vec_pretty(manifest)?)

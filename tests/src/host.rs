@@ -20,7 +20,8 @@ use crate::stop::{Ended, request_stop, wait_or_kill};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a clean shutdown may take before the bed kills nspawn.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// The hosts' /etc/nix/nix.conf: offline, no build users, no sandbox (as on the machine).
+/// The hosts' /etc/nix/nix.conf (read by root's direct store access and by nix-daemon):
+/// offline, no build users, no sandbox (hosts pull, they never build).
 pub const NIX_CONF: &str = "substituters =\nbuild-users-group =\nsandbox = false\n";
 /// Where the hosts' Caddy serves its admin API, as the NixOS module's `caddy.enable` sets it
 /// up: a unix socket only Caddy's user and group can open, never loopback TCP (which every

@@ -13,6 +13,7 @@ pub mod footprint;
 pub mod garage;
 pub mod host;
 pub mod module_render;
+pub mod module_unit;
 pub mod network;
 pub mod process;
 mod random;

@@ -544,3 +544,113 @@ fn shell_word(text: &str) -> String {
         text.replace('\\', "\\\\").replace('"', "\\\\\\\"")
     )
 }
+
+/// Item 17: the bed runs the agent from the unit nix/module.nix declares, with nix-daemon
+/// writing the store, so the module's sandbox is what a tick really runs in. While a tick
+/// waits on a health check, the agent process is looked at from outside: no capability,
+/// no new privileges, a seccomp filter, Caddy's group, a read-only root. It deploys, and
+/// the unit it writes stays at `systemd-analyze security` ≤ 2.0.
+#[tokio::test]
+async fn agent_ticks_inside_the_modules_sandbox() -> Result<()> {
+    let t = AgentBed::start().await?;
+    t.use_module_unit()?;
+    let mut slow = service("alpha", &t.closures.v1, 8101);
+    // A tick that waits long enough to be looked at.
+    slow["healthCheck"] =
+        serde_json::json!({"type": "http", "path": "/health", "port": 8101, "startPeriodSec": 6});
+    t.publish(&manifest(1, vec![slow])).await?;
+    let host = t.host();
+    host.sh_ok("systemctl start --no-block ferry-agent.service")?;
+    let mut pid = 0u32;
+    // Once systemd's set-up child "(ry-agent)" has become the agent itself.
+    ferry_tests::agent_bed::eventually(
+        "the tick's agent process",
+        Duration::from_secs(60),
+        || {
+            pid = t
+                .show("ferry-agent.service", "MainPID")?
+                .parse()
+                .unwrap_or(0);
+            Ok(pid != 0
+                && host.sh(&format!("cat /proc/{pid}/comm"))?.stdout.trim() == "ferry-agent")
+        },
+    )?;
+    let status = host.sh_ok(&format!("cat /proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let caddy_gid = host.sh_ok("getent group caddy | cut -d: -f3")?;
+    let mounts = host.sh_ok(&format!("cat /proc/{pid}/mountinfo"))?;
+    let root_ro = mounts.lines().any(|l| {
+        l.split(' ').nth(4) == Some("/") && l.split(' ').nth(5).is_some_and(|o| o.starts_with("ro"))
+    });
+    eprintln!(
+        "agent pid {pid}: Uid {} CapEff {} CapBnd {} NoNewPrivs {} Seccomp {} Groups {} root ro {root_ro}",
+        field("Uid:"),
+        field("CapEff:"),
+        field("CapBnd:"),
+        field("NoNewPrivs:"),
+        field("Seccomp:"),
+        field("Groups:"),
+    );
+    ensure!(
+        field("Uid:").starts_with('0'),
+        "the agent is not root: {status}"
+    );
+    ensure!(
+        field("CapEff:") == "0000000000000000",
+        "capabilities: {status}"
+    );
+    ensure!(
+        field("CapBnd:") == "0000000000000000",
+        "bounding set: {status}"
+    );
+    ensure!(field("NoNewPrivs:") == "1", "NoNewPrivs: {status}");
+    ensure!(field("Seccomp:") == "2", "no seccomp filter: {status}");
+    ensure!(
+        field("Groups:")
+            .split_whitespace()
+            .any(|g| g == caddy_gid.trim()),
+        "not in Caddy's group ({}): {status}",
+        caddy_gid.trim()
+    );
+    ensure!(root_ro, "the agent's / is writable:\n{mounts}");
+
+    // That tick deployed alpha (pulled through nix-daemon: the unit cannot write the store);
+    // the next one, in the unit too, finds nothing to do.
+    let out = t.tick_in_unit()?;
+    ensure!(
+        out.status == 0 && out.stdout.contains("outcome=ok"),
+        "a tick in the module's unit failed: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("unitsTouched=0"),
+        "the second tick changed something: {}",
+        out.stdout
+    );
+    ensure!(
+        t.get(8101, "/version")?.trim() == "1.0.0",
+        "alpha is not serving v1"
+    );
+    let exposure =
+        host.sh("systemd-analyze security --no-pager --threshold=20 ferry-alpha.service")?;
+    let line = exposure
+        .stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure"))
+        .unwrap_or("")
+        .to_owned();
+    eprintln!("deployed unit: {line}");
+    ensure!(
+        exposure.success(),
+        "ferry-alpha.service scores over 2.0:\n{}",
+        exposure.stdout
+    );
+    Ok(())
+}

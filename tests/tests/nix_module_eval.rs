@@ -345,3 +345,69 @@ fn bed_caddy_is_set_up_as_the_module_sets_up_caddy_2_6() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn the_bed_renders_the_modules_own_units() -> Result<()> {
+    let s3 = ferry_tests::S3 {
+        endpoint: "http://10.213.0.1:3900".into(),
+        region: "garage".into(),
+        bucket: "ferry-test".into(),
+        access_key: "GK1".into(),
+        secret_key: "s".into(),
+    };
+    let key = "k:AAAA".to_owned();
+    let options = ferry_tests::agent_config::module_unit_options(
+        &s3,
+        "bedhost",
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&key),
+        "[timeouts]\nsettleSec = 1\n",
+        std::time::Duration::from_secs(5),
+    )?;
+    let units = ferry_tests::module_unit::render(&options)?;
+    for line in [
+        "Type=oneshot",
+        "ExecStart=/usr/local/bin/ferry-agent --config /etc/ferry/agent.toml reconcile",
+        "LoadCredential=aws:/etc/ferry/credentials",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+        "MemoryDenyWriteExecute=true",
+        "MemoryMax=512M",
+        "SupplementaryGroups=caddy",
+        "Environment=\"NIX_REMOTE=daemon\"",
+        "Before=multi-user.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            units.service.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.service:\n{}",
+            units.service
+        );
+    }
+    for line in [
+        "OnBootSec=5s",
+        "OnUnitActiveSec=5s",
+        "RandomizedDelaySec=0",
+        "AccuracySec=100ms",
+        "Unit=ferry-agent.service",
+    ] {
+        assert!(
+            units.timer.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.timer:\n{}",
+            units.timer
+        );
+    }
+    assert!(units.tmpfiles.contains("d /var/lib/ferry 0700 root root -"));
+    let caddy = units.caddy.context("no caddy.service additions")?;
+    assert!(
+        caddy.contains("ExecStartPost=+/usr/bin/systemctl --no-block start ferry-agent.service"),
+        "{caddy}"
+    );
+    // agent.toml points at the credential the unit loads.
+    let toml = ferry_tests::module_render::module_agent_toml(&options)?;
+    assert!(
+        toml.contains("file = \"/run/credentials/ferry-agent.service/aws\""),
+        "{toml}"
+    );
+    Ok(())
+}
