@@ -126,7 +126,9 @@ in {
         Absolute path of an AWS shared-credentials file (a `[default]` section with
         `aws_access_key_id` and `aws_secret_access_key`). Given to the service with
         systemd's `LoadCredential=`, so it is never copied into the Nix store and only the
-        agent can read it. A string, not a Nix path, for exactly that reason.
+        agent can read it. A string, not a Nix path, for exactly that reason. When the file
+        is missing (e.g. /run/keys after a reboot) the agent still runs and restores the
+        host's services from its state, saying why it did not ask the bucket.
       '';
     };
 
@@ -252,6 +254,12 @@ in {
           Type = "oneshot";
           ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
           LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
+          # The fallback when that file is missing (e.g. /run/keys after a reboot, until the
+          # keys are deployed again): without it systemd fails the unit before the agent
+          # starts (243/CREDENTIALS) and the boot tick restores nothing. A comment, since
+          # systemd refuses an empty value; the agent reads a file of comments as "no
+          # credentials", makes no request and restores the services from its state.
+          SetCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:# no credentials: ${cfg.credentialsFile} was missing";
           # Relaxed: root, not DynamicUser. The agent asks systemd over D-Bus to reload and
           # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";

@@ -17,8 +17,9 @@ use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
 use crate::health::quarantine::{hold_back, lift};
 use crate::observe::observe;
-use crate::plan::{Action, Plan, Policy, plan};
+use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
+use crate::render;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::verify;
@@ -182,6 +183,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     // Mark what is about to change before changing it: a tick killed from here on leaves
     // the mark, and the next one redoes those services (see `State::pending`).
+    let mut waiting = Vec::new();
     if !the_plan.is_noop() {
         state.pending.extend(
             the_plan
@@ -193,19 +195,26 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         if let Some(path) = &settings.checkpoint
             && let Err(e) = state_file::save(path, state)
         {
+            // Bringing back what state records needs no mark: state already says those
+            // services are applied, so a tick killed half-way leaves nothing the next one
+            // would misread. A change does: it waits until the state can be written.
+            let (restore, change): (Vec<ServicePlan>, Vec<ServicePlan>) =
+                std::mem::take(&mut the_plan.services)
+                    .into_iter()
+                    .partition(|p| p.action == Action::Unchanged || restores(p, &desired, state));
+            the_plan.services = restore;
+            waiting = change.into_iter().map(|p| p.name).collect();
             lines.push(format!(
-                "cannot record the tick's intent: {e:#}; nothing changed (check the state directory)"
+                "cannot save the state before changing the host: {e:#}; restoring what it records anyway{}",
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; waiting until it can be saved: {} (make the state directory writable)",
+                        waiting.join(", ")
+                    )
+                }
             ));
-            return finish(
-                state,
-                at,
-                Outcome::Failed,
-                lines,
-                Some(the_plan),
-                ApplyReport::default(),
-                started,
-                b,
-            );
         }
     }
 
@@ -273,8 +282,9 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         state.manifest_etag = etag;
     }
 
-    // A held-back service does not match the manifest either: the tick is not ok.
-    let any_failed = applied.services.iter().any(|s| !s.ok) || !held.is_empty();
+    // A held-back or waiting service does not match the manifest either: the tick is not ok.
+    let any_failed =
+        applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();
     for s in &applied.services {
         let h = held
             .iter()
@@ -305,6 +315,21 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         started,
         b,
     )
+}
+
+/// Whether `p` only brings back what state records as applied: the unit it writes or
+/// starts is the one rendered from the applied service (same store path, same settings).
+fn restores(p: &ServicePlan, desired: &Manifest, state: &State) -> bool {
+    if p.action == Action::Remove {
+        return false;
+    }
+    let (Some(service), Some(applied)) = (
+        desired.services.iter().find(|s| s.name == p.name),
+        state.services.get(&p.name),
+    ) else {
+        return false;
+    };
+    render::unit::render(service) == render::unit::render(&applied.service)
 }
 
 #[allow(clippy::too_many_arguments)]

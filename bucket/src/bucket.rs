@@ -66,6 +66,10 @@ pub enum BucketError {
     /// An operation needed an object that does not exist (e.g. the source of a copy).
     #[error("no object {0:?} in the bucket")]
     NotFound(String),
+    /// No request was made: the configured credentials are not there (e.g. the file
+    /// systemd's `LoadCredential=` reads is missing at boot).
+    #[error("no usable S3 credentials: {0}")]
+    Credentials(String),
     /// An object is larger than the reader accepts (a manifest over its size cap); only
     /// `limit` bytes and one read past them were taken.
     #[error(

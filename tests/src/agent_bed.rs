@@ -122,19 +122,31 @@ impl AgentBed {
     /// credentials through `LoadCredential=`), a timer far enough apart (an hour) that only
     /// [`AgentBed::tick_in_unit`] ticks. Returns the module options used.
     pub fn use_module_unit(&self) -> Result<Value> {
-        let options = crate::agent_config::module_unit_options(
+        let options = self.module_unit_options()?;
+        self.use_module_unit_with(&options)?;
+        Ok(options)
+    }
+
+    /// The `services.ferry-agent` options [`AgentBed::use_module_unit`] uses, to change
+    /// before [`AgentBed::use_module_unit_with`].
+    pub fn module_unit_options(&self) -> Result<Value> {
+        crate::agent_config::module_unit_options(
             self.bed.s3(),
             HOST,
             std::slice::from_ref(&self.closures.public_key),
             &[],
             &self.extra_config,
             Duration::from_secs(3600),
-        )?;
-        crate::agent_config::install_module_agent_config(self.host(), self.bed.s3(), &options)?;
-        crate::module_unit::install(self.host(), &options)?;
+        )
+    }
+
+    /// [`AgentBed::use_module_unit`] with these options (the credentials file is written
+    /// where `credentialsFile` says).
+    pub fn use_module_unit_with(&self, options: &Value) -> Result<()> {
+        crate::agent_config::install_module_agent_config(self.host(), self.bed.s3(), options)?;
+        crate::module_unit::install(self.host(), options)?;
         // Installing restarted Caddy, whose start hook queues a tick: let it finish.
-        self.wait_unit_idle()?;
-        Ok(options)
+        self.wait_unit_idle()
     }
 
     fn wait_unit_idle(&self) -> Result<()> {

@@ -61,16 +61,17 @@ pub fn module_unit_options(
     Ok(options)
 }
 
-/// Writes the agent.toml the module renders for `options` and the credentials file into
-/// `host`.
+/// Writes the agent.toml the module renders for `options` and the credentials file (where
+/// its `credentialsFile` says) into `host`.
 pub fn install_module_agent_config(host: &Host, s3: &S3, options: &Value) -> Result<()> {
     let config = module_agent_toml(options)?;
     let credentials = format!(
         "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
         s3.access_key, s3.secret_key
     );
+    let file = options["credentialsFile"].as_str().unwrap_or(CREDENTIALS);
     host.put_bytes(AGENT_CONFIG, config.as_bytes(), 0o644)?;
-    host.put_bytes(CREDENTIALS, credentials.as_bytes(), 0o600)?;
+    host.put_bytes(file, credentials.as_bytes(), 0o600)?;
     Ok(())
 }
 

@@ -654,3 +654,127 @@ async fn agent_ticks_inside_the_modules_sandbox() -> Result<()> {
     );
     Ok(())
 }
+
+/// A bed host running `alpha` (v1) from a first tick in the module's own unit, with the
+/// `services.ferry-agent` options changed by `adjust`.
+async fn module_bed_serving_alpha(adjust: impl FnOnce(&mut serde_json::Value)) -> Result<AgentBed> {
+    let t = AgentBed::start().await?;
+    let mut options = t.module_unit_options()?;
+    adjust(&mut options);
+    t.use_module_unit_with(&options)?;
+    t.publish(&manifest(1, vec![service("alpha", &t.closures.v1, 8101)]))
+        .await?;
+    let out = t.tick_in_unit()?;
+    ensure!(out.status == 0, "the first tick failed: {}", out.stdout);
+    Ok(t)
+}
+
+/// After a reboot: whether alpha serves v1 again, and what the boot tick said.
+fn after_reboot(t: &mut AgentBed) -> Result<(bool, String)> {
+    t.bed.host_mut(0).poweroff()?;
+    t.bed.host_mut(0).boot()?;
+    // The boot tick runs before multi-user.target, which boot() waited for.
+    let journal = t
+        .host()
+        .sh_ok("journalctl -q -b -o cat --no-pager -u ferry-agent.service")?;
+    eprintln!("--- the boot tick\n{journal}");
+    let serving = t.show("ferry-alpha.service", "ActiveState")? == "active"
+        && t.get(8101, "/version").is_ok_and(|v| v.trim() == "1.0.0");
+    Ok((serving, journal))
+}
+
+/// Item 16: the README's own example keeps the S3 credentials in `/run/keys`, which is
+/// empty after a reboot until the keys are deployed again. The boot tick must still bring
+/// the host's services back from state, and say why it did not ask the bucket.
+#[tokio::test]
+async fn boot_without_credentials_restores_services_from_state() -> Result<()> {
+    let mut t = module_bed_serving_alpha(|options| {
+        options["credentialsFile"] = serde_json::json!("/run/keys/ferry-s3");
+    })
+    .await?;
+    let (serving, journal) = after_reboot(&mut t)?;
+    ensure!(
+        serving,
+        "alpha did not come back after a reboot without credentials; the boot tick:\n{journal}"
+    );
+    ensure!(
+        journal.contains("restoring services from state") && journal.contains("credentials"),
+        "the boot tick does not say why it restored from state:\n{journal}"
+    );
+    Ok(())
+}
+
+/// Item 16: `/var/lib/ferry` is read-only at boot (a full or read-only /var). The boot tick
+/// must still restore the services from the state it can read, and say it could not save.
+#[tokio::test]
+async fn boot_with_a_read_only_state_directory_restores_services_from_state() -> Result<()> {
+    let mut t = module_bed_serving_alpha(|_| {}).await?;
+    t.host()
+        .sh_ok("echo '/var/lib/ferry /var/lib/ferry none bind,ro 0 0' >> /etc/fstab")?;
+    let (serving, journal) = after_reboot(&mut t)?;
+    let writable = t.host().sh("touch /var/lib/ferry/probe")?;
+    ensure!(
+        !writable.success(),
+        "the state directory is writable after the reboot: the test did not make it read-only"
+    );
+    ensure!(
+        serving,
+        "alpha did not come back after a reboot with a read-only state directory; the boot tick:\n{journal}"
+    );
+    ensure!(
+        journal.contains("cannot save") && journal.contains("Read-only file system"),
+        "the boot tick does not say it could not save its state:\n{journal}"
+    );
+    Ok(())
+}
+
+/// Issue 21, item 8: the state directory is full. A tick that only brings back what state
+/// records (here: alpha's unit gone and stopped, as after a reboot) must still do it, and
+/// say it could not save; what would change the host (a new service, beta) waits, because
+/// only a change needs the checkpoint written first.
+#[tokio::test]
+async fn full_state_directory_still_lets_a_tick_restore_services() -> Result<()> {
+    let t = AgentBed::start().await?;
+    t.publish(&manifest(1, vec![service("alpha", &t.closures.v1, 8101)]))
+        .await?;
+    ensure!(t.reconcile()?.status == 0, "the first tick failed");
+    t.host().sh_ok(
+        "cp -a /var/lib/ferry /var/tmp/ferry-state \
+         && mount -t tmpfs -o size=64k tmpfs /var/lib/ferry \
+         && cp -a /var/tmp/ferry-state/. /var/lib/ferry/ \
+         && (dd if=/dev/zero of=/var/lib/ferry/filler bs=1k 2>/dev/null; true) \
+         && systemctl stop ferry-alpha.service \
+         && rm /run/systemd/system/ferry-alpha.service && systemctl daemon-reload",
+    )?;
+    let full = t.host().sh("echo x > /var/lib/ferry/probe")?;
+    ensure!(!full.success(), "the state directory is not full");
+    t.publish(&manifest(
+        2,
+        vec![
+            service("alpha", &t.closures.v1, 8101),
+            service("beta", &t.closures.v1, 8102),
+        ],
+    ))
+    .await?;
+    let out = t.reconcile()?;
+    ensure!(
+        t.show("ferry-alpha.service", "ActiveState")? == "active",
+        "alpha was not restored with a full state directory: {}",
+        out.stdout
+    );
+    ensure!(
+        out.stdout.contains("No space left on device") && out.stdout.contains("cannot save"),
+        "the tick does not say it could not save: {}",
+        out.stdout
+    );
+    ensure!(
+        t.show("ferry-beta.service", "ActiveState")? != "active",
+        "beta was added although its change could not be recorded first"
+    );
+    ensure!(
+        out.status == 1,
+        "a tick that could not save exits 1, got {}",
+        out.status
+    );
+    Ok(())
+}

@@ -85,6 +85,16 @@ fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
         eval["agentToml"]["credentials"]["file"],
         format!("/run/credentials/ferry-agent.service/{name}")
     );
+    // A missing file (e.g. /run/keys after a reboot) must not fail the unit before the
+    // boot tick restores: the same credential has a fallback of comments only.
+    let fallback = service["serviceConfig"]["SetCredential"][0]
+        .as_str()
+        .context("no SetCredential= fallback")?;
+    let (fallback_name, value) = fallback
+        .split_once(':')
+        .context("SetCredential= without NAME:")?;
+    assert_eq!(fallback_name, name);
+    assert!(value.starts_with('#'), "{fallback}");
     // The secret's path is in the unit, never its content, and not in agent.toml.
     assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
     Ok(())
