@@ -47,6 +47,9 @@ pub struct TickSettings {
     pub fetch_timeout: Duration,
     /// Apply settings.
     pub apply: ApplySettings,
+    /// The port Caddy's route dials now, by service, when it was read before the tick
+    /// (state may not know a blue-green service's live instance); empty otherwise.
+    pub dialled: BTreeMap<String, u16>,
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
     /// keeps it in memory (the caller saves at the end either way).
     pub checkpoint: Option<PathBuf>,
@@ -189,7 +192,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         held = hold_back(&mut desired, &host, &state.quarantine, &state.services);
     }
 
-    let observed = match observe(state, &b.units, Some(&b.systemd)).await {
+    let observed = match observe(state, &b.units, Some(&b.systemd), &settings.dialled).await {
         Ok(o) => o,
         Err(e) => {
             lines.push(format!(

@@ -5,15 +5,19 @@
 //! none can be trusted: no `manifestKeys`); 3 bucket unreachable (services restored from
 //! state); 75 another tick holds the lock.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ferry_agent::backend::caddy::Proxy as _;
 use ferry_agent::config::Config;
+use ferry_agent::render::unit::is_blue_green;
 use ferry_agent::retire_step;
-use ferry_agent::route_step::{RouteReport, Routing, after_tick};
+use ferry_agent::route_step::{self, RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
+use ferry_agent::state::State;
 use ferry_agent::state_file;
 use ferry_agent::tick::{TickSettings, tick};
 use ferry_agent::tick_lock::{LockError, TickLock};
@@ -68,7 +72,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let settings = TickSettings {
+    let mut settings = TickSettings {
         policy: runtime::host_policy(&config)?,
         trust: runtime::trust(&config),
         facts: runtime::fact_sources(&config),
@@ -76,11 +80,22 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         fetch_timeout: Duration::from_secs(config.timeouts.fetch_sec),
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
+        dialled: BTreeMap::new(),
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
     let (report, routed) = rt.block_on(async {
         let backends = runtime::backends(&config).await?;
+        // State that may not know a blue-green service's live instance (lost, or never
+        // written): what Caddy dials helps find it. A converged host skips this read.
+        let mut dial_requests = 0;
+        if let Some(routing) = &routing
+            && may_not_know_live_instances(&state)
+        {
+            let before = routing.proxy.requests();
+            settings.dialled = route_step::dialled(routing).await;
+            dial_requests = routing.proxy.requests().saturating_sub(before);
+        }
         let mut report = tick(&settings, &mut state, &backends).await;
         // Record the outcome before routing and draining: a tick killed during the drain
         // then leaves the new live instance and what to retire, not a pending mark that
@@ -95,6 +110,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(routing) = &routing {
             routed = after_tick(routing, &mut state, &mut report).await;
         }
+        routed.requests += dial_requests;
         // Old blue-green instances stop only once traffic reaches the new ones.
         retire_step::after_routes(
             &backends.systemd,
@@ -144,4 +160,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Refused => 2,
         Outcome::Unreachable => 3,
     }))
+}
+
+/// Whether the state may not know which blue-green instance is live: it records no service
+/// (a first tick, or `state.json` lost) or a blue-green one without its live port.
+fn may_not_know_live_instances(state: &State) -> bool {
+    state.services.is_empty()
+        || state
+            .services
+            .values()
+            .any(|a| is_blue_green(&a.service) && a.live_port.is_none())
 }
