@@ -134,7 +134,9 @@ pub struct Timeouts {
     /// One `nix copy` of one closure. Default: 600.
     #[serde(default = "default_pull_sec")]
     pub pull_sec: u64,
-    /// Waiting for one systemd job (start/restart/stop) to finish. Default: 90.
+    /// Waiting for one systemd job (start/restart/stop) to finish; also the limit for each
+    /// D-Bus call (and connecting to the bus) and each `nix-env` call, so a stuck systemd or
+    /// a held Nix lock cannot hold a tick. Default: 90.
     #[serde(default = "default_job_sec")]
     pub job_sec: u64,
     /// How long a started unit must stay up before it counts as running (catches

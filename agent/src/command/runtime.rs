@@ -41,6 +41,7 @@ pub fn store(config: &Config) -> NixCli {
         nix: config.nix_bin.clone(),
         trusted_keys: config.trusted_keys.clone(),
         pull_timeout: Duration::from_secs(config.timeouts.pull_sec),
+        command_timeout: Duration::from_secs(config.timeouts.job_sec),
     }
 }
 
