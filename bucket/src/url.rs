@@ -110,43 +110,125 @@ impl fmt::Display for BucketUrl {
 mod tests {
     use super::*;
 
-    #[test]
-    fn s3_with_all_params_round_trips() {
-        let text = "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage&profile=p";
-        let u = BucketUrl::parse(text).unwrap();
-        assert_eq!(
-            u,
-            BucketUrl::S3 {
-                bucket: "ferry".into(),
-                endpoint: Some("http://127.0.0.1:3900".into()),
-                region: Some("garage".into()),
-                profile: Some("p".into()),
-            }
-        );
-        assert_eq!(u.to_string(), text);
+    /// The original design's bucket, in Nix's own S3 store URL form.
+    const DESIGN: &str = "s3://omni-nix-cache?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
+
+    fn understood(url: &str) -> String {
+        match BucketUrl::parse(url) {
+            Ok(u) => u.to_string(),
+            Err(e) => format!("refused: {e}"),
+        }
     }
 
     #[test]
-    fn file_and_errors() {
+    fn the_designs_nix_form_url_is_understood_as_nix_does() {
+        assert_eq!(
+            understood(DESIGN),
+            "s3://omni-nix-cache?endpoint=https://nyc3.digitaloceanspaces.com&region=us-east-1&profile=digitalocean"
+        );
+    }
+
+    #[test]
+    fn endpoint_host_takes_the_scheme_parameter_default_https() {
+        assert_eq!(
+            understood("s3://b?endpoint=minio.local:9000"),
+            "s3://b?endpoint=https://minio.local:9000&region=us-east-1"
+        );
+        assert_eq!(
+            understood("s3://b?endpoint=10.0.0.1:3900&scheme=http&region=garage"),
+            "s3://b?endpoint=http://10.0.0.1:3900&region=garage"
+        );
+        // Nix's AWS SDK reads the scheme case-insensitively.
+        assert_eq!(
+            understood("s3://b?scheme=HTTP&endpoint=h"),
+            "s3://b?endpoint=http://h&region=us-east-1"
+        );
+    }
+
+    #[test]
+    fn endpoint_url_keeps_its_own_scheme_and_path() {
+        assert_eq!(
+            understood("s3://ferry?endpoint=http://127.0.0.1:3900&region=garage&profile=p"),
+            "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage&profile=p"
+        );
+        assert_eq!(
+            understood("s3://b?endpoint=https://s3.example.com/store/&scheme=https"),
+            "s3://b?endpoint=https://s3.example.com/store&region=us-east-1"
+        );
+    }
+
+    #[test]
+    fn scheme_without_endpoint_means_aws_over_that_scheme() {
+        assert_eq!(understood("s3://b"), "s3://b?region=us-east-1");
+        assert_eq!(
+            understood("s3://b?region=eu-west-1&scheme=https"),
+            "s3://b?region=eu-west-1"
+        );
+        assert_eq!(
+            understood("s3://b?region=eu-west-1&scheme=http"),
+            "s3://b?endpoint=http://s3.eu-west-1.amazonaws.com&region=eu-west-1"
+        );
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded_like_nix_does() {
+        assert_eq!(
+            understood("s3://b?endpoint=https%3A%2F%2Fs3.example.com&profile=my%20team"),
+            "s3://b?endpoint=https://s3.example.com&region=us-east-1&profile=my%20team"
+        );
+        let text = "s3://b?endpoint=https://e.example&region=r&profile=a%26b%3Dc";
+        let url = BucketUrl::parse(text).unwrap();
+        assert_eq!(url.to_string(), text);
+        assert_eq!(BucketUrl::parse(&url.to_string()).unwrap(), url);
+    }
+
+    #[test]
+    fn what_ferry_prints_parses_back_to_the_same_bucket() {
+        for text in [
+            DESIGN,
+            "s3://b?endpoint=10.0.0.1:3900&scheme=http&region=garage",
+            "s3://b?region=eu-west-1&scheme=http",
+            "s3://b",
+            "file:///srv/b",
+        ] {
+            let url = BucketUrl::parse(text).unwrap();
+            assert_eq!(BucketUrl::parse(&url.to_string()).unwrap(), url, "{text}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_parameter_and_what_to_write() {
+        for (text, expect) in [
+            ("s3://b?x=1", "unknown bucket URL parameter \"x\""),
+            ("s3://b?x=1", "endpoint, scheme, region, profile"),
+            ("s3://b?compression=zstd", "\"compression\""),
+            ("s3://b?scheme=ftp&endpoint=h", "scheme \"ftp\""),
+            (
+                "s3://b?scheme=http&endpoint=https://h",
+                "scheme=http but endpoint=https://h",
+            ),
+            ("s3://b?endpoint=ftp://h", "endpoint \"ftp://h\""),
+            ("s3://b?endpoint=h/path", "endpoint \"h/path\""),
+            ("s3://b?endpoint=https://", "endpoint \"https://\""),
+            ("s3://b?region=a&region=b", "region is given twice"),
+            ("s3://b?region=", "region is empty"),
+            ("s3://b?profile=%zz", "\"%zz\""),
+            ("s3://b/folder", "\"b/folder\""),
+            ("s3://", "no bucket name"),
+            ("s3://?region=r", "no bucket name"),
+            ("file://srv", "absolute directory"),
+            ("gs://b", "neither"),
+        ] {
+            let got = understood(text);
+            assert!(
+                got.starts_with("refused: ") && got.contains(expect),
+                "{text}: expected a refusal containing {expect:?}, got {got:?}"
+            );
+        }
         assert_eq!(
             BucketUrl::parse("file:///srv/b").unwrap(),
             BucketUrl::Dir(PathBuf::from("/srv/b"))
         );
-        assert!(matches!(
-            BucketUrl::parse("file://srv"),
-            Err(BucketUrlError::Relative(_))
-        ));
-        assert!(matches!(
-            BucketUrl::parse("s3://"),
-            Err(BucketUrlError::NoBucket(_))
-        ));
-        assert!(matches!(
-            BucketUrl::parse("s3://b?x=1"),
-            Err(BucketUrlError::Param(_))
-        ));
-        assert!(matches!(
-            BucketUrl::parse("gs://b"),
-            Err(BucketUrlError::Scheme(_))
-        ));
+        assert_eq!(understood("s3://b/"), "s3://b?region=us-east-1");
     }
 }

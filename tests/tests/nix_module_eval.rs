@@ -306,3 +306,76 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
     assert!(module.contains("# Relaxed: no PrivateUsers"));
     Ok(())
 }
+
+/// A systemd time span (`5min`, `30s`, `1min 30s`, `100ms`, a bare number of seconds) in
+/// milliseconds; `None` for what systemd would refuse.
+fn time_span_ms(span: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut rest = span.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let per_ms = match &rest[..unit_len] {
+            "ms" | "msec" => 1,
+            "" | "s" | "sec" | "second" | "seconds" => 1_000,
+            "m" | "min" | "minute" | "minutes" => 60_000,
+            "h" | "hr" | "hour" | "hours" => 3_600_000,
+            _ => return None,
+        };
+        total += number * per_ms;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(total)
+}
+
+#[test]
+fn time_spans_parse_as_systemd_reads_them() {
+    assert_eq!(time_span_ms("5min"), Some(300_000));
+    assert_eq!(time_span_ms("1min 30s"), Some(90_000));
+    assert_eq!(time_span_ms("100ms"), Some(100));
+    assert_eq!(time_span_ms("45"), Some(45_000));
+    assert_eq!(time_span_ms("5 parsecs"), None);
+    assert_eq!(time_span_ms(""), None);
+}
+
+/// The design's "fast deploys: under 5 minutes". With the module's defaults, the longest a
+/// published manifest waits for a host's next tick to start is the interval (counted from
+/// the start of the previous tick), plus the timer's random delay, plus systemd's
+/// coalescing window (`AccuracySec=`, 1 min when unset): under 5 minutes, and the README
+/// says the figure.
+#[test]
+fn default_timer_starts_a_tick_within_five_minutes_of_a_push() -> Result<()> {
+    let eval = eval_module(r#"{ enable = true; bucket = "b"; }"#)?;
+    let timer = &eval["config"]["systemd"]["timers"]["ferry-agent"]["timerConfig"];
+    let span = |key: &str, unset: &str| -> Result<u64> {
+        let text = timer[key].as_str().unwrap_or(unset);
+        time_span_ms(text).with_context(|| format!("{key}={text} is not a time span"))
+    };
+    let interval = span("OnUnitActiveSec", "")?;
+    let delay = span("RandomizedDelaySec", "0")?;
+    // systemd's default AccuracySec.
+    let accuracy = span("AccuracySec", "1min")?;
+    let worst = interval + delay + accuracy;
+    assert!(
+        worst < 300_000,
+        "worst case {worst} ms = OnUnitActiveSec {interval} + RandomizedDelaySec {delay} + AccuracySec {accuracy}: {timer}"
+    );
+    assert_eq!(span("OnBootSec", "")?, interval);
+    let readme = std::fs::read_to_string(nix_common::repo_root().join("README.md"))?;
+    let (m, s) = (worst / 60_000, (worst % 60_000) / 1_000);
+    let figure = format!("{m} min {s} s");
+    assert!(
+        readme.contains(&figure),
+        "README.md does not state the default worst case ({figure})"
+    );
+    Ok(())
+}
