@@ -19,6 +19,12 @@
   generationsToKeep = 5;
   secretsDir = "/var/lib/ferry-secrets";
   allowRoot = false;
+  allowUnsignedManifests = false;
+  rollbackByCopy = true;
+  allowedUsers = [];
+  allowedGroups = [];
+  allowedUnits = ["network-online.target"];
+  allowedPorts = "1024-65535";
   timeouts = {
     fetchSec = 30;
     pullSec = 600;
@@ -37,5 +43,6 @@
     listen = [":443"];
     automaticHttps = true;
     timeoutSec = 5;
+    domains = ["*"];
   };
 }

@@ -20,6 +20,14 @@
   hostName ? null,
   secretsDir ? null,
   generationsToKeep ? null,
+  # Host policy (agent.toml keys of the same names; `caddyDomains` is `caddy.domains`).
+  allowUnsignedManifests ? null,
+  rollbackByCopy ? null,
+  allowedUsers ? null,
+  allowedGroups ? null,
+  allowedUnits ? null,
+  allowedPorts ? null,
+  caddyDomains ? null,
   nixBin ? null,
   # The agent's [caddy] table: whether it routes HTTP services through Caddy at all, and
   # where Caddy's admin API listens.
@@ -57,6 +65,7 @@
 
   fromOptions = {
     inherit hostName trustedKeys manifestKeys secretsDir generationsToKeep nixBin;
+    inherit allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
     bucket = bucketUrl;
     credentials = {
       file = credentialsPath;
@@ -64,6 +73,7 @@
     caddy = {
       enable = caddyEnable;
       admin = caddyAdmin;
+      domains = caddyDomains;
     };
   };
 

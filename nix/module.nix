@@ -22,6 +22,8 @@
 
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region trustedKeys manifestKeys secretsDir generationsToKeep settings;
+    inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
+    caddyDomains = cfg.caddy.domains;
     # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
     hostName =
       if cfg.hostName == ""
@@ -133,9 +135,73 @@ in {
     manifestKeys = lib.mkOption {
       type = lib.types.listOf lib.types.str;
       default = defaults.manifestKeys;
+      example = ["acme-deploy-1:Bq0...="];
       description = ''
-        Public keys (`name:base64`) allowed to sign manifest.json. When any are set,
-        unsigned or badly signed manifests are refused.
+        Public keys (`name:base64`) allowed to sign manifest.json; a manifest without a valid
+        signature by one of them is refused. Required: the module does not evaluate without
+        it unless `allowUnsignedManifests` is set.
+      '';
+    };
+
+    allowUnsignedManifests = lib.mkOption {
+      type = lib.types.bool;
+      default = defaults.allowUnsignedManifests;
+      description = ''
+        Apply manifests without any signature check when `manifestKeys` is empty. Anyone
+        who can write to the bucket then runs code on this host as the services; for a
+        throw-away test bucket only.
+      '';
+    };
+
+    rollbackByCopy = lib.mkOption {
+      type = lib.types.bool;
+      default = defaults.rollbackByCopy;
+      description = ''
+        Apply an archived manifest copied back over manifest.json (a generation older than
+        the last one applied). With false such a manifest is refused and rollback is
+        `ferry rollback`, which re-signs the old content as a new generation. Either way a
+        store path that failed here stays quarantined when an older manifest names it again.
+      '';
+    };
+
+    allowedUsers = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.allowedUsers;
+      example = ["web"];
+      description = ''
+        Host accounts a service's `exec.user` may name (never root; the account's primary
+        group needs a GID of 1000 or more unless `exec.group` names another). Empty: every
+        service runs as systemd's DynamicUser.
+      '';
+    };
+
+    allowedGroups = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.allowedGroups;
+      example = ["web"];
+      description = ''
+        Host groups a service's `exec.group` may name; groups with a GID below 1000 are
+        refused even when listed. Empty: each service gets a dynamic group.
+      '';
+    };
+
+    allowedUnits = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.allowedUnits;
+      example = ["network-online.target" "postgresql.service"];
+      description = ''
+        Units of this host a service's `systemd.requires` and `systemd.after` may name,
+        besides the units of this host's Ferry services.
+      '';
+    };
+
+    allowedPorts = lib.mkOption {
+      type = lib.types.str;
+      default = defaults.allowedPorts;
+      example = "8000-8999";
+      description = ''
+        Loopback ports (`FIRST-LAST`) a manifest may route to and health-check. A port
+        something else on the host listens on is refused whatever the range.
       '';
     };
 
@@ -184,11 +250,25 @@ in {
       Without it the agent routes through Caddy only if `services.caddy` is enabled
       otherwise (at Caddy's default admin address)
     '';
+
+    caddy.domains = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.caddy.domains;
+      example = ["example.com" "*.example.com"];
+      description = ''
+        Domains a manifest may route: `example.com`, `*.example.com` (any name under it) or
+        `*`. A domain the host's own Caddy configuration serves is never taken over.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
     {
       assertions = [
+        {
+          assertion = (agentSettings.manifestKeys or []) != [] || (agentSettings.allowUnsignedManifests or false);
+          message = "services.ferry-agent: manifestKeys is empty, so the agent would refuse every manifest; set manifestKeys to the public key that signs manifest.json (`ferry keygen` prints it), or allowUnsignedManifests = true to apply unsigned manifests (anyone who can write to the bucket then runs code on this host)";
+        }
         {
           assertion = cfg.credentialsFile == null || lib.hasPrefix "/" cfg.credentialsFile;
           message = "services.ferry-agent.credentialsFile must be an absolute path, got ${toString cfg.credentialsFile}";

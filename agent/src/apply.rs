@@ -1,7 +1,10 @@
-//! Apply step: carry out a plan against the backends — pull (in parallel), pin, stop and
-//! delete removed units, write units, one `Reload`, then start/restart the services level by
-//! level in `dependsOn` order (a level's services in parallel) and health-check each started
-//! one: its probe plus systemd's view (active, `NRestarts` not growing).
+//! Apply step: carry out a plan against the backends — pull (in parallel), check that every
+//! path of each closure about to run is signed by a trusted key (`closure_trust`; `nix
+//! copy` does not look at paths the store already holds), pin, stop and delete removed
+//! units, write units, one `Reload`, then start/restart the services level by level in
+//! `dependsOn` order (a level's services in parallel) and health-check each started one: its
+//! probe plus systemd's view (active, `NRestarts` not growing). A service the host policy
+//! refused is reported as such; what runs of it is its last good version.
 //!
 //! A changed service that fails (start job or health) is put back: to the previously applied
 //! version (profile, unit, process, then confirmed healthy again), or, with nothing to put
@@ -15,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_schema::PublicKey;
 use futures_util::future::join_all;
 // tokio's clock, so the phases follow a paused clock in tests.
 use tokio::time::Instant;
@@ -25,6 +29,7 @@ use crate::backend::probe::{NetProbe, Probe};
 use crate::backend::store::Store;
 use crate::backend::systemd::{Systemd, stop};
 use crate::backend::units::Units;
+use crate::closure_trust::untrusted;
 use crate::health::quarantine::Quarantined;
 use crate::health::spec::{Check, HealthSpec};
 use crate::health::watch::watch;
@@ -39,6 +44,8 @@ pub struct ApplySettings {
     pub generations_to_keep: u32,
     /// How long a started unit must stay up before it counts as healthy.
     pub settle: Duration,
+    /// `trustedKeys`: every path of a closure that runs must be signed by one of them.
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 /// What happened to one service.
@@ -144,6 +151,7 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     let t = Instant::now();
     pull_all(plan, b, &mut failed).await;
+    check_closures(plan, b, settings, &mut failed).await;
     report.phases.pull = t.elapsed();
 
     let t = Instant::now();
@@ -558,6 +566,8 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                     reason: why.clone(),
                     at: at.clone(),
                     rolled_back_to: p.rollback.as_ref().map(|r| r.store_path.clone()),
+                    // The tick knows which manifest named it.
+                    generation: None,
                 },
             },
         );
@@ -614,8 +624,73 @@ async fn pull_all<B: ReadBucket, S: Store, D, U, P>(
     }
 }
 
+/// Fails every service about to run a closure with a path no trusted key signed, whether it
+/// was pulled now or already in the store. One `nix path-info` for all of them; when that
+/// fails, one per closure, so the error names the service.
+async fn check_closures<B, S: Store, D, U, P>(
+    plan: &Plan,
+    b: &Backends<B, S, D, U, P>,
+    settings: &ApplySettings,
+    failed: &mut BTreeMap<String, String>,
+) {
+    let runs: Vec<&ServicePlan> = plan
+        .services
+        .iter()
+        .filter(|p| p.action != Action::Remove && p.job().is_some())
+        .filter(|p| p.to.is_some() && !failed.contains_key(&p.name))
+        .collect();
+    let mut roots: Vec<String> = runs.iter().filter_map(|p| p.to.clone()).collect();
+    roots.sort();
+    roots.dedup();
+    if roots.is_empty() {
+        return;
+    }
+    let verdicts = match b.store.closure_info(&roots).await {
+        Ok(infos) => untrusted(&roots, &infos, &settings.trusted_keys),
+        Err(_) => {
+            let mut verdicts = BTreeMap::new();
+            for root in &roots {
+                let one = std::slice::from_ref(root);
+                match b.store.closure_info(one).await {
+                    Ok(infos) => verdicts.extend(untrusted(one, &infos, &settings.trusted_keys)),
+                    Err(e) => {
+                        verdicts.insert(root.clone(), e.to_string());
+                    }
+                }
+            }
+            verdicts
+        }
+    };
+    for p in runs {
+        if let Some(why) = p.to.as_ref().and_then(|to| verdicts.get(to)) {
+            failed.insert(p.name.clone(), why.clone());
+        }
+    }
+}
+
 /// The summary entry of one service from how its turn ended.
 fn outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
+    let mut o = fate_outcome(p, fate);
+    if !p.refused.is_empty() {
+        // What ran was its last good version; the manifest's version is refused.
+        let keeps = match &p.to {
+            Some(to) => format!("keeps running {to}"),
+            None => "not deployed".to_owned(),
+        };
+        let done = match (p.action, o.ok) {
+            (Action::Unchanged, true) => String::new(),
+            _ => format!(" ({})", o.message),
+        };
+        o.message = format!(
+            "REFUSED by host policy: {}; {keeps}{done}",
+            p.refused.join("; ")
+        );
+        o.ok = false;
+    }
+    o
+}
+
+fn fate_outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
     let (ok, message, quarantine) = match fate {
         None => (true, success_message(p), None),
         Some(Fate::Healthy(note)) => (true, format!("{}; {note}", success_message(p)), None),
@@ -699,6 +774,7 @@ mod tests {
     use crate::render::unit::{instance_ports, is_blue_green, render, serving_unit, unit_file};
     use ferry_schema::Manifest;
     use ferry_schema::manifest::Service;
+    use ferry_schema::path_info::PathInfo;
 
     /// The fake host: unit files, what each unit runs (the unit text at its last start), the
     /// `NRestarts` systemd reports, and a log of every side effect in order.
@@ -753,6 +829,30 @@ mod tests {
             self.0.push(format!("pin {} {path}", profile.display()));
             Ok(())
         }
+        /// Each path is its own closure, signed unless its name says `unsigned`.
+        async fn closure_info(&self, paths: &[String]) -> Result<Vec<PathInfo>, StoreError> {
+            Ok(paths
+                .iter()
+                .map(|p| {
+                    let mut info = PathInfo {
+                        path: p.clone(),
+                        nar_hash: "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"
+                            .into(),
+                        nar_size: 8,
+                        references: Vec::new(),
+                        deriver: None,
+                        ca: None,
+                        signatures: Vec::new(),
+                    };
+                    if !p.contains("unsigned") {
+                        let fp = ferry_schema::narinfo::fingerprint(p, &info.nar_hash, 8, &[]);
+                        info.signatures
+                            .push(cache_key().sign_detached(fp.as_bytes()));
+                    }
+                    info
+                })
+                .collect())
+        }
     }
 
     /// A unit whose store path contains `crashing` restarts on every look.
@@ -781,6 +881,12 @@ mod tests {
                 (_, None) => return Ok("failed".into()),
             }
             Ok("done".into())
+        }
+        async fn unit_files(&self, _: &str) -> Result<Vec<String>, SystemdError> {
+            Ok(Vec::new())
+        }
+        async fn dynamic_users(&self) -> Result<Vec<(u32, String)>, SystemdError> {
+            Ok(Vec::new())
         }
         async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {
             let Some(text) = self.0.runs(unit) else {
@@ -922,11 +1028,26 @@ mod tests {
         }
     }
 
+    fn host_policy() -> Policy {
+        Policy {
+            host: "h".into(),
+            ..Policy::default()
+        }
+    }
+
+    /// The key that signs the fake store's paths (all of them, except those whose name
+    /// contains `unsigned`).
+    fn cache_key() -> &'static ferry_schema::SecretKey {
+        static KEY: std::sync::OnceLock<ferry_schema::SecretKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(|| ferry_schema::SecretKey::generate("cache-1").unwrap())
+    }
+
     fn settings() -> ApplySettings {
         ApplySettings {
             profile_dir: "/p".into(),
             generations_to_keep: 5,
             settle: Duration::ZERO,
+            trusted_keys: vec![cache_key().public()],
         }
     }
 
@@ -962,7 +1083,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert("ferry-old.service".into(), "x".into());
-        let p = plan(&m, &observed, &Policy { host: "h".into() });
+        let p = plan(&m, &observed, &host_policy());
         let report = apply(&p, &backends(&host, &[]), &settings()).await;
         assert_eq!(
             host.take(),
@@ -1011,7 +1132,7 @@ mod tests {
             checked("db", "/nix/store/d-db", 8000, &[]),
             checked("cache", "/nix/store/c-cache", 8003, &[]),
         ]);
-        let p = plan(&m, &Observed::default(), &Policy { host: "h".into() });
+        let p = plan(&m, &Observed::default(), &host_policy());
         let names = |l: &Vec<&ServicePlan>| l.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
         let lv: Vec<Vec<String>> = levels(&p).iter().map(names).collect();
         assert_eq!(lv, [vec!["cache", "db"], vec!["api"], vec!["web"]]);
@@ -1052,7 +1173,7 @@ mod tests {
         let v1 = checked("web", "/nix/store/a-web-1", 8000, &[]);
         let observed = running(&host, std::slice::from_ref(&v1));
         let v2 = checked("web", "/nix/store/b-web-2-broken", 8000, &[]);
-        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let p = plan(&manifest(vec![v2]), &observed, &host_policy());
         let report = apply(&p, &backends(&host, &[(8000, "web")]), &settings()).await;
         assert_eq!(
             host.take(),
@@ -1091,7 +1212,7 @@ mod tests {
         let v1 = svc("worker", "/nix/store/a-worker-1", &[]);
         let observed = running(&host, std::slice::from_ref(&v1));
         let v2 = svc("worker", "/nix/store/c-worker-2-crashing", &[]);
-        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let p = plan(&manifest(vec![v2]), &observed, &host_policy());
         let report = apply(&p, &backends(&host, &[]), &settings()).await;
         let w = &report.services[0];
         assert!(
@@ -1113,7 +1234,7 @@ mod tests {
             checked("b", "/nix/store/b-b-broken", 8001, &["a"]),
             checked("c", "/nix/store/c-c", 8002, &["b"]),
         ]);
-        let p = plan(&m, &Observed::default(), &Policy { host: "h".into() });
+        let p = plan(&m, &Observed::default(), &host_policy());
         let report = apply(
             &p,
             &backends(&host, &[(8000, "a"), (8001, "b"), (8002, "c")]),
@@ -1168,7 +1289,7 @@ mod tests {
             checked("db", "/nix/store/e-db-2-crashing", 8000, &[]),
             checked("web", "/nix/store/x-web-2", 8001, &["db"]),
         ]);
-        let p = plan(&m, &observed, &Policy { host: "h".into() });
+        let p = plan(&m, &observed, &host_policy());
         let report = apply(
             &p,
             &backends(&host, &[(8000, "db"), (8001, "web")]),
@@ -1217,11 +1338,7 @@ mod tests {
         let v1 = blue_green("/nix/store/a-web-1");
         let observed = running(&host, std::slice::from_ref(&v1));
         let v2 = blue_green("/nix/store/b-web-2");
-        let p = plan(
-            &manifest(vec![v2.clone()]),
-            &observed,
-            &Policy { host: "h".into() },
-        );
+        let p = plan(&manifest(vec![v2.clone()]), &observed, &host_policy());
         let b = backends(&host, &[(8000, "web@8000"), (8001, "web@8001")]);
         let report = apply(&p, &b, &settings()).await;
         assert_eq!(
@@ -1255,7 +1372,7 @@ mod tests {
         let v1 = blue_green("/nix/store/a-web-1");
         let observed = running(&host, std::slice::from_ref(&v1));
         let v2 = blue_green("/nix/store/b-web-2-broken");
-        let p = plan(&manifest(vec![v2]), &observed, &Policy { host: "h".into() });
+        let p = plan(&manifest(vec![v2]), &observed, &host_policy());
         let b = backends(&host, &[(8000, "web@8000"), (8001, "web@8001")]);
         let report = apply(&p, &b, &settings()).await;
         assert_eq!(
@@ -1290,5 +1407,115 @@ mod tests {
             host.files.lock().unwrap()["ferry-web@.service"],
             render(&v1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closure_no_trusted_key_signed_is_neither_pinned_nor_run() {
+        // Pulled or already in the store, it makes no difference: the pull succeeds (as
+        // `nix copy` does for a path the store already holds) and the check refuses it.
+        let host = FakeHost::default();
+        let m = manifest(vec![
+            svc("planted", "/nix/store/p-planted-unsigned", &[]),
+            svc("web", "/nix/store/w-web", &[]),
+        ]);
+        let p = plan(&m, &Observed::default(), &host_policy());
+        let report = apply(&p, &backends(&host, &[]), &settings()).await;
+        assert_eq!(
+            host.take(),
+            [
+                "pull /nix/store/p-planted-unsigned,/nix/store/w-web",
+                "pin /p/web /nix/store/w-web",
+                "write ferry-web.service",
+                "reload",
+                "Start ferry-web.service",
+            ]
+        );
+        let by_name = by_name(&report);
+        assert!(by_name["web"].ok);
+        assert!(!by_name["planted"].ok);
+        assert!(
+            by_name["planted"].message.starts_with(
+                "FAILED (add): closure of /nix/store/p-planted-unsigned is not signed by any key in trustedKeys: /nix/store/p-planted-unsigned has no signature"
+            ),
+            "{}",
+            by_name["planted"].message
+        );
+        // A host trusting another key runs nothing.
+        let other = ApplySettings {
+            trusted_keys: vec![ferry_schema::SecretKey::generate("other").unwrap().public()],
+            ..settings()
+        };
+        let host = FakeHost::default();
+        let report = apply(&p, &backends(&host, &[]), &other).await;
+        assert!(report.services.iter().all(|s| !s.ok));
+        assert!(!host.take().iter().any(|l| l.starts_with("Start")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_service_keeps_its_last_good_version_while_the_others_deploy() {
+        let host = FakeHost::default();
+        let a1 = svc("a", "/nix/store/a-a-1", &[]);
+        let b1 = svc("b", "/nix/store/b-b-1", &[]);
+        let observed = running(&host, &[a1, b1.clone()]);
+        let m = manifest(vec![
+            svc("a", "/nix/store/a-a-2", &[]),
+            svc("b", "/nix/store/b-b-2", &[]),
+            svc("c", "/nix/store/c-c-1", &[]),
+        ]);
+        let policy = Policy {
+            refused: [
+                (
+                    "b".to_owned(),
+                    vec!["envFile /etc/shadow is not this service's".to_owned()],
+                ),
+                (
+                    "c".to_owned(),
+                    vec!["exec.group root is not in allowedGroups".to_owned()],
+                ),
+            ]
+            .into(),
+            ..host_policy()
+        };
+        let p = plan(&m, &observed, &policy);
+        assert!(p.to_string().contains(
+            "= b: unchanged /nix/store/b-b-1 (up to date) [REFUSED by host policy: envFile /etc/shadow is not this service's; the manifest's version is not applied]"
+        ), "{p}");
+        let report = apply(&p, &backends(&host, &[]), &settings()).await;
+        assert_eq!(
+            host.take(),
+            [
+                "pull /nix/store/a-a-2",
+                "pin /p/a /nix/store/a-a-2",
+                "write ferry-a.service",
+                "reload",
+                "Restart ferry-a.service",
+            ]
+        );
+        let by_name = by_name(&report);
+        assert!(by_name["a"].ok);
+        assert_eq!(
+            by_name["b"].message,
+            "REFUSED by host policy: envFile /etc/shadow is not this service's; keeps running /nix/store/b-b-1"
+        );
+        assert_eq!(
+            by_name["c"].message,
+            "REFUSED by host policy: exec.group root is not in allowedGroups; not deployed"
+        );
+        assert!(!by_name["b"].ok && !by_name["c"].ok);
+        assert_eq!(host.runs("ferry-b.service"), Some(render(&b1)));
+
+        // After a reboot (unit files gone) the refused service comes back as it was.
+        let mut lost = observed.clone();
+        if let Some(o) = lost.services.get_mut("b") {
+            o.files.clear();
+            o.active_state = Some("inactive".into());
+        }
+        let p = plan(&m, &lost, &policy);
+        let b = p.services.iter().find(|s| s.name == "b").unwrap();
+        assert_eq!(
+            (b.action, b.to.as_deref()),
+            (Action::UpdateUnit, Some("/nix/store/b-b-1"))
+        );
+        assert_eq!(b.unit_text.as_deref(), Some(render(&b1).as_str()));
     }
 }

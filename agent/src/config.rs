@@ -31,10 +31,23 @@ pub struct Config {
     /// are refused. Default: none (every closure is refused until a key is configured).
     #[serde(default = "default_trusted_keys")]
     pub trusted_keys: Vec<String>,
-    /// Public keys (`name:base64`) allowed to sign `manifest.json`. When any are configured,
-    /// unsigned or badly signed manifests are refused. Default: none (signatures not checked).
+    /// Public keys (`name:base64`) allowed to sign `manifest.json`; a manifest without a
+    /// valid signature by one of them is refused whole. Default: none — and with none, every
+    /// manifest is refused (restore-only, exit 2) unless `allowUnsignedManifests = true`.
     #[serde(default = "default_manifest_keys")]
     pub manifest_keys: Vec<String>,
+    /// Apply manifests without checking any signature when `manifestKeys` is empty. Anyone
+    /// who can write to the bucket then runs code on this host; meant for trying Ferry out
+    /// on a throw-away bucket. Ignored when `manifestKeys` is set. Default: false.
+    #[serde(default = "default_allow_unsigned_manifests")]
+    pub allow_unsigned_manifests: bool,
+    /// Apply a manifest whose generation is older than the last one applied (an archived
+    /// manifest copied back over `manifest.json`, the design's rollback by copy). With
+    /// false, such a manifest is refused whole and rollback is `ferry rollback`, which
+    /// re-signs the old content as a new generation. Either way a store path quarantined
+    /// here stays quarantined when an older manifest names it again. Default: true.
+    #[serde(default = "default_rollback_by_copy")]
+    pub rollback_by_copy: bool,
     /// Directory for `state.json` and its lock file. Default: `/var/lib/ferry`.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -58,6 +71,27 @@ pub struct Config {
     /// `dynamicUser = false`). Default: false.
     #[serde(default = "default_allow_root")]
     pub allow_root: bool,
+    /// Host accounts a service's `exec.user` may name (never root, whose own switch is
+    /// `allowRoot`; the account's primary group needs a GID of 1000 or more unless
+    /// `exec.group` names another). Default: none — services run as systemd's DynamicUser.
+    #[serde(default = "default_allowed_users")]
+    pub allowed_users: Vec<String>,
+    /// Host groups a service's `exec.group` may name; a group with a GID below 1000 (a
+    /// system group such as root, wheel or adm) is refused even when listed here. Default:
+    /// none — services get a dynamic group.
+    #[serde(default = "default_allowed_groups")]
+    pub allowed_groups: Vec<String>,
+    /// Units of the host a service's `systemd.requires` and `systemd.after` may name, besides
+    /// the units of this host's Ferry services (`ferry-<service>.service`). Default:
+    /// `["network-online.target"]`.
+    #[serde(default = "default_allowed_units")]
+    pub allowed_units: Vec<String>,
+    /// The loopback ports a manifest may route to and health-check (`http.internalPort`,
+    /// the blue-green `internalPort + 1`, `healthCheck.port`), as `FIRST-LAST`. Besides this
+    /// range, a port something else on the host listens on is refused. Default:
+    /// `1024-65535`.
+    #[serde(default = "default_allowed_ports")]
+    pub allowed_ports: PortRange,
     /// Time limits for each step of a tick.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -141,6 +175,12 @@ impl Default for Config {
             generations_to_keep: default_generations_to_keep(),
             secrets_dir: default_secrets_dir(),
             allow_root: default_allow_root(),
+            allow_unsigned_manifests: default_allow_unsigned_manifests(),
+            rollback_by_copy: default_rollback_by_copy(),
+            allowed_users: default_allowed_users(),
+            allowed_groups: default_allowed_groups(),
+            allowed_units: default_allowed_units(),
+            allowed_ports: default_allowed_ports(),
             timeouts: Timeouts::default(),
             bus_address: default_bus_address(),
             nix_bin: default_nix_bin(),
@@ -180,6 +220,11 @@ pub struct Caddy {
     /// Seconds one admin API request may take. Default: 5.
     #[serde(default = "default_caddy_timeout_sec")]
     pub timeout_sec: u64,
+    /// The domains a manifest may route: `example.com` (that name), `*.example.com` (any
+    /// name under it) or `*` (any). A domain the host's own Caddy configuration serves is
+    /// never routed, whatever this says. Default: `["*"]`.
+    #[serde(default = "default_caddy_domains")]
+    pub domains: Vec<String>,
 }
 
 impl Default for Caddy {
@@ -192,6 +237,7 @@ impl Default for Caddy {
             listen: default_caddy_listen(),
             automatic_https: default_caddy_automatic_https(),
             timeout_sec: default_caddy_timeout_sec(),
+            domains: default_caddy_domains(),
         }
     }
 }
@@ -216,6 +262,9 @@ fn default_caddy_automatic_https() -> bool {
 }
 fn default_caddy_timeout_sec() -> u64 {
     5
+}
+fn default_caddy_domains() -> Vec<String> {
+    vec!["*".to_owned()]
 }
 
 impl Caddy {
@@ -243,6 +292,15 @@ impl Caddy {
         }
         if self.timeout_sec == 0 {
             return Some("caddy.timeoutSec must be at least 1".to_owned());
+        }
+        if let Some(bad) = self
+            .domains
+            .iter()
+            .find(|d| !crate::policy::routing::is_valid_domain_pattern(d))
+        {
+            return Some(format!(
+                "caddy.domains: {bad:?} is not a domain pattern; use `example.com`, `*.example.com` or `*`"
+            ));
         }
         None
     }
@@ -277,6 +335,72 @@ fn default_secrets_dir() -> PathBuf {
 }
 fn default_allow_root() -> bool {
     false
+}
+fn default_allow_unsigned_manifests() -> bool {
+    false
+}
+fn default_rollback_by_copy() -> bool {
+    true
+}
+fn default_allowed_users() -> Vec<String> {
+    Vec::new()
+}
+fn default_allowed_groups() -> Vec<String> {
+    Vec::new()
+}
+fn default_allowed_units() -> Vec<String> {
+    vec!["network-online.target".to_owned()]
+}
+fn default_allowed_ports() -> PortRange {
+    PortRange {
+        first: 1024,
+        last: 65535,
+    }
+}
+
+/// An inclusive range of TCP ports, written `FIRST-LAST` (`8000-8999`) or as one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    /// The lowest port in the range.
+    pub first: u16,
+    /// The highest port in the range.
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(r: PortRange) -> Self {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a port range like \"8000-8999\"");
+        let (a, b) = text.split_once('-').unwrap_or((&text, &text));
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(format!(
+                "{text:?}: the range must run from a port of 1 or more up to a port no lower"
+            ));
+        }
+        Ok(Self { first, last })
+    }
 }
 fn default_fetch_sec() -> u64 {
     30
@@ -387,14 +511,39 @@ impl Config {
             ("manifestKeys", &self.manifest_keys),
         ] {
             for k in list {
-                if k.split_once(':')
-                    .is_none_or(|(n, v)| n.is_empty() || v.is_empty())
-                {
+                if let Err(e) = ferry_schema::PublicKey::parse(k) {
                     return Err(invalid(format!(
-                        "{key}: {k:?} is not a key in Nix format `name:base64`"
+                        "{key}: {k:?} is not a public key in Nix format `name:base64` ({e})"
                     )));
                 }
             }
+        }
+        for (key, list) in [
+            ("allowedUsers", &self.allowed_users),
+            ("allowedGroups", &self.allowed_groups),
+        ] {
+            if let Some(bad) = list
+                .iter()
+                .find(|n| !ferry_schema::names::is_valid_posix_name(n))
+            {
+                return Err(invalid(format!(
+                    "{key}: {bad:?} is not a user or group name"
+                )));
+            }
+            if list.iter().any(|n| n == "root") {
+                return Err(invalid(format!(
+                    "{key} may not list root; services run as root only with allowRoot = true"
+                )));
+            }
+        }
+        if let Some(bad) = self
+            .allowed_units
+            .iter()
+            .find(|u| !ferry_schema::names::is_valid_unit_name(u))
+        {
+            return Err(invalid(format!(
+                "allowedUnits: {bad:?} is not a unit name (e.g. postgresql.service)"
+            )));
         }
         Ok(())
     }
@@ -438,8 +587,8 @@ mod tests {
         let text = r#"
 hostName = "biz"
 bucket = "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage"
-trustedKeys = ["cache:AAAA"]
-manifestKeys = ["dev:BBBB"]
+trustedKeys = ["cache:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
+manifestKeys = ["dev:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
 generationsToKeep = 3
 allowRoot = true
 busAddress = "unix:path=/tmp/bus"
@@ -503,6 +652,46 @@ pullSec = 60
         assert!(Config::parse("generationsToKeep = 1", Path::new("t")).is_err());
         assert!(Config::parse("stateDir = \"rel\"", Path::new("t")).is_err());
         assert!(Config::parse("trustedKeys = [\"nocolon\"]", Path::new("t")).is_err());
+        assert!(Config::parse("manifestKeys = [\"dev:AAAA\"]", Path::new("t")).is_err());
         assert!(Config::parse("bucket = \"http://x\"", Path::new("t")).is_err());
+    }
+
+    #[test]
+    fn host_policy_keys_default_strict_and_are_checked() {
+        let c = Config::default();
+        assert!(!c.allow_unsigned_manifests);
+        assert!(c.rollback_by_copy);
+        assert!(c.allowed_users.is_empty() && c.allowed_groups.is_empty());
+        assert_eq!(c.allowed_units, ["network-online.target"]);
+        assert_eq!(c.allowed_ports.to_string(), "1024-65535");
+        assert_eq!(c.caddy.domains, ["*"]);
+        let text = "allowUnsignedManifests = true\nrollbackByCopy = false\n\
+            allowedUsers = [\"app\"]\nallowedGroups = [\"app\"]\n\
+            allowedUnits = [\"postgresql.service\"]\nallowedPorts = \"8000-8999\"\n\
+            [caddy]\ndomains = [\"*.example.com\", \"example.com\"]\n";
+        let c = Config::parse(text, Path::new("t")).unwrap();
+        assert!(c.allow_unsigned_manifests && !c.rollback_by_copy);
+        assert_eq!((c.allowed_ports.first, c.allowed_ports.last), (8000, 8999));
+        assert!(c.allowed_ports.contains(8999) && !c.allowed_ports.contains(9000));
+        assert_eq!(
+            Config::parse("allowedPorts = \"8080\"", Path::new("t"))
+                .unwrap()
+                .allowed_ports
+                .to_string(),
+            "8080-8080"
+        );
+        for (bad, named) in [
+            ("allowedUsers = [\"root\"]", "allowedUsers"),
+            ("allowedGroups = [\"root\"]", "allowedGroups"),
+            ("allowedGroups = [\"a b\"]", "allowedGroups"),
+            ("allowedUnits = [\"debug-shell\"]", "allowedUnits"),
+            ("allowedPorts = \"9000-8000\"", "9000-8000"),
+            ("allowedPorts = \"0-10\"", "0-10"),
+            ("allowedPorts = \"x\"", "port range"),
+            ("[caddy]\ndomains = [\"http://a\"]", "caddy.domains"),
+        ] {
+            let e = Config::parse(bad, Path::new("t")).unwrap_err().to_string();
+            assert!(e.contains(named), "{bad}: {e}");
+        }
     }
 }

@@ -6,8 +6,11 @@
 
 pub mod apply;
 pub mod backend;
+pub mod closure_trust;
 pub mod config;
+pub mod generation;
 pub mod health;
+pub mod host_facts;
 pub mod observe;
 pub mod plan;
 pub mod policy;

@@ -1,5 +1,8 @@
 //! The planner: a pure function of (manifest, observed host, policy) to an ordered list of
-//! per-service actions, printable as a readable diff (`ferry-agent plan`).
+//! per-service actions, printable as a readable diff (`ferry-agent plan`). A service the host
+//! policy refuses is planned from its last good version (the one state recorded), so it
+//! keeps running — and comes back after a reboot — while the others deploy; with no good
+//! version it is planned as nothing at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,10 +45,12 @@ pub struct ObservedService {
 }
 
 /// Inputs to planning that are not in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// This host's name: only services listing it are planned.
     pub host: String,
+    /// This host's services the host policy refuses, with why (`HostPolicy::refusals`).
+    pub refused: BTreeMap<String, Vec<String>>,
 }
 
 /// What happens to one service.
@@ -130,6 +135,10 @@ pub struct ServicePlan {
     /// plan changes it. `None` for new services and for restarts of the applied version.
     #[serde(skip)]
     pub rollback: Option<Rollback>,
+    /// Why the host policy refuses the manifest's version of this service (empty: it does
+    /// not). A refused service is planned from its last good version, or as nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// The previously applied version of a service, ready to be put back.
@@ -224,6 +233,7 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
                 depends_on: Vec::new(),
                 health: None,
                 rollback: None,
+                refused: Vec::new(),
             });
         }
     }
@@ -231,6 +241,15 @@ pub fn plan(manifest: &Manifest, observed: &Observed, policy: &Policy) -> Plan {
         let Some(service) = mine.get(name) else {
             continue;
         };
+        if let Some(reasons) = policy.refused.get(name) {
+            services.push(plan_refused(
+                name,
+                reasons,
+                observed.services.get(name),
+                &policy.host,
+            ));
+            continue;
+        }
         let mut p = plan_service(service, observed.services.get(name));
         p.depends_on = service
             .depends_on
@@ -270,6 +289,7 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
                 .filter(|applied| *applied != service)
                 .map(|applied| rollback_to(applied, o.live_port))
         }),
+        refused: Vec::new(),
     };
     let Some(obs) = obs else {
         p.action = Action::Add;
@@ -325,6 +345,44 @@ fn plan_service(service: &Service, obs: Option<&ObservedService>) -> ServicePlan
     }
     place(&mut p, service, Some(obs));
     p
+}
+
+/// A refused service: its last good version planned as usual (nothing to do while it runs;
+/// restored when its unit is gone), or, with none recorded, nothing at all.
+fn plan_refused(
+    name: &str,
+    reasons: &[String],
+    obs: Option<&ObservedService>,
+    host: &str,
+) -> ServicePlan {
+    if let Some((obs, applied)) = obs.and_then(|o| o.applied.as_ref().map(|a| (o, a))) {
+        let mut kept = applied.clone();
+        if !kept.hosts.iter().any(|h| h == host) {
+            kept.hosts.push(host.to_owned());
+        }
+        let mut p = plan_service(&kept, Some(obs));
+        p.refused = reasons.to_vec();
+        return p;
+    }
+    ServicePlan {
+        name: name.to_owned(),
+        action: Action::Unchanged,
+        why: "refused by host policy".to_owned(),
+        from: obs.and_then(|o| o.store_path.clone()),
+        to: None,
+        unit_text: None,
+        unit_file: unit_name(name),
+        unit: unit_name(name),
+        port: None,
+        switch: false,
+        stop_first: Vec::new(),
+        delete_first: Vec::new(),
+        retire: Retiring::default(),
+        depends_on: Vec::new(),
+        health: None,
+        rollback: None,
+        refused: reasons.to_vec(),
+    }
 }
 
 /// The version to put back after a failure: the applied service, run from its plain unit
@@ -517,6 +575,18 @@ impl fmt::Display for Plan {
                 _ => {}
             }
             write!(f, " ({})", s.why)?;
+            if !s.refused.is_empty() {
+                write!(
+                    f,
+                    " [REFUSED by host policy: {}; {}]",
+                    s.refused.join("; "),
+                    if s.to.is_some() {
+                        "the manifest's version is not applied"
+                    } else {
+                        "not deployed"
+                    }
+                )?;
+            }
             if s.switch {
                 write!(f, " [blue-green: start {}, then switch", s.unit)?;
                 if !s.retire.units.is_empty() {
@@ -572,7 +642,10 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy { host: "h1".into() }
+        Policy {
+            host: "h1".into(),
+            ..Policy::default()
+        }
     }
 
     fn actions(p: &Plan) -> Vec<(&str, Action)> {

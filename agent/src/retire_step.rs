@@ -157,6 +157,12 @@ mod tests {
             self.0.lock().unwrap().push(format!("{job:?} {unit}"));
             Ok("done".into())
         }
+        async fn unit_files(&self, _: &str) -> Result<Vec<String>, SystemdError> {
+            Ok(Vec::new())
+        }
+        async fn dynamic_users(&self) -> Result<Vec<(u32, String)>, SystemdError> {
+            Ok(Vec::new())
+        }
         async fn unit_state(&self, _: &str) -> Result<Option<UnitState>, SystemdError> {
             Ok(None)
         }

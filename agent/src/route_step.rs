@@ -2,7 +2,10 @@
 //! runs successfully, every tick (Caddy forgets API changes on a restart or reload). A
 //! converged host costs one GET and no writes. Routes come from the recorded (last good)
 //! services, so a service whose update failed keeps routing to the version that still runs,
-//! and one that never worked gets no route.
+//! and one that never worked gets no route. A domain the host's own configuration serves (a
+//! route in the same server that is not Ferry's matches it) is never routed: Ferry's routes
+//! come first and would take the site over, so that route is left out (and any earlier one
+//! deleted) and the step reports it and fails.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -13,7 +16,8 @@ use crate::backend::caddy::{AdminAddressError, CaddyAdmin, Proxy, ProxyError};
 use crate::config::Caddy;
 use crate::plan::Action;
 use crate::routes::{
-    Drift, RouteSpec, RouteWrite, drift, drift_lines, ferry_id, ordered_routes, repairs,
+    Drift, Route, RouteSpec, RouteWrite, claimed_by, drift, drift_lines, ferry_id, host_claims,
+    ordered_routes, repairs,
 };
 use crate::state::{Outcome, State};
 use crate::tick::TickReport;
@@ -197,9 +201,24 @@ async fn run<P: Proxy>(
             return;
         }
     };
+    let claims = host_claims(&current);
+    let (desired, taken): (Vec<Route>, Vec<Route>) = desired
+        .into_iter()
+        .partition(|r| claimed_by(&r.domain, &claims).is_none());
+    for r in &taken {
+        report.lines.push(format!(
+            "routes: {} not written: {} is served by the host's own Caddy configuration \
+             ({} in server {}), which Ferry never takes over; give service {} another domain",
+            r.id,
+            r.domain,
+            claimed_by(&r.domain, &claims).unwrap_or_default(),
+            routing.server,
+            r.service
+        ));
+    }
     let d = drift(&desired, &current);
     if d.is_empty() {
-        report.ok = true;
+        report.ok = taken.is_empty();
         return;
     }
     describe(&d, &desired, &current, changed, report);
@@ -223,7 +242,7 @@ async fn run<P: Proxy>(
             return fail(report, &e);
         }
     }
-    report.ok = true;
+    report.ok = taken.is_empty();
 }
 
 /// One line per route: expected changes say what happened, the rest is drift.

@@ -34,6 +34,8 @@ pub struct Route {
     pub id: String,
     /// The service it sends traffic to.
     pub service: String,
+    /// The domain it matches.
+    pub domain: String,
     /// The route object, `@id` included.
     pub value: Value,
 }
@@ -76,6 +78,7 @@ pub fn ordered_routes(specs: &[RouteSpec]) -> Vec<Route> {
         .map(|s| Route {
             id: route_id(&s.service),
             service: s.service.clone(),
+            domain: s.domain.clone(),
             value: route_value(s),
         })
         .collect()
@@ -87,6 +90,34 @@ pub fn ferry_id(route: &Value) -> Option<&str> {
         .get("@id")
         .and_then(Value::as_str)
         .filter(|id| id.starts_with(UNIT_PREFIX))
+}
+
+/// The host patterns the server's routes that are not Ferry's match on (a Caddyfile site
+/// `shop.example.com { … }` compiles to a route with that host matcher). A route without a
+/// host matcher (a catch-all like Debian's `:80`) claims no domain.
+pub fn host_claims(current: &[Value]) -> Vec<String> {
+    let mut claims: Vec<String> = current
+        .iter()
+        .filter(|r| ferry_id(r).is_none())
+        .filter_map(|r| r.get("match").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|m| m.get("host").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect();
+    claims.sort();
+    claims.dedup();
+    claims
+}
+
+/// The host's own pattern among `claims` that `domain` falls under, if any: a Ferry route
+/// for it would sit before the host's site and take it over.
+pub fn claimed_by<'a>(domain: &str, claims: &'a [String]) -> Option<&'a str> {
+    claims
+        .iter()
+        .find(|c| crate::policy::routing::domain_matches(c, domain))
+        .map(String::as_str)
 }
 
 /// How Caddy's routes differ from the desired ones.
@@ -288,6 +319,22 @@ mod tests {
                 "ferry-blog"
             ]
         );
+    }
+
+    #[test]
+    fn the_hosts_own_sites_claim_their_domains() {
+        let current = vec![
+            json!({"@id": "ferry-web", "match": [{"host": ["mine.test"]}]}),
+            json!({"match": [{"host": ["shop.test", "*.blog.test"]}], "handle": []}),
+            json!({"match": [{"path": ["/*"]}]}),
+            json!({"handle": [{"handler": "file_server"}]}),
+        ];
+        let claims = host_claims(&current);
+        assert_eq!(claims, ["*.blog.test", "shop.test"]);
+        assert_eq!(claimed_by("shop.test", &claims), Some("shop.test"));
+        assert_eq!(claimed_by("a.blog.test", &claims), Some("*.blog.test"));
+        assert_eq!(claimed_by("mine.test", &claims), None);
+        assert_eq!(claimed_by("blog.test", &claims), None);
     }
 
     fn desired() -> Vec<Route> {

@@ -224,6 +224,7 @@ mod tests {
                 reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
                 at: "2025-01-01T00:00:00Z".into(),
                 rolled_back_to: Some(m.services[0].artifact.store_path.clone()),
+                generation: Some("2025-01-01T00:00:00Z".into()),
             },
         );
         let back = State::parse(&s.to_bytes()).unwrap();

@@ -1,8 +1,13 @@
-//! One reconcile tick: fetch → verify → observe → plan → apply → record (in memory; the
-//! caller writes the state file). An unreachable bucket or a refused manifest falls back to
-//! the services recorded in state, so a rebooted host brings its last known-good services
-//! back, and a healthy host is left alone.
+//! One reconcile tick: fetch → verify → host facts and policy → observe → plan → apply →
+//! record (in memory; the caller writes the state file). An unreachable bucket or a refused
+//! manifest falls back to the services recorded in state, so a rebooted host brings its last
+//! known-good services back, and a healthy host is left alone. A manifest is refused whole
+//! only when it cannot be trusted at all (unsigned, unparsable, older than allowed, nothing
+//! for this host); the host policy then refuses services one by one, and the planner keeps
+//! each refused service on its last good version. The stored manifest a 304 re-applies is
+//! judged again, so a tightened agent.toml takes effect on the next tick.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,20 +21,23 @@ use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
 use crate::health::quarantine::{hold_back, lift};
+use crate::host_facts::{self, FactSources};
 use crate::observe::observe;
 use crate::plan::{Action, Plan, Policy, plan};
 use crate::policy::HostPolicy;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
-use crate::verify::verify;
+use crate::verify::{Trust, recheck, verify};
 
 /// Everything a tick needs besides the backends and the state.
 #[derive(Debug, Clone)]
 pub struct TickSettings {
-    /// Host policy (host name, secrets dir, root).
+    /// Host policy (host name, identities, units, secrets, routes, reserved names).
     pub policy: HostPolicy,
-    /// Trusted manifest keys (empty: signatures not required).
-    pub manifest_keys: Vec<String>,
+    /// Whose manifests are applied (keys, unsigned, rollback by copy).
+    pub trust: Trust,
+    /// Where the facts the policy judges against are read.
+    pub facts: FactSources,
     /// Manifest size cap in bytes.
     pub size_cap: usize,
     /// Apply settings.
@@ -76,36 +84,53 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut lines = Vec::new();
 
     let etag = state.manifest.as_ref().and(state.manifest_etag.as_deref());
-    let source = match b.bucket.get(MANIFEST_KEY, etag).await {
-        Ok(Fetched::Found { bytes, etag }) => {
-            match verify(
-                &bytes,
-                settings.size_cap,
-                &settings.manifest_keys,
-                Some(&settings.policy),
-            ) {
-                Ok(accepted) => {
-                    for w in &accepted.warnings {
-                        lines.push(format!("manifest warning: {w}"));
-                    }
-                    Source::Fetched(Box::new(accepted.manifest), etag)
-                }
-                Err(reasons) => {
-                    lines.push(format!(
-                        "manifest refused ({} reason{}); nothing changed:",
-                        reasons.len(),
-                        if reasons.len() == 1 { "" } else { "s" }
-                    ));
-                    lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
-                    Source::Restore(Outcome::Refused)
-                }
-            }
+    let last_generation = state.manifest.as_ref().map(|m| m.generation.clone());
+    let refuse = |lines: &mut Vec<String>, what: &str, reasons: Vec<String>| {
+        lines.push(format!(
+            "{what} refused ({} reason{}); nothing changed:",
+            reasons.len(),
+            if reasons.len() == 1 { "" } else { "s" }
+        ));
+        lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
+        Source::Restore(Outcome::Refused)
+    };
+    let fetched = match settings.trust.refuses_everything() {
+        // Nothing fetched can be applied, so nothing is fetched.
+        Some(line) => {
+            lines.push(line);
+            None
         }
-        Ok(Fetched::Unchanged) => match &state.manifest {
-            Some(m) => Source::Unchanged(Box::new(m.clone())),
+        None => Some(b.bucket.get(MANIFEST_KEY, etag).await),
+    };
+    let source = match fetched {
+        None => Source::Restore(Outcome::Refused),
+        Some(Ok(Fetched::Found { bytes, etag })) => match verify(
+            &bytes,
+            settings.size_cap,
+            &settings.trust,
+            Some(&settings.policy),
+            last_generation.as_deref(),
+        ) {
+            Ok(accepted) => {
+                for w in &accepted.warnings {
+                    lines.push(format!("manifest warning: {w}"));
+                }
+                Source::Fetched(Box::new(accepted.manifest), etag)
+            }
+            Err(reasons) => refuse(&mut lines, "manifest", reasons),
+        },
+        Some(Ok(Fetched::Unchanged)) => match &state.manifest {
+            Some(m) => match recheck(m, &settings.trust, Some(&settings.policy)) {
+                Ok(()) => Source::Unchanged(Box::new(m.clone())),
+                Err(reasons) => refuse(
+                    &mut lines,
+                    "the stored manifest (unchanged in the bucket)",
+                    reasons,
+                ),
+            },
             None => Source::Restore(Outcome::Ok),
         },
-        Ok(Fetched::Missing) => {
+        Some(Ok(Fetched::Missing)) => {
             lines.push(format!(
                 "the bucket has no {MANIFEST_KEY}; publish one with `ferry push` (keeping current services)"
             ));
@@ -113,7 +138,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         }
         // Unreachable or refused (the only errors a GET gives), services keep running from
         // state; the message names which one it was.
-        Err(e) => {
+        Some(Err(e)) => {
             lines.push(format!("{e}; restoring services from state"));
             Source::Restore(Outcome::Unreachable)
         }
@@ -123,12 +148,16 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         Source::Fetched(m, _) | Source::Unchanged(m) => ((**m).clone(), None),
         Source::Restore(o) => (state.applied_manifest(&host), Some(*o)),
     };
-    // Quarantine only concerns a trusted manifest: what state restores never failed.
+    // Host policy and quarantine only concern a trusted manifest: what state restores
+    // passed them when it was applied.
     let mut held = Vec::new();
+    let mut refused = BTreeMap::new();
     if restore_outcome.is_none() {
+        let facts = host_facts::gather(&settings.facts, state, &b.systemd, &b.units).await;
+        refused = settings.policy.refusals(&desired, &facts);
         for (name, q) in lift(&mut state.quarantine, &desired, &host) {
             lines.push(format!(
-                "{name}: quarantine of {} lifted (the manifest no longer names it)",
+                "{name}: quarantine of {} lifted (a newer manifest no longer names it)",
                 q.store_path
             ));
         }
@@ -153,7 +182,14 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             );
         }
     };
-    let mut the_plan = plan(&desired, &observed, &Policy { host: host.clone() });
+    let mut the_plan = plan(
+        &desired,
+        &observed,
+        &Policy {
+            host: host.clone(),
+            refused,
+        },
+    );
     if restore_outcome.is_some() {
         // Without a trusted manifest the agent only restores; it never removes.
         the_plan.services.retain(|p| p.action != Action::Remove);
@@ -193,7 +229,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     state.pending.clear();
     for s in &applied.services {
         if let Some(q) = &s.quarantine {
-            state.quarantine.insert(s.name.clone(), q.clone());
+            // Only a manifest newer than this one lifts it (`quarantine::lift`).
+            let generation = (!desired.generation.is_empty()).then(|| desired.generation.clone());
+            state.quarantine.insert(
+                s.name.clone(),
+                crate::health::quarantine::Quarantined {
+                    generation,
+                    ..q.clone()
+                },
+            );
         }
     }
 

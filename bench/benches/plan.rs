@@ -28,6 +28,7 @@ fn plan_1000_services(c: &mut Criterion) {
     }
     let policy = Policy {
         host: "alpha".to_owned(),
+        ..Policy::default()
     };
     c.bench_function("plan/1000 services, no change", |b| {
         b.iter(|| plan(std::hint::black_box(&manifest), &observed, &policy))

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Summary, Table, summarize};
-use ferry_tests::agent_bed::{AGENT, bed_with_agent};
+use ferry_tests::agent_bed::{AGENT, bed_with_agent, sign};
 use ferry_tests::{Closures, Output, install_agent_config};
 use serde_json::{Value, json};
 
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
             .put_object()
             .bucket(&s3.bucket)
             .key("manifest.json")
-            .body(serde_json::to_vec_pretty(&manifest)?.into())
+            .body(serde_json::to_vec_pretty(&sign(&manifest, &closures.secret_key_file)?)?.into())
             .send()
             .await?;
         anyhow::Ok(())
@@ -98,7 +98,7 @@ fn main() -> Result<()> {
         s3,
         HOST,
         std::slice::from_ref(&closures.public_key),
-        &[],
+        std::slice::from_ref(&closures.public_key),
         "[timeouts]\nsettleSec = 1\n",
     )?;
     let first = host.exec(&[AGENT, "reconcile"])?;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Table, summarize};
-use ferry_tests::agent_bed::{AGENT, bed_with_agent};
+use ferry_tests::agent_bed::{AGENT, bed_with_agent, sign};
 use ferry_tests::{Bed, Closures, Host, Output, install_agent_config};
 use serde_json::{Value, json};
 
@@ -219,9 +219,11 @@ fn update(
     })
 }
 
+/// Publishes `manifest` signed with the test key, as `ferry publish` would.
 fn publish(rt: &tokio::runtime::Runtime, bed: &Bed, manifest: &Value) -> Result<()> {
     let s3 = bed.s3();
-    let body = serde_json::to_vec_pretty(manifest)?;
+    let signed = sign(manifest, &Closures::get()?.secret_key_file)?;
+    let body = serde_json::to_vec_pretty(&signed)?;
     rt.block_on(
         s3.client()
             .put_object()
@@ -255,7 +257,7 @@ fn main() -> Result<()> {
         bed.s3(),
         HOST,
         std::slice::from_ref(&closures.public_key),
-        &[],
+        std::slice::from_ref(&closures.public_key),
         CONFIG,
     )?;
     let (v1, v2) = (closures.v1.as_str(), closures.v2.as_str());

@@ -21,6 +21,7 @@
     literalExpression = text: text;
     types = {
       str = "str";
+      bool = "bool";
       package = "package";
       nullOr = _: "nullOr";
       listOf = _: "listOf";
@@ -71,6 +72,18 @@
     };
   };
 
+  # A value the user sets replaces the option's default, lists included (as a definition
+  # beats mkOptionDefault); only attribute sets of options are walked into.
+  overDefaults = defaults: user:
+    defaults
+    // builtins.mapAttrs (
+      name: value:
+        if builtins.isAttrs value && builtins.isAttrs (defaults.${name} or null)
+        then overDefaults defaults.${name} value
+        else value
+    )
+    user;
+
   # Option declarations → their defaults, then the user's values on top.
   defaultsOf = options:
     builtins.mapAttrs (
@@ -90,7 +103,7 @@
       options));
 
   config = {
-    services.ferry-agent = merge (defaultsOf module.options.services.ferry-agent) user;
+    services.ferry-agent = overDefaults (defaultsOf module.options.services.ferry-agent) user;
     networking.hostName = hostName;
     services.caddy.enable = caddyElsewhere;
     nix.package = "/nix/store/00000000000000000000000000000000-nix";
@@ -101,6 +114,9 @@
 in {
   options = optionNames "" module.options.services.ferry-agent;
   inherit (module) config;
+  # The messages of the module's assertions that fail: NixOS refuses to build the system
+  # while any does.
+  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) (module.config.assertions or []));
   # What pkgs.formats.toml would be given for /etc/ferry/agent.toml.
   agentToml =
     if module.config ? environment

@@ -1,6 +1,7 @@
 //! The contract between `ferry` (the pusher) and `ferry-agent`: the manifest v1 types and
 //! everything that can be decided about a manifest without I/O: its JSON Schema,
-//! validation, signing, key format, narinfo fingerprints, bucket layout and names.
+//! validation, signing, key format, narinfo fingerprints, `nix path-info` output, bucket
+//! layout and names.
 
 // Tests may panic on a broken precondition; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -11,6 +12,7 @@ pub mod layout;
 pub mod manifest;
 pub mod names;
 pub mod narinfo;
+pub mod path_info;
 pub mod signing;
 pub mod validate;
 

@@ -1,6 +1,7 @@
 //! A bed with one host running `ferry-agent` inside it against the bed's Garage, with the
-//! signed test closures uploaded and an agent.toml installed; plus the manifest builders and
-//! output readers the agent's end-to-end tests share.
+//! signed test closures uploaded and an agent.toml installed that trusts the test key for
+//! closures and manifests alike (as the README's one-key set-up does); plus the manifest
+//! builders, the manifest signer and the output readers the agent's tests share.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -78,7 +79,10 @@ impl AgentBed {
             closures,
             extra_config: extra_config.to_owned(),
         };
-        this.write_config(&closures.public_key, &[])?;
+        this.write_config(
+            &closures.public_key,
+            std::slice::from_ref(&closures.public_key),
+        )?;
         Ok(this)
     }
 
@@ -99,8 +103,45 @@ impl AgentBed {
         )
     }
 
-    /// Publishes `manifest` as the bucket's manifest.json.
+    /// Writes agent.toml trusting the test key for closures and manifests, with `extra` (TOML
+    /// for the module's freeform settings, e.g. `allowedUsers = ["app"]`) merged over the
+    /// bed's own extra settings, table by table.
+    pub fn configure(&self, extra: &str) -> Result<()> {
+        let mut merged: toml::Table = toml::from_str(&self.extra_config)
+            .context("the bed's extra agent settings are not TOML")?;
+        let more: toml::Table = toml::from_str(extra)
+            .with_context(|| format!("extra settings are not TOML: {extra}"))?;
+        for (key, value) in more {
+            match (merged.get_mut(&key), value) {
+                (Some(toml::Value::Table(old)), toml::Value::Table(new)) => old.extend(new),
+                (_, value) => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+        let key = self.closures.public_key.clone();
+        install_agent_config(
+            self.host(),
+            self.bed.s3(),
+            HOST,
+            std::slice::from_ref(&key),
+            std::slice::from_ref(&key),
+            &toml::to_string(&merged)?,
+        )
+    }
+
+    /// Publishes `manifest` as the bucket's manifest.json, signed with the test key (as
+    /// `ferry publish` would). A document that is not a well-typed manifest (a test of the
+    /// schema's refusals) cannot be signed and goes up as it is.
     pub async fn publish(&self, manifest: &Value) -> Result<()> {
+        let signed = sign(manifest, &self.closures.secret_key_file)?;
+        self.publish_bytes(serde_json::to_vec_pretty(&signed)?)
+            .await
+    }
+
+    /// Publishes `manifest` as it is, without a signature (what anyone who can write to the
+    /// bucket can do).
+    pub async fn publish_unsigned(&self, manifest: &Value) -> Result<()> {
         self.publish_bytes(serde_json::to_vec_pretty(manifest)?)
             .await
     }
@@ -178,6 +219,20 @@ pub fn route_ids(routes: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `manifest` signed with the secret key in `key_file` (any signature it had is replaced);
+/// returned unchanged when it is not a well-typed manifest.
+pub fn sign(manifest: &Value, key_file: &std::path::Path) -> Result<Value> {
+    let Ok(mut typed) = serde_json::from_value::<ferry_schema::Manifest>(manifest.clone()) else {
+        return Ok(manifest.clone());
+    };
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("reading the signing key {}", key_file.display()))?;
+    let key = ferry_schema::SecretKey::parse(&text).context("parsing the signing key")?;
+    typed.signatures = None;
+    ferry_schema::sign_manifest(&mut typed, &key).context("signing the manifest")?;
+    Ok(serde_json::to_value(typed)?)
 }
 
 /// A test-service entry for the bed host listening on `port`.

@@ -3,7 +3,8 @@
 //! `services.ferry-agent` options given, and the settings it hands `pkgs.formats.toml` are
 //! rendered the way that renders JSON (tables for attribute sets, keys sorted, no null).
 //! The test bed writes its hosts' agent.toml this way, so a key the module renames or drops
-//! breaks the bed's tests rather than going unnoticed.
+//! breaks the bed's tests rather than going unnoticed, and options the module's assertions
+//! refuse (no manifestKeys) are refused here too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,10 +77,18 @@ pub fn module_agent_settings(options: &Value) -> Result<Value> {
         bail!("services.ferry-agent options must be a JSON object, got {options}");
     };
     map.insert("enable".into(), Value::Bool(true));
-    let settings = eval_json(
-        "{ options }: (import ./nix/tests/eval-module.nix { user = builtins.fromJSON options; }).agentToml",
+    let eval = eval_json(
+        "{ options }: let e = import ./nix/tests/eval-module.nix { user = builtins.fromJSON options; }; in { inherit (e) agentToml failedAssertions; }",
         &[("options", &options.to_string())],
     )?;
+    // NixOS refuses to build a system whose assertions fail; so does the bed.
+    if let Some(failed) = eval["failedAssertions"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        bail!("nix/module.nix does not evaluate for {options}: {failed:?}");
+    }
+    let settings = eval["agentToml"].clone();
     if settings.is_null() {
         bail!("nix/module.nix wrote no /etc/ferry/agent.toml for {options}");
     }

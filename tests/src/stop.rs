@@ -1,10 +1,13 @@
 //! Stopping processes the bed started: SIGTERM, a grace period, then SIGKILL — by PID, and
-//! only for children the bed spawned itself.
+//! only for children the bed spawned itself. Signals are sent with kill(2) directly: an
+//! external `kill` program may be missing (procps is not in a minimal Debian), and a failed
+//! stop must never pass unnoticed.
 
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
-use crate::process::{cmd, run};
+use anyhow::{Context, Result};
+use rustix::process::{Pid, Signal, kill_process};
 
 /// How a child the bed stopped ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +26,21 @@ impl Ended {
     }
 }
 
+/// Sends `signal` to process `pid`. A process that is already gone is not an error.
+pub fn signal(pid: u32, signal: Signal) -> Result<()> {
+    let raw = i32::try_from(pid).with_context(|| format!("PID {pid} is out of range"))?;
+    let pid = Pid::from_raw(raw).with_context(|| format!("PID {raw} is not a process"))?;
+    match kill_process(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("sending {signal:?} to PID {raw}")),
+    }
+}
+
 /// Asks `child` to stop with SIGTERM (nspawn turns it into a clean container shutdown).
 pub fn request_stop(child: &Child) {
-    let _ = run(&mut cmd("kill", ["-TERM", &child.id().to_string()]));
+    if let Err(err) = signal(child.id(), Signal::TERM) {
+        eprintln!("test bed: {err:#}");
+    }
 }
 
 /// Waits up to `grace` for `child` to exit, then kills it; always reaps it.

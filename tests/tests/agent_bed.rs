@@ -1,12 +1,12 @@
 //! `ferry-agent reconcile` running inside a real nspawn systemd host against the bed's Garage,
 //! with real signed closures: adds, no-op ticks, targeted restarts, env-only changes,
-//! removals, refused manifests, untrusted closures, env escaping, and the rendered units
-//! checked by the host's own `systemd-analyze`.
+//! removals, refused manifests and services, untrusted closures, env escaping, and the
+//! rendered units checked by the host's own `systemd-analyze`.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferry_tests::agent_bed::{AGENT, AgentBed, HOST, eventually, manifest, service, summary};
+use ferry_tests::agent_bed::{AGENT, AgentBed, HOST, eventually, manifest, service, sign, summary};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -184,16 +184,19 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     assert!(out.stdout.contains("refused"), "{}", out.stdout);
     unchanged(&t)?;
 
-    // Env file outside the allowed directory, and root: both reasons listed.
+    // Env file outside the service's own, and root: the service is refused with both
+    // reasons and keeps its running version.
     let mut bad = manifest(3, vec![service("alpha", &c.v2, 8101)]);
     bad["services"][0]["envFile"] = json!("/etc/shadow");
     bad["services"][0]["exec"]["user"] = json!("root");
     bad["services"][0]["hardening"] = json!({"dynamicUser": false});
     t.publish(&bad).await?;
     let out = t.reconcile()?;
-    assert_eq!(out.status, 2);
+    assert_eq!(out.status, 1);
     assert!(
-        out.stdout.contains("envFile /etc/shadow") && out.stdout.contains("root"),
+        out.stdout.contains("alpha: REFUSED by host policy")
+            && out.stdout.contains("envFile /etc/shadow")
+            && out.stdout.contains("exec.user root is root"),
         "{}",
         out.stdout
     );
@@ -212,7 +215,7 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     );
     unchanged(&t)?;
 
-    // Unsigned manifest once manifest keys are configured.
+    // A manifest signed by a key the host does not trust for manifests.
     let key = t.host().sh_ok(
         "nix-store --generate-binary-cache-key mk /tmp/mk.sec /tmp/mk.pub && cat /tmp/mk.pub",
     )?;
@@ -227,7 +230,7 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     // A closure not signed by a trusted key: the pull fails, the old version keeps running.
     t.write_config(
         "other-key:MIhTFVvnU+7c0MJpLnL2DxsFQexj5m+mMdb0w3Fo/k8=",
-        &[],
+        std::slice::from_ref(&c.public_key),
     )?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 1, "untrusted closure not refused");
@@ -404,8 +407,12 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
     let t = AgentBed::start().await?;
     let c = t.closures;
     t.host().put_dir(&c.signed_cache, "/srv/bucket")?;
-    let m = serde_json::to_vec(&manifest(1, vec![service("alpha", &c.v1, 8101)]))?;
-    t.host().put_bytes("/srv/bucket/manifest.json", &m, 0o644)?;
+    let m = sign(
+        &manifest(1, vec![service("alpha", &c.v1, 8101)]),
+        &c.secret_key_file,
+    )?;
+    t.host()
+        .put_bytes("/srv/bucket/manifest.json", &serde_json::to_vec(&m)?, 0o644)?;
     // The module's own agent.toml, with the bucket set through its freeform settings, as a
     // NixOS user with a local folder bucket would write it.
     ferry_tests::install_agent_config(
@@ -413,7 +420,7 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
         t.bed.s3(),
         HOST,
         std::slice::from_ref(&c.public_key),
-        &[],
+        std::slice::from_ref(&c.public_key),
         "bucket = \"file:///srv/bucket\"\n[timeouts]\nsettleSec = 1\n",
     )?;
     let written = t.host().sh_ok("cat /etc/ferry/agent.toml")?;

@@ -160,15 +160,28 @@ fn agent_plans_a_tick_from_the_module_configuration() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let bucket = dir.path().join("bucket");
     std::fs::create_dir(&bucket)?;
-    let manifest = nix_common::repo_root().join("schema/tests/fixtures/example.json");
-    std::fs::copy(&manifest, bucket.join("manifest.json"))
-        .with_context(|| format!("copying {}", manifest.display()))?;
+    let example = nix_common::repo_root().join("schema/tests/fixtures/example.json");
+    let mut manifest: ferry_schema::Manifest = serde_json::from_str(
+        &std::fs::read_to_string(&example)
+            .with_context(|| format!("reading {}", example.display()))?,
+    )?;
+    // A DynamicUser (this machine has no pil-web account), signed as `ferry publish` would.
+    manifest.services[0].exec.user = None;
+    manifest.services[0].exec.group = None;
+    manifest.services[0].hardening = None;
+    let key = ferry_schema::SecretKey::generate("deploy-1")?;
+    ferry_schema::sign_manifest(&mut manifest, &key)?;
+    std::fs::write(bucket.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
     let d = dir.path().display();
-    // The example manifest deploys to host "biz" with its env file under /var/lib/biz-secrets.
+    let public = key.public().to_nix_string();
+    // The example manifest deploys to host "biz" with its env file under /var/lib/biz-secrets,
+    // after postgresql.service.
     let text = module_agent_toml(&format!(
         r#"{{
           hostName = "biz";
           secretsDir = "/var/lib/biz-secrets";
+          manifestKeys = ["{public}"];
+          allowedUnits = ["network-online.target" "postgresql.service"];
           settings = {{
             bucket = "file://{d}/bucket";
             stateDir = "{d}/state";
@@ -245,6 +258,7 @@ fn keys_the_module_does_not_know_pass_through_its_settings() -> Result<()> {
     let options = serde_json::json!({
         "bucket": "b",
         "hostName": "h",
+        "manifestKeys": ["k-1:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="],
         "settings": {"someTable": {"someKey": "v", "n": 3}, "flag": true},
     });
     let text = ferry_tests::module_render::module_agent_toml(&options)?;

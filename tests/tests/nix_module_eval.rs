@@ -48,7 +48,13 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
     assert_eq!(
         options,
         [
+            "allowUnsignedManifests",
+            "allowedGroups",
+            "allowedPorts",
+            "allowedUnits",
+            "allowedUsers",
             "bucket",
+            "caddy.domains",
             "caddy.enable",
             "credentialsFile",
             "enable",
@@ -60,6 +66,7 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "package",
             "randomizedDelay",
             "region",
+            "rollbackByCopy",
             "secretsDir",
             "settings",
             "trustedKeys",
@@ -67,6 +74,64 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
     );
     // Disabled, the module configures nothing.
     assert_eq!(eval["config"], json!({}));
+    Ok(())
+}
+
+#[test]
+fn the_module_does_not_evaluate_without_manifest_keys_unless_told_to() -> Result<()> {
+    let failed = |user: &str| -> Result<Vec<String>> {
+        Ok(eval_module(user)?["failedAssertions"]
+            .as_array()
+            .context("no failedAssertions")?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect())
+    };
+    assert!(failed(SPACES)?.is_empty());
+    let unsigned = r#"{ enable = true; bucket = "b"; trustedKeys = ["k:x"]; }"#;
+    let messages = failed(unsigned)?;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(
+        messages[0].contains("manifestKeys is empty")
+            && messages[0].contains("allowUnsignedManifests = true"),
+        "{}",
+        messages[0]
+    );
+    // Through the typed option or the freeform settings, saying so explicitly is enough.
+    for ok in [
+        r#"{ enable = true; bucket = "b"; allowUnsignedManifests = true; }"#,
+        r#"{ enable = true; bucket = "b"; settings.allowUnsignedManifests = true; }"#,
+        r#"{ enable = true; bucket = "b"; settings.manifestKeys = ["k:x"]; }"#,
+    ] {
+        assert!(failed(ok)?.is_empty(), "{ok}");
+    }
+    // And the bed, which renders agent.toml through the module, is refused the same way.
+    let refused = ferry_tests::module_render::module_agent_toml(&json!({"bucket": "b"}));
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("manifestKeys is empty")),
+        "{refused:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn host_policy_options_reach_agent_toml() -> Result<()> {
+    let eval = eval_module(
+        r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; rollbackByCopy = false;
+             allowedUsers = ["web"]; allowedGroups = ["web"]; allowedUnits = ["postgresql.service"];
+             allowedPorts = "8000-8999"; caddy.domains = ["*.example.com"]; }"#,
+    )?;
+    let toml = &eval["agentToml"];
+    assert_eq!(toml["rollbackByCopy"], false);
+    assert_eq!(toml["allowUnsignedManifests"], false);
+    assert_eq!(toml["allowedUsers"], json!(["web"]));
+    assert_eq!(toml["allowedGroups"], json!(["web"]));
+    assert_eq!(toml["allowedUnits"], json!(["postgresql.service"]));
+    assert_eq!(toml["allowedPorts"], "8000-8999");
+    assert_eq!(toml["caddy"]["domains"], json!(["*.example.com"]));
     Ok(())
 }
 
@@ -236,7 +301,10 @@ fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Re
 fn agent_routes_through_caddy_only_where_caddy_runs() -> Result<()> {
     let user = r#"{ enable = true; bucket = "b"; }"#;
     let without = eval_module(user)?;
-    assert_eq!(without["agentToml"]["caddy"], json!({"enable": false}));
+    assert_eq!(
+        without["agentToml"]["caddy"],
+        json!({"enable": false, "domains": ["*"]})
+    );
     assert!(
         without["config"]["systemd"]["services"]
             .get("caddy")
@@ -244,7 +312,10 @@ fn agent_routes_through_caddy_only_where_caddy_runs() -> Result<()> {
     );
     // The user's own Caddy: routes go to Caddy's default admin address, hooks stay theirs.
     let elsewhere = eval_module_with(user, "caddyElsewhere = true;")?;
-    assert_eq!(elsewhere["agentToml"]["caddy"], json!({"enable": true}));
+    assert_eq!(
+        elsewhere["agentToml"]["caddy"],
+        json!({"enable": true, "domains": ["*"]})
+    );
     assert!(
         elsewhere["config"]["systemd"]["services"]
             .get("caddy")

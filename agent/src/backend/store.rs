@@ -1,11 +1,14 @@
 //! The `Store` trait and its Nix CLI implementation: pull a closure with `nix copy` (signature
-//! checks always on), pin it as a profile generation, and prune old generations. Command
-//! lines are built as values first so their exact argv is tested without running Nix.
+//! checks always on), read what the store knows about closures (`nix path-info`, whose
+//! signatures `closure_trust` checks), pin one as a profile generation, and prune old
+//! generations. Command lines are built as values first so their exact argv is tested
+//! without running Nix.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ferry_schema::path_info::{self, PathInfo};
 use thiserror::Error;
 use tokio::process::Command;
 
@@ -30,6 +33,14 @@ pub enum StoreError {
         /// The limit.
         after: Duration,
     },
+    /// `nix path-info` failed or printed something unreadable.
+    #[error("reading the store's record of {path} failed: {reason}")]
+    Info {
+        /// The store paths asked about.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A profile operation failed.
     #[error("profile {profile}: {reason}")]
     Profile {
@@ -50,6 +61,12 @@ pub trait Store: Send + Sync {
         cache_url: &str,
         paths: &[String],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// What the store knows about every path of the closures of `paths` (signatures
+    /// included), from the local store only.
+    fn closure_info(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<PathInfo>, StoreError>> + Send;
     /// Make `path` the newest generation of `profile`, then keep only the newest `keep`.
     fn pin(
         &self,
@@ -86,6 +103,23 @@ impl NixCli {
             "--option".into(),
             "require-sigs".into(),
             "true".into(),
+            "--option".into(),
+            "substituters".into(),
+            String::new(),
+        ];
+        argv.extend(paths.iter().cloned());
+        argv
+    }
+
+    /// argv of the `nix path-info` that lists the closures of `paths` with their signatures.
+    pub fn path_info_argv(&self, paths: &[String]) -> Vec<String> {
+        let mut argv = vec![
+            self.nix.clone(),
+            "--extra-experimental-features".into(),
+            "nix-command".into(),
+            "path-info".into(),
+            "--json".into(),
+            "--recursive".into(),
             "--option".into(),
             "substituters".into(),
             String::new(),
@@ -195,6 +229,23 @@ impl Store for NixCli {
         })
     }
 
+    async fn closure_info(&self, paths: &[String]) -> Result<Vec<PathInfo>, StoreError> {
+        let err = |reason: String| StoreError::Info {
+            path: paths.join(" "),
+            reason,
+        };
+        let argv = self.path_info_argv(paths);
+        let out = match tokio::time::timeout(self.pull_timeout, run(&argv)).await {
+            Err(_) => return Err(err(format!("no answer within {:?}", self.pull_timeout))),
+            Ok(Err(e)) => return Err(err(format!("cannot run {}: {e}", self.nix))),
+            Ok(Ok(out)) => out,
+        };
+        if !out.status.success() {
+            return Err(err(last_lines(&out.stderr)));
+        }
+        path_info::parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| err(e.to_string()))
+    }
+
     async fn pin(&self, profile: &Path, path: &str, keep: u32) -> Result<(), StoreError> {
         let err = |reason: String| StoreError::Profile {
             profile: profile.to_owned(),
@@ -254,6 +305,15 @@ mod tests {
         );
         assert!(joined.contains("--option require-sigs true"));
         assert!(joined.ends_with("copy --from http://127.0.0.1:1/t --option trusted-public-keys a:AAA b:BBB --option require-sigs true --option substituters  /nix/store/x-y"), "{joined}");
+    }
+
+    #[test]
+    fn path_info_reads_the_local_store_only() {
+        let argv = nix().path_info_argv(&["/nix/store/x-y".to_owned()]);
+        assert_eq!(
+            argv.join(" "),
+            "/usr/bin/nix --extra-experimental-features nix-command path-info --json --recursive --option substituters  /nix/store/x-y"
+        );
     }
 
     #[test]

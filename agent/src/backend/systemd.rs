@@ -75,6 +75,17 @@ pub trait Systemd: Send + Sync {
         &self,
         unit: &str,
     ) -> impl Future<Output = Result<Option<UnitState>, SystemdError>> + Send;
+    /// The paths of every unit file systemd finds whose name matches `pattern` (a glob such
+    /// as `ferry-*`), in any unit directory (`ListUnitFilesByPatterns`).
+    fn unit_files(
+        &self,
+        pattern: &str,
+    ) -> impl Future<Output = Result<Vec<String>, SystemdError>> + Send;
+    /// The dynamic users systemd has allocated now, as (UID, user name); a DynamicUser
+    /// service's user is named after its unit (`GetDynamicUsers`).
+    fn dynamic_users(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(u32, String)>, SystemdError>> + Send;
 }
 
 /// Stop `unit` and wait for the job. A unit systemd does not know (a reboot wiped `/run`,
@@ -188,6 +199,22 @@ impl Systemd for DbusSystemd {
                 after: self.job_timeout,
             }),
         }
+    }
+
+    async fn unit_files(&self, pattern: &str) -> Result<Vec<String>, SystemdError> {
+        let files = self
+            .manager
+            .list_unit_files_by_patterns(Vec::new(), vec![pattern.to_owned()])
+            .await
+            .map_err(call_err("ListUnitFilesByPatterns", pattern))?;
+        Ok(files.into_iter().map(|(path, _state)| path).collect())
+    }
+
+    async fn dynamic_users(&self) -> Result<Vec<(u32, String)>, SystemdError> {
+        self.manager
+            .get_dynamic_users()
+            .await
+            .map_err(call_err("GetDynamicUsers", ""))
     }
 
     async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {

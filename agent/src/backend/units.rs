@@ -1,18 +1,22 @@
 //! The `Units` trait and its implementation on the unit directory: list the agent's unit
 //! files (`ferry-<service>.service` and blue-green templates `ferry-<service>@.service`),
 //! write one atomically only when its text changed, remove one. Files are named by their
-//! file name; `render::unit` says which belongs to which service.
+//! file name; `render::unit` says which belongs to which service. A file is the agent's only
+//! when it starts with the header the agent writes, naming that same service: anything else
+//! with the `ferry-` prefix (an operator's unit) is never listed, so never observed, stopped
+//! or deleted — and its name is reserved (`policy::reserved`), so never written over.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use crate::render::unit::service_of_file;
+use crate::render::unit::{header_store_path, service_of_file};
 use ferry_bucket::atomic_file;
 
 /// The unit files the agent owns.
 pub trait Units {
-    /// Every unit file of the agent's, by file name, with its text.
+    /// Every unit file the agent wrote (its header names the file's service), by file name,
+    /// with its text.
     fn list(&self) -> io::Result<BTreeMap<String, String>>;
     /// Write a unit file; returns whether the file changed.
     fn write(&self, file: &str, text: &str) -> io::Result<bool>;
@@ -31,6 +35,12 @@ pub fn by_service(files: BTreeMap<String, String>) -> BTreeMap<String, BTreeMap<
         }
     }
     out
+}
+
+/// Whether `text` is a unit the agent wrote for `service`: its first line is the agent's
+/// header naming that service.
+pub fn is_written_by_ferry(service: &str, text: &str) -> bool {
+    header_store_path(text).is_some_and(|(named, _)| named == service)
 }
 
 /// Unit files in a directory (`/run/systemd/system` by default).
@@ -52,10 +62,13 @@ impl Units for UnitDir {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if service_of_file(name).is_none() {
+            let Some(service) = service_of_file(name) else {
                 continue;
+            };
+            let text = std::fs::read_to_string(entry.path())?;
+            if is_written_by_ferry(service, &text) {
+                out.insert(name.to_owned(), text);
             }
-            out.insert(name.to_owned(), std::fs::read_to_string(entry.path())?);
         }
         Ok(out)
     }
@@ -83,6 +96,7 @@ impl Units for UnitDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::unit::HEADER_PREFIX;
 
     #[test]
     fn write_only_when_changed_list_and_remove() {
@@ -90,19 +104,26 @@ mod tests {
         let u = UnitDir {
             dir: dir.path().to_owned(),
         };
+        let unit = |service: &str, body: &str| {
+            format!("{HEADER_PREFIX}{service} storePath=/nix/store/a-{service}\n{body}")
+        };
+        let (a, b, t) = (unit("web", "A"), unit("web", "B"), unit("bg", "T"));
         std::fs::write(dir.path().join("other.service"), "x").unwrap();
         std::fs::write(dir.path().join("ferry-bg@8000.service"), "x").unwrap();
-        assert!(u.write("ferry-web.service", "A").unwrap());
-        assert!(!u.write("ferry-web.service", "A").unwrap());
-        assert!(u.write("ferry-web.service", "B").unwrap());
-        assert!(u.write("ferry-bg@.service", "T").unwrap());
+        // An operator's units with Ferry's prefix: no header, or another service's header.
+        std::fs::write(dir.path().join("ferry-foreign.service"), "[Service]\n").unwrap();
+        std::fs::write(dir.path().join("ferry-forged.service"), unit("web", "F")).unwrap();
+        assert!(u.write("ferry-web.service", &a).unwrap());
+        assert!(!u.write("ferry-web.service", &a).unwrap());
+        assert!(u.write("ferry-web.service", &b).unwrap());
+        assert!(u.write("ferry-bg@.service", &t).unwrap());
         let list = u.list().unwrap();
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 2, "{:?}", list.keys());
         let grouped = by_service(list.clone());
         assert_eq!(grouped.keys().collect::<Vec<_>>(), ["bg", "web"]);
-        assert_eq!(grouped["bg"]["ferry-bg@.service"], "T");
-        assert_eq!(list["ferry-web.service"], "B");
-        assert_eq!(list["ferry-bg@.service"], "T");
+        assert_eq!(grouped["bg"]["ferry-bg@.service"], t);
+        assert_eq!(list["ferry-web.service"], b);
+        assert_eq!(list["ferry-bg@.service"], t);
         assert!(u.remove("ferry-web.service").unwrap());
         assert!(!u.remove("ferry-web.service").unwrap());
     }

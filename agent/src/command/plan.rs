@@ -1,5 +1,6 @@
-//! `ferry-agent plan [--manifest FILE]`: what a tick would do, as a readable diff. Reads the
-//! host (state, unit files, systemd when reachable) but changes nothing.
+//! `ferry-agent plan [--manifest FILE]`: what a tick would do, as a readable diff, with the
+//! services the host policy would refuse marked. Reads the host (state, unit files, systemd
+//! when reachable, the facts the policy needs) but changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,8 +11,10 @@ use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
 use ferry_agent::health::quarantine::{hold_back, lift};
+use ferry_agent::host_facts;
 use ferry_agent::observe::observe;
 use ferry_agent::plan::{Policy, plan};
+use ferry_agent::policy::HostFacts;
 use ferry_agent::state_file;
 use ferry_agent::verify::verify;
 
@@ -47,11 +50,17 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
+        let (mut state, note) = state_file::load(&config.state_file());
+        if let Some(note) = note {
+            println!("state: {note}");
+        }
+        let trust = runtime::trust(&config);
         let accepted = match verify(
             &bytes,
             ferry_schema::DEFAULT_SIZE_CAP,
-            &config.manifest_keys,
+            &trust,
             Some(&policy),
+            state.manifest.as_ref().map(|m| m.generation.as_str()),
         ) {
             Ok(a) => a,
             Err(reasons) => {
@@ -62,10 +71,6 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         };
-        let (mut state, note) = state_file::load(&config.state_file());
-        if let Some(note) = note {
-            println!("state: {note}");
-        }
         let systemd = match runtime::systemd(&config).await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -78,6 +83,23 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         };
         let observed = observe::<DbusSystemd, _>(&state, &units, systemd.as_ref()).await?;
         let mut desired = accepted.manifest;
+        let facts = match &systemd {
+            Some(sd) => {
+                host_facts::gather(&runtime::fact_sources(&config), &state, sd, &units).await
+            }
+            // A preview only: a tick without systemd refuses what it cannot check.
+            None => {
+                println!(
+                    "note: without systemd, service names and ports are not checked against \
+                     the host's units and listeners"
+                );
+                HostFacts {
+                    accounts: host_facts::accounts(&runtime::fact_sources(&config)),
+                    ..HostFacts::default()
+                }
+            }
+        };
+        let refused = policy.refusals(&desired, &facts);
         let lifted = lift(&mut state.quarantine, &desired, &policy.host);
         let held = hold_back(
             &mut desired,
@@ -90,6 +112,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             &observed,
             &Policy {
                 host: policy.host.clone(),
+                refused,
             },
         );
         print!("{p}");

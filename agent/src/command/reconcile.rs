@@ -1,8 +1,9 @@
 //! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
 //! instances), under the lock, with the state saved atomically.
-//! Exit codes: 0 host matches the manifest; 1 a service failed, or Caddy routes could not be
-//! set; 2 manifest refused; 3 bucket unreachable (services restored from state); 75 another
-//! tick holds the lock.
+//! Exit codes: 0 host matches the manifest; 1 a service failed or was refused by host policy,
+//! or Caddy routes could not be set; 2 manifest refused (or none can be trusted: no
+//! `manifestKeys`); 3 bucket unreachable (services restored from state); 75 another tick
+//! holds the lock.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -59,9 +60,10 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     let settings = TickSettings {
         policy: runtime::host_policy(&config)?,
-        manifest_keys: config.manifest_keys.clone(),
+        trust: runtime::trust(&config),
+        facts: runtime::fact_sources(&config),
         size_cap: ferry_schema::DEFAULT_SIZE_CAP,
-        apply: runtime::apply_settings(&config),
+        apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;

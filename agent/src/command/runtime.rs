@@ -11,8 +11,12 @@ use ferry_agent::backend::store::NixCli;
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
+use ferry_agent::host_facts::FactSources;
 use ferry_agent::policy::HostPolicy;
+use ferry_agent::policy::identity::IdentityRules;
+use ferry_agent::verify::Trust;
 use ferry_bucket::BucketUrl;
+use ferry_schema::PublicKey;
 
 /// A single-threaded runtime: a tick is mostly waiting, and a small RSS matters on small hosts.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -56,8 +60,39 @@ pub fn host_policy(config: &Config) -> anyhow::Result<HostPolicy> {
             .effective_host_name()
             .context("reading this machine's hostname (set hostName in agent.toml)")?,
         secrets_dir: config.secrets_dir.clone(),
-        allow_root: config.allow_root,
+        identity: IdentityRules {
+            allow_root: config.allow_root,
+            users: config.allowed_users.iter().cloned().collect(),
+            groups: config.allowed_groups.iter().cloned().collect(),
+        },
+        allowed_units: config.allowed_units.iter().cloned().collect(),
+        domains: config.caddy.domains.clone(),
+        ports: config.allowed_ports,
+        own_dirs: vec![
+            ("stateDir", config.state_dir.clone()),
+            ("secretsDir", config.secrets_dir.clone()),
+            ("profileDir", config.profile_dir.clone()),
+            ("unitDir", config.unit_dir.clone()),
+        ],
     })
+}
+
+/// Whose manifests this host applies.
+pub fn trust(config: &Config) -> Trust {
+    Trust {
+        manifest_keys: config.manifest_keys.clone(),
+        allow_unsigned: config.allow_unsigned_manifests,
+        rollback_by_copy: config.rollback_by_copy,
+    }
+}
+
+/// Where the host facts the policy needs are read.
+pub fn fact_sources(config: &Config) -> FactSources {
+    FactSources::host(
+        &config.unit_dir,
+        config.allow_root,
+        config.allowed_users.iter().cloned().collect(),
+    )
 }
 
 /// All backends.
@@ -76,10 +111,16 @@ pub async fn backends(
 }
 
 /// Apply settings from the configuration.
-pub fn apply_settings(config: &Config) -> ApplySettings {
-    ApplySettings {
+pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
+    let trusted_keys = config
+        .trusted_keys
+        .iter()
+        .map(|k| PublicKey::parse(k).with_context(|| format!("trustedKeys entry {k:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ApplySettings {
         profile_dir: config.profile_dir.clone(),
         generations_to_keep: config.generations_to_keep,
         settle: Duration::from_secs(config.timeouts.settle_sec),
-    }
+        trusted_keys,
+    })
 }

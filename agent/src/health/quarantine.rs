@@ -1,7 +1,10 @@
 //! Quarantine: store paths that failed their health check on this host, and what a tick does
 //! about them before planning. A quarantined (service, store path) is not tried again until
-//! the manifest names a different store path for that service (or `reconcile --retry-failed`
-//! clears the list); meanwhile the service keeps the version it was rolled back to. Pure.
+//! a manifest *newer than the one that named it* names a different store path for that
+//! service (or `reconcile --retry-failed` clears the list); meanwhile the service keeps the
+//! version it was rolled back to. Older manifests (archives copied back over
+//! `manifest.json`) never lift it, so flipping between two archives cannot get a failed
+//! version retried. Pure.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +28,11 @@ pub struct Quarantined {
     /// (it was stopped instead).
     #[serde(default)]
     pub rolled_back_to: Option<String>,
+    /// The generation of the manifest that named the failed store path: only a newer one
+    /// lifts the quarantine. `None` in entries written before it was recorded (any
+    /// manifest naming another path lifts those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 /// A service a tick leaves alone because the manifest asks for a quarantined store path.
@@ -57,7 +65,7 @@ impl fmt::Display for Held {
     }
 }
 
-/// Drops quarantine entries the manifest has moved past: the service now names another
+/// Drops quarantine entries a newer manifest has moved past: the service now names another
 /// store path, or no longer runs on `host`. Returns the entries lifted. Only call this with
 /// a trusted manifest (never with the services restored from state).
 pub fn lift(
@@ -71,9 +79,15 @@ pub fn lift(
         .filter(|s| s.hosts.iter().any(|h| h == host))
         .map(|s| (s.name.as_str(), s.artifact.store_path.as_str()))
         .collect();
+    let newer = |q: &Quarantined| {
+        q.generation
+            .as_deref()
+            .is_none_or(|g| crate::generation::is_older(g, &desired.generation))
+    };
     let names: Vec<String> = quarantine
         .iter()
         .filter(|(name, q)| wanted.get(name.as_str()) != Some(&q.store_path.as_str()))
+        .filter(|(_, q)| newer(q))
         .map(|(name, _)| name.clone())
         .collect();
     names
@@ -149,6 +163,7 @@ mod tests {
             reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
             at: "2026-01-01T00:00:00Z".into(),
             rolled_back_to: back.map(Into::into),
+            generation: None,
         }
     }
 
@@ -222,5 +237,42 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(m.services.len(), 1);
         assert_eq!(m.services[0].artifact.store_path, "/nix/store/e-web-3");
+    }
+
+    #[test]
+    fn only_a_newer_manifest_lifts_a_quarantine() {
+        let failed_in = |generation: &str| Quarantined {
+            generation: Some(generation.into()),
+            ..q("/nix/store/b-web-2", Some("/nix/store/a-web-1"))
+        };
+        let at = |generation: &str, path: &str| Manifest {
+            generation: generation.into(),
+            ..manifest(vec![svc("web", path)])
+        };
+        let mut quarantine =
+            BTreeMap::from([("web".to_owned(), failed_in("2026-01-02T00:00:00Z"))]);
+        // The archive from before the failure, copied back: the quarantine stays, and the
+        // failed manifest copied back again is held back.
+        for older in ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"] {
+            assert!(lift(&mut quarantine, &at(older, "/nix/store/a-web-1"), "h").is_empty());
+            let gone = Manifest {
+                services: vec![],
+                ..at(older, "/nix/store/a-web-1")
+            };
+            assert!(lift(&mut quarantine, &gone, "h").is_empty());
+        }
+        let mut replay = at("2026-01-02T00:00:00Z", "/nix/store/b-web-2");
+        assert_eq!(
+            hold_back(&mut replay, "h", &quarantine, &BTreeMap::new()).len(),
+            1
+        );
+        // A later push of another path lifts it.
+        let lifted = lift(
+            &mut quarantine,
+            &at("2026-01-03T00:00:00Z", "/nix/store/a-web-1"),
+            "h",
+        );
+        assert_eq!(lifted.len(), 1);
+        assert!(quarantine.is_empty());
     }
 }

@@ -123,6 +123,12 @@ mod tests {
         async fn run_job(&self, _: &str, _: Job) -> Result<String, SystemdError> {
             Ok("done".into())
         }
+        async fn unit_files(&self, _: &str) -> Result<Vec<String>, SystemdError> {
+            Ok(Vec::new())
+        }
+        async fn dynamic_users(&self) -> Result<Vec<(u32, String)>, SystemdError> {
+            Ok(Vec::new())
+        }
         async fn unit_state(&self, _: &str) -> Result<Option<UnitState>, SystemdError> {
             let mut n = self.0.lock().unwrap();
             *n += self.1;
