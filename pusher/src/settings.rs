@@ -14,7 +14,8 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Bucket URL, `s3://BUCKET?endpoint=…&region=…&profile=…` or `file:///DIR`.
+    /// Bucket URL, as Nix writes S3 stores (`s3://BUCKET?profile=P&scheme=https&endpoint=HOST`)
+    /// or `file:///DIR`.
     pub bucket: Option<String>,
     /// Secret key file (`name:base64`).
     pub key_file: Option<PathBuf>,
@@ -29,8 +30,10 @@ pub struct ConfigFile {
 /// The bucket option every bucket-touching verb takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BucketArgs {
-    /// The bucket: `s3://BUCKET?endpoint=URL&region=R&profile=P` or `file:///DIR`.
-    /// Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
+    /// The bucket, as Nix writes S3 stores (`nix copy --to` takes the same URL):
+    /// `s3://BUCKET?profile=P&scheme=https&endpoint=HOST&region=R` (`endpoint` may also be
+    /// a whole `https://…` URL; no endpoint means AWS; region defaults to us-east-1), or
+    /// `file:///DIR`. Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
     #[arg(long, env = "FERRY_BUCKET", value_name = "URL")]
     pub bucket: Option<String>,
 }
@@ -78,7 +81,7 @@ pub fn load_config() -> Result<ConfigFile> {
 pub fn bucket_url(args: &BucketArgs, config: &ConfigFile) -> Result<BucketUrl> {
     let Some(text) = args.bucket.as_ref().or(config.bucket.as_ref()) else {
         bail!(
-            "no bucket given: pass --bucket s3://BUCKET?endpoint=…&region=… (or file:///DIR), set FERRY_BUCKET, or put `bucket = \"…\"` in ~/.config/ferry/config.toml"
+            "no bucket given: pass --bucket s3://BUCKET?profile=…&scheme=https&endpoint=HOST (Nix's S3 store URL) or file:///DIR, set FERRY_BUCKET, or put `bucket = \"…\"` in ~/.config/ferry/config.toml"
         );
     };
     BucketUrl::parse(text).with_context(|| "the bucket URL".to_owned())

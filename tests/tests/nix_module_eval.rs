@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
-/// The README's Spaces configuration, as a user writes it.
+/// A Spaces configuration with the typed options (bucket name, endpoint, region).
 const SPACES: &str = r#"{
   enable = true;
   bucket = "acme-deploys";
@@ -57,6 +57,7 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "caddy.domains",
             "caddy.enable",
             "credentialsFile",
+            "credentialsProfile",
             "enable",
             "endpoint",
             "generationsToKeep",
@@ -375,6 +376,100 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         );
     }
     assert!(module.contains("# Relaxed: no PrivateUsers"));
+    Ok(())
+}
+
+/// The original design's host: its Nix-form bucket URL as `bucket`, the host's own
+/// `/root/.aws/credentials` and a profile in it. The file reaches the agent through
+/// `LoadCredential=` (read by systemd, so `ProtectHome=` does not hide it), its path never
+/// copied into agent.toml or the store.
+#[test]
+fn design_bucket_url_and_host_credentials_file_with_a_profile() -> Result<()> {
+    let design = "s3://omni-nix-cache?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
+    let eval = eval_module(&format!(
+        r#"{{ enable = true; bucket = "{design}"; credentialsFile = "/root/.aws/credentials"; credentialsProfile = "digitalocean"; manifestKeys = ["k:x"]; }}"#
+    ))?;
+    let service = &eval["config"]["systemd"]["services"]["ferry-agent"];
+    assert_eq!(
+        service["serviceConfig"]["LoadCredential"],
+        json!(["aws:/root/.aws/credentials"])
+    );
+    assert_eq!(service["serviceConfig"]["ProtectHome"], true);
+    assert_eq!(eval["agentToml"]["bucket"], design);
+    assert_eq!(
+        eval["agentToml"]["credentials"],
+        json!({"file": "/run/credentials/ferry-agent.service/aws", "profile": "digitalocean"})
+    );
+    let failed = |eval: &Value| -> Vec<String> {
+        eval["config"]["assertions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a["assertion"] == false)
+                    .map(|a| a["message"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(failed(&eval), Vec::<String>::new());
+    // A whole URL and the endpoint option: which one is meant is unclear, so it is refused.
+    let both = eval_module(&format!(
+        r#"{{ enable = true; bucket = "{design}"; endpoint = "ams3.digitaloceanspaces.com"; manifestKeys = ["k:x"]; }}"#
+    ))?;
+    let messages = failed(&both);
+    assert!(
+        messages.len() == 1 && messages[0].contains("is a whole URL"),
+        "{messages:?}"
+    );
+    Ok(())
+}
+
+/// The README's NixOS example, taken from README.md as it is: it evaluates, passes the
+/// module's assertions, and the agent accepts the agent.toml it yields.
+#[test]
+fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
+    let readme = std::fs::read_to_string(nix_common::repo_root().join("README.md"))?;
+    let start = readme
+        .find("  services.ferry-agent = {")
+        .context("no services.ferry-agent example in README.md")?;
+    let body = &readme[start + "  services.ferry-agent = ".len()..];
+    let end = body
+        .find("\n  };")
+        .context("README's example is not closed")?;
+    let user = format!("{}\n}}", &body[..end]);
+    let eval = eval_module(&user)?;
+    let failed: Vec<&Value> = eval["config"]["assertions"]
+        .as_array()
+        .context("no assertions")?
+        .iter()
+        .filter(|a| a["assertion"] == false)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"]["LoadCredential"],
+        json!(["aws:/root/.aws/credentials"])
+    );
+    let text = toml::to_string(&nix_common::json_to_toml(&eval["agentToml"], "agent.toml")?)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let output = Command::new(&agent)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "--json"])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "ferry-agent refused the README's agent.toml:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=us-east-1&profile=digitalocean"
+    );
+    assert_eq!(c["credentials"]["profile"], "digitalocean");
     Ok(())
 }
 
