@@ -16,9 +16,19 @@
   credentialName = "aws";
   credentialsPath = "/run/credentials/${unitName}/${credentialName}";
 
-  # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes. An
-  # address, not `localhost`, which may resolve to ::1 first while Caddy listens on IPv4.
-  caddyAdmin = "127.0.0.1:2019";
+  # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes: a unix
+  # socket in Caddy's runtime directory (0750 caddy:caddy), which only Caddy and members of
+  # its group (the agent, through SupplementaryGroups) can reach. On loopback TCP any
+  # process of the host could rewrite Caddy's config, deployed services included.
+  caddySocket = "/run/caddy/admin.sock";
+  caddyAdmin = "unix/${caddySocket}";
+  caddyGroup = config.services.caddy.group;
+  # The socket's mode: Caddy >= 2.8 takes it from the address (`|0220`: owner and group may
+  # connect; its default 0200 would shut the agent out); older ones from their umask.
+  caddyAdminListen =
+    if lib.versionAtLeast config.services.caddy.package.version "2.8"
+    then "${caddyAdmin}|0220"
+    else caddyAdmin;
 
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
@@ -134,7 +144,9 @@ in {
         existing `/root/.aws/credentials`. systemd reads it when the tick starts and hands
         it to the agent with `LoadCredential=`, so it is never copied into the Nix store,
         only the agent can read it, and it may sit in a home directory the agent's sandbox
-        hides (`ProtectHome=`). A string, not a Nix path, for exactly that reason. Null:
+        hides (`ProtectHome=`). A string, not a Nix path, for exactly that reason. When the
+        file is missing (e.g. /run/keys after a reboot) the agent still runs and restores
+        the host's services from its state, saying why it did not ask the bucket. Null:
         the AWS default chain, whose `~/.aws` is the unit's own
         `/var/cache/ferry-agent/.aws`, not root's.
       '';
@@ -266,8 +278,9 @@ in {
     };
 
     caddy.enable = lib.mkEnableOption ''
-      Caddy as the reverse proxy for Ferry's services: its admin API stays on loopback
-      (${caddyAdmin}, where the agent adds its routes), and a tick runs whenever Caddy
+      Caddy as the reverse proxy for Ferry's services: its admin API is a unix socket
+      (${caddySocket}) only Caddy and the agent can open (deployed services cannot change
+      Caddy's config), the agent adds its routes there, and a tick runs whenever Caddy
       starts or reloads, because a Caddy (re)load drops routes added through the API.
       Without it the agent routes through Caddy only if `services.caddy` is enabled
       otherwise (at Caddy's default admin address)
@@ -347,11 +360,21 @@ in {
           Type = "oneshot";
           ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
           LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
+          # The fallback when that file is missing (e.g. /run/keys after a reboot, until the
+          # keys are deployed again): without it systemd fails the unit before the agent
+          # starts (243/CREDENTIALS) and the boot tick restores nothing. A comment, since
+          # systemd refuses an empty value; the agent reads a file of comments as "no
+          # credentials", makes no request and restores the services from its state.
+          SetCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:# no credentials: ${cfg.credentialsFile} was missing";
           # Relaxed: root, not DynamicUser. The agent asks systemd over D-Bus to reload and
           # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";
           CacheDirectory = "ferry-agent";
           TimeoutStartSec = "30min";
+          # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
+          # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
+          # saw 615 MB for one oversized manifest) before it starves the host's services.
+          MemoryMax = lib.mkDefault "512M";
 
           ProtectSystem = "strict";
           # Relaxed: exactly what the agent writes — its state, the unit files it
@@ -417,20 +440,28 @@ in {
     (lib.mkIf cfg.caddy.enable {
       services.caddy = {
         enable = true;
-        # The agent adds its routes through this API; nobody else on the network may.
+        # The agent adds its routes through this API; no other process of the host may.
         globalConfig = ''
-          admin ${caddyAdmin}
+          admin "${caddyAdminListen}"
         '';
       };
-      # A Caddy start or reload forgets routes added through the API: run a tick then, so
-      # they are back in seconds rather than at the next timer tick.
       systemd.services.caddy.serviceConfig = {
+        # A Caddy start or reload forgets routes added through the API: run a tick then, so
+        # they are back in seconds rather than at the next timer tick.
         ExecStartPost = lib.mkAfter [triggerTick];
         ExecReload = lib.mkAfter [triggerTick];
+        # The admin socket's directory: only Caddy's user and group may enter it.
+        RuntimeDirectory = "caddy";
+        RuntimeDirectoryMode = "0750";
+        # Caddy < 2.8 creates the socket with its umask: owner and group may connect.
+        UMask = "0007";
       };
       systemd.services.ferry-agent = {
         wants = ["caddy.service"];
         after = ["caddy.service"];
+        # Caddy's group opens its admin socket (the agent holds no capability that would
+        # bypass the socket's permissions).
+        serviceConfig.SupplementaryGroups = [caddyGroup];
       };
     })
   ]);

@@ -128,7 +128,9 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
-    /// Fetching `manifest.json`, retries included. Default: 30.
+    /// One deadline for fetching `manifest.json`: connecting, retries, headers and the whole
+    /// body (a bucket that trickles its answer cannot hold a tick longer). On expiry the
+    /// tick restores services from state. Default: 30.
     #[serde(default = "default_fetch_sec")]
     pub fetch_sec: u64,
     /// One `nix copy` of one closure. Default: 600.

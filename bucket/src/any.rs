@@ -58,6 +58,15 @@ impl Bucket for AnyBucket {
         both!(self, b => b.get(key, if_none_match).await)
     }
 
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        both!(self, b => b.get_bounded(key, if_none_match, limit).await)
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
         both!(self, b => b.get_reader(key).await)
     }

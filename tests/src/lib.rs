@@ -13,6 +13,7 @@ pub mod footprint;
 pub mod garage;
 pub mod host;
 pub mod module_render;
+pub mod module_unit;
 pub mod network;
 pub mod process;
 mod random;
@@ -20,6 +21,7 @@ pub mod request_loop;
 pub mod s3;
 pub mod scenario;
 pub mod slot;
+pub mod slow_bucket;
 mod stale;
 mod stop;
 

@@ -280,7 +280,7 @@ fn the_test_beds_agent_toml_comes_from_the_module() -> Result<()> {
     assert_eq!(c["timeouts"]["pullSec"], 600);
     // Routes go to the bed host's Caddy, where the module's Caddy has its admin API.
     assert_eq!(c["caddy"]["enable"], true);
-    assert_eq!(c["caddy"]["admin"], "127.0.0.1:2019");
+    assert_eq!(c["caddy"]["admin"], "unix//run/caddy/admin.sock");
     Ok(())
 }
 

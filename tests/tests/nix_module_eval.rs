@@ -151,6 +151,16 @@ fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
         eval["agentToml"]["credentials"]["file"],
         format!("/run/credentials/ferry-agent.service/{name}")
     );
+    // A missing file (e.g. /run/keys after a reboot) must not fail the unit before the
+    // boot tick restores: the same credential has a fallback of comments only.
+    let fallback = service["serviceConfig"]["SetCredential"][0]
+        .as_str()
+        .context("no SetCredential= fallback")?;
+    let (fallback_name, value) = fallback
+        .split_once(':')
+        .context("SetCredential= without NAME:")?;
+    assert_eq!(fallback_name, name);
+    assert!(value.starts_with('#'), "{fallback}");
     // The secret's path is in the unit, never its content, and not in agent.toml.
     assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
     Ok(())
@@ -200,7 +210,7 @@ fn unit_timer_and_directories() -> Result<()> {
     );
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        "admin 127.0.0.1:2019\n"
+        "admin \"unix//run/caddy/admin.sock|0220\"\n"
     );
     // The agent's host name defaults to networking.hostName; nix is the system's.
     assert_eq!(eval["agentToml"]["hostName"], "web-1");
@@ -268,16 +278,26 @@ fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Re
     let eval = eval_module(SPACES)?;
     let config = &eval["config"];
     assert_eq!(config["services"]["caddy"]["enable"], true);
-    // The admin address the module gives Caddy is the one agent.toml names.
+    // The admin address the module gives Caddy is the one agent.toml names (Caddy ≥ 2.8
+    // also takes the socket's mode from it): a unix socket, never loopback TCP, which every
+    // process on the host could reach (tests/tests/hostile_surfaces.rs).
     let admin = eval["agentToml"]["caddy"]["admin"]
         .as_str()
         .context("no caddy.admin in agent.toml")?;
+    assert_eq!(admin, "unix//run/caddy/admin.sock");
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        format!("admin {admin}\n")
+        format!("admin \"{admin}|0220\"\n")
     );
-    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     assert_eq!(eval["agentToml"]["caddy"]["enable"], true);
+    let caddy_unit = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    assert_eq!(caddy_unit["RuntimeDirectory"], "caddy");
+    assert_eq!(caddy_unit["RuntimeDirectoryMode"], "0750");
+    // The agent reaches the socket as a member of Caddy's group.
+    assert_eq!(
+        config["systemd"]["services"]["ferry-agent"]["serviceConfig"]["SupplementaryGroups"],
+        json!(["caddy"])
+    );
     // A Caddy start or reload queues a tick, with root rights (`+`), without waiting for it.
     let caddy = &config["systemd"]["services"]["caddy"]["serviceConfig"];
     for hook in ["ExecStartPost", "ExecReload"] {
@@ -347,6 +367,7 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         ("RestrictNamespaces", json!(true)),
         ("MemoryDenyWriteExecute", json!(true)),
         ("UMask", json!("0077")),
+        ("MemoryMax", json!("512M")),
     ] {
         assert_eq!(sc[key], value, "{key}");
     }
@@ -542,6 +563,100 @@ fn default_timer_starts_a_tick_within_five_minutes_of_a_push() -> Result<()> {
     assert!(
         readme.contains(&figure),
         "README.md does not state the default worst case ({figure})"
+    );
+    Ok(())
+}
+
+#[test]
+fn bed_caddy_is_set_up_as_the_module_sets_up_caddy_2_6() -> Result<()> {
+    // Debian's Caddy (the bed's) is 2.6: the socket's mode comes from the unit's umask.
+    let eval = eval_module_with(SPACES, r#"caddyVersion = "2.6.2";"#)?;
+    let config = &eval["config"];
+    assert_eq!(
+        config["services"]["caddy"]["globalConfig"],
+        ferry_tests::host::CADDY_GLOBAL_OPTIONS
+    );
+    let sc = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    let drop_in = format!(
+        "[Service]\nRuntimeDirectory={}\nRuntimeDirectoryMode={}\nUMask={}\n",
+        sc["RuntimeDirectory"]
+            .as_str()
+            .context("no RuntimeDirectory")?,
+        sc["RuntimeDirectoryMode"]
+            .as_str()
+            .context("no RuntimeDirectoryMode")?,
+        sc["UMask"].as_str().context("no UMask")?,
+    );
+    assert_eq!(drop_in, ferry_tests::host::CADDY_UNIT_DROP_IN);
+    assert_eq!(
+        format!("unix/{}", ferry_tests::host::CADDY_ADMIN_SOCKET),
+        eval["agentToml"]["caddy"]["admin"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+#[test]
+fn the_bed_renders_the_modules_own_units() -> Result<()> {
+    let s3 = ferry_tests::S3 {
+        endpoint: "http://10.213.0.1:3900".into(),
+        region: "garage".into(),
+        bucket: "ferry-test".into(),
+        access_key: "GK1".into(),
+        secret_key: "s".into(),
+    };
+    let key = "k:AAAA".to_owned();
+    let options = ferry_tests::agent_config::module_unit_options(
+        &s3,
+        "bedhost",
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&key),
+        "[timeouts]\nsettleSec = 1\n",
+        std::time::Duration::from_secs(5),
+    )?;
+    let units = ferry_tests::module_unit::render(&options)?;
+    for line in [
+        "Type=oneshot",
+        "ExecStart=/usr/local/bin/ferry-agent --config /etc/ferry/agent.toml reconcile",
+        "LoadCredential=aws:/etc/ferry/credentials",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+        "MemoryDenyWriteExecute=true",
+        "MemoryMax=512M",
+        "SupplementaryGroups=caddy",
+        "Environment=\"NIX_REMOTE=daemon\"",
+        "Before=multi-user.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            units.service.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.service:\n{}",
+            units.service
+        );
+    }
+    for line in [
+        "OnBootSec=5s",
+        "OnUnitActiveSec=5s",
+        "RandomizedDelaySec=0",
+        "AccuracySec=100ms",
+        "Unit=ferry-agent.service",
+    ] {
+        assert!(
+            units.timer.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.timer:\n{}",
+            units.timer
+        );
+    }
+    assert!(units.tmpfiles.contains("d /var/lib/ferry 0700 root root -"));
+    let caddy = units.caddy.context("no caddy.service additions")?;
+    assert!(
+        caddy.contains("ExecStartPost=+/usr/bin/systemctl --no-block start ferry-agent.service"),
+        "{caddy}"
+    );
+    // agent.toml points at the credential the unit loads.
+    let toml = ferry_tests::module_render::module_agent_toml(&options)?;
+    assert!(
+        toml.contains("file = \"/run/credentials/ferry-agent.service/aws\""),
+        "{toml}"
     );
     Ok(())
 }
