@@ -26,5 +26,6 @@ pub mod retry;
 pub mod revision;
 pub mod settings;
 pub mod signing_key;
+pub mod starter;
 pub mod upload_plan;
 pub mod uploader;

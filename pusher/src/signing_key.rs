@@ -113,7 +113,7 @@ pub fn missing(folder: Option<&Path>) -> anyhow::Error {
         |p| p.display().to_string(),
     );
     anyhow::anyhow!(
-        "no signing key: pass --key-file FILE, set FERRY_KEY_FILE, put `key_file = \"…\"` in ~/.config/ferry/config.toml, set ${NIX_CACHE_KEY} (the key or its file's path), or put the key at {folder} (create one with `ferry keygen`)"
+        "no signing key: pass --key-file FILE, set FERRY_KEY_FILE, put `key_file = \"…\"` in ~/.config/ferry/config.toml, set ${NIX_CACHE_KEY} (the key or its file's path), or put the key at {folder} (create one with `ferry init` or `ferry keygen`)"
     )
 }
 
