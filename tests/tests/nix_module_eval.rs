@@ -646,6 +646,17 @@ fn the_bed_renders_the_modules_own_units() -> Result<()> {
             units.timer
         );
     }
+    // The bed's accuracy replaces the module's own; two lines would leave systemd the last.
+    assert_eq!(
+        units
+            .timer
+            .lines()
+            .filter(|l| l.starts_with("AccuracySec="))
+            .count(),
+        1,
+        "{}",
+        units.timer
+    );
     assert!(units.tmpfiles.contains("d /var/lib/ferry 0700 root root -"));
     let caddy = units.caddy.context("no caddy.service additions")?;
     assert!(
