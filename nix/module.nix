@@ -31,7 +31,7 @@
     else caddyAdmin;
 
   agentSettings = import ./agent-settings.nix {
-    inherit (cfg) bucket endpoint region trustedKeys manifestKeys secretsDir generationsToKeep settings;
+    inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
     inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
     caddyDomains = cfg.caddy.domains;
     # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
@@ -97,40 +97,58 @@ in {
     bucket = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "acme-deploys";
+      example = "s3://acme-deploys?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
       description = ''
-        Name of the bucket holding manifest.json and the binary cache. Combined with
-        `endpoint` and `region` into the agent's `bucket` URL
-        (`s3://NAME?endpoint=…&region=…`); for a local folder set
-        `settings.bucket = "file:///DIR"` instead.
+        The bucket holding manifest.json and the binary cache: either a whole URL, as Nix
+        writes S3 stores (`s3://NAME?endpoint=HOST&scheme=https&region=…&profile=…`) or
+        `file:///DIR`, passed to the agent as it is; or just the bucket's name, combined
+        with `endpoint` and `region` into that URL.
       '';
     };
 
     endpoint = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "https://nyc3.digitaloceanspaces.com";
-      description = "S3 endpoint URL; null for AWS itself.";
+      example = "nyc3.digitaloceanspaces.com";
+      description = ''
+        S3 endpoint when `bucket` is a name: a host (reached over https) or a URL
+        (`http://10.0.0.1:3900`); null for AWS itself.
+      '';
     };
 
     region = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
       example = "nyc3";
-      description = "Signing region (for Spaces, the region slug).";
+      description = "Signing region when `bucket` is a name (the agent's default: us-east-1, as Nix).";
+    };
+
+    credentialsProfile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "digitalocean";
+      description = ''
+        Profile (section) of the credentials file to use, e.g. `digitalocean` for a
+        `[digitalocean]` section. Wins over the bucket URL's `profile=`. Null: the URL's
+        profile, else `[default]`.
+      '';
     };
 
     credentialsFile = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "/run/keys/ferry-s3";
+      example = "/root/.aws/credentials";
       description = ''
-        Absolute path of an AWS shared-credentials file (a `[default]` section with
-        `aws_access_key_id` and `aws_secret_access_key`). Given to the service with
-        systemd's `LoadCredential=`, so it is never copied into the Nix store and only the
-        agent can read it. A string, not a Nix path, for exactly that reason. When the file
-        is missing (e.g. /run/keys after a reboot) the agent still runs and restores the
-        host's services from its state, saying why it did not ask the bucket.
+        Absolute path of an AWS shared-credentials file (`[default]` or `[PROFILE]`
+        sections with `aws_access_key_id` and `aws_secret_access_key`), such as the host's
+        existing `/root/.aws/credentials`. systemd reads it when the tick starts and hands
+        it to the agent with `LoadCredential=`, so it is never copied into the Nix store,
+        only the agent can read it, and it may sit in a home directory the agent's sandbox
+        hides (`ProtectHome=`). A string, not a Nix path, for exactly that reason. When the
+        file is missing (e.g. /run/keys after a reboot) the agent still runs and restores
+        the host's services from its state, saying why it did not ask the bucket. Null:
+        the AWS default chain, whose `~/.aws` is the unit's own
+        `/var/cache/ferry-agent/.aws`, not root's.
       '';
     };
 
@@ -226,9 +244,13 @@ in {
 
     interval = lib.mkOption {
       type = lib.types.str;
-      default = "5min";
+      default = "3min";
       example = "1min";
-      description = "Time between ticks (a systemd time span).";
+      description = ''
+        Time between the starts of two ticks (a systemd time span). A push waits at most
+        `interval` + `randomizedDelay` + 1 s (the timer's accuracy) for a host's next tick:
+        3 min 31 s with the defaults.
+      '';
     };
 
     randomizedDelay = lib.mkOption {
@@ -292,7 +314,11 @@ in {
         }
         {
           assertion = cfg.bucket != null || agentSettings ? bucket;
-          message = "services.ferry-agent: set `bucket` (with `endpoint` and `region`) or `settings.bucket`";
+          message = "services.ferry-agent: set `bucket` (a URL, or a name with `endpoint` and `region`) or `settings.bucket`";
+        }
+        {
+          assertion = cfg.bucket == null || builtins.match ".*://.*" cfg.bucket == null || (cfg.endpoint == null && cfg.region == null);
+          message = "services.ferry-agent: `bucket` is a whole URL (${toString cfg.bucket}); put the endpoint and region in it (endpoint=…&region=…) instead of the `endpoint`/`region` options";
         }
       ];
 
@@ -400,6 +426,9 @@ in {
           OnBootSec = cfg.interval;
           OnUnitActiveSec = cfg.interval;
           RandomizedDelaySec = cfg.randomizedDelay;
+          # systemd's default (1 min) lets a tick start up to a minute late to batch wake-ups;
+          # the random delay already spreads a fleet, and a deploy should not wait for it.
+          AccuracySec = "1s";
           # systemd honours Persistent= for OnCalendar= only; with the monotonic timers above
           # the boot tick is what catches up after downtime.
           Persistent = true;

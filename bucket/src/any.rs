@@ -34,7 +34,7 @@ impl AnyBucket {
                 S3Bucket::new(&S3Settings {
                     bucket: bucket.clone(),
                     endpoint: endpoint.clone(),
-                    region: region.clone(),
+                    region: Some(region.clone()),
                     profile: profile.clone(),
                     ..S3Settings::default()
                 })

@@ -7,8 +7,8 @@
 //!
 //! Where the bed is not NixOS: the packages are Debian's (`/usr/bin/nix`, `/usr/bin/systemctl`,
 //! Caddy 2.6, the agent bound at `/usr/local/bin/ferry-agent`), `wantedBy` becomes
-//! `[Install]` + `systemctl enable`, and the timer gets `AccuracySec=100ms` so a test
-//! interval of seconds is kept to the second (systemd's default accuracy is a minute).
+//! `[Install]` + `systemctl enable`, and the timer's `AccuracySec=` is 100ms instead of the
+//! module's 1 s, so a test interval of seconds is kept to a tenth of a second.
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
@@ -79,6 +79,13 @@ pub fn render(options: &Value) -> Result<ModuleUnits> {
         DEFAULT_PATH,
     )
     .context("rendering ferry-agent.timer")?;
+    // The bed's accuracy replaces the module's own (1 s), not added beside it: systemd would
+    // take the last of two.
+    let timer: String = timer
+        .lines()
+        .filter(|l| !l.starts_with("AccuracySec="))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let timer = timer.replacen("[Timer]\n", "[Timer]\nAccuracySec=100ms\n", 1);
     let rules = systemd["tmpfiles"]["rules"]
         .as_array()

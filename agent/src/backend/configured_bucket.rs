@@ -102,7 +102,7 @@ pub fn s3_settings(url: &BucketUrl, config: &Config) -> Option<S3Settings> {
     Some(S3Settings {
         bucket: bucket.clone(),
         endpoint: endpoint.clone(),
-        region: region.clone(),
+        region: Some(region.clone()),
         profile: config
             .credentials
             .profile
