@@ -152,6 +152,19 @@ pub struct Timeouts {
     /// to the new one, so requests in flight finish. Default: 5.
     #[serde(default = "default_drain_sec")]
     pub drain_sec: u64,
+    /// The whole tick: once this many seconds have passed, nothing new is started (no pull,
+    /// no unit written, no service started); what runs stays as it is, the services not
+    /// reached are named and the tick exits 1, and the next tick carries on. A step already
+    /// under way ends within its own limit. Default: 900.
+    #[serde(default = "default_tick_sec")]
+    pub tick_sec: u64,
+    /// The boot tick (the one systemd runs before `multi-user.target`, recognised by
+    /// systemd still starting up): after this many seconds it stops applying the manifest,
+    /// even half-way (a slow bucket, a long health check), and restores the services from
+    /// state, so a boot is not held by a deploy. The next timer tick applies the manifest.
+    /// Default: 120.
+    #[serde(default = "default_boot_sec")]
+    pub boot_sec: u64,
 }
 
 impl Default for Timeouts {
@@ -163,6 +176,8 @@ impl Default for Timeouts {
             settle_sec: default_settle_sec(),
             lock_wait_sec: default_lock_wait_sec(),
             drain_sec: default_drain_sec(),
+            tick_sec: default_tick_sec(),
+            boot_sec: default_boot_sec(),
         }
     }
 }
@@ -420,6 +435,12 @@ fn default_job_sec() -> u64 {
 fn default_drain_sec() -> u64 {
     5
 }
+fn default_tick_sec() -> u64 {
+    900
+}
+fn default_boot_sec() -> u64 {
+    120
+}
 fn default_settle_sec() -> u64 {
     2
 }
@@ -507,6 +528,14 @@ impl Config {
                     "{key} must be an absolute path, got {}",
                     dir.display()
                 )));
+            }
+        }
+        for (key, sec) in [
+            ("timeouts.tickSec", self.timeouts.tick_sec),
+            ("timeouts.bootSec", self.timeouts.boot_sec),
+        ] {
+            if sec == 0 {
+                return Err(invalid(format!("{key} must be at least 1")));
             }
         }
         if let Some(problem) = self.caddy.problems() {

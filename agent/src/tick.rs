@@ -53,6 +53,9 @@ pub struct TickSettings {
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
     /// keeps it in memory (the caller saves at the end either way).
     pub checkpoint: Option<PathBuf>,
+    /// Why this tick only restores what state records without asking the bucket (the boot
+    /// tick's fallback after `timeouts.bootSec`); `None`: an ordinary tick.
+    pub restore_only: Option<String>,
 }
 
 /// What a tick did.
@@ -102,7 +105,11 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
         Source::Restore(Outcome::Refused)
     };
-    let fetched = match settings.trust.refuses_everything() {
+    let fetched = match settings
+        .restore_only
+        .clone()
+        .or_else(|| settings.trust.refuses_everything())
+    {
         // Nothing fetched can be applied, so nothing is fetched.
         Some(line) => {
             lines.push(line);
@@ -112,18 +119,24 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             let fetch = b
                 .bucket
                 .get_bounded(MANIFEST_KEY, etag, settings.size_cap as u64);
-            Some(
-                match tokio::time::timeout(settings.fetch_timeout, fetch).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BucketError::Unreachable(format!(
-                        "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
-                        settings.fetch_timeout.as_secs()
-                    ))),
-                },
-            )
+            // Within the tick's deadline too, which may come sooner.
+            let fetch_deadline = tokio::time::Instant::now() + settings.fetch_timeout;
+            let until = settings
+                .apply
+                .deadline
+                .map_or(fetch_deadline, |d| d.at.min(fetch_deadline));
+            Some(match tokio::time::timeout_at(until, fetch).await {
+                Ok(result) => result,
+                Err(_) => Err(BucketError::Unreachable(format!(
+                    "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
+                    settings.fetch_timeout.as_secs()
+                ))),
+            })
         }
     };
     let source = match fetched {
+        // The boot tick's fallback restored what state records; the manifest still waits.
+        None if settings.restore_only.is_some() => Source::Restore(Outcome::Failed),
         None => Source::Restore(Outcome::Refused),
         Some(Ok(Fetched::Found { bytes, etag })) => match verify(
             &bytes,
@@ -338,6 +351,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         state.manifest_etag = etag;
     }
 
+    if let Some(d) = settings.apply.deadline
+        && !applied.cut_short.is_empty()
+    {
+        lines.push(format!(
+            "tick cut short after timeouts.tickSec ({} s): not started: {}; services that run were left as they are and the next tick carries on (raise timeouts.tickSec if ticks need longer)",
+            d.tick_sec,
+            applied.cut_short.join(", ")
+        ));
+    }
     // A held-back or waiting service does not match the manifest either: the tick is not ok.
     let any_failed =
         applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();

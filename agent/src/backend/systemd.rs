@@ -86,6 +86,11 @@ pub trait Systemd: Send + Sync {
     fn dynamic_users(
         &self,
     ) -> impl Future<Output = Result<Vec<(u32, String)>, SystemdError>> + Send;
+    /// Whether systemd is still bringing the system up (`SystemState` is `initializing` or
+    /// `starting`): a tick now is the boot tick, which `multi-user.target` waits for.
+    fn booting(&self) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
 }
 
 /// Stop `unit` and wait for the job. A unit systemd does not know (a reboot wiped `/run`,
@@ -227,6 +232,14 @@ impl Systemd for DbusSystemd {
             .get_dynamic_users()
             .await
             .map_err(call_err("GetDynamicUsers", ""))
+    }
+
+    async fn booting(&self) -> bool {
+        // An unreadable state counts as not booting: the tick is then bounded by tickSec.
+        self.manager
+            .system_state()
+            .await
+            .is_ok_and(|s| s == "initializing" || s == "starting")
     }
 
     async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {

@@ -11,7 +11,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ferry_agent::apply::{Backends, Deadline};
+use ferry_agent::backend::bucket::ReadBucket;
 use ferry_agent::backend::caddy::Proxy as _;
+use ferry_agent::backend::probe::Probe;
+use ferry_agent::backend::store::Store;
+use ferry_agent::backend::systemd::Systemd;
+use ferry_agent::backend::units::Units;
 use ferry_agent::config::Config;
 use ferry_agent::render::unit::is_blue_green;
 use ferry_agent::retire_step;
@@ -19,7 +25,7 @@ use ferry_agent::route_step::{self, RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
 use ferry_agent::state::State;
 use ferry_agent::state_file;
-use ferry_agent::tick::{TickSettings, tick};
+use ferry_agent::tick::{TickReport, TickSettings, tick};
 use ferry_agent::tick_lock::{LockError, TickLock};
 
 use super::runtime;
@@ -81,10 +87,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
         dialled: BTreeMap::new(),
+        restore_only: None,
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
     let (report, routed) = rt.block_on(async {
+        settings.apply.deadline = Some(Deadline::after(
+            tokio::time::Instant::now(),
+            config.timeouts.tick_sec,
+        ));
         let backends = runtime::backends(&config).await?;
         // State that may not know a blue-green service's live instance (lost, or never
         // written): what Caddy dials helps find it. A converged host skips this read.
@@ -96,7 +107,11 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             settings.dialled = route_step::dialled(routing).await;
             dial_requests = routing.proxy.requests().saturating_sub(before);
         }
-        let mut report = tick(&settings, &mut state, &backends).await;
+        let mut report = if backends.systemd.booting().await {
+            boot_tick(&settings, &mut state, &backends, config.timeouts.boot_sec).await
+        } else {
+            tick(&settings, &mut state, &backends).await
+        };
         // Record the outcome before routing and draining: a tick killed during the drain
         // then leaves the new live instance and what to retire, not a pending mark that
         // would restart the instance Caddy already routes to.
@@ -160,6 +175,40 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Refused => 2,
         Outcome::Unreachable => 3,
     }))
+}
+
+/// The boot tick: `multi-user.target` waits for it, so after `boot_sec` it is cut off
+/// wherever it is (a slow bucket, a long health check), like a killed tick: what it marked
+/// pending is redone from state by a restore-only tick (restore is idempotent), which says
+/// so. The next timer tick applies the manifest.
+async fn boot_tick<B, S, D, U, P>(
+    settings: &TickSettings,
+    state: &mut State,
+    backends: &Backends<B, S, D, U, P>,
+    boot_sec: u64,
+) -> TickReport
+where
+    B: ReadBucket,
+    S: Store,
+    D: Systemd,
+    U: Units,
+    P: Probe,
+{
+    let before = state.clone();
+    let limit = Duration::from_secs(boot_sec);
+    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends)).await {
+        return report;
+    }
+    let pending = std::mem::take(&mut state.pending);
+    *state = before;
+    state.pending.extend(pending);
+    let restore = TickSettings {
+        restore_only: Some(format!(
+            "boot tick: the manifest was not applied within timeouts.bootSec ({boot_sec} s); restoring services from state so the boot goes on; the next timer tick applies it (raise timeouts.bootSec to deploy during boot)"
+        )),
+        ..settings.clone()
+    };
+    tick(&restore, state, backends).await
 }
 
 /// Whether the state may not know which blue-green instance is live: it records no service

@@ -123,5 +123,6 @@ pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
         generations_to_keep: config.generations_to_keep,
         settle: Duration::from_secs(config.timeouts.settle_sec),
         trusted_keys,
+        deadline: None,
     })
 }
