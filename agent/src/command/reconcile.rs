@@ -1,7 +1,8 @@
 //! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
 //! instances), under the lock, with the state saved atomically.
 //! Exit codes: 0 host matches the manifest; 1 a service failed or was refused by host policy,
-//! Caddy routes could not be set, or the state could not be saved; 2 manifest refused (or
+//! Caddy routes could not be set, the state could not be saved, the tick was cut short at
+//! `timeouts.tickSec`, or the boot tick restored from state after `timeouts.bootSec`; 2 manifest refused (or
 //! none can be trusted: no `manifestKeys`); 3 bucket unreachable (services restored from
 //! state); 75 another tick holds the lock.
 
