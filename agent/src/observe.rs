@@ -10,6 +10,20 @@ use crate::plan::{Observed, ObservedService};
 use crate::render::unit::{header_store_path, serving_unit, template_name, unit_name};
 use crate::state::State;
 
+/// The Ferry services this host runs now, by the same rule as [`observe`] (in state or with
+/// a unit file), without asking systemd; or why the unit directory could not be read.
+pub fn ferry_services<U: Units>(state: &State, units: &U) -> crate::policy::Running {
+    let files = units
+        .list()
+        .map_err(|e| format!("cannot read the unit directory: {e}"))?;
+    Ok(state
+        .services
+        .keys()
+        .cloned()
+        .chain(by_service(files).into_keys())
+        .collect())
+}
+
 /// Gather the observed host. systemd errors leave `active_state` unknown rather than failing:
 /// the plan then only trusts the files.
 pub async fn observe<D: Systemd, U: Units>(

@@ -177,6 +177,7 @@ impl State {
                     s
                 })
                 .collect(),
+            decommission: Vec::new(),
             signatures: None,
         }
     }

@@ -158,6 +158,88 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     Ok(())
 }
 
+/// The design's migration, phase 1: the agent deployed with an empty manifest does nothing
+/// and says so (exit 0). Once the host runs a service, neither an empty manifest nor one
+/// for other hosts only (a wrong `hostName`) removes it; a manifest that decommissions the
+/// host does, and the emptied host then ticks clean.
+#[tokio::test]
+async fn agent_empty_manifest_is_a_noop_and_only_a_decommission_empties_a_host() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+
+    // Phase 1: a fresh host and an empty manifest.
+    t.publish(&manifest(1, vec![])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(
+        out.status, 0,
+        "an empty manifest on a fresh host is refused"
+    );
+    assert!(
+        out.stdout.contains(
+            "names no service for host \"bedhost\" (hosts it names: none); nothing to run here"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.state()?["lastTick"]["outcome"], "ok");
+    assert!(t.unit_files()?.is_empty());
+
+    // The host gets a service.
+    t.publish(&manifest(2, vec![service("alpha", &c.v1, 8101)]))
+        .await?;
+    assert_eq!(t.reconcile()?.status, 0);
+    let inv = t.show("ferry-alpha.service", "InvocationID")?;
+
+    // Neither an empty manifest nor one only for another host removes it.
+    let mut elsewhere = manifest(3, vec![service("alpha", &c.v1, 8101)]);
+    elsewhere["services"][0]["hosts"] = json!(["someone-else"]);
+    for (what, m) in [("empty", manifest(3, vec![])), ("elsewhere", elsewhere)] {
+        t.publish(&m).await?;
+        let out = t.reconcile()?;
+        assert_eq!(out.status, 2, "{what}: not refused");
+        assert!(
+            out.stdout
+                .contains("while it runs Ferry services (alpha); refusing to remove them all")
+                && out.stdout.contains("ferry publish --decommission bedhost"),
+            "{what}: {}",
+            out.stdout
+        );
+        assert_eq!(
+            t.show("ferry-alpha.service", "InvocationID")?,
+            inv,
+            "{what}"
+        );
+        assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0", "{what}");
+    }
+
+    // Another host's decommission does not cover this one; this host's does.
+    let mut other = manifest(4, vec![]);
+    other["decommission"] = json!(["someone-else"]);
+    t.publish(&other).await?;
+    assert_eq!(t.reconcile()?.status, 2);
+    let mut empty_me = manifest(5, vec![]);
+    empty_me["decommission"] = json!([HOST]);
+    t.publish(&empty_me).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "a decommission was refused");
+    assert!(
+        out.stdout.contains(
+            "the manifest decommissions host \"bedhost\": every Ferry service here is removed"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(t.unit_files()?.is_empty(), "{}", t.unit_files()?);
+    assert_ne!(t.show("ferry-alpha.service", "ActiveState")?, "active");
+    assert!(t.state()?["services"].get("alpha").is_none());
+
+    // The emptied host accepts an empty manifest without the decommission again.
+    t.publish(&manifest(6, vec![])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    Ok(())
+}
+
 #[tokio::test]
 async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the_host() -> Result<()>
 {
@@ -209,7 +291,8 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
     assert!(
-        out.stdout.contains("names no service for host"),
+        out.stdout.contains("names no service for host")
+            && out.stdout.contains("while it runs Ferry services (alpha)"),
         "{}",
         out.stdout
     );
