@@ -26,6 +26,7 @@ use crate::host_facts::{self, FactSources};
 use crate::observe::{ferry_services, observe};
 use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
+use crate::profile_retention;
 use crate::render;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
@@ -85,7 +86,8 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     b: &Backends<B, S, D, U, P>,
 ) -> TickReport {
     let started = Instant::now();
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let clock = chrono::Utc::now();
+    let at = clock.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let host = settings.policy.host.clone();
     let mut lines = Vec::new();
 
@@ -334,6 +336,28 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     if let Source::Fetched(m, etag) = source {
         state.manifest = Some(*m);
         state.manifest_etag = etag;
+    }
+    // Removed services' profiles: only a trusted manifest says a service has left.
+    if restore_outcome.is_none() {
+        let kept = state
+            .services
+            .keys()
+            .cloned()
+            .chain(
+                desired
+                    .services
+                    .iter()
+                    .filter(|s| s.hosts.contains(&host))
+                    .map(|s| s.name.clone()),
+            )
+            .collect();
+        lines.extend(profile_retention::step(
+            &settings.apply.profile_dir,
+            &kept,
+            &mut state.removed_profiles,
+            clock,
+            settings.apply.removed_profile_retention_days,
+        ));
     }
 
     // A held-back or waiting service does not match the manifest either: the tick is not ok.

@@ -527,3 +527,103 @@ fn next_random(state: &mut u64) -> u64 {
     *state ^= *state << 17;
     *state
 }
+
+/// "GC roots keep old closures alive (last 5 versions per service)", with the host's own
+/// Nix: after seven deploys of one service exactly the last five closures survive
+/// `nix-store --gc`. A removed service's profile outlives the service by
+/// `removedProfileRetentionDays` (the test moves the clock recorded in state.json back
+/// instead of waiting a day), then the agent deletes it and the GC takes its closure.
+#[tokio::test]
+async fn agent_keeps_the_last_five_closures_and_deletes_removed_profiles_after_retention()
+-> Result<()> {
+    let t = AgentBed::start_with("removedProfileRetentionDays = 1\n[timeouts]\nsettleSec = 1\n")
+        .await?;
+    let c = t.closures;
+    let profiles = "/nix/var/nix/profiles/ferry";
+    let in_store = |path: &str| t.host().path_in_host(path).exists();
+    let mut second = String::new();
+
+    for (i, path) in c.series.iter().enumerate() {
+        let mut services = vec![service("app", path, 8101)];
+        if i == 0 {
+            services.push(service("gone", &c.v1, 8102));
+        }
+        t.publish(&manifest(u32::try_from(i)? + 1, services))
+            .await?;
+        let out = t.reconcile()?;
+        assert_eq!(out.status, 0, "deploy {}: {}", i + 1, out.stdout);
+        assert_eq!(
+            t.get(8101, "/version")?.trim(),
+            format!("6.{}.0", i + 1),
+            "deploy {}",
+            i + 1
+        );
+        if i == 1 {
+            second = out.stdout;
+        }
+    }
+    let links = t.host().sh_ok(&format!(
+        "cd {profiles} && ls -1 | grep '^app-' | sort -t- -k2 -n"
+    ))?;
+    assert_eq!(
+        links.lines().collect::<Vec<_>>(),
+        [
+            "app-3-link",
+            "app-4-link",
+            "app-5-link",
+            "app-6-link",
+            "app-7-link"
+        ]
+    );
+    let gc = t.host().sh("nix-store --gc 2>&1")?;
+    assert!(gc.success(), "nix-store --gc: {}{}", gc.stdout, gc.stderr);
+    for (i, path) in c.series.iter().enumerate() {
+        assert_eq!(
+            in_store(path),
+            i >= 2,
+            "after the GC, version 6.{}.0 ({path}) is {}",
+            i + 1,
+            if in_store(path) {
+                "still there"
+            } else {
+                "gone"
+            }
+        );
+    }
+    // The removed service's profile still holds its closure.
+    assert!(
+        second.contains(&format!(
+            "gone: no longer on this host; its profile {profiles}/gone is kept 1 days"
+        )),
+        "{second}"
+    );
+    assert!(
+        in_store(&c.v1),
+        "gone's closure was collected within its retention"
+    );
+    assert!(t.state()?["removedProfiles"]["gone"].is_string());
+
+    // A day and a bit later (by the clock state.json keeps): deleted on the next tick.
+    let mut state = t.state()?;
+    state["removedProfiles"]["gone"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(
+        t.host().path_in_host("/var/lib/ferry/state.json"),
+        serde_json::to_vec_pretty(&state)?,
+    )?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("gone: profile {profiles}/gone deleted (2 links)")),
+        "{}",
+        out.stdout
+    );
+    let left = t.host().sh_ok(&format!("ls -1 {profiles}"))?;
+    assert!(!left.contains("gone"), "{left}");
+    assert!(t.state()?.get("removedProfiles").is_none());
+    let gc = t.host().sh("nix-store --gc 2>&1")?;
+    assert!(gc.success(), "nix-store --gc: {}{}", gc.stdout, gc.stderr);
+    assert!(!in_store(&c.v1), "gone's closure outlived its profile");
+    assert!(in_store(&c.series[6]) && in_store(&c.series[2]));
+    Ok(())
+}
