@@ -41,6 +41,7 @@ pub fn store(config: &Config) -> NixCli {
         nix: config.nix_bin.clone(),
         trusted_keys: config.trusted_keys.clone(),
         pull_timeout: Duration::from_secs(config.timeouts.pull_sec),
+        command_timeout: Duration::from_secs(config.timeouts.job_sec),
     }
 }
 
@@ -122,5 +123,6 @@ pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
         generations_to_keep: config.generations_to_keep,
         settle: Duration::from_secs(config.timeouts.settle_sec),
         trusted_keys,
+        deadline: None,
     })
 }
