@@ -33,6 +33,8 @@
     settleSec = 2;
     lockWaitSec = 10;
     drainSec = 5;
+    tickSec = 900;
+    bootSec = 120;
   };
   busAddress = null;
   nixBin = "nix";

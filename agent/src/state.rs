@@ -228,6 +228,7 @@ mod tests {
             "podcastitlater-web".into(),
             Quarantined {
                 store_path: "/nix/store/b-web-2".into(),
+                unit: Some("sha256:00".into()),
                 reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
                 at: "2025-01-01T00:00:00Z".into(),
                 rolled_back_to: Some(m.services[0].artifact.store_path.clone()),

@@ -21,7 +21,7 @@ use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
-use crate::health::quarantine::{hold_back, lift};
+use crate::health::quarantine::{hold_back, lift, unit_digest};
 use crate::host_facts::{self, FactSources};
 use crate::observe::{ferry_services, observe};
 use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
@@ -49,9 +49,15 @@ pub struct TickSettings {
     pub fetch_timeout: Duration,
     /// Apply settings.
     pub apply: ApplySettings,
+    /// The port Caddy's route dials now, by service, when it was read before the tick
+    /// (state may not know a blue-green service's live instance); empty otherwise.
+    pub dialled: BTreeMap<String, u16>,
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
     /// keeps it in memory (the caller saves at the end either way).
     pub checkpoint: Option<PathBuf>,
+    /// Why this tick only restores what state records without asking the bucket (the boot
+    /// tick's fallback after `timeouts.bootSec`); `None`: an ordinary tick.
+    pub restore_only: Option<String>,
 }
 
 /// What a tick did.
@@ -102,7 +108,11 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
         Source::Restore(Outcome::Refused)
     };
-    let fetched = match settings.trust.refuses_everything() {
+    let fetched = match settings
+        .restore_only
+        .clone()
+        .or_else(|| settings.trust.refuses_everything())
+    {
         // Nothing fetched can be applied, so nothing is fetched.
         Some(line) => {
             lines.push(line);
@@ -112,21 +122,27 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             let fetch = b
                 .bucket
                 .get_bounded(MANIFEST_KEY, etag, settings.size_cap as u64);
-            Some(
-                match tokio::time::timeout(settings.fetch_timeout, fetch).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BucketError::Unreachable(format!(
-                        "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
-                        settings.fetch_timeout.as_secs()
-                    ))),
-                },
-            )
+            // Within the tick's deadline too, which may come sooner.
+            let fetch_deadline = tokio::time::Instant::now() + settings.fetch_timeout;
+            let until = settings
+                .apply
+                .deadline
+                .map_or(fetch_deadline, |d| d.at.min(fetch_deadline));
+            Some(match tokio::time::timeout_at(until, fetch).await {
+                Ok(result) => result,
+                Err(_) => Err(BucketError::Unreachable(format!(
+                    "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
+                    settings.fetch_timeout.as_secs()
+                ))),
+            })
         }
     };
     // What Ferry runs here now: a manifest that would remove all of it must say so.
     let running = ferry_services(state, &b.units);
     let here = Some((&settings.policy, &running));
     let source = match fetched {
+        // The boot tick's fallback restored what state records; the manifest still waits.
+        None if settings.restore_only.is_some() => Source::Restore(Outcome::Failed),
         None => Source::Restore(Outcome::Refused),
         Some(Ok(Fetched::Found { bytes, etag })) => match verify(
             &bytes,
@@ -191,14 +207,14 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         refused = settings.policy.refusals(&desired, &facts);
         for (name, q) in lift(&mut state.quarantine, &desired, &host) {
             lines.push(format!(
-                "{name}: quarantine of {} lifted (a newer manifest no longer names it)",
+                "{name}: quarantine of {} lifted (a newer manifest asks for another version)",
                 q.store_path
             ));
         }
         held = hold_back(&mut desired, &host, &state.quarantine, &state.services);
     }
 
-    let observed = match observe(state, &b.units, Some(&b.systemd)).await {
+    let observed = match observe(state, &b.units, Some(&b.systemd), &settings.dialled).await {
         Ok(o) => o,
         Err(e) => {
             lines.push(format!(
@@ -269,14 +285,25 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let applied = apply(&the_plan, b, &settings.apply).await;
     // Apply ran to its end: every outcome below is known and recorded.
     state.pending.clear();
+    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     for s in &applied.services {
         if let Some(q) = &s.quarantine {
-            // Only a manifest newer than this one lifts it (`quarantine::lift`).
+            // Only a manifest newer than this one lifts it (`quarantine::lift`), and only
+            // this version (store path and unit) is held back.
             let generation = (!desired.generation.is_empty()).then(|| desired.generation.clone());
+            let unit = by_name
+                .get(s.name.as_str())
+                .filter(|tried| tried.artifact.store_path == q.store_path)
+                .map(|tried| unit_digest(tried));
             state.quarantine.insert(
                 s.name.clone(),
                 crate::health::quarantine::Quarantined {
                     generation,
+                    unit,
                     ..q.clone()
                 },
             );
@@ -285,11 +312,6 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();
-    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
-        .services
-        .iter()
-        .map(|s| (s.name.as_str(), s))
-        .collect();
     for (p, outcome) in the_plan.services.iter().zip(&applied.services) {
         if !outcome.ok {
             continue;
@@ -360,6 +382,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         ));
     }
 
+    if let Some(d) = settings.apply.deadline
+        && !applied.cut_short.is_empty()
+    {
+        lines.push(format!(
+            "tick cut short after timeouts.tickSec ({} s): not started: {}; services that run were left as they are and the next tick carries on (raise timeouts.tickSec if ticks need longer)",
+            d.tick_sec,
+            applied.cut_short.join(", ")
+        ));
+    }
     // A held-back or waiting service does not match the manifest either: the tick is not ok.
     let any_failed =
         applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();

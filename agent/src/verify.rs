@@ -120,16 +120,22 @@ fn check(
     if let Some(line) = trust.refuses_everything() {
         reasons.push(line);
     } else if !trust.manifest_keys.is_empty() {
+        // An entry that does not parse is refused when agent.toml is loaded; should one get
+        // here anyway it only counts when no other key verifies, so it cannot block them.
         let mut keys = Vec::with_capacity(trust.manifest_keys.len());
+        let mut unusable = Vec::new();
         for k in &trust.manifest_keys {
             match PublicKey::parse(k) {
                 Ok(key) => keys.push(key),
-                Err(e) => reasons.push(format!("manifestKeys entry {k:?} in agent.toml: {e}")),
+                Err(e) => unusable.push(format!("manifestKeys entry {k:?} in agent.toml: {e}")),
             }
         }
         match ferry_schema::verify_manifest(manifest, &keys) {
             Ok(name) => signed_by = Some(name),
-            Err(e) => reasons.push(format!("signature: {e}")),
+            Err(e) => {
+                reasons.extend(unusable);
+                reasons.push(format!("signature: {e}"));
+            }
         }
     }
     if let Some((policy, running)) = host {
@@ -234,6 +240,37 @@ mod tests {
         m.services[0].env.insert("X".into(), "tampered".into());
         let tampered = serde_json::to_vec(&m).unwrap();
         assert!(verify(&tampered, 1 << 20, &trust, Some((&policy(), &runs())), None).is_err());
+    }
+
+    #[test]
+    fn rotated_keys_with_one_name_both_verify_and_a_bad_entry_shadows_nothing() {
+        const G: &str = "2025-01-01T00:00:00Z";
+        let old = SecretKey::generate("deploy").unwrap();
+        let new = SecretKey::generate("deploy").unwrap();
+        let trust = Trust {
+            manifest_keys: vec![
+                "deploy:AAAA".into(),
+                old.public().to_nix_string(),
+                new.public().to_nix_string(),
+            ],
+            ..Trust::default()
+        };
+        for key in [&old, &new] {
+            let a = verify(
+                &signed(key, G),
+                1 << 20,
+                &trust,
+                Some((&policy(), &runs())),
+                None,
+            )
+            .unwrap();
+            assert_eq!(a.signed_by.as_deref(), Some("deploy"));
+        }
+        let stranger = SecretKey::generate("deploy").unwrap();
+        let err = verify(&signed(&stranger, G), 1 << 20, &trust, None, None).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(err[0].contains("\"deploy:AAAA\""), "{err:?}");
+        assert!(err[1].contains("none of the 2 trusted keys"), "{err:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! shows everything. This layer is the first defence against text injected into unit files
 //! and paths: anything that reaches a unit file or a path is checked here.
 
+mod budget;
 mod decommission;
 mod depends;
 mod report;
@@ -233,4 +234,5 @@ fn check_services(services: &[(usize, &Service)], report: &mut Report) {
     }
     routes::check(services, report);
     depends::check(services, report);
+    budget::check(services, report);
 }

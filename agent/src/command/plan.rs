@@ -94,7 +94,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-        let observed = observe::<DbusSystemd, _>(&state, &units, systemd.as_ref()).await?;
+        let observed = observe::<DbusSystemd, _>(
+            &state,
+            &units,
+            systemd.as_ref(),
+            // A preview: systemd alone says which blue-green instance is live.
+            &std::collections::BTreeMap::new(),
+        )
+        .await?;
         let mut desired = accepted.manifest;
         let facts = match &systemd {
             Some(sd) => {

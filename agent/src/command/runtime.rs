@@ -41,6 +41,7 @@ pub fn store(config: &Config) -> NixCli {
         nix: config.nix_bin.clone(),
         trusted_keys: config.trusted_keys.clone(),
         pull_timeout: Duration::from_secs(config.timeouts.pull_sec),
+        command_timeout: Duration::from_secs(config.timeouts.job_sec),
     }
 }
 
@@ -123,5 +124,6 @@ pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
         removed_profile_retention_days: config.removed_profile_retention_days,
         settle: Duration::from_secs(config.timeouts.settle_sec),
         trusted_keys,
+        deadline: None,
     })
 }
