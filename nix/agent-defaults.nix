@@ -17,6 +17,7 @@
   unitDir = "/run/systemd/system";
   profileDir = "/nix/var/nix/profiles/ferry";
   generationsToKeep = 5;
+  removedProfileRetentionDays = 30;
   secretsDir = "/var/lib/ferry-secrets";
   allowRoot = false;
   allowUnsignedManifests = false;

@@ -89,6 +89,7 @@ in {
         {
           timeouts.pullSec = 1200;
           allowRoot = false;
+          removedProfileRetentionDays = 7;
         }
       '';
       description = ''

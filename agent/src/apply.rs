@@ -42,6 +42,8 @@ pub struct ApplySettings {
     pub profile_dir: PathBuf,
     /// Generations to keep per profile.
     pub generations_to_keep: u32,
+    /// Days a removed service's profile is kept (`removedProfileRetentionDays`).
+    pub removed_profile_retention_days: u32,
     /// How long a started unit must stay up before it counts as healthy.
     pub settle: Duration,
     /// `trustedKeys`: every path of a closure that runs must be signed by one of them.
@@ -1057,6 +1059,7 @@ mod tests {
             version: 1,
             generation: "g".into(),
             services,
+            decommission: Vec::new(),
             signatures: None,
         }
     }
@@ -1121,6 +1124,7 @@ mod tests {
         ApplySettings {
             profile_dir: "/p".into(),
             generations_to_keep: 5,
+            removed_profile_retention_days: 30,
             settle: Duration::ZERO,
             trusted_keys: vec![cache_key().public()],
             deadline: None,

@@ -65,6 +65,11 @@ pub struct Config {
     /// collect them). At least 2, so rollback has somewhere to go. Default: 5.
     #[serde(default = "default_generations_to_keep")]
     pub generations_to_keep: u32,
+    /// Days a removed service's profile is kept (its closures with it) before the agent
+    /// deletes it, so Nix can collect them. 0 deletes it on the tick that removes the
+    /// service. Default: 30.
+    #[serde(default = "default_removed_profile_retention_days")]
+    pub removed_profile_retention_days: u32,
     /// The only directory a manifest's `envFile` may name a file under. Default:
     /// `/var/lib/ferry-secrets`.
     #[serde(default = "default_secrets_dir")]
@@ -194,6 +199,7 @@ impl Default for Config {
             unit_dir: default_unit_dir(),
             profile_dir: default_profile_dir(),
             generations_to_keep: default_generations_to_keep(),
+            removed_profile_retention_days: default_removed_profile_retention_days(),
             secrets_dir: default_secrets_dir(),
             allow_root: default_allow_root(),
             allow_unsigned_manifests: default_allow_unsigned_manifests(),
@@ -350,6 +356,9 @@ fn default_profile_dir() -> PathBuf {
 }
 fn default_generations_to_keep() -> u32 {
     5
+}
+fn default_removed_profile_retention_days() -> u32 {
+    30
 }
 fn default_secrets_dir() -> PathBuf {
     PathBuf::from("/var/lib/ferry-secrets")
@@ -613,6 +622,7 @@ mod tests {
         let c = Config::parse("", Path::new("t")).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.generations_to_keep, 5);
+        assert_eq!(c.removed_profile_retention_days, 30);
         assert_eq!(c.unit_dir, PathBuf::from("/run/systemd/system"));
         assert!(!c.allow_root);
     }
@@ -625,6 +635,7 @@ bucket = "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage"
 trustedKeys = ["cache:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
 manifestKeys = ["dev:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
 generationsToKeep = 3
+removedProfileRetentionDays = 0
 allowRoot = true
 busAddress = "unix:path=/tmp/bus"
 [credentials]
@@ -639,6 +650,7 @@ pullSec = 60
         assert_eq!(c.timeouts.pull_sec, 60);
         assert_eq!(c.timeouts.job_sec, 90);
         assert_eq!(c.generations_to_keep, 3);
+        assert_eq!(c.removed_profile_retention_days, 0);
     }
 
     #[test]

@@ -18,6 +18,20 @@ use crate::render::unit::{
 };
 use crate::state::State;
 
+/// The Ferry services this host runs now, by the same rule as [`observe`] (in state or with
+/// a unit file), without asking systemd; or why the unit directory could not be read.
+pub fn ferry_services<U: Units>(state: &State, units: &U) -> crate::policy::Running {
+    let files = units
+        .list()
+        .map_err(|e| format!("cannot read the unit directory: {e}"))?;
+    Ok(state
+        .services
+        .keys()
+        .cloned()
+        .chain(by_service(files).into_keys())
+        .collect())
+}
+
 /// `ActiveState`s that count as serving.
 fn is_up(active_state: &str) -> bool {
     matches!(active_state, "active" | "activating" | "reloading")

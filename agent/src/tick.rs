@@ -2,10 +2,11 @@
 //! record (in memory; the caller writes the state file). An unreachable bucket or a refused
 //! manifest falls back to the services recorded in state, so a rebooted host brings its last
 //! known-good services back, and a healthy host is left alone. A manifest is refused whole
-//! only when it cannot be trusted at all (unsigned, unparsable, older than allowed, nothing
-//! for this host); the host policy then refuses services one by one, and the planner keeps
-//! each refused service on its last good version. The stored manifest a 304 re-applies is
-//! judged again, so a tightened agent.toml takes effect on the next tick.
+//! only when it cannot be trusted at all (unsigned, unparsable, older than allowed, empties a
+//! host that runs services without decommissioning it); the host policy then refuses
+//! services one by one, and the planner keeps each refused service on its last good version.
+//! The stored manifest a 304 re-applies is judged again, so a tightened agent.toml takes
+//! effect on the next tick.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,9 +23,10 @@ use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
 use crate::health::quarantine::{hold_back, lift, unit_digest};
 use crate::host_facts::{self, FactSources};
-use crate::observe::observe;
+use crate::observe::{ferry_services, observe};
 use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
+use crate::profile_retention;
 use crate::render;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
@@ -90,7 +92,8 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     b: &Backends<B, S, D, U, P>,
 ) -> TickReport {
     let started = Instant::now();
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let clock = chrono::Utc::now();
+    let at = clock.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let host = settings.policy.host.clone();
     let mut lines = Vec::new();
 
@@ -134,6 +137,9 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             })
         }
     };
+    // What Ferry runs here now: a manifest that would remove all of it must say so.
+    let running = ferry_services(state, &b.units);
+    let here = Some((&settings.policy, &running));
     let source = match fetched {
         // The boot tick's fallback restored what state records; the manifest still waits.
         None if settings.restore_only.is_some() => Source::Restore(Outcome::Failed),
@@ -142,7 +148,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             &bytes,
             settings.size_cap,
             &settings.trust,
-            Some(&settings.policy),
+            here,
             last_generation.as_deref(),
         ) {
             Ok(accepted) => {
@@ -154,7 +160,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             Err(reasons) => refuse(&mut lines, "manifest", reasons),
         },
         Some(Ok(Fetched::Unchanged)) => match &state.manifest {
-            Some(m) => match recheck(m, &settings.trust, Some(&settings.policy)) {
+            Some(m) => match recheck(m, &settings.trust, here) {
                 Ok(()) => Source::Unchanged(Box::new(m.clone())),
                 Err(reasons) => refuse(
                     &mut lines,
@@ -186,7 +192,10 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     };
 
     let (mut desired, restore_outcome) = match &source {
-        Source::Fetched(m, _) | Source::Unchanged(m) => ((**m).clone(), None),
+        Source::Fetched(m, _) | Source::Unchanged(m) => {
+            lines.extend(settings.policy.nothing_here(m));
+            ((**m).clone(), None)
+        }
         Source::Restore(o) => (state.applied_manifest(&host), Some(*o)),
     };
     // Host policy and quarantine only concern a trusted manifest: what state restores
@@ -349,6 +358,28 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     if let Source::Fetched(m, etag) = source {
         state.manifest = Some(*m);
         state.manifest_etag = etag;
+    }
+    // Removed services' profiles: only a trusted manifest says a service has left.
+    if restore_outcome.is_none() {
+        let kept = state
+            .services
+            .keys()
+            .cloned()
+            .chain(
+                desired
+                    .services
+                    .iter()
+                    .filter(|s| s.hosts.contains(&host))
+                    .map(|s| s.name.clone()),
+            )
+            .collect();
+        lines.extend(profile_retention::step(
+            &settings.apply.profile_dir,
+            &kept,
+            &mut state.removed_profiles,
+            clock,
+            settings.apply.removed_profile_retention_days,
+        ));
     }
 
     if let Some(d) = settings.apply.deadline

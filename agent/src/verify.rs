@@ -1,6 +1,7 @@
 //! Verify step: decide whether a manifest may be applied at all — size cap, schema and
 //! semantic validation, a signature by a trusted manifest key, not an older generation than
-//! the last one applied (unless rollback by copy is allowed), and something for this host.
+//! the last one applied (unless rollback by copy is allowed), and not emptying a host that runs
+//! services unless it says so (`decommission`).
 //! These refuse the manifest whole; what a signed manifest may do on this host is decided
 //! service by service afterwards (`policy`). The stored manifest a 304 re-applies goes
 //! through the same checks again ([`recheck`]), so a tightened agent.toml takes effect on
@@ -10,7 +11,7 @@
 use ferry_schema::{Manifest, PublicKey};
 
 use crate::generation;
-use crate::policy::HostPolicy;
+use crate::policy::{HostPolicy, Running};
 
 /// A manifest this host accepts.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub fn verify(
     bytes: &[u8],
     size_cap: usize,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
     last_generation: Option<&str>,
 ) -> Result<Accepted, Vec<String>> {
     let validated = match ferry_schema::validate_bytes(bytes, size_cap) {
@@ -70,7 +71,7 @@ pub fn verify(
         }
     };
     let mut reasons = Vec::new();
-    let signed_by = check(&validated.manifest, trust, policy, &mut reasons);
+    let signed_by = check(&validated.manifest, trust, host, &mut reasons);
     if let Some(last) = last_generation
         && !trust.rollback_by_copy
         && generation::is_older(&validated.manifest.generation, last)
@@ -97,10 +98,10 @@ pub fn verify(
 pub fn recheck(
     manifest: &Manifest,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
 ) -> Result<(), Vec<String>> {
     let mut reasons = Vec::new();
-    check(manifest, trust, policy, &mut reasons);
+    check(manifest, trust, host, &mut reasons);
     if reasons.is_empty() {
         Ok(())
     } else {
@@ -112,7 +113,7 @@ pub fn recheck(
 fn check(
     manifest: &Manifest,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
     reasons: &mut Vec<String>,
 ) -> Option<String> {
     let mut signed_by = None;
@@ -137,8 +138,8 @@ fn check(
             }
         }
     }
-    if let Some(policy) = policy {
-        reasons.extend(policy.check_manifest(manifest));
+    if let Some((policy, running)) = host {
+        reasons.extend(policy.check_manifest(manifest, running));
     }
     signed_by
 }
@@ -165,6 +166,11 @@ mod tests {
         }
     }
 
+    /// A host that runs a Ferry service.
+    fn runs() -> Running {
+        Ok(["web".to_owned()].into())
+    }
+
     fn unsigned_ok() -> Trust {
         Trust {
             allow_unsigned: true,
@@ -183,7 +189,14 @@ mod tests {
     #[test]
     fn no_keys_refuses_everything_unless_unsigned_is_allowed() {
         let none = Trust::default();
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &none, Some(&policy()), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &none,
+            Some((&policy(), &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(
             err[0].contains("manifestKeys") && err[0].contains("allowUnsignedManifests = true"),
@@ -193,7 +206,7 @@ mod tests {
             EXAMPLE.as_bytes(),
             1 << 20,
             &unsigned_ok(),
-            Some(&policy()),
+            Some((&policy(), &runs())),
             None,
         )
         .unwrap();
@@ -208,18 +221,25 @@ mod tests {
             manifest_keys: vec![key.public().to_nix_string()],
             ..unsigned_ok()
         };
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &trust, Some(&policy()), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &trust,
+            Some((&policy(), &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(err[0].contains("not signed"), "{err:?}");
 
         let bytes = signed(&key, "2025-01-01T00:00:00Z");
-        let a = verify(&bytes, 1 << 20, &trust, Some(&policy()), None).unwrap();
+        let a = verify(&bytes, 1 << 20, &trust, Some((&policy(), &runs())), None).unwrap();
         assert_eq!(a.signed_by.as_deref(), Some("dev"));
 
         let mut m: Manifest = serde_json::from_slice(&bytes).unwrap();
         m.services[0].env.insert("X".into(), "tampered".into());
         let tampered = serde_json::to_vec(&m).unwrap();
-        assert!(verify(&tampered, 1 << 20, &trust, Some(&policy()), None).is_err());
+        assert!(verify(&tampered, 1 << 20, &trust, Some((&policy(), &runs())), None).is_err());
     }
 
     #[test]
@@ -236,7 +256,14 @@ mod tests {
             ..Trust::default()
         };
         for key in [&old, &new] {
-            let a = verify(&signed(key, G), 1 << 20, &trust, Some(&policy()), None).unwrap();
+            let a = verify(
+                &signed(key, G),
+                1 << 20,
+                &trust,
+                Some((&policy(), &runs())),
+                None,
+            )
+            .unwrap();
             assert_eq!(a.signed_by.as_deref(), Some("deploy"));
         }
         let stranger = SecretKey::generate("deploy").unwrap();
@@ -279,14 +306,14 @@ mod tests {
             manifest_keys: vec![k.public().to_nix_string()],
             ..Trust::default()
         };
-        assert!(recheck(&m, &trust(&key), Some(&policy())).is_ok());
-        let err = recheck(&m, &trust(&other), Some(&policy())).unwrap_err();
+        assert!(recheck(&m, &trust(&key), Some((&policy(), &runs()))).is_ok());
+        let err = recheck(&m, &trust(&other), Some((&policy(), &runs()))).unwrap_err();
         assert!(err[0].starts_with("signature:"), "{err:?}");
         let elsewhere = HostPolicy {
             host: "elsewhere".into(),
             ..policy()
         };
-        assert!(recheck(&m, &trust(&key), Some(&elsewhere)).is_err());
+        assert!(recheck(&m, &trust(&key), Some((&elsewhere, &runs()))).is_err());
         assert!(recheck(&m, &Trust::default(), None).is_err());
     }
 
@@ -301,7 +328,14 @@ mod tests {
             manifest_keys: vec![key.public().to_nix_string()],
             ..Trust::default()
         };
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &trust, Some(&other), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &trust,
+            Some((&other, &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         let err = verify(b"{\"version\":1}", 1 << 20, &unsigned_ok(), None, None).unwrap_err();
         assert!(!err.is_empty());

@@ -121,6 +121,7 @@ pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
     Ok(ApplySettings {
         profile_dir: config.profile_dir.clone(),
         generations_to_keep: config.generations_to_keep,
+        removed_profile_retention_days: config.removed_profile_retention_days,
         settle: Duration::from_secs(config.timeouts.settle_sec),
         trusted_keys,
         deadline: None,

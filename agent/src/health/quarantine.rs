@@ -189,6 +189,7 @@ mod tests {
             version: 1,
             generation: "g".into(),
             services,
+            decommission: Vec::new(),
             signatures: None,
         }
     }
