@@ -33,6 +33,10 @@
   # The agent's own time limits (agent.toml), which the unit's TimeoutStartSec follows.
   tickSec = (agentSettings.timeouts or {}).tickSec or defaults.timeouts.tickSec;
   bootSec = (agentSettings.timeouts or {}).bootSec or defaults.timeouts.bootSec;
+  longerTickSec =
+    if tickSec > bootSec
+    then tickSec
+    else bootSec;
 
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
@@ -380,7 +384,7 @@ in {
           # validation) ends; the boot tick gives up after timeouts.bootSec and restores from
           # state. systemd's limit is the later of the two plus that step, so it only ever
           # ends an agent that is itself stuck (30 min with the defaults).
-          TimeoutStartSec = "${toString ((if tickSec > bootSec then tickSec else bootSec) + 900)}s";
+          TimeoutStartSec = "${toString (longerTickSec + 900)}s";
           # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
           # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
           # saw 615 MB for one oversized manifest) before it starves the host's services.
