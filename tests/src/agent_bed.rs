@@ -20,23 +20,7 @@ pub const AGENT: &str = "/usr/local/bin/ferry-agent";
 /// Builds the agent (so a test never runs a stale binary) and returns its path;
 /// `FERRY_AGENT_BIN` names a prebuilt one instead (e.g. a release build for measurements).
 pub fn agent_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FERRY_AGENT_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry-agent"])
-        .status()
-        .context("running cargo build -p ferry-agent")?;
-    if !status.success() {
-        bail!("cargo build -p ferry-agent failed");
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("no target dir above the test binary")?;
-    Ok(dir.join("ferry-agent"))
+    crate::binaries::built_binary("ferry-agent", "FERRY_AGENT_BIN")
 }
 
 /// A bed with one host and `agent` bound read-only into it at [`AGENT`] (tests and the

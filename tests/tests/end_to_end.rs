@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use ferry_tests::agent_bed::agent_binary;
 use ferry_tests::scenario::{Binaries, Options, Scenario};
-use ferry_tests::workspace_binary;
+use ferry_tests::binaries::built_binary;
 
 #[tokio::test]
 async fn push_deploy_update_rollback_remove_outage_reboot_on_two_hosts() -> Result<()> {
     let bins = Binaries {
-        ferry: workspace_binary("ferry", "FERRY_BIN")?,
+        ferry: built_binary("ferry", "FERRY_BIN")?,
         agent: agent_binary()?,
     };
     let options = Options {

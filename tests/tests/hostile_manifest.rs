@@ -6,7 +6,8 @@
 
 use anyhow::{Context, Result};
 use ferry_tests::agent_bed::{AgentBed, manifest, service, sign, summary};
-use ferry_tests::{Output, workspace_binary};
+use ferry_tests::Output;
+use ferry_tests::binaries::built_binary;
 use serde_json::{Value, json};
 
 /// The last line of `out` about `service`.
@@ -89,7 +90,7 @@ async fn store_path_added_by_hand_with_an_unsigned_narinfo_is_not_run() -> Resul
     let h = t.host();
     // A path that reached the host's store without any signature (here `nix-store --add`;
     // any path the host built or fetched itself is the same), holding a working program.
-    let testsvc = workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
+    let testsvc = built_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
     h.put_file(&testsvc, "/tmp/planted/bin/ferry-testsvc", 0o755)?;
     let planted = h.sh_ok("nix-store --add /tmp/planted")?.trim().to_owned();
     // An unsigned narinfo for it in the bucket: enough for `nix copy` to skip the path,
