@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::{Value, json};
 
-use crate::{Bed, BedOptions, BindRo, Closures, Host, Output, install_agent_config};
+use crate::{Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary, install_agent_config};
 
 /// The name the manifests use for the bed host.
 pub const HOST: &str = "bedhost";
@@ -239,12 +239,9 @@ pub fn manifest(generation: u32, services: Vec<Value>) -> Value {
     })
 }
 
-/// The `tick: ` summary line of a reconcile.
-pub fn summary(out: &Output) -> &str {
-    out.stdout
-        .lines()
-        .find(|l| l.starts_with("tick: "))
-        .unwrap_or("")
+/// The `tick:` summary line of a reconcile, parsed (see [`TickSummary`]).
+pub fn summary(out: &Output) -> Result<TickSummary> {
+    TickSummary::of(out)
 }
 
 /// Poll until `f` is true or the deadline passes.

@@ -22,6 +22,7 @@ pub mod scenario;
 pub mod slot;
 mod stale;
 mod stop;
+pub mod tick_summary;
 
 pub use agent_config::install_agent_config;
 pub use bed::{Bed, BedOptions};
@@ -31,3 +32,4 @@ pub use footprint::Footprint;
 pub use host::{BindRo, Host};
 pub use process::Output;
 pub use s3::S3;
+pub use tick_summary::TickSummary;

@@ -22,7 +22,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "first tick failed");
-    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("reloads")?, 1, "{s}");
     for (unit, port) in [("ferry-alpha.service", 8101), ("ferry-beta.service", 8102)] {
         assert_eq!(t.show(unit, "ActiveState")?, "active");
         assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
@@ -47,9 +48,10 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     let beta_inv = t.show("ferry-beta.service", "InvocationID")?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    let s = summary(&out);
-    assert!(
-        s.contains("reloads=0") && s.contains("unitsTouched=0") && s.contains("requests=1"),
+    let s = summary(&out)?;
+    assert_eq!(
+        (s.get("reloads")?, s.get("unitsTouched")?, s.get("requests")?),
+        (0, 0, 1),
         "{s}"
     );
     assert_eq!(t.unit_files()?, files_before);
@@ -89,7 +91,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("reloads")?, 1, "{s}");
     assert_ne!(
         t.show("ferry-alpha.service", "InvocationID")?,
         alpha_inv,
@@ -128,7 +131,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
     assert_eq!(t.get(8102, "/env/EXTRA")?, "1");
     // Nothing pulled: the only bucket request was the manifest.
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
 
     // gamma removed: stopped, unit deleted, profile kept.
     t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta]))
@@ -394,11 +398,8 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
     assert_eq!(t.get(8101, "/version")?.trim(), "2.0.0");
     assert_eq!(t.get(8102, "/version")?.trim(), "1.0.0");
     let again = t.reconcile()?;
-    assert!(
-        summary(&again).contains("unitsTouched=0"),
-        "{}",
-        summary(&again)
-    );
+    let s = summary(&again)?;
+    assert_eq!(s.get("unitsTouched")?, 0, "{s}");
     Ok(())
 }
 
@@ -429,11 +430,8 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
     assert_eq!(out.status, 0);
     assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
     let again = t.reconcile()?;
-    assert!(
-        summary(&again).contains("requests=1") && summary(&again).contains("unitsTouched=0"),
-        "{}",
-        summary(&again)
-    );
+    let s = summary(&again)?;
+    assert_eq!((s.get("requests")?, s.get("unitsTouched")?), (1, 0), "{s}");
     Ok(())
 }
 

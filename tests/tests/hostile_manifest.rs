@@ -68,7 +68,8 @@ async fn unsigned_manifest_on_an_agent_without_manifest_keys_starts_nothing() ->
     assert!(!unit_exists(&t, "ferry-alpha.service"));
     assert_ne!(t.show("ferry-alpha.service", "ActiveState")?, "active");
     // Nothing was fetched: the refusal does not depend on what the bucket holds.
-    assert!(summary(&out).contains("requests=0"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 0, "{s}");
 
     // Saying so explicitly is the one way to run unsigned manifests.
     t.configure("allowUnsignedManifests = true")?;
@@ -157,7 +158,8 @@ async fn stored_manifest_is_checked_again_when_the_bucket_answers_304() -> Resul
         &t.extra_config,
     )?;
     let out = t.reconcile()?;
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
     assert_eq!(
         out.status, 2,
         "the stored manifest was re-applied unchecked"
@@ -169,7 +171,8 @@ async fn stored_manifest_is_checked_again_when_the_bucket_answers_304() -> Resul
     // The host's policy tightens: env files must now live elsewhere.
     t.configure("secretsDir = \"/var/lib/ferry-secrets-2\"")?;
     let out = t.reconcile()?;
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
     assert_eq!(
         out.status, 1,
         "the stored manifest was re-applied unchecked"
