@@ -352,6 +352,8 @@ async fn agent_restores_services_after_reboot_without_bucket_and_survives_corrup
 
 #[tokio::test]
 async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
+    const ROUNDS: u32 = 20;
+    const SPREAD_MS: u64 = 2500;
     let t = AgentBed::start().await?;
     let c = t.closures;
     let versions = [&c.v1, &c.v2];
@@ -364,7 +366,12 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
         });
     rng |= 1; // xorshift never leaves 0
     eprintln!("kill points: FERRY_KILL_SEED={rng}");
-    for round in 0..20u32 {
+    // Every round changes alpha, so its tick restarts a unit and waits the 1 s settle time:
+    // kills in the first second land in a running tick, and most of them after it saved its
+    // `pending` mark, while it changes the host.
+    let (mut landed, mut mid_apply) = (0u32, 0u32);
+    let mut state_seen = false;
+    for round in 0..ROUNDS {
         let path = versions[(round % 2) as usize];
         t.publish(&manifest(
             round,
@@ -372,20 +379,70 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
         ))
         .await?;
         // Kill points anywhere in the tick: before the fetch, during pulls, unit writes, jobs.
-        let delay_ms = next_random(&mut rng) % 2500;
+        // One per slice of the spread, in an order that jumps around, at a random point of
+        // its slice.
+        let slice = SPREAD_MS / u64::from(ROUNDS);
+        let delay_ms =
+            u64::from(round * 7 % ROUNDS) * slice + next_random(&mut rng) % slice;
+        let before = state_inode(&t)?;
+        // `wait` gives the tick's exit status: 137 (128 + SIGKILL) when the kill hit it.
         let out = t.host().sh(&format!(
-            "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid; wait $pid; true",
+            "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid 2>/dev/null; wait $pid; echo $?",
             delay_ms / 1000,
             delay_ms % 1000
         ))?;
         assert!(out.success(), "{}", out.stderr);
-        let state = t.host().sh("cat /var/lib/ferry/state.json 2>/dev/null")?;
-        if state.success() {
-            serde_json::from_str::<Value>(&state.stdout).with_context(|| {
+        let status: i32 = out
+            .stdout
+            .trim()
+            .parse()
+            .with_context(|| format!("round {round}: no exit status from `wait`: {out:?}"))?;
+        let killed = match status {
+            137 => true,
+            0 => false,
+            other => anyhow::bail!(
+                "round {round}: the tick ended with {other}, neither killed nor converged"
+            ),
+        };
+        let state = t.host().sh("cat /var/lib/ferry/state.json")?;
+        let pending = if state.success() {
+            state_seen = true;
+            let parsed: Value = serde_json::from_str(&state.stdout).with_context(|| {
                 format!("state unparseable after kill {round}: {}", state.stdout)
             })?;
-        }
+            parsed["pending"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        } else {
+            // Only a tick killed before its first save leaves no state file; once there is
+            // one, it is replaced atomically and never missing.
+            assert!(!state_seen, "round {round}: state.json vanished after a kill");
+            false
+        };
+        // This tick saved its mark (the file was replaced) and never cleared it: it was
+        // killed while changing the host.
+        let saved_here = state_inode(&t)? != before;
+        let in_apply = killed && pending && saved_here;
+        landed += u32::from(killed);
+        mid_apply += u32::from(in_apply);
+        eprintln!(
+            "round {round}: kill after {delay_ms} ms {}",
+            match (killed, in_apply) {
+                (false, _) => "came after the tick ended",
+                (true, false) => "hit the tick outside apply",
+                (true, true) => "hit the tick while it changed the host (pending saved)",
+            }
+        );
     }
+    eprintln!("{landed} of {ROUNDS} kills hit a running tick, {mid_apply} of them mid-apply");
+    assert!(
+        landed >= ROUNDS / 2,
+        "only {landed} of {ROUNDS} kills hit a running tick: the test did not test kills"
+    );
+    assert!(
+        mid_apply >= ROUNDS / 4,
+        "only {mid_apply} of {ROUNDS} kills hit a tick while it changed the host"
+    );
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "tick after the kills did not converge");
     let units = t
@@ -401,6 +458,12 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
     let s = summary(&again)?;
     assert_eq!(s.get("unitsTouched")?, 0, "{s}");
     Ok(())
+}
+
+/// The inode of the agent's state file (each save replaces the file), or `None`.
+fn state_inode(t: &AgentBed) -> Result<Option<String>> {
+    let out = t.host().sh("stat -c %i /var/lib/ferry/state.json")?;
+    Ok(out.success().then(|| out.stdout.trim().to_owned()))
 }
 
 #[tokio::test]
