@@ -418,7 +418,16 @@ impl Scenario {
         if unit_active(a, "ferry-worker.service")? {
             bail!("worker's unit file is gone but the service still runs");
         }
+        // Removal keeps the profile (the GC root and rollback) at what worker last ran.
+        let live_worker = manifest::store_path(&live, "worker")
+            .context("the live manifest before the removal names no worker")?;
         let profile = a.sh_ok("readlink -f /nix/var/nix/profiles/ferry/worker")?;
+        if profile.trim() != live_worker {
+            bail!(
+                "worker's profile after its removal points at {:?}, not at the closure it ran ({live_worker})",
+                profile.trim()
+            );
+        }
         say(&format!(
             "worker stopped, unit deleted; profile kept → {}",
             profile.trim()
