@@ -7,11 +7,14 @@
 # `null` anywhere removes that key, so `settings.hostName = null` makes the agent read the
 # machine's hostname itself.
 {
-  # Bucket name; `endpoint` and `region` become the URL's query. An `s3://` or `file://`
-  # URL given in `settings.bucket` replaces the whole thing.
+  # A whole `s3://…` (Nix's S3 store URL) or `file://…` URL, passed on as it is; or a
+  # bucket name, with `endpoint` and `region` as the URL's query. `settings.bucket`
+  # replaces either.
   bucket ? null,
   endpoint ? null,
   region ? null,
+  # The credentials file's profile (agent.toml `credentials.profile`).
+  credentialsProfile ? null,
   # Where the agent reads the shared-credentials file at run time (the LoadCredential=
   # path), or null for the AWS default chain.
   credentialsPath ? null,
@@ -44,6 +47,8 @@
   bucketUrl =
     if bucket == null
     then null
+    else if builtins.match ".*://.*" bucket != null
+    then bucket
     else let
       q = query [
         {
@@ -69,6 +74,7 @@
     bucket = bucketUrl;
     credentials = {
       file = credentialsPath;
+      profile = credentialsProfile;
     };
     caddy = {
       enable = caddyEnable;

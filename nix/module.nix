@@ -16,12 +16,22 @@
   credentialName = "aws";
   credentialsPath = "/run/credentials/${unitName}/${credentialName}";
 
-  # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes. An
-  # address, not `localhost`, which may resolve to ::1 first while Caddy listens on IPv4.
-  caddyAdmin = "127.0.0.1:2019";
+  # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes: a unix
+  # socket in Caddy's runtime directory (0750 caddy:caddy), which only Caddy and members of
+  # its group (the agent, through SupplementaryGroups) can reach. On loopback TCP any
+  # process of the host could rewrite Caddy's config, deployed services included.
+  caddySocket = "/run/caddy/admin.sock";
+  caddyAdmin = "unix/${caddySocket}";
+  caddyGroup = config.services.caddy.group;
+  # The socket's mode: Caddy >= 2.8 takes it from the address (`|0220`: owner and group may
+  # connect; its default 0200 would shut the agent out); older ones from their umask.
+  caddyAdminListen =
+    if lib.versionAtLeast config.services.caddy.package.version "2.8"
+    then "${caddyAdmin}|0220"
+    else caddyAdmin;
 
   agentSettings = import ./agent-settings.nix {
-    inherit (cfg) bucket endpoint region trustedKeys manifestKeys secretsDir generationsToKeep settings;
+    inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
     inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
     caddyDomains = cfg.caddy.domains;
     # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
@@ -87,38 +97,58 @@ in {
     bucket = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "acme-deploys";
+      example = "s3://acme-deploys?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
       description = ''
-        Name of the bucket holding manifest.json and the binary cache. Combined with
-        `endpoint` and `region` into the agent's `bucket` URL
-        (`s3://NAME?endpoint=…&region=…`); for a local folder set
-        `settings.bucket = "file:///DIR"` instead.
+        The bucket holding manifest.json and the binary cache: either a whole URL, as Nix
+        writes S3 stores (`s3://NAME?endpoint=HOST&scheme=https&region=…&profile=…`) or
+        `file:///DIR`, passed to the agent as it is; or just the bucket's name, combined
+        with `endpoint` and `region` into that URL.
       '';
     };
 
     endpoint = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "https://nyc3.digitaloceanspaces.com";
-      description = "S3 endpoint URL; null for AWS itself.";
+      example = "nyc3.digitaloceanspaces.com";
+      description = ''
+        S3 endpoint when `bucket` is a name: a host (reached over https) or a URL
+        (`http://10.0.0.1:3900`); null for AWS itself.
+      '';
     };
 
     region = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
       example = "nyc3";
-      description = "Signing region (for Spaces, the region slug).";
+      description = "Signing region when `bucket` is a name (the agent's default: us-east-1, as Nix).";
+    };
+
+    credentialsProfile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "digitalocean";
+      description = ''
+        Profile (section) of the credentials file to use, e.g. `digitalocean` for a
+        `[digitalocean]` section. Wins over the bucket URL's `profile=`. Null: the URL's
+        profile, else `[default]`.
+      '';
     };
 
     credentialsFile = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
-      example = "/run/keys/ferry-s3";
+      example = "/root/.aws/credentials";
       description = ''
-        Absolute path of an AWS shared-credentials file (a `[default]` section with
-        `aws_access_key_id` and `aws_secret_access_key`). Given to the service with
-        systemd's `LoadCredential=`, so it is never copied into the Nix store and only the
-        agent can read it. A string, not a Nix path, for exactly that reason.
+        Absolute path of an AWS shared-credentials file (`[default]` or `[PROFILE]`
+        sections with `aws_access_key_id` and `aws_secret_access_key`), such as the host's
+        existing `/root/.aws/credentials`. systemd reads it when the tick starts and hands
+        it to the agent with `LoadCredential=`, so it is never copied into the Nix store,
+        only the agent can read it, and it may sit in a home directory the agent's sandbox
+        hides (`ProtectHome=`). A string, not a Nix path, for exactly that reason. When the
+        file is missing (e.g. /run/keys after a reboot) the agent still runs and restores
+        the host's services from its state, saying why it did not ask the bucket. Null:
+        the AWS default chain, whose `~/.aws` is the unit's own
+        `/var/cache/ferry-agent/.aws`, not root's.
       '';
     };
 
@@ -214,9 +244,13 @@ in {
 
     interval = lib.mkOption {
       type = lib.types.str;
-      default = "5min";
+      default = "3min";
       example = "1min";
-      description = "Time between ticks (a systemd time span).";
+      description = ''
+        Time between the starts of two ticks (a systemd time span). A push waits at most
+        `interval` + `randomizedDelay` + 1 s (the timer's accuracy) for a host's next tick:
+        3 min 31 s with the defaults.
+      '';
     };
 
     randomizedDelay = lib.mkOption {
@@ -244,8 +278,9 @@ in {
     };
 
     caddy.enable = lib.mkEnableOption ''
-      Caddy as the reverse proxy for Ferry's services: its admin API stays on loopback
-      (${caddyAdmin}, where the agent adds its routes), and a tick runs whenever Caddy
+      Caddy as the reverse proxy for Ferry's services: its admin API is a unix socket
+      (${caddySocket}) only Caddy and the agent can open (deployed services cannot change
+      Caddy's config), the agent adds its routes there, and a tick runs whenever Caddy
       starts or reloads, because a Caddy (re)load drops routes added through the API.
       Without it the agent routes through Caddy only if `services.caddy` is enabled
       otherwise (at Caddy's default admin address)
@@ -279,7 +314,11 @@ in {
         }
         {
           assertion = cfg.bucket != null || agentSettings ? bucket;
-          message = "services.ferry-agent: set `bucket` (with `endpoint` and `region`) or `settings.bucket`";
+          message = "services.ferry-agent: set `bucket` (a URL, or a name with `endpoint` and `region`) or `settings.bucket`";
+        }
+        {
+          assertion = cfg.bucket == null || builtins.match ".*://.*" cfg.bucket == null || (cfg.endpoint == null && cfg.region == null);
+          message = "services.ferry-agent: `bucket` is a whole URL (${toString cfg.bucket}); put the endpoint and region in it (endpoint=…&region=…) instead of the `endpoint`/`region` options";
         }
       ];
 
@@ -321,11 +360,21 @@ in {
           Type = "oneshot";
           ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
           LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
+          # The fallback when that file is missing (e.g. /run/keys after a reboot, until the
+          # keys are deployed again): without it systemd fails the unit before the agent
+          # starts (243/CREDENTIALS) and the boot tick restores nothing. A comment, since
+          # systemd refuses an empty value; the agent reads a file of comments as "no
+          # credentials", makes no request and restores the services from its state.
+          SetCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:# no credentials: ${cfg.credentialsFile} was missing";
           # Relaxed: root, not DynamicUser. The agent asks systemd over D-Bus to reload and
           # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";
           CacheDirectory = "ferry-agent";
           TimeoutStartSec = "30min";
+          # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
+          # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
+          # saw 615 MB for one oversized manifest) before it starves the host's services.
+          MemoryMax = lib.mkDefault "512M";
 
           ProtectSystem = "strict";
           # Relaxed: exactly what the agent writes — its state, the unit files it
@@ -377,6 +426,9 @@ in {
           OnBootSec = cfg.interval;
           OnUnitActiveSec = cfg.interval;
           RandomizedDelaySec = cfg.randomizedDelay;
+          # systemd's default (1 min) lets a tick start up to a minute late to batch wake-ups;
+          # the random delay already spreads a fleet, and a deploy should not wait for it.
+          AccuracySec = "1s";
           # systemd honours Persistent= for OnCalendar= only; with the monotonic timers above
           # the boot tick is what catches up after downtime.
           Persistent = true;
@@ -388,20 +440,28 @@ in {
     (lib.mkIf cfg.caddy.enable {
       services.caddy = {
         enable = true;
-        # The agent adds its routes through this API; nobody else on the network may.
+        # The agent adds its routes through this API; no other process of the host may.
         globalConfig = ''
-          admin ${caddyAdmin}
+          admin "${caddyAdminListen}"
         '';
       };
-      # A Caddy start or reload forgets routes added through the API: run a tick then, so
-      # they are back in seconds rather than at the next timer tick.
       systemd.services.caddy.serviceConfig = {
+        # A Caddy start or reload forgets routes added through the API: run a tick then, so
+        # they are back in seconds rather than at the next timer tick.
         ExecStartPost = lib.mkAfter [triggerTick];
         ExecReload = lib.mkAfter [triggerTick];
+        # The admin socket's directory: only Caddy's user and group may enter it.
+        RuntimeDirectory = "caddy";
+        RuntimeDirectoryMode = "0750";
+        # Caddy < 2.8 creates the socket with its umask: owner and group may connect.
+        UMask = "0007";
       };
       systemd.services.ferry-agent = {
         wants = ["caddy.service"];
         after = ["caddy.service"];
+        # Caddy's group opens its admin socket (the agent holds no capability that would
+        # bypass the socket's permissions).
+        serviceConfig.SupplementaryGroups = [caddyGroup];
       };
     })
   ]);

@@ -17,9 +17,11 @@ pub struct Config {
     /// hostname (`/proc/sys/kernel/hostname`).
     #[serde(default = "default_host_name")]
     pub host_name: Option<String>,
-    /// The bucket holding `manifest.json` and the binary cache:
-    /// `s3://BUCKET?endpoint=URL&region=REGION&profile=PROFILE` or `file:///DIR`. No default:
-    /// `reconcile` and `plan` need it; `render` does not.
+    /// The bucket holding `manifest.json` and the binary cache, as a Nix S3 store URL
+    /// (`s3://BUCKET?endpoint=HOST&scheme=https&region=REGION&profile=PROFILE`; `endpoint`
+    /// may also be a whole `https://…` URL; `region` defaults to `us-east-1`, `scheme` to
+    /// `https`, no `endpoint` means AWS) or `file:///DIR`. `ferry-agent config` prints it as
+    /// understood. No default: `reconcile` and `plan` need it; `render` does not.
     #[serde(default = "default_bucket")]
     pub bucket: Option<String>,
     /// Where S3 credentials come from. Default: the AWS default chain (environment,
@@ -126,7 +128,9 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
-    /// Fetching `manifest.json`, retries included. Default: 30.
+    /// One deadline for fetching `manifest.json`: connecting, retries, headers and the whole
+    /// body (a bucket that trickles its answer cannot hold a tick longer). On expiry the
+    /// tick restores services from state. Default: 30.
     #[serde(default = "default_fetch_sec")]
     pub fetch_sec: u64,
     /// One `nix copy` of one closure. Default: 600.

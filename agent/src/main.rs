@@ -29,7 +29,7 @@ enum Verb {
     Status(command::status::Args),
     /// Write the unit files the agent would install for a host (no config needed).
     Render(command::render::Args),
-    /// Print the effective configuration.
+    /// Print the effective configuration, the bucket URL as the agent understood it.
     Config(command::config::Args),
     /// Print a shell completion script (for packagers).
     #[command(hide = true)]

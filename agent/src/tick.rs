@@ -9,13 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_schema::Manifest;
 use ferry_schema::layout::MANIFEST_KEY;
 
 use crate::apply::{ApplyReport, ApplySettings, Backends, apply};
-use crate::backend::bucket::{Fetched, ReadBucket};
+use crate::backend::bucket::{BucketError, Fetched, ReadBucket};
 use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
@@ -23,8 +23,9 @@ use crate::backend::units::Units;
 use crate::health::quarantine::{hold_back, lift};
 use crate::host_facts::{self, FactSources};
 use crate::observe::observe;
-use crate::plan::{Action, Plan, Policy, plan};
+use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
+use crate::render;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::{Trust, recheck, verify};
@@ -38,8 +39,12 @@ pub struct TickSettings {
     pub trust: Trust,
     /// Where the facts the policy judges against are read.
     pub facts: FactSources,
-    /// Manifest size cap in bytes.
+    /// Manifest size cap in bytes: a larger manifest is refused having read at most this
+    /// much of it.
     pub size_cap: usize,
+    /// One deadline for the whole manifest GET, retries, headers and body together
+    /// (`timeouts.fetchSec`): a bucket that trickles its answer cannot hold the tick.
+    pub fetch_timeout: Duration,
     /// Apply settings.
     pub apply: ApplySettings,
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
@@ -100,7 +105,20 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             lines.push(line);
             None
         }
-        None => Some(b.bucket.get(MANIFEST_KEY, etag).await),
+        None => {
+            let fetch = b
+                .bucket
+                .get_bounded(MANIFEST_KEY, etag, settings.size_cap as u64);
+            Some(
+                match tokio::time::timeout(settings.fetch_timeout, fetch).await {
+                    Ok(result) => result,
+                    Err(_) => Err(BucketError::Unreachable(format!(
+                        "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
+                        settings.fetch_timeout.as_secs()
+                    ))),
+                },
+            )
+        }
     };
     let source = match fetched {
         None => Source::Restore(Outcome::Refused),
@@ -136,8 +154,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             ));
             Source::Restore(Outcome::Refused)
         }
-        // Unreachable or refused (the only errors a GET gives), services keep running from
-        // state; the message names which one it was.
+        // The bucket holds a manifest no agent accepts: refused, like an invalid one.
+        Some(Err(e @ BucketError::TooLarge { .. })) => {
+            lines.push(format!(
+                "manifest refused; nothing changed: {e} (make it smaller: long values belong in an envFile on the host)"
+            ));
+            Source::Restore(Outcome::Refused)
+        }
+        // Unreachable or refused (the only other errors a GET gives), services keep running
+        // from state; the message names which one it was.
         Some(Err(e)) => {
             lines.push(format!("{e}; restoring services from state"));
             Source::Restore(Outcome::Unreachable)
@@ -197,6 +222,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     // Mark what is about to change before changing it: a tick killed from here on leaves
     // the mark, and the next one redoes those services (see `State::pending`).
+    let mut waiting = Vec::new();
     if !the_plan.is_noop() {
         state.pending.extend(
             the_plan
@@ -208,19 +234,26 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         if let Some(path) = &settings.checkpoint
             && let Err(e) = state_file::save(path, state)
         {
+            // Bringing back what state records needs no mark: state already says those
+            // services are applied, so a tick killed half-way leaves nothing the next one
+            // would misread. A change does: it waits until the state can be written.
+            let (restore, change): (Vec<ServicePlan>, Vec<ServicePlan>) =
+                std::mem::take(&mut the_plan.services)
+                    .into_iter()
+                    .partition(|p| p.action == Action::Unchanged || restores(p, &desired, state));
+            the_plan.services = restore;
+            waiting = change.into_iter().map(|p| p.name).collect();
             lines.push(format!(
-                "cannot record the tick's intent: {e:#}; nothing changed (check the state directory)"
+                "cannot save the state before changing the host: {e:#}; restoring what it records anyway{}",
+                if waiting.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; waiting until it can be saved: {} (make the state directory writable)",
+                        waiting.join(", ")
+                    )
+                }
             ));
-            return finish(
-                state,
-                at,
-                Outcome::Failed,
-                lines,
-                Some(the_plan),
-                ApplyReport::default(),
-                started,
-                b,
-            );
         }
     }
 
@@ -296,8 +329,9 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         state.manifest_etag = etag;
     }
 
-    // A held-back service does not match the manifest either: the tick is not ok.
-    let any_failed = applied.services.iter().any(|s| !s.ok) || !held.is_empty();
+    // A held-back or waiting service does not match the manifest either: the tick is not ok.
+    let any_failed =
+        applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();
     for s in &applied.services {
         let h = held
             .iter()
@@ -328,6 +362,21 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         started,
         b,
     )
+}
+
+/// Whether `p` only brings back what state records as applied: the unit it writes or
+/// starts is the one rendered from the applied service (same store path, same settings).
+fn restores(p: &ServicePlan, desired: &Manifest, state: &State) -> bool {
+    if p.action == Action::Remove {
+        return false;
+    }
+    let (Some(service), Some(applied)) = (
+        desired.services.iter().find(|s| s.name == p.name),
+        state.services.get(&p.name),
+    ) else {
+        return false;
+    };
+    render::unit::render(service) == render::unit::render(&applied.service)
 }
 
 #[allow(clippy::too_many_arguments)]

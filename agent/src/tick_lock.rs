@@ -43,12 +43,7 @@ impl TickLock {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
+        let file = open_for_lock(path).map_err(io)?;
         let start = Instant::now();
         loop {
             match file.try_lock() {
@@ -65,6 +60,29 @@ impl TickLock {
                 Err(TryLockError::Error(e)) => return Err(io(e)),
             }
         }
+    }
+}
+
+/// The lock file, created if missing. In a state directory that cannot be written (full or
+/// read-only `/var`) it is opened read-only (`flock` needs no write access), or, when it
+/// cannot even be created, the directory itself is locked (then no one can hold the file):
+/// a tick that only restores services must still run there.
+fn open_for_lock(path: &Path) -> std::io::Result<File> {
+    let first = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => return Ok(file),
+        Err(e) => e,
+    };
+    if let Ok(file) = File::open(path) {
+        return Ok(file);
+    }
+    match path.parent() {
+        Some(dir) if !path.exists() => File::open(dir).map_err(|_| first),
+        _ => Err(first),
     }
 }
 
@@ -116,5 +134,18 @@ mod tests {
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
             "took the lock after {waited:?}"
         );
+    }
+
+    #[test]
+    fn a_lock_file_that_cannot_be_opened_for_writing_is_locked_read_only() {
+        // Opening a directory for writing fails even for root (EISDIR), like a lock file
+        // on a read-only file system; the read-only fallback still excludes a second tick.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.lock");
+        std::fs::create_dir(&p).unwrap();
+        assert!(OpenOptions::new().write(true).open(&p).is_err());
+        let _held = TickLock::acquire(&p, Duration::ZERO).unwrap();
+        let err = TickLock::acquire(&p, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, LockError::Busy { .. }), "{err}");
     }
 }

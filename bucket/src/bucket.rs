@@ -79,6 +79,24 @@ pub enum BucketError {
     /// An operation needed an object that does not exist (e.g. the source of a copy).
     #[error("no object {0:?} in the bucket")]
     NotFound(String),
+    /// No request was made: the configured credentials are not there (e.g. the file
+    /// systemd's `LoadCredential=` reads is missing at boot).
+    #[error("no usable S3 credentials: {0}")]
+    Credentials(String),
+    /// An object is larger than the reader accepts (a manifest over its size cap); only
+    /// `limit` bytes and one read past them were taken.
+    #[error(
+        "{key} is {}, over the size cap of {limit} bytes; not read further",
+        match size { Some(n) => format!("{n} bytes"), None => format!("more than {limit} bytes") }
+    )]
+    TooLarge {
+        /// The object.
+        key: String,
+        /// The cap.
+        limit: u64,
+        /// Its size when the store announced it (`Content-Length`, file size).
+        size: Option<u64>,
+    },
     /// A local file could not be read (the source of [`Bucket::put_file`]).
     #[error("reading {path}: {source}")]
     LocalFile {
@@ -131,6 +149,32 @@ pub trait Bucket: Send + Sync {
                 }),
                 Fetched::Missing | Fetched::Unchanged => None,
             })
+        }
+    }
+
+    /// GET `key` like [`Bucket::get`], but never hold more than `limit` bytes of it: an
+    /// announced size over `limit` is refused before the body is read, and reading stops at
+    /// the first chunk past `limit` ([`BucketError::TooLarge`] either way). For objects whose
+    /// size the writer does not control (the manifest a host fetches). The default reads
+    /// the object whole and then checks; the real stores override it.
+    fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Fetched, BucketError>> + Send {
+        async move {
+            let fetched = self.get(key, if_none_match).await?;
+            if let Fetched::Found { bytes, .. } = &fetched
+                && bytes.len() as u64 > limit
+            {
+                return Err(BucketError::TooLarge {
+                    key: key.to_owned(),
+                    limit,
+                    size: Some(bytes.len() as u64),
+                });
+            }
+            Ok(fetched)
         }
     }
 

@@ -264,6 +264,39 @@ impl Bucket for DirBucket {
         })
     }
 
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        // The file's size is known before reading: refuse a large one unread.
+        if let Ok(path) = self.path_of(key)
+            && let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.is_file()
+            && meta.len() > limit
+        {
+            self.count();
+            return Err(BucketError::TooLarge {
+                key: key.to_owned(),
+                limit,
+                size: Some(meta.len()),
+            });
+        }
+        let fetched = self.get(key, if_none_match).await?;
+        // It grew between the two looks.
+        if let Fetched::Found { bytes, .. } = &fetched
+            && bytes.len() as u64 > limit
+        {
+            return Err(BucketError::TooLarge {
+                key: key.to_owned(),
+                limit,
+                size: Some(bytes.len() as u64),
+            });
+        }
+        Ok(fetched)
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, BucketError> {
         self.count();
         let path = self.path_of(key)?;
@@ -368,6 +401,47 @@ impl Bucket for DirBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bounded_get_refuses_a_file_over_the_limit_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = DirBucket::new(dir.path().to_owned());
+        b.put("manifest.json", vec![b' '; 100]).await.unwrap();
+        let err = b.get_bounded("manifest.json", None, 99).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BucketError::TooLarge {
+                    limit: 99,
+                    size: Some(100),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("over the size cap of 99 bytes"),
+            "{err}"
+        );
+        let Fetched::Found { bytes, etag } =
+            b.get_bounded("manifest.json", None, 100).await.unwrap()
+        else {
+            panic!("expected the object")
+        };
+        assert_eq!(bytes.len(), 100);
+        assert_eq!(
+            b.get_bounded("manifest.json", etag.as_deref(), 1)
+                .await
+                .unwrap_err()
+                .to_string(),
+            err.to_string().replace("99", "1"),
+            "the size is checked before the ETag"
+        );
+        assert_eq!(
+            b.get_bounded("absent", None, 1).await.unwrap(),
+            Fetched::Missing
+        );
+    }
 
     #[tokio::test]
     async fn put_get_list_copy_delete_on_a_temp_dir() {

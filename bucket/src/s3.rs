@@ -356,6 +356,52 @@ impl Bucket for S3Bucket {
         }
     }
 
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        self.count();
+        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some(etag) = if_none_match {
+            req = req.if_none_match(etag);
+        }
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(err) => {
+                return match status_of(&err) {
+                    Some(304) => Ok(Fetched::Unchanged),
+                    Some(404) => Ok(Fetched::Missing),
+                    _ => Err(self.fail(key, &err)),
+                };
+            }
+        };
+        let too_large = |size| BucketError::TooLarge {
+            key: key.to_owned(),
+            limit,
+            size,
+        };
+        let announced = out.content_length().and_then(|n| u64::try_from(n).ok());
+        if let Some(n) = announced.filter(|n| *n > limit) {
+            return Err(too_large(Some(n)));
+        }
+        let etag = out.e_tag().map(str::to_owned);
+        let capacity = announced.unwrap_or(0).min(limit.saturating_add(1));
+        let mut bytes = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        let mut body = out.body;
+        while let Some(chunk) = body.try_next().await.map_err(|e| {
+            BucketError::Unreachable(format!("reading s3://{}/{key}: {e}", self.bucket))
+        })? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                // Dropping the body closes the connection: nothing more is read.
+                return Err(too_large(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::Found { bytes, etag })
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
         self.count();
         match self

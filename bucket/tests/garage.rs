@@ -130,7 +130,7 @@ async fn unreachable_endpoint_is_reported_as_unreachable() {
     let b = S3Bucket::new(&S3Settings {
         bucket,
         endpoint,
-        region,
+        region: Some(region),
         timeout: std::time::Duration::from_secs(10),
         ..S3Settings::default()
     })

@@ -9,6 +9,13 @@
   hostName ? "web-1",
   # services.caddy.enable as set outside this module (the user's own Caddy).
   caddyElsewhere ? false,
+  # The version of services.caddy.package (the admin socket's mode is set differently
+  # before 2.8).
+  caddyVersion ? "2.10.0",
+  # nix.package and systemd.package: store paths here; the test bed, which runs the units
+  # this renders on Debian, passes "/usr".
+  nixPackage ? "/nix/store/00000000000000000000000000000000-nix",
+  systemdPackage ? "/nix/store/00000000000000000000000000000000-systemd",
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -40,6 +47,7 @@
       then [value]
       else [];
     hasPrefix = prefix: text: builtins.substring 0 (builtins.stringLength prefix) text == prefix;
+    versionAtLeast = v1: v2: builtins.compareVersions v1 v2 >= 0;
     getExe' = package: name: "${package}/bin/${name}";
   };
 
@@ -105,9 +113,13 @@
   config = {
     services.ferry-agent = overDefaults (defaultsOf module.options.services.ferry-agent) user;
     networking.hostName = hostName;
-    services.caddy.enable = caddyElsewhere;
-    nix.package = "/nix/store/00000000000000000000000000000000-nix";
-    systemd.package = "/nix/store/00000000000000000000000000000000-systemd";
+    services.caddy = {
+      enable = caddyElsewhere;
+      group = "caddy";
+      package.version = caddyVersion;
+    };
+    nix.package = nixPackage;
+    systemd.package = systemdPackage;
   };
 
   module = import ../module.nix {inherit config lib pkgs;};

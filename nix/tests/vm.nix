@@ -149,6 +149,13 @@ in
           host.succeed("systemctl reload caddy.service")
           host.wait_until_succeeds(route, timeout=60)
 
+      with subtest("Caddy's admin API is a socket only Caddy and the agent can open"):
+          host.fail("curl -sf http://127.0.0.1:2019/config/")
+          host.fail(
+              "systemd-run --wait --pipe -p DynamicUser=yes ${pkgs.curl}/bin/curl -sf "
+              "--unix-socket /run/caddy/admin.sock -H 'Host;' http://localhost/config/"
+          )
+
       with subtest("the timer alone keeps the host converged after a reboot"):
           host.shutdown()
           host.start()

@@ -16,7 +16,8 @@ pub const EXIT_TROUBLE: u8 = 2;
 /// Deploy Nix closures to hosts running ferry-agent, through an S3 bucket.
 ///
 /// A manifest (JSON) lists the services, the Nix store path each runs and the hosts it runs
-/// on. Start with `ferry validate manifest.json`; create a signing key with `ferry keygen`,
+/// on. Start with `ferry init` (config file, signing key, a starter manifest and the NixOS
+/// snippet for the hosts) or `ferry validate manifest.json`; create a signing key with `ferry keygen`,
 /// sign the manifest with `ferry sign` and check it with `ferry verify`. Put closures in the
 /// bucket with `ferry upload`, make a manifest live with `ferry publish`, deploy a new
 /// version of a service with `ferry push`; `show`, `history`, `diff` and `rollback` work on
@@ -42,6 +43,7 @@ pub struct Cli {
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Init(command::init::Args),
     Validate(command::validate::Args),
     Schema(command::schema::Args),
     Keygen(command::keygen::Args),
@@ -66,6 +68,7 @@ pub enum Command {
 /// Runs the chosen verb; the exit code says how it went.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init(args) => command::init::run(&args),
         Command::Validate(args) => command::validate::run(&args),
         Command::Schema(args) => command::schema::run(&args),
         Command::Keygen(args) => command::keygen::run(&args),

@@ -25,5 +25,7 @@ pub mod resolve;
 pub mod retry;
 pub mod revision;
 pub mod settings;
+pub mod signing_key;
+pub mod starter;
 pub mod upload_plan;
 pub mod uploader;

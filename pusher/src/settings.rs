@@ -1,7 +1,8 @@
 //! Where the bucket and the signing key come from: the command line (`--bucket`,
 //! `--key-file`), the environment (`FERRY_BUCKET`, `FERRY_KEY_FILE`, read by clap), else
 //! `~/.config/ferry/config.toml` (`bucket = "…"`, `key_file = "…"`, `zstd_level = N`,
-//! `trusted_keys = ["name:base64", …]`).
+//! `trusted_keys = ["name:base64", …]`); a key nothing names is looked for where the
+//! original design keeps it ([`signing_key`]).
 
 use std::path::{Path, PathBuf};
 
@@ -10,11 +11,14 @@ use ferry_bucket::{AnyBucket, BucketUrl};
 use ferry_schema::SecretKey;
 use serde::Deserialize;
 
+use crate::signing_key;
+
 /// `~/.config/ferry/config.toml`.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// Bucket URL, `s3://BUCKET?endpoint=…&region=…&profile=…` or `file:///DIR`.
+    /// Bucket URL, as Nix writes S3 stores (`s3://BUCKET?profile=P&scheme=https&endpoint=HOST`)
+    /// or `file:///DIR`.
     pub bucket: Option<String>,
     /// Secret key file (`name:base64`).
     pub key_file: Option<PathBuf>,
@@ -29,8 +33,10 @@ pub struct ConfigFile {
 /// The bucket option every bucket-touching verb takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BucketArgs {
-    /// The bucket: `s3://BUCKET?endpoint=URL&region=R&profile=P` or `file:///DIR`.
-    /// Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
+    /// The bucket, as Nix writes S3 stores (`nix copy --to` takes the same URL):
+    /// `s3://BUCKET?profile=P&scheme=https&endpoint=HOST&region=R` (`endpoint` may also be
+    /// a whole `https://…` URL; no endpoint means AWS; region defaults to us-east-1), or
+    /// `file:///DIR`. Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
     #[arg(long, env = "FERRY_BUCKET", value_name = "URL")]
     pub bucket: Option<String>,
 }
@@ -40,16 +46,15 @@ pub struct BucketArgs {
 pub struct KeyArgs {
     /// Secret signing key (`name:base64`, from `ferry keygen` or `nix-store
     /// --generate-binary-cache-key`). Default: $FERRY_KEY_FILE, else `key_file` in
-    /// ~/.config/ferry/config.toml.
+    /// ~/.config/ferry/config.toml, else $NIX_CACHE_KEY (the key or its file's absolute
+    /// path), else ~/.config/nix/cache-priv-key.pem (ferry says which it used).
     #[arg(long, env = "FERRY_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
 
-fn config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("ferry/config.toml"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/ferry/config.toml"))
+/// `$XDG_CONFIG_HOME/ferry/config.toml`, else `~/.config/ferry/config.toml`.
+pub fn config_path() -> Option<PathBuf> {
+    signing_key::config_home().map(|dir| dir.join("ferry/config.toml"))
 }
 
 /// Parses the config file's text.
@@ -78,7 +83,7 @@ pub fn load_config() -> Result<ConfigFile> {
 pub fn bucket_url(args: &BucketArgs, config: &ConfigFile) -> Result<BucketUrl> {
     let Some(text) = args.bucket.as_ref().or(config.bucket.as_ref()) else {
         bail!(
-            "no bucket given: pass --bucket s3://BUCKET?endpoint=…&region=… (or file:///DIR), set FERRY_BUCKET, or put `bucket = \"…\"` in ~/.config/ferry/config.toml"
+            "no bucket given: pass --bucket s3://BUCKET?profile=…&scheme=https&endpoint=HOST (Nix's S3 store URL) or file:///DIR, set FERRY_BUCKET, or put `bucket = \"…\"` in ~/.config/ferry/config.toml"
         );
     };
     BucketUrl::parse(text).with_context(|| "the bucket URL".to_owned())
@@ -96,25 +101,22 @@ pub async fn open_bucket(args: &BucketArgs, config: &ConfigFile) -> Result<(Buck
     Ok((url, bucket))
 }
 
-/// Loads the secret key chosen by flag/env, else the config file.
+/// Loads the secret key named by flag/env, else the config file, else found in
+/// `$NIX_CACHE_KEY` or `~/.config/nix/cache-priv-key.pem` (see [`signing_key`]); a key
+/// that nothing named is announced on stderr with where it came from.
 pub fn load_key(args: &KeyArgs, config: &ConfigFile) -> Result<SecretKey> {
-    let Some(path) = args.key_file.as_ref().or(config.key_file.as_ref()) else {
-        bail!(
-            "no signing key given: pass --key-file FILE, set FERRY_KEY_FILE, or put `key_file = \"…\"` in ~/.config/ferry/config.toml (create one with `ferry keygen`)"
-        );
+    let folder = signing_key::nix_folder_key();
+    let existing = folder.as_deref().filter(|p| p.exists());
+    let env = std::env::var(signing_key::NIX_CACHE_KEY).ok();
+    let named = args.key_file.as_deref().or(config.key_file.as_deref());
+    let Some(source) = signing_key::choose(named, env.as_deref(), existing)? else {
+        return Err(signing_key::missing(folder.as_deref()));
     };
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading the secret key {} (create one with `ferry keygen`)",
-            path.display()
-        )
-    })?;
-    SecretKey::parse(&text).with_context(|| {
-        format!(
-            "secret key file {}: expected `name:base64` of a 64-byte ed25519 secret key, as `ferry keygen` or `nix-store --generate-binary-cache-key` write it",
-            path.display()
-        )
-    })
+    let key = signing_key::read(&source)?;
+    if let Some(line) = signing_key::announcement(&source, &key) {
+        eprintln!("{line}");
+    }
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -13,13 +13,15 @@ set -euo pipefail
 CACHE="${FERRY_TESTBED_CACHE:-/var/cache/ferry-testbed}"
 SUITE=bookworm
 # What the hosts need: systemd as PID 1, a system bus, Nix (libdbi-perl or nix-bin fails to
-# configure), Caddy, curl for the admin API, iproute2 to inspect the network.
-ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,libdbi-perl,nix-bin,caddy,curl,ca-certificates,iproute2"
+# configure) with its daemon (nix-setup-systemd: nix-daemon.socket, the nixbld group and
+# users; the NixOS module's agent unit writes the store only through the daemon), Caddy,
+# curl for the admin API, iproute2 to inspect the network.
+ROOTFS_PACKAGES="systemd,systemd-sysv,dbus,libdbi-perl,nix-bin,nix-setup-systemd,caddy,curl,ca-certificates,iproute2"
 # What the machine itself needs: the bed's tools plus Nix and Caddy for backend tests.
 # procps: `kill`, which the bed uses to stop what it started (not in a minimal Debian).
 HOST_PACKAGES=(nix-bin caddy systemd-container debootstrap rclone iproute2 zstd util-linux procps curl ca-certificates)
 # Bump when the way the root filesystem is made changes, so caches rebuild.
-ROOTFS_RECIPE_VERSION=1
+ROOTFS_RECIPE_VERSION=2
 
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: ERROR: %s\n' "$*" >&2; exit 1; }

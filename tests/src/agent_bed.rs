@@ -114,6 +114,89 @@ impl AgentBed {
         )
     }
 
+    /// Writes agent.toml like [`AgentBed::configure`] (the test key for closures and
+    /// manifests) but with the bucket's S3 endpoint replaced by `endpoint` (e.g. a hostile
+    /// server standing in for the bucket).
+    pub fn write_config_with_endpoint(&self, endpoint: &str) -> Result<()> {
+        let s3 = crate::S3 {
+            endpoint: endpoint.to_owned(),
+            ..self.bed.s3().clone()
+        };
+        let key = std::slice::from_ref(&self.closures.public_key);
+        install_agent_config(self.host(), &s3, HOST, key, key, &self.extra_config)
+    }
+
+    /// From now on the agent runs from the NixOS module's own unit
+    /// ([`crate::module_unit`]): agent.toml and the units as the module renders them (the
+    /// credentials through `LoadCredential=`), a timer far enough apart (an hour) that only
+    /// [`AgentBed::tick_in_unit`] ticks. Returns the module options used.
+    pub fn use_module_unit(&self) -> Result<Value> {
+        let options = self.module_unit_options()?;
+        self.use_module_unit_with(&options)?;
+        Ok(options)
+    }
+
+    /// The `services.ferry-agent` options [`AgentBed::use_module_unit`] uses, to change
+    /// before [`AgentBed::use_module_unit_with`].
+    pub fn module_unit_options(&self) -> Result<Value> {
+        let key = std::slice::from_ref(&self.closures.public_key);
+        crate::agent_config::module_unit_options(
+            self.bed.s3(),
+            HOST,
+            key,
+            key,
+            &self.extra_config,
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// [`AgentBed::use_module_unit`] with these options (the credentials file is written
+    /// where `credentialsFile` says).
+    pub fn use_module_unit_with(&self, options: &Value) -> Result<()> {
+        crate::agent_config::install_module_agent_config(self.host(), self.bed.s3(), options)?;
+        crate::module_unit::install(self.host(), options)?;
+        // Installing restarted Caddy, whose start hook queues a tick: let it finish.
+        self.wait_unit_idle()
+    }
+
+    fn wait_unit_idle(&self) -> Result<()> {
+        eventually("ferry-agent.service idle", Duration::from_secs(300), || {
+            let state = self.show("ferry-agent.service", "ActiveState")?;
+            Ok(state != "activating")
+        })
+    }
+
+    /// One tick in the module's unit (`systemctl start`, which waits for a oneshot): the
+    /// unit's exit status and what the tick printed (its journal).
+    pub fn tick_in_unit(&self) -> Result<Output> {
+        self.wait_unit_idle()?;
+        let cursor = self.host().sh_ok(
+            "journalctl -q -n 0 --show-cursor -u ferry-agent.service | sed -n 's/^-- cursor: //p'",
+        )?;
+        let started = self.host().sh("systemctl start ferry-agent.service")?;
+        let status = self
+            .show("ferry-agent.service", "ExecMainStatus")?
+            .parse()
+            .unwrap_or(-1);
+        let after = if cursor.trim().is_empty() {
+            String::new()
+        } else {
+            format!("--after-cursor='{}'", cursor.trim())
+        };
+        let journal = self.host().sh_ok(&format!(
+            "journalctl -q -o cat --no-pager -u ferry-agent.service {after}"
+        ))?;
+        eprintln!(
+            "--- tick in ferry-agent.service (exit {status})\n{journal}{}",
+            started.stderr
+        );
+        Ok(Output {
+            status,
+            stdout: journal,
+            stderr: started.stderr,
+        })
+    }
+
     /// Publishes `manifest` as the bucket's manifest.json, signed with the test key (as
     /// `ferry publish` would). A document that is not a well-typed manifest (a test of the
     /// schema's refusals) cannot be signed and goes up as it is.

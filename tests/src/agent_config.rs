@@ -36,6 +36,42 @@ pub fn install_agent_config(
     Ok(())
 }
 
+/// The `services.ferry-agent` options for a host whose agent runs from the module's own
+/// unit ([`crate::module_unit`]): like [`module_options`], but the credentials go in through
+/// `credentialsFile` (the unit's `LoadCredential=`) as on NixOS, and the timer ticks every
+/// `interval` without random delay.
+pub fn module_unit_options(
+    s3: &S3,
+    host_name: &str,
+    trusted_keys: &[String],
+    manifest_keys: &[String],
+    extra: &str,
+    interval: std::time::Duration,
+) -> Result<Value> {
+    let mut options = module_options(s3, host_name, trusted_keys, manifest_keys, extra)?;
+    if let Some(settings) = options["settings"].as_object_mut() {
+        settings.remove("credentials");
+    }
+    options["credentialsFile"] = json!(CREDENTIALS);
+    options["interval"] = json!(format!("{}s", interval.as_secs().max(1)));
+    options["randomizedDelay"] = json!("0");
+    Ok(options)
+}
+
+/// Writes the agent.toml the module renders for `options` and the credentials file (where
+/// its `credentialsFile` says) into `host`.
+pub fn install_module_agent_config(host: &Host, s3: &S3, options: &Value) -> Result<()> {
+    let config = module_agent_toml(options)?;
+    let credentials = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        s3.access_key, s3.secret_key
+    );
+    let file = options["credentialsFile"].as_str().unwrap_or(CREDENTIALS);
+    host.put_bytes(AGENT_CONFIG, config.as_bytes(), 0o644)?;
+    host.put_bytes(file, credentials.as_bytes(), 0o600)?;
+    Ok(())
+}
+
 /// The `services.ferry-agent` options a NixOS user would write for this bed host (a host
 /// with the module's Caddy).
 pub fn module_options(
@@ -48,9 +84,9 @@ pub fn module_options(
     let extra: toml::Table = toml::from_str(extra)
         .with_context(|| format!("the bed's extra agent settings are not TOML:\n{extra}"))?;
     let extra = serde_json::to_value(extra).context("converting the extra agent settings")?;
-    // The agent runs by hand in the bed, not from the module's unit, so there is no
-    // LoadCredential= directory: the file's path goes in through the freeform settings
-    // (credentialsFile would point agent.toml at /run/credentials/…).
+    // Run by hand (not from the module's unit) the agent has no LoadCredential= directory:
+    // the file's path goes in through the freeform settings (credentialsFile would point
+    // agent.toml at /run/credentials/…). module_unit_options switches to credentialsFile.
     let mut settings = json!({
         "nixBin": NIX_BIN,
         "credentials": { "file": CREDENTIALS },
@@ -63,7 +99,7 @@ pub fn module_options(
         "hostName": host_name,
         "trustedKeys": trusted_keys,
         "manifestKeys": manifest_keys,
-        // Bed hosts run Caddy with its admin API on 127.0.0.1:2019, as the module's Caddy.
+        // Bed hosts run Caddy with its admin API on the module's unix socket.
         "caddy": { "enable": true },
         "settings": settings,
     }))

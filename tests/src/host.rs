@@ -20,8 +20,20 @@ use crate::stop::{Ended, request_stop, wait_or_kill};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a clean shutdown may take before the bed kills nspawn.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// The hosts' /etc/nix/nix.conf: offline, no build users, no sandbox (as on the machine).
+/// The hosts' /etc/nix/nix.conf (read by root's direct store access and by nix-daemon):
+/// offline, no build users, no sandbox (hosts pull, they never build).
 pub const NIX_CONF: &str = "substituters =\nbuild-users-group =\nsandbox = false\n";
+/// Where the hosts' Caddy serves its admin API, as the NixOS module's `caddy.enable` sets it
+/// up: a unix socket only Caddy's user and group can open, never loopback TCP (which every
+/// deployed service could reach).
+pub const CADDY_ADMIN_SOCKET: &str = "/run/caddy/admin.sock";
+/// The global options the module gives a Caddy older than 2.8 (Debian's is 2.6), prepended
+/// to the host's Caddyfile. tests/tests/nix_module_eval.rs checks they are the module's.
+pub const CADDY_GLOBAL_OPTIONS: &str = "admin \"unix//run/caddy/admin.sock\"\n";
+/// The settings the module adds to caddy.service for that socket (its directory 0750, and a
+/// umask that leaves the socket to Caddy's user and group), as a drop-in.
+pub const CADDY_UNIT_DROP_IN: &str =
+    "[Service]\nRuntimeDirectory=caddy\nRuntimeDirectoryMode=0750\nUMask=0007\n";
 /// The PATH commands run with inside the host.
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -79,6 +91,7 @@ impl Host {
         std::fs::write(&hostname, format!("{}\n", host.name()))
             .with_context(|| format!("writing {}", hostname.display()))?;
         host.write_nix_conf()?;
+        host.write_caddy_admin_socket_config()?;
         network::host_up(&names, index)
             .with_context(|| format!("making the network of host {}", host.name()))?;
         host.boot()?;
@@ -93,6 +106,25 @@ impl Host {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("nix.conf");
         std::fs::write(&path, NIX_CONF).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Moves Caddy's admin API from Debian's default (loopback TCP) to the module's unix
+    /// socket: the global options go before the Caddyfile's sites, the unit settings in a
+    /// drop-in.
+    fn write_caddy_admin_socket_config(&self) -> Result<()> {
+        let caddyfile = self.root.join("etc/caddy/Caddyfile");
+        let sites = std::fs::read_to_string(&caddyfile)
+            .with_context(|| format!("reading {}", caddyfile.display()))?;
+        std::fs::write(
+            &caddyfile,
+            format!("{{\n\t{CADDY_GLOBAL_OPTIONS}}}\n\n{sites}"),
+        )
+        .with_context(|| format!("writing {}", caddyfile.display()))?;
+        let dir = self.root.join("etc/systemd/system/caddy.service.d");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let drop_in = dir.join("ferry-admin-socket.conf");
+        std::fs::write(&drop_in, CADDY_UNIT_DROP_IN)
+            .with_context(|| format!("writing {}", drop_in.display()))
     }
 
     /// Mounts an overlay of `rootfs` at the host's root, or copies it where overlays fail.
@@ -251,18 +283,23 @@ impl Host {
         Ok(())
     }
 
-    /// Calls the host's Caddy admin API (127.0.0.1:2019 inside the host) with curl inside
-    /// the host; returns the HTTP status and body.
+    /// Calls the host's Caddy admin API (its unix socket, [`CADDY_ADMIN_SOCKET`]) with curl
+    /// inside the host, as root; returns the HTTP status and body.
     pub fn caddy_admin(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String)> {
-        let url = format!("http://127.0.0.1:2019{path}");
+        let url = format!("http://localhost{path}");
         let mut argv = vec![
             "curl",
             "-sS",
+            "--unix-socket",
+            CADDY_ADMIN_SOCKET,
+            // Caddy wants an empty Host header on its admin socket (`Host;` sends one).
+            "-H",
+            "Host;",
             "-X",
             method,
             "-o",
@@ -412,9 +449,13 @@ impl Host {
             let probe = self.exec(&[
                 "curl",
                 "-sf",
+                "--unix-socket",
+                CADDY_ADMIN_SOCKET,
+                "-H",
+                "Host;",
                 "-o",
                 "/dev/null",
-                "http://127.0.0.1:2019/config/",
+                "http://localhost/config/",
             ])?;
             if probe.success() {
                 return Ok(());

@@ -103,10 +103,180 @@ pub fn module_agent_toml(options: &Value) -> Result<String> {
     toml::to_string(&value).context("rendering agent.toml")
 }
 
+/// One systemd setting as NixOS writes it: `true`/`false`, numbers and strings as they
+/// are, a list as one line per element; `None` for what NixOS leaves out (null).
+fn setting_lines(key: &str, value: &Value, at: &str) -> Result<Vec<String>> {
+    Ok(match value {
+        Value::Null => Vec::new(),
+        Value::Bool(b) => vec![format!("{key}={b}")],
+        Value::Number(n) => vec![format!("{key}={n}")],
+        Value::String(text) => vec![format!("{key}={text}")],
+        Value::Array(items) => {
+            let mut lines = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                lines.extend(setting_lines(key, item, &format!("{at}[{i}]"))?);
+            }
+            lines
+        }
+        Value::Object(_) => bail!("{at}: a table is not a systemd setting"),
+    })
+}
+
+/// The text of a unit file from a NixOS declaration (`systemd.services.<name>` with
+/// `section = "Service"` and `settings = "serviceConfig"`, or `systemd.timers.<name>` with
+/// `"Timer"` and `"timerConfig"`), rendered as NixOS renders it: `[Unit]` from
+/// `description`, `documentation` and the dependency lists, the section from
+/// `environment` (as `Environment="NAME=VALUE"`, PATH made from `path` and then
+/// `default_path`, which stands in for the packages NixOS puts on every unit's PATH) and
+/// the settings, and `[Install]` from `wantedBy` (NixOS makes links instead, the bed
+/// enables the unit). A key this renderer does not know is an error, so nothing the module
+/// declares is silently dropped. Pure.
+pub fn nixos_unit(
+    decl: &Value,
+    section: &str,
+    settings: &str,
+    default_path: &str,
+) -> Result<String> {
+    let Some(attrs) = decl.as_object() else {
+        bail!("a unit declaration must be an attribute set, got {decl}");
+    };
+    let mut unit = vec!["[Unit]".to_owned()];
+    let mut body = vec![format!("[{section}]")];
+    let mut install = Vec::new();
+    let list = |key: &str, value: &Value| -> Result<String> {
+        let items: Vec<&str> = value
+            .as_array()
+            .with_context(|| format!("{key} must be a list, got {value}"))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .with_context(|| format!("{key}: {v} is not a string"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(items.join(" "))
+    };
+    let mut path = String::new();
+    for (key, value) in attrs {
+        match key.as_str() {
+            "description" => unit.extend(setting_lines("Description", value, key)?),
+            "documentation" => unit.push(format!("Documentation={}", list(key, value)?)),
+            "wants" | "after" | "before" | "requires" => {
+                let name = format!("{}{}", key[..1].to_uppercase(), &key[1..]);
+                unit.push(format!("{name}={}", list(key, value)?));
+            }
+            "wantedBy" => install.push(format!("WantedBy={}", list(key, value)?)),
+            "path" => {
+                for dir in list(key, value)?.split(' ').filter(|d| !d.is_empty()) {
+                    path.push_str(&format!("{dir}/bin:{dir}/sbin:"));
+                }
+            }
+            "environment" => {
+                let vars = value
+                    .as_object()
+                    .with_context(|| format!("environment must be a table, got {value}"))?;
+                for (name, v) in vars {
+                    let v = v
+                        .as_str()
+                        .with_context(|| format!("environment.{name}: {v} is not a string"))?;
+                    body.push(format!(
+                        "Environment={}",
+                        serde_json::to_string(&format!("{name}={v}"))?
+                    ));
+                }
+            }
+            // NixOS-only: whether a switch restarts the unit; not part of the file.
+            "restartIfChanged" => {}
+            k if k == settings => {
+                let map = value
+                    .as_object()
+                    .with_context(|| format!("{settings} must be a table, got {value}"))?;
+                for (name, v) in map {
+                    body.extend(setting_lines(name, v, &format!("{settings}.{name}"))?);
+                }
+            }
+            other => bail!(
+                "the module declares `{other}` on a unit, which tests/src/module_render.rs does not render: teach nixos_unit what NixOS makes of it"
+            ),
+        }
+    }
+    if !path.is_empty() || attrs.contains_key("path") {
+        body.insert(
+            1,
+            format!(
+                "Environment={}",
+                serde_json::to_string(&format!("PATH={path}{default_path}"))?
+            ),
+        );
+    }
+    let mut text = unit.join("\n") + "\n\n" + &body.join("\n") + "\n";
+    if !install.is_empty() {
+        text.push_str(&format!("\n[Install]\n{}\n", install.join("\n")));
+    }
+    Ok(text)
+}
+
+/// A drop-in adding `settings` (a `serviceConfig` table) to a unit declared elsewhere (the
+/// module's additions to caddy.service). Pure.
+pub fn nixos_drop_in(settings: &Value) -> Result<String> {
+    let map = settings
+        .as_object()
+        .with_context(|| format!("serviceConfig must be a table, got {settings}"))?;
+    let mut text = "[Service]\n".to_owned();
+    for (name, v) in map {
+        for line in setting_lines(name, v, &format!("serviceConfig.{name}"))? {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn units_render_as_nixos_renders_them() -> Result<()> {
+        let decl = json!({
+            "description": "Agent",
+            "after": ["a.target", "b.service"],
+            "wantedBy": ["multi-user.target"],
+            "path": ["/usr"],
+            "environment": {"HOME": "/var/cache/x", "Q": "a \"b\""},
+            "restartIfChanged": false,
+            "serviceConfig": {
+                "Type": "oneshot",
+                "ProtectHome": true,
+                "MemoryDenyWriteExecute": false,
+                "ReadWritePaths": ["/a", "/b"],
+                "LoadCredential": [],
+                "TimeoutStartSec": 90,
+            },
+        });
+        assert_eq!(
+            nixos_unit(&decl, "Service", "serviceConfig", "/bin")?,
+            "[Unit]\nAfter=a.target b.service\nDescription=Agent\n\n[Service]\n\
+             Environment=\"PATH=/usr/bin:/usr/sbin:/bin\"\n\
+             Environment=\"HOME=/var/cache/x\"\nEnvironment=\"Q=a \\\"b\\\"\"\n\
+             MemoryDenyWriteExecute=false\nProtectHome=true\nReadWritePaths=/a\nReadWritePaths=/b\n\
+             TimeoutStartSec=90\nType=oneshot\n\n[Install]\nWantedBy=multi-user.target\n"
+        );
+        let error = nixos_unit(
+            &json!({"startLimitBurst": 3}),
+            "Service",
+            "serviceConfig",
+            "",
+        )
+        .err()
+        .context("an unknown key was accepted")?;
+        assert!(error.to_string().contains("startLimitBurst"), "{error}");
+        assert_eq!(
+            nixos_drop_in(&json!({"ExecReload": ["+x"], "UMask": "0007"}))?,
+            "[Service]\nExecReload=+x\nUMask=0007\n"
+        );
+        Ok(())
+    }
 
     #[test]
     fn tables_render_after_plain_keys_and_null_is_refused() -> Result<()> {

@@ -87,7 +87,7 @@ impl S3 {
         Ok(S3Bucket::new(&S3Settings {
             bucket,
             endpoint,
-            region,
+            region: Some(region),
             profile,
             credentials_file: Some(file),
             ..S3Settings::default()

@@ -66,36 +66,45 @@ async fn agent_s3_bucket_conditional_get_missing_unreachable_and_cache_proxy() -
     assert_eq!(bucket.get("absent.json", None).await?, Fetched::Missing);
     assert_eq!(bucket.requests(), 4);
 
-    // Through the proxy: served under the random prefix only, read-only.
+    // Through the proxy: binary-cache objects only, under the random prefix only, read-only
+    // (tests/tests/hostile_surfaces.rs tries everything else).
+    let narinfo = "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo";
+    s3.client()
+        .put_object()
+        .bucket(&s3.bucket)
+        .key(narinfo)
+        .body(ByteStream::from_static(b"StorePath: x\n"))
+        .send()
+        .await?;
     let proxy = CacheProxy::start(bucket.clone()).await?;
     let http = reqwest::Client::new();
     let got = http
-        .get(format!("{}/manifest.json", proxy.url()))
+        .get(format!("{}/{narinfo}", proxy.url()))
         .send()
         .await?;
     assert_eq!(got.status(), 200);
-    assert_eq!(got.bytes().await?.as_ref(), b"{\"v\":1}");
+    assert_eq!(got.bytes().await?.as_ref(), b"StorePath: x\n");
     let port_root = proxy
         .url()
         .rsplit_once('/')
         .map_or("", |(root, _)| root)
         .to_owned();
     assert_eq!(
-        http.get(format!("{port_root}/manifest.json"))
+        http.get(format!("{port_root}/{narinfo}"))
             .send()
             .await?
             .status(),
         404
     );
     assert_eq!(
-        http.get(format!("{}/absent", proxy.url()))
+        http.get(format!("{}/nar/absent.nar.zst", proxy.url()))
             .send()
             .await?
             .status(),
         404
     );
     assert_eq!(
-        http.put(format!("{}/manifest.json", proxy.url()))
+        http.put(format!("{}/{narinfo}", proxy.url()))
             .body("x")
             .send()
             .await?

@@ -98,10 +98,41 @@ fn minimal_configuration_leaves_unset_keys_to_the_agent() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let text = module_agent_toml(r#"{ bucket = "b"; hostName = "h"; }"#)?;
     assert!(!text.contains("credentials"), "{text}");
+    assert!(text.contains("bucket = \"s3://b\"\n"), "{text}");
     let c = agent_reads(dir.path(), &text)?;
-    assert_eq!(c["bucket"], "s3://b");
+    // As understood: AWS, in Nix's default region.
+    assert_eq!(c["bucket"], "s3://b?region=us-east-1");
     assert_eq!(c["credentials"]["file"], serde_json::Value::Null);
     assert_eq!(c["secretsDir"], "/var/lib/ferry-secrets");
+    Ok(())
+}
+
+/// The original design's bucket URL given to the module as it is, and a profile of the
+/// host's credentials file.
+#[test]
+fn design_url_and_credentials_profile_reach_the_agent() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let design = "s3://omni-nix-cache?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
+    let text = module_agent_toml(&format!(
+        r#"{{ bucket = "{design}"; credentialsPath = "{CREDENTIALS_PATH}"; credentialsProfile = "digitalocean"; hostName = "biz"; }}"#
+    ))?;
+    assert!(text.contains(&format!("bucket = \"{design}\"\n")), "{text}");
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://omni-nix-cache?endpoint=https://nyc3.digitaloceanspaces.com&region=us-east-1&profile=digitalocean"
+    );
+    assert_eq!(c["credentials"]["profile"], "digitalocean");
+    assert_eq!(c["credentials"]["file"], CREDENTIALS_PATH);
+    // A bare endpoint host from the typed options is read the same way.
+    let text = module_agent_toml(
+        r#"{ bucket = "omni-nix-cache"; endpoint = "nyc3.digitaloceanspaces.com"; region = "nyc3"; hostName = "biz"; }"#,
+    )?;
+    let c = agent_reads(dir.path(), &text)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://omni-nix-cache?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3"
+    );
     Ok(())
 }
 
@@ -249,7 +280,7 @@ fn the_test_beds_agent_toml_comes_from_the_module() -> Result<()> {
     assert_eq!(c["timeouts"]["pullSec"], 600);
     // Routes go to the bed host's Caddy, where the module's Caddy has its admin API.
     assert_eq!(c["caddy"]["enable"], true);
-    assert_eq!(c["caddy"]["admin"], "127.0.0.1:2019");
+    assert_eq!(c["caddy"]["admin"], "unix//run/caddy/admin.sock");
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, ensure};
 use serde_json::{Value, json};
 
-/// The README's Spaces configuration, as a user writes it.
+/// A Spaces configuration with the typed options (bucket name, endpoint, region).
 const SPACES: &str = r#"{
   enable = true;
   bucket = "acme-deploys";
@@ -57,6 +57,7 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "caddy.domains",
             "caddy.enable",
             "credentialsFile",
+            "credentialsProfile",
             "enable",
             "endpoint",
             "generationsToKeep",
@@ -150,6 +151,16 @@ fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
         eval["agentToml"]["credentials"]["file"],
         format!("/run/credentials/ferry-agent.service/{name}")
     );
+    // A missing file (e.g. /run/keys after a reboot) must not fail the unit before the
+    // boot tick restores: the same credential has a fallback of comments only.
+    let fallback = service["serviceConfig"]["SetCredential"][0]
+        .as_str()
+        .context("no SetCredential= fallback")?;
+    let (fallback_name, value) = fallback
+        .split_once(':')
+        .context("SetCredential= without NAME:")?;
+    assert_eq!(fallback_name, name);
+    assert!(value.starts_with('#'), "{fallback}");
     // The secret's path is in the unit, never its content, and not in agent.toml.
     assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
     Ok(())
@@ -199,7 +210,7 @@ fn unit_timer_and_directories() -> Result<()> {
     );
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        "admin 127.0.0.1:2019\n"
+        "admin \"unix//run/caddy/admin.sock|0220\"\n"
     );
     // The agent's host name defaults to networking.hostName; nix is the system's.
     assert_eq!(eval["agentToml"]["hostName"], "web-1");
@@ -267,16 +278,26 @@ fn caddy_enable_points_the_agent_at_caddys_admin_api_and_ticks_on_reload() -> Re
     let eval = eval_module(SPACES)?;
     let config = &eval["config"];
     assert_eq!(config["services"]["caddy"]["enable"], true);
-    // The admin address the module gives Caddy is the one agent.toml names.
+    // The admin address the module gives Caddy is the one agent.toml names (Caddy ≥ 2.8
+    // also takes the socket's mode from it): a unix socket, never loopback TCP, which every
+    // process on the host could reach (tests/tests/hostile_surfaces.rs).
     let admin = eval["agentToml"]["caddy"]["admin"]
         .as_str()
         .context("no caddy.admin in agent.toml")?;
+    assert_eq!(admin, "unix//run/caddy/admin.sock");
     assert_eq!(
         config["services"]["caddy"]["globalConfig"],
-        format!("admin {admin}\n")
+        format!("admin \"{admin}|0220\"\n")
     );
-    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     assert_eq!(eval["agentToml"]["caddy"]["enable"], true);
+    let caddy_unit = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    assert_eq!(caddy_unit["RuntimeDirectory"], "caddy");
+    assert_eq!(caddy_unit["RuntimeDirectoryMode"], "0750");
+    // The agent reaches the socket as a member of Caddy's group.
+    assert_eq!(
+        config["systemd"]["services"]["ferry-agent"]["serviceConfig"]["SupplementaryGroups"],
+        json!(["caddy"])
+    );
     // A Caddy start or reload queues a tick, with root rights (`+`), without waiting for it.
     let caddy = &config["systemd"]["services"]["caddy"]["serviceConfig"];
     for hook in ["ExecStartPost", "ExecReload"] {
@@ -346,6 +367,7 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         ("RestrictNamespaces", json!(true)),
         ("MemoryDenyWriteExecute", json!(true)),
         ("UMask", json!("0077")),
+        ("MemoryMax", json!("512M")),
     ] {
         assert_eq!(sc[key], value, "{key}");
     }
@@ -375,5 +397,277 @@ fn unit_is_hardened_and_every_relaxation_says_why() -> Result<()> {
         );
     }
     assert!(module.contains("# Relaxed: no PrivateUsers"));
+    Ok(())
+}
+
+/// The original design's host: its Nix-form bucket URL as `bucket`, the host's own
+/// `/root/.aws/credentials` and a profile in it. The file reaches the agent through
+/// `LoadCredential=` (read by systemd, so `ProtectHome=` does not hide it), its path never
+/// copied into agent.toml or the store.
+#[test]
+fn design_bucket_url_and_host_credentials_file_with_a_profile() -> Result<()> {
+    let design = "s3://omni-nix-cache?profile=digitalocean&scheme=https&endpoint=nyc3.digitaloceanspaces.com";
+    let eval = eval_module(&format!(
+        r#"{{ enable = true; bucket = "{design}"; credentialsFile = "/root/.aws/credentials"; credentialsProfile = "digitalocean"; manifestKeys = ["k:x"]; }}"#
+    ))?;
+    let service = &eval["config"]["systemd"]["services"]["ferry-agent"];
+    assert_eq!(
+        service["serviceConfig"]["LoadCredential"],
+        json!(["aws:/root/.aws/credentials"])
+    );
+    assert_eq!(service["serviceConfig"]["ProtectHome"], true);
+    assert_eq!(eval["agentToml"]["bucket"], design);
+    assert_eq!(
+        eval["agentToml"]["credentials"],
+        json!({"file": "/run/credentials/ferry-agent.service/aws", "profile": "digitalocean"})
+    );
+    let failed = |eval: &Value| -> Vec<String> {
+        eval["config"]["assertions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|a| a["assertion"] == false)
+                    .map(|a| a["message"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(failed(&eval), Vec::<String>::new());
+    // A whole URL and the endpoint option: which one is meant is unclear, so it is refused.
+    let both = eval_module(&format!(
+        r#"{{ enable = true; bucket = "{design}"; endpoint = "ams3.digitaloceanspaces.com"; manifestKeys = ["k:x"]; }}"#
+    ))?;
+    let messages = failed(&both);
+    assert!(
+        messages.len() == 1 && messages[0].contains("is a whole URL"),
+        "{messages:?}"
+    );
+    Ok(())
+}
+
+/// The README's NixOS example, taken from README.md as it is: it evaluates, passes the
+/// module's assertions, and the agent accepts the agent.toml it yields.
+#[test]
+fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
+    let readme = std::fs::read_to_string(nix_common::repo_root().join("README.md"))?;
+    let start = readme
+        .find("  services.ferry-agent = {")
+        .context("no services.ferry-agent example in README.md")?;
+    let body = &readme[start + "  services.ferry-agent = ".len()..];
+    let end = body
+        .find("\n  };")
+        .context("README's example is not closed")?;
+    let user = format!("{}\n}}", &body[..end]);
+    let eval = eval_module(&user)?;
+    let failed: Vec<&Value> = eval["config"]["assertions"]
+        .as_array()
+        .context("no assertions")?
+        .iter()
+        .filter(|a| a["assertion"] == false)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"]["LoadCredential"],
+        json!(["aws:/root/.aws/credentials"])
+    );
+    let text = toml::to_string(&nix_common::json_to_toml(&eval["agentToml"], "agent.toml")?)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let agent = ferry_tests::agent_bed::agent_binary()?;
+    let output = Command::new(&agent)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "--json"])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "ferry-agent refused the README's agent.toml:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        c["bucket"],
+        "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=us-east-1&profile=digitalocean"
+    );
+    assert_eq!(c["credentials"]["profile"], "digitalocean");
+    Ok(())
+}
+
+/// A systemd time span (`5min`, `30s`, `1min 30s`, `100ms`, a bare number of seconds) in
+/// milliseconds; `None` for what systemd would refuse.
+fn time_span_ms(span: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut rest = span.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let per_ms = match &rest[..unit_len] {
+            "ms" | "msec" => 1,
+            "" | "s" | "sec" | "second" | "seconds" => 1_000,
+            "m" | "min" | "minute" | "minutes" => 60_000,
+            "h" | "hr" | "hour" | "hours" => 3_600_000,
+            _ => return None,
+        };
+        total += number * per_ms;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(total)
+}
+
+#[test]
+fn time_spans_parse_as_systemd_reads_them() {
+    assert_eq!(time_span_ms("5min"), Some(300_000));
+    assert_eq!(time_span_ms("1min 30s"), Some(90_000));
+    assert_eq!(time_span_ms("100ms"), Some(100));
+    assert_eq!(time_span_ms("45"), Some(45_000));
+    assert_eq!(time_span_ms("5 parsecs"), None);
+    assert_eq!(time_span_ms(""), None);
+}
+
+/// The design's "fast deploys: under 5 minutes". With the module's defaults, the longest a
+/// published manifest waits for a host's next tick to start is the interval (counted from
+/// the start of the previous tick), plus the timer's random delay, plus systemd's
+/// coalescing window (`AccuracySec=`, 1 min when unset): under 5 minutes, and the README
+/// says the figure.
+#[test]
+fn default_timer_starts_a_tick_within_five_minutes_of_a_push() -> Result<()> {
+    let eval = eval_module(r#"{ enable = true; bucket = "b"; }"#)?;
+    let timer = &eval["config"]["systemd"]["timers"]["ferry-agent"]["timerConfig"];
+    let span = |key: &str, unset: &str| -> Result<u64> {
+        let text = timer[key].as_str().unwrap_or(unset);
+        time_span_ms(text).with_context(|| format!("{key}={text} is not a time span"))
+    };
+    let interval = span("OnUnitActiveSec", "")?;
+    let delay = span("RandomizedDelaySec", "0")?;
+    // systemd's default AccuracySec.
+    let accuracy = span("AccuracySec", "1min")?;
+    let worst = interval + delay + accuracy;
+    assert!(
+        worst < 300_000,
+        "worst case {worst} ms = OnUnitActiveSec {interval} + RandomizedDelaySec {delay} + AccuracySec {accuracy}: {timer}"
+    );
+    assert_eq!(span("OnBootSec", "")?, interval);
+    let readme = std::fs::read_to_string(nix_common::repo_root().join("README.md"))?;
+    let (m, s) = (worst / 60_000, (worst % 60_000) / 1_000);
+    let figure = format!("{m} min {s} s");
+    assert!(
+        readme.contains(&figure),
+        "README.md does not state the default worst case ({figure})"
+    );
+    Ok(())
+}
+
+#[test]
+fn bed_caddy_is_set_up_as_the_module_sets_up_caddy_2_6() -> Result<()> {
+    // Debian's Caddy (the bed's) is 2.6: the socket's mode comes from the unit's umask.
+    let eval = eval_module_with(SPACES, r#"caddyVersion = "2.6.2";"#)?;
+    let config = &eval["config"];
+    assert_eq!(
+        config["services"]["caddy"]["globalConfig"],
+        ferry_tests::host::CADDY_GLOBAL_OPTIONS
+    );
+    let sc = &config["systemd"]["services"]["caddy"]["serviceConfig"];
+    let drop_in = format!(
+        "[Service]\nRuntimeDirectory={}\nRuntimeDirectoryMode={}\nUMask={}\n",
+        sc["RuntimeDirectory"]
+            .as_str()
+            .context("no RuntimeDirectory")?,
+        sc["RuntimeDirectoryMode"]
+            .as_str()
+            .context("no RuntimeDirectoryMode")?,
+        sc["UMask"].as_str().context("no UMask")?,
+    );
+    assert_eq!(drop_in, ferry_tests::host::CADDY_UNIT_DROP_IN);
+    assert_eq!(
+        format!("unix/{}", ferry_tests::host::CADDY_ADMIN_SOCKET),
+        eval["agentToml"]["caddy"]["admin"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
+#[test]
+fn the_bed_renders_the_modules_own_units() -> Result<()> {
+    let s3 = ferry_tests::S3 {
+        endpoint: "http://10.213.0.1:3900".into(),
+        region: "garage".into(),
+        bucket: "ferry-test".into(),
+        access_key: "GK1".into(),
+        secret_key: "s".into(),
+    };
+    let key = "k:AAAA".to_owned();
+    let options = ferry_tests::agent_config::module_unit_options(
+        &s3,
+        "bedhost",
+        std::slice::from_ref(&key),
+        std::slice::from_ref(&key),
+        "[timeouts]\nsettleSec = 1\n",
+        std::time::Duration::from_secs(5),
+    )?;
+    let units = ferry_tests::module_unit::render(&options)?;
+    for line in [
+        "Type=oneshot",
+        "ExecStart=/usr/local/bin/ferry-agent --config /etc/ferry/agent.toml reconcile",
+        "LoadCredential=aws:/etc/ferry/credentials",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+        "MemoryDenyWriteExecute=true",
+        "MemoryMax=512M",
+        "SupplementaryGroups=caddy",
+        "Environment=\"NIX_REMOTE=daemon\"",
+        "Before=multi-user.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(
+            units.service.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.service:\n{}",
+            units.service
+        );
+    }
+    for line in [
+        "OnBootSec=5s",
+        "OnUnitActiveSec=5s",
+        "RandomizedDelaySec=0",
+        "AccuracySec=100ms",
+        "Unit=ferry-agent.service",
+    ] {
+        assert!(
+            units.timer.lines().any(|l| l == line),
+            "no {line:?} in ferry-agent.timer:\n{}",
+            units.timer
+        );
+    }
+    // The bed's accuracy replaces the module's own; two lines would leave systemd the last.
+    assert_eq!(
+        units
+            .timer
+            .lines()
+            .filter(|l| l.starts_with("AccuracySec="))
+            .count(),
+        1,
+        "{}",
+        units.timer
+    );
+    assert!(units.tmpfiles.contains("d /var/lib/ferry 0700 root root -"));
+    let caddy = units.caddy.context("no caddy.service additions")?;
+    assert!(
+        caddy.contains("ExecStartPost=+/usr/bin/systemctl --no-block start ferry-agent.service"),
+        "{caddy}"
+    );
+    // agent.toml points at the credential the unit loads.
+    let toml = ferry_tests::module_render::module_agent_toml(&options)?;
+    assert!(
+        toml.contains("file = \"/run/credentials/ferry-agent.service/aws\""),
+        "{toml}"
+    );
     Ok(())
 }

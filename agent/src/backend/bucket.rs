@@ -16,6 +16,30 @@ pub trait ReadBucket: Send + Sync + 'static {
         if_none_match: Option<&str>,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
 
+    /// GET `key` like [`ReadBucket::get`] but holding at most `limit` bytes of it (the
+    /// manifest, whose size the bucket's writer controls): see
+    /// [`ferry_bucket::Bucket::get_bounded`]. The default reads whole, then checks.
+    fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Fetched, BucketError>> + Send {
+        async move {
+            let fetched = self.get(key, if_none_match).await?;
+            if let Fetched::Found { bytes, .. } = &fetched
+                && bytes.len() as u64 > limit
+            {
+                return Err(BucketError::TooLarge {
+                    key: key.to_owned(),
+                    limit,
+                    size: Some(bytes.len() as u64),
+                });
+            }
+            Ok(fetched)
+        }
+    }
+
     /// GET `key` as a reader over its bytes as they arrive (the cache proxy streams NARs
     /// through it instead of holding them); `None` when missing. The default reads the
     /// whole object with [`ReadBucket::get`].
@@ -49,6 +73,15 @@ pub trait ReadBucket: Send + Sync + 'static {
 impl<T: ferry_bucket::Bucket + 'static> ReadBucket for T {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
         ferry_bucket::Bucket::get(self, key, if_none_match).await
+    }
+
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        ferry_bucket::Bucket::get_bounded(self, key, if_none_match, limit).await
     }
 
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {

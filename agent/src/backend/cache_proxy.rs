@@ -1,12 +1,17 @@
 //! Serves the bucket read-only on `127.0.0.1:<random port>/<random token>/` while `nix copy`
 //! runs, because Nix's own S3 support depends on how Nix was built (Debian's has none). The
 //! proxy is not trusted: Nix still checks every narinfo signature against the host's keys.
-//! The random prefix keeps other local users from reading the bucket through it.
-//! Objects are streamed through as they arrive, so the agent's memory does not grow with
-//! the largest NAR.
+//! The random prefix keeps other local users from reading the bucket through it, but the
+//! URL is on `nix copy`'s command line, which every local user can read: so the proxy serves
+//! the binary cache and nothing else (`nix-cache-info`, `<hash>.narinfo`, `nar/<file>`), never
+//! the manifest, its archives, status reports or any other object. NARs are streamed through
+//! as they arrive, so the agent's memory does not grow with the largest one; narinfos are
+//! small and capped ([`NARINFO_CAP`]). What the bucket says when it fails goes to the agent's
+//! log, not to whoever asked.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -18,11 +23,62 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use super::bucket::ReadBucket;
+
+/// The largest narinfo the proxy passes on. Real ones are hundreds of bytes, and a few
+/// hundred KiB for paths with thousands of references; Nix reads a narinfo whole, so a
+/// planted gigabyte one must stop here.
+pub const NARINFO_CAP: u64 = 1024 * 1024;
+
+/// How long the accept loop rests after a failed accept (e.g. out of file descriptors),
+/// instead of retrying at once and spinning a core while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a request may ask for: the three kinds of object a Nix binary cache has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheObject {
+    /// `nix-cache-info`.
+    Info,
+    /// `<32 characters of Nix base-32>.narinfo`.
+    NarInfo,
+    /// `nar/<name>.nar[.<compression>]`, as Nix and `ferry upload` name them.
+    Nar,
+}
+
+/// Nix's base-32 alphabet (no `e`, `o`, `u`, `t`).
+fn is_nix32(c: u8) -> bool {
+    matches!(c, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
+}
+
+/// Which cache object `key` is, or `None` for anything else (the manifest, archives, status
+/// reports, other folders, `..`, empty components). Pure.
+pub fn cache_object(key: &str) -> Option<CacheObject> {
+    if key == ferry_schema::layout::CACHE_INFO_KEY {
+        return Some(CacheObject::Info);
+    }
+    if let Some(hash) = key.strip_suffix(".narinfo") {
+        return (hash.len() == 32 && hash.bytes().all(is_nix32)).then_some(CacheObject::NarInfo);
+    }
+    let file = key.strip_prefix(ferry_schema::layout::NAR_PREFIX)?;
+    let (name, rest) = file.split_once(".nar")?;
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ext_ok = rest.is_empty()
+        || rest.strip_prefix('.').is_some_and(|ext| {
+            !ext.is_empty()
+                && ext
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    (name_ok && ext_ok).then_some(CacheObject::Nar)
+}
 
 /// A running proxy; stops when dropped.
 #[derive(Debug)]
@@ -45,8 +101,13 @@ impl CacheProxy {
         let prefix = Arc::new(format!("/{token}/"));
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("cache proxy: cannot accept a connection: {e}");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
                 };
                 let bucket = bucket.clone();
                 let prefix = prefix.clone();
@@ -81,36 +142,140 @@ impl Drop for CacheProxy {
 /// A response body: a short literal, or an object streamed from the bucket.
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
+fn reply(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// The answer when the bucket fails: the detail goes to the log, the client learns only
+/// that the bucket failed.
+fn bucket_failed(key: &str, detail: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::warn!("cache proxy: {key}: {detail}");
+    reply(
+        StatusCode::BAD_GATEWAY,
+        "the bucket did not answer; see the ferry-agent log\n",
+    )
+}
+
 async fn serve<B: ReadBucket>(bucket: &B, prefix: &str, req: Request<Incoming>) -> Response<Body> {
-    let reply = |status: StatusCode, body: Bytes| {
-        let mut r = Response::new(
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-        *r.status_mut() = status;
-        r
-    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, Bytes::new());
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "");
     }
     let Some(key) = req.uri().path().strip_prefix(prefix) else {
-        return reply(StatusCode::NOT_FOUND, Bytes::new());
+        return reply(StatusCode::NOT_FOUND, "");
     };
-    match bucket.get_reader(key).await {
-        Ok(Some(object)) => {
-            let mut r = if req.method() == Method::HEAD {
-                reply(StatusCode::OK, Bytes::new())
-            } else {
-                let frames = ReaderStream::new(object.body).map_ok(Frame::data);
-                Response::new(StreamBody::new(frames).boxed_unsync())
-            };
-            if let Some(len) = object.len {
-                r.headers_mut().insert(CONTENT_LENGTH, len.into());
-            }
-            r
+    // Anything else is refused exactly like a missing object, so nothing tells a prober
+    // whether it exists.
+    let Some(kind) = cache_object(key) else {
+        return reply(StatusCode::NOT_FOUND, "");
+    };
+    let object = match bucket.get_reader(key).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return reply(StatusCode::NOT_FOUND, ""),
+        Err(e) => return bucket_failed(key, &e),
+    };
+    if kind == CacheObject::NarInfo {
+        return narinfo(key, object, req.method() == Method::HEAD).await;
+    }
+    let mut r = if req.method() == Method::HEAD {
+        reply(StatusCode::OK, "")
+    } else {
+        let frames = ReaderStream::new(object.body).map_ok(Frame::data);
+        Response::new(StreamBody::new(frames).boxed_unsync())
+    };
+    if let Some(len) = object.len {
+        r.headers_mut().insert(CONTENT_LENGTH, len.into());
+    }
+    r
+}
+
+/// A narinfo, read whole but never beyond [`NARINFO_CAP`]: one over the cap is refused
+/// before Nix reads a byte of it.
+async fn narinfo(key: &str, object: super::bucket::ObjectReader, head: bool) -> Response<Body> {
+    let too_large = |size: &dyn std::fmt::Display| {
+        tracing::warn!(
+            "cache proxy: {key} is {size} bytes, over the narinfo cap of {NARINFO_CAP}; refused (a narinfo this large is not one `ferry upload` writes)"
+        );
+        reply(
+            StatusCode::BAD_GATEWAY,
+            "narinfo over ferry-agent's size cap; see the ferry-agent log\n",
+        )
+    };
+    if let Some(len) = object.len.filter(|len| *len > NARINFO_CAP) {
+        return too_large(&len);
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = object
+        .body
+        .take(NARINFO_CAP + 1)
+        .read_to_end(&mut bytes)
+        .await
+    {
+        return bucket_failed(key, &e);
+    }
+    if bytes.len() as u64 > NARINFO_CAP {
+        return too_large(&format!("more than {NARINFO_CAP}"));
+    }
+    let len = bytes.len() as u64;
+    let mut r = if head {
+        reply(StatusCode::OK, "")
+    } else {
+        Response::new(
+            Full::new(Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+    };
+    r.headers_mut().insert(CONTENT_LENGTH, len.into());
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_binary_cache_objects_are_served() {
+        for (key, kind) in [
+            ("nix-cache-info", CacheObject::Info),
+            (
+                "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo",
+                CacheObject::NarInfo,
+            ),
+            (
+                "nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst",
+                CacheObject::Nar,
+            ),
+            ("nar/1w1f.nar.xz", CacheObject::Nar),
+            ("nar/1w1f.nar", CacheObject::Nar),
+        ] {
+            assert_eq!(cache_object(key), Some(kind), "{key}");
         }
-        Ok(None) => reply(StatusCode::NOT_FOUND, Bytes::new()),
-        Err(e) => reply(StatusCode::BAD_GATEWAY, Bytes::from(e.to_string())),
+        for key in [
+            "manifest.json",
+            "manifests/manifest-2025-01-01T00:00:00Z.json",
+            "status/web-1.json",
+            "/manifest.json",
+            "",
+            "nar/",
+            "nar/x.txt",
+            "nar/../manifest.json",
+            "nar/a/b.nar",
+            "nar/x.nar.",
+            "nar/X.nar",
+            "nar/x.nar.zst/../../manifest.json",
+            "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo.bak",
+            "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4e.narinfo",
+            "0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4.narinfo",
+            "../0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo",
+            "nix-cache-info/x",
+        ] {
+            assert_eq!(cache_object(key), None, "{key:?}");
+        }
     }
 }

@@ -37,13 +37,24 @@ pub struct AdminAddressError {
 }
 
 impl AdminAddress {
-    /// Parse Caddy's own syntax for the admin listener: `HOST:PORT` or `unix/PATH`.
+    /// Parse Caddy's own syntax for the admin listener: `HOST:PORT` or `unix/PATH`, where
+    /// Caddy ≥ 2.8 lets the path end in `|MODE` (the socket's octal permissions, which
+    /// concern Caddy, not its clients).
     pub fn parse(text: &str) -> Result<Self, AdminAddressError> {
         let err = |why| AdminAddressError {
             given: text.to_owned(),
             why,
         };
         if let Some(path) = text.strip_prefix("unix/") {
+            let path = match path.rsplit_once('|') {
+                Some((path, mode))
+                    if !mode.is_empty() && mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
+                {
+                    path
+                }
+                Some(_) => return Err(err("after `|` comes an octal socket mode like 0220")),
+                None => path,
+            };
             if !path.starts_with('/') {
                 return Err(err("the socket path must be absolute (unix//run/…)"));
             }
@@ -477,6 +488,10 @@ mod tests {
             AdminAddress::parse("localhost:2019").unwrap().host_header(),
             "localhost:2019"
         );
+        assert_eq!(
+            AdminAddress::parse("unix//run/caddy/admin.sock|0220"),
+            Ok(AdminAddress::Unix("/run/caddy/admin.sock".into()))
+        );
         assert_eq!(AdminAddress::parse("unix//s").unwrap().host_header(), "");
         for bad in [
             "http://localhost:2019",
@@ -485,6 +500,8 @@ mod tests {
             "localhost:0",
             "localhost:99999",
             "unix/relative.sock",
+            "unix//s|rw",
+            "unix//s|",
         ] {
             let e = AdminAddress::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");

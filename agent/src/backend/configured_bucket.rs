@@ -1,6 +1,9 @@
 //! The bucket named in `agent.toml`: a `ferry-bucket` store opened with the agent's
 //! credentials (`credentials.profile` / `credentials.file`) and fetch timeout, plus the
-//! direct cache URL a `file://` bucket gives `nix copy`.
+//! direct cache URL a `file://` bucket gives `nix copy`. A configured credentials file that
+//! is missing or empty (at boot, `/run/keys` is empty until the keys are deployed again)
+//! makes every read fail at once with that reason, so the tick restores from state and says
+//! why instead of retrying a request that cannot be signed.
 
 use std::time::Duration;
 
@@ -14,6 +17,8 @@ use crate::config::Config;
 pub struct ConfiguredBucket {
     store: AnyBucket,
     direct_cache_url: Option<String>,
+    /// Why the configured credentials cannot be used, when they cannot.
+    no_credentials: Option<String>,
 }
 
 impl ConfiguredBucket {
@@ -28,10 +33,56 @@ impl ConfiguredBucket {
                 AnyBucket::S3(S3Bucket::new(&settings).await)
             }
         };
+        let no_credentials = match url {
+            BucketUrl::S3 { .. } => config
+                .credentials
+                .file
+                .as_deref()
+                .and_then(|f| credentials_file_problem(f, std::fs::read(f))),
+            BucketUrl::Dir(_) => None,
+        };
         Self {
             store,
             direct_cache_url: direct_cache_url(url),
+            no_credentials,
         }
+    }
+
+    fn usable(&self) -> Result<(), BucketError> {
+        match &self.no_credentials {
+            Some(why) => Err(BucketError::Credentials(why.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with the credentials file `file`, given what reading it gave; `None` when
+/// it has content (whether the content is right is the store's to say). A file of nothing
+/// but blank and comment lines counts as empty: it is what the NixOS module hands the agent
+/// when the file `LoadCredential=` names is missing. Pure.
+pub fn credentials_file_problem(
+    file: &std::path::Path,
+    read: std::io::Result<Vec<u8>>,
+) -> Option<String> {
+    let hint = "credentials.file in agent.toml; a file systemd's LoadCredential= reads (e.g. \
+                under /run/keys) is missing after a reboot until the keys are deployed again";
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "the credentials file {} is missing ({hint})",
+            file.display()
+        )),
+        Ok(bytes)
+            if String::from_utf8_lossy(&bytes).lines().all(|l| {
+                let l = l.trim();
+                l.is_empty() || l.starts_with('#') || l.starts_with(';')
+            }) =>
+        {
+            Some(format!(
+                "the credentials file {} is empty ({hint})",
+                file.display()
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -51,7 +102,7 @@ pub fn s3_settings(url: &BucketUrl, config: &Config) -> Option<S3Settings> {
     Some(S3Settings {
         bucket: bucket.clone(),
         endpoint: endpoint.clone(),
-        region: region.clone(),
+        region: Some(region.clone()),
         profile: config
             .credentials
             .profile
@@ -72,10 +123,22 @@ pub fn direct_cache_url(url: &BucketUrl) -> Option<String> {
 
 impl ReadBucket for ConfiguredBucket {
     async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
+        self.usable()?;
         ferry_bucket::Bucket::get(&self.store, key, if_none_match).await
     }
 
+    async fn get_bounded(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+        limit: u64,
+    ) -> Result<Fetched, BucketError> {
+        self.usable()?;
+        ferry_bucket::Bucket::get_bounded(&self.store, key, if_none_match, limit).await
+    }
+
     async fn get_reader(&self, key: &str) -> Result<Option<ObjectReader>, BucketError> {
+        self.usable()?;
         ferry_bucket::Bucket::get_reader(&self.store, key).await
     }
 
@@ -105,6 +168,39 @@ mod tests {
         assert_eq!(direct_cache_url(&s3), None);
         let config = Config::parse("", Path::new("t")).unwrap();
         assert!(s3_settings(&dir, &config).is_none());
+    }
+
+    #[test]
+    fn missing_or_empty_credentials_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aws");
+        let missing = credentials_file_problem(&file, std::fs::read(&file)).unwrap();
+        assert!(
+            missing.contains("is missing") && missing.contains("/aws"),
+            "{missing}"
+        );
+        for empty in ["", "\n", "# no credentials: the file was missing\n"] {
+            let problem = credentials_file_problem(&file, Ok(empty.into())).unwrap();
+            assert!(problem.contains("is empty"), "{problem}");
+        }
+        let good = b"[default]\naws_access_key_id = GK1\n".to_vec();
+        assert_eq!(credentials_file_problem(&file, Ok(good)), None);
+    }
+
+    #[tokio::test]
+    async fn no_request_without_the_credentials_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = BucketUrl::parse("s3://ferry?endpoint=http://127.0.0.1:9&region=garage").unwrap();
+        let mut config = Config::parse("", Path::new("t")).unwrap();
+        config.credentials.file = Some(dir.path().join("absent"));
+        let bucket = ConfiguredBucket::open(&url, &config).await;
+        let err = bucket
+            .get_bounded("manifest.json", None, 10)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BucketError::Credentials(_)), "{err}");
+        assert!(err.to_string().contains("is missing"), "{err}");
+        assert_eq!(bucket.requests(), 0);
     }
 
     #[test]

@@ -40,7 +40,19 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let bucket = runtime::bucket(&config).await?;
-                match bucket.get(ferry_schema::layout::MANIFEST_KEY, None).await? {
+                let fetch = bucket.get_bounded(
+                    ferry_schema::layout::MANIFEST_KEY,
+                    None,
+                    ferry_schema::DEFAULT_SIZE_CAP as u64,
+                );
+                let deadline = std::time::Duration::from_secs(config.timeouts.fetch_sec);
+                let fetched = tokio::time::timeout(deadline, fetch).await.map_err(|_| {
+                    anyhow::anyhow!(
+                        "no complete answer for manifest.json within {} s (timeouts.fetchSec)",
+                        config.timeouts.fetch_sec
+                    )
+                })?;
+                match fetched? {
                     Fetched::Found { bytes, .. } => bytes,
                     Fetched::Missing | Fetched::Unchanged => {
                         anyhow::bail!(

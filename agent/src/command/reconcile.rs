@@ -1,9 +1,9 @@
 //! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
 //! instances), under the lock, with the state saved atomically.
 //! Exit codes: 0 host matches the manifest; 1 a service failed or was refused by host policy,
-//! or Caddy routes could not be set; 2 manifest refused (or none can be trusted: no
-//! `manifestKeys`); 3 bucket unreachable (services restored from state); 75 another tick
-//! holds the lock.
+//! Caddy routes could not be set, or the state could not be saved; 2 manifest refused (or
+//! none can be trusted: no `manifestKeys`); 3 bucket unreachable (services restored from
+//! state); 75 another tick holds the lock.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,8 +33,15 @@ pub struct Args {
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    // A state directory that cannot be made (read-only /var) leaves no state to restore
+    // from, but it does not stop the tick: only a change needs the state written first,
+    // and the tick holds changes back when it cannot be (see `tick`).
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        println!(
+            "state: cannot create the state directory {}: {e}",
+            config.state_dir.display()
+        );
+    }
     let _lock = match TickLock::acquire(
         &config.lock_file(),
         Duration::from_secs(config.timeouts.lock_wait_sec),
@@ -63,6 +70,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         trust: runtime::trust(&config),
         facts: runtime::fact_sources(&config),
         size_cap: ferry_schema::DEFAULT_SIZE_CAP,
+        fetch_timeout: Duration::from_secs(config.timeouts.fetch_sec),
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
     };
@@ -96,9 +104,17 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         .await;
         anyhow::Ok((report, routed))
     })?;
-    state_file::save(&config.state_file(), &state)?;
+    // Saving last: a state directory that cannot be written (full or read-only /var) must
+    // not cost the services their restore, only the record of this tick.
+    let saved = state_file::save(&config.state_file(), &state);
     for line in &report.lines {
         println!("{line}");
+    }
+    if let Err(e) = &saved {
+        println!(
+            "cannot save the state: {e:#}; the services were brought back from it, but this tick is not recorded: make {} writable",
+            config.state_dir.display()
+        );
     }
     let outcome = match report.outcome {
         Outcome::Ok => "ok",
@@ -119,6 +135,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("phases: {}", report.applied.phases);
     Ok(ExitCode::from(match report.outcome {
+        _ if saved.is_err() => 1,
         Outcome::Ok => 0,
         Outcome::Failed => 1,
         Outcome::Refused => 2,

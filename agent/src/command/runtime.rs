@@ -29,7 +29,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// The configured bucket.
 pub async fn bucket(config: &Config) -> anyhow::Result<ConfiguredBucket> {
     let url = config.bucket.as_deref().context(
-        "no bucket configured: set bucket = \"s3://BUCKET?endpoint=…&region=…\" or \"file:///DIR\" in agent.toml",
+        "no bucket configured: set bucket = \"s3://BUCKET?endpoint=HOST&region=…&profile=…\" (Nix's S3 store URL) or \"file:///DIR\" in agent.toml",
     )?;
     let url = BucketUrl::parse(url).context("bucket in agent.toml")?;
     Ok(ConfiguredBucket::open(&url, config).await)

@@ -3,6 +3,7 @@
 pub mod diff;
 pub mod gc;
 pub mod history;
+pub mod init;
 pub mod keygen;
 pub mod publish;
 pub mod push;

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ferry_schema::{DEFAULT_SIZE_CAP, SecretKey, sign_manifest, validate_bytes};
+use ferry_schema::{DEFAULT_SIZE_CAP, sign_manifest, validate_bytes};
 
 use crate::cli::EXIT_FAILED;
+use crate::settings::{KeyArgs, load_config, load_key};
 use ferry_bucket::atomic_file::write as write_atomic;
 
 /// Sign a manifest with a secret key from `ferry keygen` (or `nix-store
@@ -23,9 +24,9 @@ pub struct Args {
     /// The manifest file to sign.
     #[arg(value_name = "MANIFEST")]
     pub manifest: PathBuf,
-    /// Secret key file (`name:base64`).
-    #[arg(long, value_name = "FILE")]
-    pub key_file: PathBuf,
+    /// The signing key.
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Write the signed manifest here instead of replacing MANIFEST.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -48,10 +49,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     };
-    let key_text = std::fs::read_to_string(&args.key_file)
-        .with_context(|| format!("reading the secret key {}", args.key_file.display()))?;
-    let key = SecretKey::parse(&key_text)
-        .with_context(|| format!("secret key file {}", args.key_file.display()))?;
+    let key = load_key(&args.key, &load_config()?)?;
     sign_manifest(&mut manifest, &key)?;
     let mut text = serde_json::to_string_pretty(&manifest)?;
     text.push('\n');

@@ -5,7 +5,6 @@
 //! README's demo (`ferry-demo`) run exactly these steps; every step checks what it claims and
 //! fails with what it saw instead.
 
-mod agent_timer;
 mod developer;
 mod manifest;
 pub mod narrate;
@@ -16,14 +15,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use agent_timer::AGENT;
+pub use crate::module_unit::AGENT;
 use developer::Developer;
 pub use manifest::{HOST_A, HOST_B, WEB_DOMAIN, WEB_PORT};
 use narrate::{banner, done, output, say};
 
 use crate::agent_bed::eventually;
+use crate::agent_config::{install_module_agent_config, module_unit_options};
+use crate::module_unit;
 use crate::process::{capture, cmd};
-use crate::{Bed, BedOptions, BindRo, Closures, Host, TickSummary, install_agent_config};
+use crate::{Bed, BedOptions, BindRo, Closures, Host, TickSummary};
 
 /// The binaries the scenario runs: `ferry` on the machine, `ferry-agent` in the hosts.
 #[derive(Clone, Debug)]
@@ -72,6 +73,8 @@ pub struct Scenario {
     first_generation: String,
     /// The journal cursor: ticks since the scenario began.
     since: String,
+    /// Host A's `services.ferry-agent` options (to re-render its timer).
+    host_a_options: Value,
 }
 
 /// How long one agent reaction may take: a few timer intervals plus a tick with pulls.
@@ -120,12 +123,20 @@ impl Scenario {
         // A dead bucket must not hold a boot tick for long.
         // A short drain keeps the ticks that retire web's old instance short.
         let extra = "[timeouts]\nsettleSec = 1\nfetchSec = 10\ndrainSec = 1\n";
+        let mut host_a_options = Value::Null;
         for (i, name) in [HOST_A, HOST_B].iter().enumerate() {
-            install_agent_config(bed.host(i), bed.s3(), name, &key, &key, extra)?;
-            agent_timer::install(bed.host(i), options.interval)?;
+            let options = module_unit_options(bed.s3(), name, &key, &key, extra, options.interval)?;
+            install_module_agent_config(bed.host(i), bed.s3(), &options)?;
+            module_unit::install(bed.host(i), &options)?;
+            if i == 0 {
+                host_a_options = options;
+            }
         }
-        say("/etc/ferry/agent.toml: bucket, closure and manifest keys, Caddy admin API");
-        say("ferry-agent.service (oneshot, also at boot) + ferry-agent.timer, enabled");
+        say("/etc/ferry/agent.toml: bucket, closure and manifest keys, Caddy's admin socket");
+        say(
+            "ferry-agent.service (oneshot, also at boot, sandboxed as the module declares it) \
+             + ferry-agent.timer, enabled; nix-daemon writes the store",
+        );
         done(t);
 
         let since = format!("@{}", unix_now());
@@ -143,6 +154,7 @@ impl Scenario {
             figures: Figures::default(),
             first_generation: String::new(),
             since,
+            host_a_options,
         })
     }
 
@@ -291,7 +303,7 @@ impl Scenario {
             "ferry-agent status: web quarantined {}",
             status["quarantine"]["web"]
         ));
-        let journal = agent_timer::journal(self.host_a(), &self.since)?;
+        let journal = module_unit::journal(self.host_a(), &self.since)?;
         let line = journal
             .lines()
             .find(|l| l.starts_with("web:") && l.contains("FAILED") && l.contains("keeps serving"))
@@ -449,7 +461,7 @@ impl Scenario {
         self.bed.host_mut(0).boot()?;
         say("host A booted; its boot tick cannot reach the bucket and restores from state");
         self.wait_web("2.0.0")?;
-        let journal = agent_timer::journal(self.host_a(), "-10min")?;
+        let journal = module_unit::journal(self.host_a(), "-10min")?;
         if !journal.contains("restoring services from state") {
             bail!("host A's agent never said it restored from state:\n{journal}");
         }
@@ -465,9 +477,18 @@ impl Scenario {
             "an ok tick after Garage came back",
             reaction(&self.options),
             || {
-                let out = a.exec(&[AGENT, "reconcile"])?;
-                tick = Some(TickSummary::of(&out)?);
-                Ok(out.status == 0)
+                // One tick now, in the unit (`systemctl start` waits for a oneshot): the
+                // credentials exist only there.
+                let since = format!("@{}", unix_now());
+                let started = a.sh("systemctl start ferry-agent.service")?;
+                let journal = module_unit::journal(a, &since)?;
+                let Some(line) = journal.lines().rfind(|l| l.starts_with("tick:")) else {
+                    return Ok(false);
+                };
+                let parsed = TickSummary::parse(line)?;
+                let ok = started.success() && parsed.outcome()? == "ok";
+                tick = Some(parsed);
+                Ok(ok)
             },
         )?;
         let tick = tick.context("no tick ran after Garage came back")?;
@@ -485,7 +506,7 @@ impl Scenario {
             "The same push with the timer at {}s (the latency is mostly the wait for the timer)",
             interval.as_secs()
         ));
-        agent_timer::set_interval(self.host_a(), interval)?;
+        self.set_interval(interval)?;
         let slow = Options {
             interval,
             slow_interval: None,
@@ -503,13 +524,20 @@ impl Scenario {
         self.options = before;
         let latency = latency?;
         self.figures.push_to_serving.push((interval, latency));
-        agent_timer::set_interval(self.host_a(), self.options.interval)?;
+        self.set_interval(self.options.interval)?;
         Ok(())
+    }
+
+    /// Host A's timer at `interval`, rendered from the module again.
+    fn set_interval(&self, interval: Duration) -> Result<()> {
+        let mut options = self.host_a_options.clone();
+        options["interval"] = Value::String(format!("{}s", interval.as_secs().max(1)));
+        module_unit::reinstall_timer(self.host_a(), &options)
     }
 
     /// Adds host A's tick and phase lines since `self.since` to the figures.
     fn harvest_ticks(&mut self) -> Result<()> {
-        let journal = agent_timer::journal(self.host_a(), &self.since)?;
+        let journal = module_unit::journal(self.host_a(), &self.since)?;
         for line in journal.lines() {
             if line.starts_with("tick:") {
                 self.figures.ticks.push(TickSummary::parse(line)?);
@@ -624,7 +652,7 @@ impl Scenario {
     /// Waits until the timer has run `n` more ticks on host A.
     fn wait_ticks(&self, n: usize) -> Result<()> {
         let count = |h: &Host| -> Result<usize> {
-            Ok(agent_timer::journal(h, &self.since)?
+            Ok(module_unit::journal(h, &self.since)?
                 .lines()
                 .filter(|l| l.starts_with("tick:"))
                 .count())
