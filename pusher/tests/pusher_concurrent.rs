@@ -117,17 +117,9 @@ fn race_rounds(t: &Target, dir: &Path) -> Rounds {
             .iter()
             .zip(&revisions)
             .map(|((s, path), rev)| {
-                t.command(&[
-                    "push",
-                    s,
-                    path,
-                    "--key-file",
-                    key,
-                    "--revision",
-                    rev,
-                ])
-                .spawn()
-                .unwrap()
+                t.command(&["push", s, path, "--key-file", key, "--revision", rev])
+                    .spawn()
+                    .unwrap()
             })
             .collect();
         let outputs: Vec<Output> = children

@@ -117,8 +117,7 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
         let on_write = round % 2 == 1;
         let slice = whole.as_micros() as u64 / u64::from(ROUNDS / 2);
         let jitter = u64::from(seed.rotate_left(round * 5)) % slice.max(1);
-        let delay =
-            Duration::from_micros(u64::from(round / 2 * 5 % (ROUNDS / 2)) * slice + jitter);
+        let delay = Duration::from_micros(u64::from(round / 2 * 5 % (ROUNDS / 2)) * slice + jitter);
         let objects_before = objects(&bucket);
         let live_before = assert_valid(&bucket);
         let started = std::time::Instant::now();
@@ -168,7 +167,11 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
         mid_push += u32::from(mid);
         eprintln!(
             "round {round}: kill {} after {after:?} {}",
-            if on_write { "on its first write" } else { "on a timer" },
+            if on_write {
+                "on its first write"
+            } else {
+                "on a timer"
+            },
             match (killed, wrote, mid) {
                 (false, ..) => "came after the push ended",
                 (true, false, _) => "hit the push before it wrote anything",

@@ -51,10 +51,7 @@ impl TickSummary {
             )
         })?;
         if lines.next().is_some() {
-            bail!(
-                "more than one tick: line in one reconcile:\n{}",
-                out.stdout
-            );
+            bail!("more than one tick: line in one reconcile:\n{}", out.stdout);
         }
         Self::parse(line)
     }
@@ -122,8 +119,14 @@ mod tests {
         assert_eq!(t.get("caddyRequests")?, 1);
         assert_eq!(t.measured("peakRssKiB")?, Some(17000));
         assert_eq!(t.measured("cpuMs")?, None);
-        assert!(t.get("cpuMs").is_err_and(|e| e.to_string().contains("unknown")));
-        assert!(t.get("absent").is_err_and(|e| e.to_string().contains("no absent=")));
+        assert!(
+            t.get("cpuMs")
+                .is_err_and(|e| e.to_string().contains("unknown"))
+        );
+        assert!(
+            t.get("absent")
+                .is_err_and(|e| e.to_string().contains("no absent="))
+        );
         assert!(t.is_noop()?);
         assert_eq!(t.to_string(), LINE);
         Ok(())
@@ -139,7 +142,10 @@ mod tests {
             assert!(TickSummary::parse(bad).is_err(), "{bad}");
         }
         let t = TickSummary::parse("tick: outcome=ok ms=x").unwrap_or_else(|e| panic!("{e}"));
-        assert!(t.get("ms").is_err_and(|e| e.to_string().contains("not a number")));
+        assert!(
+            t.get("ms")
+                .is_err_and(|e| e.to_string().contains("not a number"))
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_eq!(out.status, 0);
     let s = summary(&out)?;
     assert_eq!(
-        (s.get("reloads")?, s.get("unitsTouched")?, s.get("requests")?),
+        (
+            s.get("reloads")?,
+            s.get("unitsTouched")?,
+            s.get("requests")?
+        ),
         (0, 0, 1),
         "{s}"
     );
@@ -382,8 +386,7 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
         // One per slice of the spread, in an order that jumps around, at a random point of
         // its slice.
         let slice = SPREAD_MS / u64::from(ROUNDS);
-        let delay_ms =
-            u64::from(round * 7 % ROUNDS) * slice + next_random(&mut rng) % slice;
+        let delay_ms = u64::from(round * 7 % ROUNDS) * slice + next_random(&mut rng) % slice;
         let before = state_inode(&t)?;
         // `wait` gives the tick's exit status: 137 (128 + SIGKILL) when the kill hit it.
         let out = t.host().sh(&format!(
@@ -410,13 +413,14 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
             let parsed: Value = serde_json::from_str(&state.stdout).with_context(|| {
                 format!("state unparseable after kill {round}: {}", state.stdout)
             })?;
-            parsed["pending"]
-                .as_array()
-                .is_some_and(|p| !p.is_empty())
+            parsed["pending"].as_array().is_some_and(|p| !p.is_empty())
         } else {
             // Only a tick killed before its first save leaves no state file; once there is
             // one, it is replaced atomically and never missing.
-            assert!(!state_seen, "round {round}: state.json vanished after a kill");
+            assert!(
+                !state_seen,
+                "round {round}: state.json vanished after a kill"
+            );
             false
         };
         // This tick saved its mark (the file was replaced) and never cleared it: it was

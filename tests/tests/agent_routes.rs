@@ -307,14 +307,14 @@ fn restart_window(answers: &str) -> Result<String> {
         bail!("the request loop recorded nothing");
     };
     if !ok("1")(first) || !ok("2")(last) {
-        bail!(
-            "the loop did not span the update (first {first:?}, last {last:?}):\n{answers}"
-        );
+        bail!("the loop did not span the update (first {first:?}, last {last:?}):\n{answers}");
     }
     let last_old = lines.iter().rposition(ok("1")).unwrap_or(0);
     let first_new = lines.iter().position(ok("2")).unwrap_or(lines.len());
     if last_old > first_new {
-        bail!("release 1 answered after release 2 had (lines {first_new} and {last_old}):\n{answers}");
+        bail!(
+            "release 1 answered after release 2 had (lines {first_new} and {last_old}):\n{answers}"
+        );
     }
     for (i, line) in lines.iter().enumerate() {
         let answered = ok("1")(line) || ok("2")(line);
@@ -420,9 +420,11 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
          echo \"$code $(cat /tmp/loop.body 2>/dev/null)\"; done > /tmp/loop.txt; touch /tmp/loop.done) >/dev/null 2>&1 &",
         t.host().ip()
     ))?;
-    eventually("the request loop's first answer", Duration::from_secs(20), || {
-        Ok(!t.host().sh_ok("head -n 1 /tmp/loop.txt")?.trim().is_empty())
-    })?;
+    eventually(
+        "the request loop's first answer",
+        Duration::from_secs(20),
+        || Ok(!t.host().sh_ok("head -n 1 /tmp/loop.txt")?.trim().is_empty()),
+    )?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
     t.host().sh_ok("touch /tmp/loop.stop")?;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{
-    ConfigBag, Intercept, RequestChecksumCalculation, ResponseChecksumValidation,
-    RuntimeComponents,
+    ConfigBag, Intercept, RequestChecksumCalculation, ResponseChecksumValidation, RuntimeComponents,
 };
 use ferry_bucket::{Bucket, Fetched, S3Bucket};
 use ferry_tests::binaries::built_binary;

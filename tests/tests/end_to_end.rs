@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use ferry_tests::agent_bed::agent_binary;
-use ferry_tests::scenario::{Binaries, Options, Scenario};
 use ferry_tests::binaries::built_binary;
+use ferry_tests::scenario::{Binaries, Options, Scenario};
 
 #[tokio::test]
 async fn push_deploy_update_rollback_remove_outage_reboot_on_two_hosts() -> Result<()> {

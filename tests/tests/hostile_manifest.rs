@@ -5,8 +5,8 @@
 //! manifests copied back over `manifest.json`.
 
 use anyhow::{Context, Result};
-use ferry_tests::agent_bed::{AgentBed, manifest, service, sign, summary};
 use ferry_tests::Output;
+use ferry_tests::agent_bed::{AgentBed, manifest, service, sign, summary};
 use ferry_tests::binaries::built_binary;
 use serde_json::{Value, json};
 
