@@ -24,7 +24,14 @@ in mk "ferry-pt-app-${nonce}-${version}" "mkdir $out; echo ${lib} > $out/lib; ec
 
 /// Runs `ferry` with `args` and extra environment.
 pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
+    ferry_in(Path::new("."), args, env)
+}
+
+/// Runs `ferry` with `args` and extra environment in the folder `cwd` (for relative
+/// arguments such as `./result`).
+pub fn ferry_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.current_dir(cwd);
     cmd.args(args)
         .env_remove("FERRY_BUCKET")
         .env_remove("FERRY_KEY_FILE");
