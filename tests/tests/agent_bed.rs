@@ -189,7 +189,13 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     t.publish(&bad).await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2, "schema error not refused");
-    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    // Refused for the field, named by its JSON Pointer.
+    assert!(
+        out.stdout.lines().any(|l| l.trim()
+            == "refused: manifest /services/0/exec/comand: service `alpha`: unknown field `comand`; did you mean `command`?"),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // Env file outside the service's own, and root: the service is refused with both
@@ -232,7 +238,13 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
         .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
-    assert!(out.stdout.contains("signature"), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l
+            .trim()
+            .starts_with("refused: signature: no valid signature by a trusted key")),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // A closure not signed by a trusted key: the pull fails, the old version keeps running.
