@@ -15,6 +15,7 @@ pub mod host;
 pub mod module_render;
 pub mod module_unit;
 pub mod network;
+pub mod noop_budget;
 pub mod process;
 mod random;
 pub mod request_loop;
