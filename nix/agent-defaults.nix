@@ -17,6 +17,7 @@
   unitDir = "/run/systemd/system";
   profileDir = "/nix/var/nix/profiles/ferry";
   generationsToKeep = 5;
+  removedProfileRetentionDays = 30;
   secretsDir = "/var/lib/ferry-secrets";
   allowRoot = false;
   allowUnsignedManifests = false;
@@ -32,6 +33,8 @@
     settleSec = 2;
     lockWaitSec = 10;
     drainSec = 5;
+    tickSec = 900;
+    bootSec = 120;
   };
   busAddress = null;
   nixBin = "nix";

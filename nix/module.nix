@@ -30,6 +30,10 @@
     then "${caddyAdmin}|0220"
     else caddyAdmin;
 
+  # The agent's own time limits (agent.toml), which the unit's TimeoutStartSec follows.
+  tickSec = (agentSettings.timeouts or {}).tickSec or defaults.timeouts.tickSec;
+  bootSec = (agentSettings.timeouts or {}).bootSec or defaults.timeouts.bootSec;
+
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
     inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
@@ -85,6 +89,7 @@ in {
         {
           timeouts.pullSec = 1200;
           allowRoot = false;
+          removedProfileRetentionDays = 7;
         }
       '';
       description = ''
@@ -370,7 +375,12 @@ in {
           # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";
           CacheDirectory = "ferry-agent";
-          TimeoutStartSec = "30min";
+          # The agent bounds itself: after timeouts.tickSec nothing new starts, and the step
+          # under way (at most one dependency level's health checks, capped at 900 s by
+          # validation) ends; the boot tick gives up after timeouts.bootSec and restores from
+          # state. systemd's limit is the later of the two plus that step, so it only ever
+          # ends an agent that is itself stuck (30 min with the defaults).
+          TimeoutStartSec = "${toString ((if tickSec > bootSec then tickSec else bootSec) + 900)}s";
           # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
           # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
           # saw 615 MB for one oversized manifest) before it starves the host's services.

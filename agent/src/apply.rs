@@ -42,10 +42,45 @@ pub struct ApplySettings {
     pub profile_dir: PathBuf,
     /// Generations to keep per profile.
     pub generations_to_keep: u32,
+    /// Days a removed service's profile is kept (`removedProfileRetentionDays`).
+    pub removed_profile_retention_days: u32,
     /// How long a started unit must stay up before it counts as healthy.
     pub settle: Duration,
     /// `trustedKeys`: every path of a closure that runs must be signed by one of them.
     pub trusted_keys: Vec<PublicKey>,
+    /// When the tick stops starting new steps (`timeouts.tickSec`); `None`: never.
+    pub deadline: Option<Deadline>,
+}
+
+/// The tick's deadline: from `at` on nothing new is started. Pulls under way are given up
+/// (they change nothing on the host); a level's jobs and health checks under way finish
+/// within their own limits, so what runs is never left half-switched.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// When it passes.
+    pub at: Instant,
+    /// `timeouts.tickSec`, for the message.
+    pub tick_sec: u64,
+}
+
+impl Deadline {
+    /// A deadline `tick_sec` seconds after `started`.
+    pub fn after(started: Instant, tick_sec: u64) -> Self {
+        Self {
+            at: started + Duration::from_secs(tick_sec),
+            tick_sec,
+        }
+    }
+
+    /// The line for a service it kept from starting, once it has passed.
+    fn passed(deadline: Option<&Self>) -> Option<String> {
+        deadline.filter(|d| Instant::now() >= d.at).map(|d| {
+            format!(
+                "cut short: not started, the tick had run for timeouts.tickSec ({} s); it runs as before this tick and the next tick carries on",
+                d.tick_sec
+            )
+        })
+    }
 }
 
 /// What happened to one service.
@@ -103,6 +138,8 @@ pub struct ApplyReport {
     pub units_touched: u32,
     /// Time per phase.
     pub phases: Phases,
+    /// Services the tick's deadline kept from starting (or from being pulled), by name.
+    pub cut_short: Vec<String>,
 }
 
 /// The backends a tick drives.
@@ -150,9 +187,39 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut report = ApplyReport::default();
 
     let t = Instant::now();
-    pull_all(plan, b, &mut failed).await;
-    check_closures(plan, b, settings, &mut failed).await;
+    let pulled = match settings.deadline {
+        Some(d) => tokio::time::timeout_at(d.at, pull_all(plan, b, &mut failed))
+            .await
+            .is_ok(),
+        None => {
+            pull_all(plan, b, &mut failed).await;
+            true
+        }
+    };
+    if pulled {
+        check_closures(plan, b, settings, &mut failed).await;
+    }
     report.phases.pull = t.elapsed();
+
+    // Past the deadline nothing on the host has changed yet: every service that would
+    // change or start waits for the next tick.
+    if let Some(why) = Deadline::passed(settings.deadline.as_ref()) {
+        let mut fates: BTreeMap<String, Fate> = failed
+            .into_iter()
+            .map(|(name, why)| (name, Fate::Failed(why)))
+            .collect();
+        for p in &plan.services {
+            let acts = p.action != Action::Unchanged || p.job().is_some() || p.unit_text.is_some();
+            if acts && !fates.contains_key(&p.name) {
+                report.cut_short.push(p.name.clone());
+                fates.insert(p.name.clone(), Fate::Skipped(why.clone()));
+            }
+        }
+        for p in &plan.services {
+            report.services.push(outcome(p, fates.remove(&p.name)));
+        }
+        return report;
+    }
 
     let t = Instant::now();
     for p in plan.services.iter().filter(|p| p.pulls()) {
@@ -219,7 +286,8 @@ pub async fn apply<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         .map(|(name, why)| (name, Fate::Failed(why)))
         .collect();
     for level in levels(plan) {
-        run_level(&level, b, settings, &mut fates, &mut report).await;
+        let cut = Deadline::passed(settings.deadline.as_ref());
+        run_level(&level, b, settings, cut, &mut fates, &mut report).await;
     }
 
     for p in &plan.services {
@@ -282,6 +350,7 @@ async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     level: &[&ServicePlan],
     b: &Backends<B, S, D, U, P>,
     settings: &ApplySettings,
+    cut: Option<String>,
     fates: &mut BTreeMap<String, Fate>,
     report: &mut ApplyReport,
 ) {
@@ -298,6 +367,12 @@ async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                 Some(format!("skipped: depends on {d}, which failed"))
             }
             _ => None,
+        });
+        // Past the tick's deadline the level is not started: its new units are put back
+        // unstarted, like a skipped service's.
+        let blocker = blocker.or_else(|| {
+            cut.clone()
+                .inspect(|_| report.cut_short.push(p.name.clone()))
         });
         match blocker {
             Some(why) => {
@@ -563,6 +638,8 @@ async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
                 put_back: note.join("; "),
                 quarantine: Quarantined {
                     store_path: to,
+                    // The tick knows which unit was rendered for it.
+                    unit: None,
                     reason: why.clone(),
                     at: at.clone(),
                     rolled_back_to: p.rollback.as_ref().map(|r| r.store_path.clone()),
@@ -982,6 +1059,7 @@ mod tests {
             version: 1,
             generation: "g".into(),
             services,
+            decommission: Vec::new(),
             signatures: None,
         }
     }
@@ -1046,8 +1124,10 @@ mod tests {
         ApplySettings {
             profile_dir: "/p".into(),
             generations_to_keep: 5,
+            removed_profile_retention_days: 30,
             settle: Duration::ZERO,
             trusted_keys: vec![cache_key().public()],
+            deadline: None,
         }
     }
 

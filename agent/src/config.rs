@@ -65,6 +65,11 @@ pub struct Config {
     /// collect them). At least 2, so rollback has somewhere to go. Default: 5.
     #[serde(default = "default_generations_to_keep")]
     pub generations_to_keep: u32,
+    /// Days a removed service's profile is kept (its closures with it) before the agent
+    /// deletes it, so Nix can collect them. 0 deletes it on the tick that removes the
+    /// service. Default: 30.
+    #[serde(default = "default_removed_profile_retention_days")]
+    pub removed_profile_retention_days: u32,
     /// The only directory a manifest's `envFile` may name a file under. Default:
     /// `/var/lib/ferry-secrets`.
     #[serde(default = "default_secrets_dir")]
@@ -136,7 +141,9 @@ pub struct Timeouts {
     /// One `nix copy` of one closure. Default: 600.
     #[serde(default = "default_pull_sec")]
     pub pull_sec: u64,
-    /// Waiting for one systemd job (start/restart/stop) to finish. Default: 90.
+    /// Waiting for one systemd job (start/restart/stop) to finish; also the limit for each
+    /// D-Bus call (and connecting to the bus) and each `nix-env` call, so a stuck systemd or
+    /// a held Nix lock cannot hold a tick. Default: 90.
     #[serde(default = "default_job_sec")]
     pub job_sec: u64,
     /// How long a started unit must stay up before it counts as running (catches
@@ -150,6 +157,19 @@ pub struct Timeouts {
     /// to the new one, so requests in flight finish. Default: 5.
     #[serde(default = "default_drain_sec")]
     pub drain_sec: u64,
+    /// The whole tick: once this many seconds have passed, nothing new is started (no pull,
+    /// no unit written, no service started); what runs stays as it is, the services not
+    /// reached are named and the tick exits 1, and the next tick carries on. A step already
+    /// under way ends within its own limit. Default: 900.
+    #[serde(default = "default_tick_sec")]
+    pub tick_sec: u64,
+    /// The boot tick (the one systemd runs before `multi-user.target`, recognised by
+    /// systemd still starting up): after this many seconds it stops applying the manifest,
+    /// even half-way (a slow bucket, a long health check), and restores the services from
+    /// state, so a boot is not held by a deploy. The next timer tick applies the manifest.
+    /// Default: 120.
+    #[serde(default = "default_boot_sec")]
+    pub boot_sec: u64,
 }
 
 impl Default for Timeouts {
@@ -161,6 +181,8 @@ impl Default for Timeouts {
             settle_sec: default_settle_sec(),
             lock_wait_sec: default_lock_wait_sec(),
             drain_sec: default_drain_sec(),
+            tick_sec: default_tick_sec(),
+            boot_sec: default_boot_sec(),
         }
     }
 }
@@ -177,6 +199,7 @@ impl Default for Config {
             unit_dir: default_unit_dir(),
             profile_dir: default_profile_dir(),
             generations_to_keep: default_generations_to_keep(),
+            removed_profile_retention_days: default_removed_profile_retention_days(),
             secrets_dir: default_secrets_dir(),
             allow_root: default_allow_root(),
             allow_unsigned_manifests: default_allow_unsigned_manifests(),
@@ -334,6 +357,9 @@ fn default_profile_dir() -> PathBuf {
 fn default_generations_to_keep() -> u32 {
     5
 }
+fn default_removed_profile_retention_days() -> u32 {
+    30
+}
 fn default_secrets_dir() -> PathBuf {
     PathBuf::from("/var/lib/ferry-secrets")
 }
@@ -417,6 +443,12 @@ fn default_job_sec() -> u64 {
 }
 fn default_drain_sec() -> u64 {
     5
+}
+fn default_tick_sec() -> u64 {
+    900
+}
+fn default_boot_sec() -> u64 {
+    120
 }
 fn default_settle_sec() -> u64 {
     2
@@ -507,6 +539,14 @@ impl Config {
                 )));
             }
         }
+        for (key, sec) in [
+            ("timeouts.tickSec", self.timeouts.tick_sec),
+            ("timeouts.bootSec", self.timeouts.boot_sec),
+        ] {
+            if sec == 0 {
+                return Err(invalid(format!("{key} must be at least 1")));
+            }
+        }
         if let Some(problem) = self.caddy.problems() {
             return Err(invalid(problem));
         }
@@ -514,10 +554,10 @@ impl Config {
             ("trustedKeys", &self.trusted_keys),
             ("manifestKeys", &self.manifest_keys),
         ] {
-            for k in list {
+            for (i, k) in list.iter().enumerate() {
                 if let Err(e) = ferry_schema::PublicKey::parse(k) {
                     return Err(invalid(format!(
-                        "{key}: {k:?} is not a public key in Nix format `name:base64` ({e})"
+                        "{key}[{i}]: {k:?} is not a public key in Nix format `name:base64` ({e})"
                     )));
                 }
             }
@@ -582,6 +622,7 @@ mod tests {
         let c = Config::parse("", Path::new("t")).unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.generations_to_keep, 5);
+        assert_eq!(c.removed_profile_retention_days, 30);
         assert_eq!(c.unit_dir, PathBuf::from("/run/systemd/system"));
         assert!(!c.allow_root);
     }
@@ -594,6 +635,7 @@ bucket = "s3://ferry?endpoint=http://127.0.0.1:3900&region=garage"
 trustedKeys = ["cache:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
 manifestKeys = ["dev:bP9CzN+0ddRk1Wil4V+L70AdaoPmZ8hFqcm0Y5UM0CY="]
 generationsToKeep = 3
+removedProfileRetentionDays = 0
 allowRoot = true
 busAddress = "unix:path=/tmp/bus"
 [credentials]
@@ -608,6 +650,7 @@ pullSec = 60
         assert_eq!(c.timeouts.pull_sec, 60);
         assert_eq!(c.timeouts.job_sec, 90);
         assert_eq!(c.generations_to_keep, 3);
+        assert_eq!(c.removed_profile_retention_days, 0);
     }
 
     #[test]
@@ -669,11 +712,11 @@ pullSec = 60
             ),
             (
                 "trustedKeys = [\"nocolon\"]",
-                "trustedKeys: \"nocolon\" is not a public key",
+                "trustedKeys[0]: \"nocolon\" is not a public key",
             ),
             (
                 "manifestKeys = [\"dev:AAAA\"]",
-                "manifestKeys: \"dev:AAAA\" is not a public key",
+                "manifestKeys[0]: \"dev:AAAA\" is not a public key",
             ),
             (
                 "bucket = \"http://x\"",
@@ -688,6 +731,29 @@ pullSec = 60
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_bad_manifest_key_is_named_at_load_and_two_keys_may_share_a_name() {
+        let key = |_| {
+            ferry_schema::SecretKey::generate("deploy")
+                .unwrap()
+                .public()
+                .to_nix_string()
+        };
+        let (good, rotated) = (key(1), key(2));
+        let text = format!("manifestKeys = [\"{good}\", \"deploy:AAAA\"]");
+        let msg = Config::parse(&text, Path::new("/etc/ferry/agent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("/etc/ferry/agent.toml")
+                && msg.contains("manifestKeys[1]: \"deploy:AAAA\" is not a public key"),
+            "{msg}"
+        );
+        let text = format!("manifestKeys = [\"{good}\", \"{rotated}\"]");
+        let c = Config::parse(&text, Path::new("t")).unwrap();
+        assert_eq!(c.manifest_keys, [good, rotated]);
     }
 
     #[test]

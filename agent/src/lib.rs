@@ -14,6 +14,7 @@ pub mod host_facts;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod profile_retention;
 pub mod render;
 pub mod retire_step;
 pub mod route_step;

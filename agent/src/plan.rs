@@ -626,6 +626,7 @@ mod tests {
             version: 1,
             generation: "2025-01-01T00:00:00Z".into(),
             services,
+            decommission: Vec::new(),
             signatures: None,
         }
     }

@@ -7,7 +7,7 @@
 //! come first and would take the site over, so that route is left out (and any earlier one
 //! deleted) and the step reports it and fails.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,8 +16,8 @@ use crate::backend::caddy::{AdminAddressError, CaddyAdmin, Proxy, ProxyError};
 use crate::config::Caddy;
 use crate::plan::Action;
 use crate::routes::{
-    Drift, Route, RouteSpec, RouteWrite, claimed_by, drift, drift_lines, ferry_id, host_claims,
-    ordered_routes, repairs,
+    Drift, Route, RouteSpec, RouteWrite, claimed_by, dialled_ports, drift, drift_lines, ferry_id,
+    host_claims, ordered_routes, repairs,
 };
 use crate::state::{Outcome, State};
 use crate::tick::TickReport;
@@ -80,6 +80,23 @@ pub async fn after_tick<P: Proxy>(
         last.duration_ms = last.duration_ms.saturating_add(ms);
     }
     routed
+}
+
+/// The port each of Ferry's routes dials now, by service (empty when Caddy cannot be read:
+/// then only systemd says which blue-green instance is live). Read before a tick that may
+/// not know a live instance (state lost), so the tick keeps traffic where it goes.
+pub async fn dialled<P: Proxy>(routing: &Routing<P>) -> BTreeMap<String, u16> {
+    match routing.proxy.server(&routing.server).await {
+        Ok(Some(server)) => match server.get("routes") {
+            Some(Value::Array(routes)) => dialled_ports(routes),
+            _ => BTreeMap::new(),
+        },
+        Ok(None) => BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!("cannot read Caddy's routes to find live instances: {e}");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// The server object the agent creates: the listen addresses, and automatic HTTPS off when

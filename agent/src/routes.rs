@@ -92,6 +92,31 @@ pub fn ferry_id(route: &Value) -> Option<&str> {
         .filter(|id| id.starts_with(UNIT_PREFIX))
 }
 
+/// The loopback port each of Ferry's routes in `current` dials, by service: what Caddy
+/// sends a service's traffic to now. Routes without one `127.0.0.1:<port>` upstream are
+/// left out.
+pub fn dialled_ports(current: &[Value]) -> std::collections::BTreeMap<String, u16> {
+    current
+        .iter()
+        .filter_map(|r| {
+            let service = ferry_id(r)?.strip_prefix(UNIT_PREFIX)?;
+            let dials: Vec<&str> = r
+                .get("handle")?
+                .as_array()?
+                .iter()
+                .filter_map(|h| h.get("upstreams").and_then(Value::as_array))
+                .flatten()
+                .filter_map(|u| u.get("dial").and_then(Value::as_str))
+                .collect();
+            let [dial] = dials.as_slice() else {
+                return None;
+            };
+            let port = dial.strip_prefix("127.0.0.1:")?.parse().ok()?;
+            Some((service.to_owned(), port))
+        })
+        .collect()
+}
+
 /// The host patterns the server's routes that are not Ferry's match on (a Caddyfile site
 /// `shop.example.com { … }` compiles to a route with that host matcher). A route without a
 /// host matcher (a catch-all like Debian's `:80`) claims no domain.
@@ -281,6 +306,25 @@ mod tests {
 
     fn ids(routes: &[Route]) -> Vec<&str> {
         routes.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    #[test]
+    fn dialled_ports_are_read_from_ferrys_routes_only() {
+        let current = vec![
+            route_value(&spec("web", "a.test", "/", 8001)),
+            route_value(&spec("api", "b.test", "/api", 9000)),
+            json!({"@id": "shop", "handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:7000"}]}]}),
+            json!({"@id": "ferry-odd", "handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "127.0.0.1:1"}, {"dial": "127.0.0.1:2"}]}]}),
+            json!({"@id": "ferry-far", "handle": [{"handler": "reverse_proxy",
+                "upstreams": [{"dial": "10.0.0.1:80"}]}]}),
+        ];
+        let ports = dialled_ports(&current);
+        assert_eq!(
+            ports.into_iter().collect::<Vec<_>>(),
+            [("api".to_owned(), 9000), ("web".to_owned(), 8001)]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The state file (`<stateDir>/state.json`): what the agent last deployed, the manifest it
-//! last accepted and its ETag, the store paths in quarantine, and the last tick's result.
+//! last accepted and its ETag, the store paths in quarantine, when removed services' profiles
+//! were left behind, and the last tick's result.
 //! Versioned JSON; parsing is pure,
 //! writing goes through `atomic_file`.
 
@@ -46,6 +47,10 @@ pub struct State {
     /// switch whose route could not be written (Caddy down) is finished by a later tick.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retiring: BTreeMap<String, Retiring>,
+    /// Profiles of services no longer on this host, by service: since when (RFC 3339). Each
+    /// is deleted `removedProfileRetentionDays` later (`profile_retention`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed_profiles: BTreeMap<String, String>,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -130,6 +135,7 @@ impl Default for State {
             pending: BTreeSet::new(),
             quarantine: BTreeMap::new(),
             retiring: BTreeMap::new(),
+            removed_profiles: BTreeMap::new(),
             last_tick: None,
         }
     }
@@ -177,6 +183,7 @@ impl State {
                     s
                 })
                 .collect(),
+            decommission: Vec::new(),
             signatures: None,
         }
     }
@@ -221,6 +228,7 @@ mod tests {
             "podcastitlater-web".into(),
             Quarantined {
                 store_path: "/nix/store/b-web-2".into(),
+                unit: Some("sha256:00".into()),
                 reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
                 at: "2025-01-01T00:00:00Z".into(),
                 rolled_back_to: Some(m.services[0].artifact.store_path.clone()),

@@ -71,6 +71,27 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
         .with_context(|| format!("writing state file {}", path.display()))
 }
 
+/// Removes the temp files interrupted saves left beside the state file and among the unit
+/// files (a power loss between creating one and renaming it); returns their paths. Only
+/// under the tick lock: the agent is then their only writer.
+pub fn remove_temps(state_file: &Path, unit_dir: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let name = state_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let state_dir = state_file.parent().unwrap_or(Path::new("."));
+    for (dir, prefix) in [(state_dir, name.as_str()), (unit_dir, "ferry-")] {
+        match atomic_file::remove_temps(dir, prefix) {
+            Ok(names) => {
+                removed.extend(names.into_iter().map(|n| dir.join(n).display().to_string()))
+            }
+            Err(e) => tracing::warn!("cannot clear temp files in {}: {e}", dir.display()),
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +111,33 @@ mod tests {
         save(&p, &State::default()).unwrap();
         let (_, note) = load(&p);
         assert_eq!(note, None);
+    }
+
+    #[test]
+    fn temps_of_interrupted_saves_do_not_block_saving_and_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        let p = dir.path().join("state.json");
+        // What a save cut off by a power loss left, named as this process would name it.
+        let leftover = dir.path().join(format!(
+            ".state.json.tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&leftover, b"{\"version\": 1, \"serv").unwrap();
+        let unit_tmp = units.join(".ferry-web.service.tmp-123-ThreadId(1)");
+        std::fs::write(&unit_tmp, b"[Unit]").unwrap();
+        save(&p, &State::default()).unwrap();
+        assert_eq!(load(&p).1, None);
+        let removed = remove_temps(&p, &units);
+        assert_eq!(
+            removed,
+            [
+                leftover.display().to_string(),
+                unit_tmp.display().to_string()
+            ]
+        );
+        assert!(p.exists() && !leftover.exists() && !unit_tmp.exists());
     }
 }

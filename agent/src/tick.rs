@@ -2,10 +2,11 @@
 //! record (in memory; the caller writes the state file). An unreachable bucket or a refused
 //! manifest falls back to the services recorded in state, so a rebooted host brings its last
 //! known-good services back, and a healthy host is left alone. A manifest is refused whole
-//! only when it cannot be trusted at all (unsigned, unparsable, older than allowed, nothing
-//! for this host); the host policy then refuses services one by one, and the planner keeps
-//! each refused service on its last good version. The stored manifest a 304 re-applies is
-//! judged again, so a tightened agent.toml takes effect on the next tick.
+//! only when it cannot be trusted at all (unsigned, unparsable, older than allowed, empties a
+//! host that runs services without decommissioning it); the host policy then refuses
+//! services one by one, and the planner keeps each refused service on its last good version.
+//! The stored manifest a 304 re-applies is judged again, so a tightened agent.toml takes
+//! effect on the next tick.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,11 +21,12 @@ use crate::backend::probe::Probe;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
-use crate::health::quarantine::{hold_back, lift};
+use crate::health::quarantine::{hold_back, lift, unit_digest};
 use crate::host_facts::{self, FactSources};
-use crate::observe::observe;
+use crate::observe::{ferry_services, observe};
 use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
+use crate::profile_retention;
 use crate::render;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
@@ -47,9 +49,15 @@ pub struct TickSettings {
     pub fetch_timeout: Duration,
     /// Apply settings.
     pub apply: ApplySettings,
+    /// The port Caddy's route dials now, by service, when it was read before the tick
+    /// (state may not know a blue-green service's live instance); empty otherwise.
+    pub dialled: BTreeMap<String, u16>,
     /// Where to save the state (with its `pending` mark) before the host is changed; `None`
     /// keeps it in memory (the caller saves at the end either way).
     pub checkpoint: Option<PathBuf>,
+    /// Why this tick only restores what state records without asking the bucket (the boot
+    /// tick's fallback after `timeouts.bootSec`); `None`: an ordinary tick.
+    pub restore_only: Option<String>,
 }
 
 /// What a tick did.
@@ -84,7 +92,8 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     b: &Backends<B, S, D, U, P>,
 ) -> TickReport {
     let started = Instant::now();
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let clock = chrono::Utc::now();
+    let at = clock.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let host = settings.policy.host.clone();
     let mut lines = Vec::new();
 
@@ -99,7 +108,11 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         lines.extend(reasons.into_iter().map(|r| format!("  refused: {r}")));
         Source::Restore(Outcome::Refused)
     };
-    let fetched = match settings.trust.refuses_everything() {
+    let fetched = match settings
+        .restore_only
+        .clone()
+        .or_else(|| settings.trust.refuses_everything())
+    {
         // Nothing fetched can be applied, so nothing is fetched.
         Some(line) => {
             lines.push(line);
@@ -109,24 +122,33 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             let fetch = b
                 .bucket
                 .get_bounded(MANIFEST_KEY, etag, settings.size_cap as u64);
-            Some(
-                match tokio::time::timeout(settings.fetch_timeout, fetch).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BucketError::Unreachable(format!(
-                        "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
-                        settings.fetch_timeout.as_secs()
-                    ))),
-                },
-            )
+            // Within the tick's deadline too, which may come sooner.
+            let fetch_deadline = tokio::time::Instant::now() + settings.fetch_timeout;
+            let until = settings
+                .apply
+                .deadline
+                .map_or(fetch_deadline, |d| d.at.min(fetch_deadline));
+            Some(match tokio::time::timeout_at(until, fetch).await {
+                Ok(result) => result,
+                Err(_) => Err(BucketError::Unreachable(format!(
+                    "no complete answer for {MANIFEST_KEY} within {} s (timeouts.fetchSec)",
+                    settings.fetch_timeout.as_secs()
+                ))),
+            })
         }
     };
+    // What Ferry runs here now: a manifest that would remove all of it must say so.
+    let running = ferry_services(state, &b.units);
+    let here = Some((&settings.policy, &running));
     let source = match fetched {
+        // The boot tick's fallback restored what state records; the manifest still waits.
+        None if settings.restore_only.is_some() => Source::Restore(Outcome::Failed),
         None => Source::Restore(Outcome::Refused),
         Some(Ok(Fetched::Found { bytes, etag })) => match verify(
             &bytes,
             settings.size_cap,
             &settings.trust,
-            Some(&settings.policy),
+            here,
             last_generation.as_deref(),
         ) {
             Ok(accepted) => {
@@ -138,7 +160,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             Err(reasons) => refuse(&mut lines, "manifest", reasons),
         },
         Some(Ok(Fetched::Unchanged)) => match &state.manifest {
-            Some(m) => match recheck(m, &settings.trust, Some(&settings.policy)) {
+            Some(m) => match recheck(m, &settings.trust, here) {
                 Ok(()) => Source::Unchanged(Box::new(m.clone())),
                 Err(reasons) => refuse(
                     &mut lines,
@@ -170,7 +192,10 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     };
 
     let (mut desired, restore_outcome) = match &source {
-        Source::Fetched(m, _) | Source::Unchanged(m) => ((**m).clone(), None),
+        Source::Fetched(m, _) | Source::Unchanged(m) => {
+            lines.extend(settings.policy.nothing_here(m));
+            ((**m).clone(), None)
+        }
         Source::Restore(o) => (state.applied_manifest(&host), Some(*o)),
     };
     // Host policy and quarantine only concern a trusted manifest: what state restores
@@ -182,14 +207,14 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         refused = settings.policy.refusals(&desired, &facts);
         for (name, q) in lift(&mut state.quarantine, &desired, &host) {
             lines.push(format!(
-                "{name}: quarantine of {} lifted (a newer manifest no longer names it)",
+                "{name}: quarantine of {} lifted (a newer manifest asks for another version)",
                 q.store_path
             ));
         }
         held = hold_back(&mut desired, &host, &state.quarantine, &state.services);
     }
 
-    let observed = match observe(state, &b.units, Some(&b.systemd)).await {
+    let observed = match observe(state, &b.units, Some(&b.systemd), &settings.dialled).await {
         Ok(o) => o,
         Err(e) => {
             lines.push(format!(
@@ -260,14 +285,25 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let applied = apply(&the_plan, b, &settings.apply).await;
     // Apply ran to its end: every outcome below is known and recorded.
     state.pending.clear();
+    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
     for s in &applied.services {
         if let Some(q) = &s.quarantine {
-            // Only a manifest newer than this one lifts it (`quarantine::lift`).
+            // Only a manifest newer than this one lifts it (`quarantine::lift`), and only
+            // this version (store path and unit) is held back.
             let generation = (!desired.generation.is_empty()).then(|| desired.generation.clone());
+            let unit = by_name
+                .get(s.name.as_str())
+                .filter(|tried| tried.artifact.store_path == q.store_path)
+                .map(|tried| unit_digest(tried));
             state.quarantine.insert(
                 s.name.clone(),
                 crate::health::quarantine::Quarantined {
                     generation,
+                    unit,
                     ..q.clone()
                 },
             );
@@ -276,11 +312,6 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
 
     // Record: successful services become the applied set; failures keep their old entry.
     let now = at.clone();
-    let by_name: std::collections::BTreeMap<&str, &ferry_schema::manifest::Service> = desired
-        .services
-        .iter()
-        .map(|s| (s.name.as_str(), s))
-        .collect();
     for (p, outcome) in the_plan.services.iter().zip(&applied.services) {
         if !outcome.ok {
             continue;
@@ -328,7 +359,38 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         state.manifest = Some(*m);
         state.manifest_etag = etag;
     }
+    // Removed services' profiles: only a trusted manifest says a service has left.
+    if restore_outcome.is_none() {
+        let kept = state
+            .services
+            .keys()
+            .cloned()
+            .chain(
+                desired
+                    .services
+                    .iter()
+                    .filter(|s| s.hosts.contains(&host))
+                    .map(|s| s.name.clone()),
+            )
+            .collect();
+        lines.extend(profile_retention::step(
+            &settings.apply.profile_dir,
+            &kept,
+            &mut state.removed_profiles,
+            clock,
+            settings.apply.removed_profile_retention_days,
+        ));
+    }
 
+    if let Some(d) = settings.apply.deadline
+        && !applied.cut_short.is_empty()
+    {
+        lines.push(format!(
+            "tick cut short after timeouts.tickSec ({} s): not started: {}; services that run were left as they are and the next tick carries on (raise timeouts.tickSec if ticks need longer)",
+            d.tick_sec,
+            applied.cut_short.join(", ")
+        ));
+    }
     // A held-back or waiting service does not match the manifest either: the tick is not ok.
     let any_failed =
         applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();

@@ -1,6 +1,7 @@
 //! Verify step: decide whether a manifest may be applied at all — size cap, schema and
 //! semantic validation, a signature by a trusted manifest key, not an older generation than
-//! the last one applied (unless rollback by copy is allowed), and something for this host.
+//! the last one applied (unless rollback by copy is allowed), and not emptying a host that runs
+//! services unless it says so (`decommission`).
 //! These refuse the manifest whole; what a signed manifest may do on this host is decided
 //! service by service afterwards (`policy`). The stored manifest a 304 re-applies goes
 //! through the same checks again ([`recheck`]), so a tightened agent.toml takes effect on
@@ -10,7 +11,7 @@
 use ferry_schema::{Manifest, PublicKey};
 
 use crate::generation;
-use crate::policy::HostPolicy;
+use crate::policy::{HostPolicy, Running};
 
 /// A manifest this host accepts.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub fn verify(
     bytes: &[u8],
     size_cap: usize,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
     last_generation: Option<&str>,
 ) -> Result<Accepted, Vec<String>> {
     let validated = match ferry_schema::validate_bytes(bytes, size_cap) {
@@ -70,7 +71,7 @@ pub fn verify(
         }
     };
     let mut reasons = Vec::new();
-    let signed_by = check(&validated.manifest, trust, policy, &mut reasons);
+    let signed_by = check(&validated.manifest, trust, host, &mut reasons);
     if let Some(last) = last_generation
         && !trust.rollback_by_copy
         && generation::is_older(&validated.manifest.generation, last)
@@ -97,10 +98,10 @@ pub fn verify(
 pub fn recheck(
     manifest: &Manifest,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
 ) -> Result<(), Vec<String>> {
     let mut reasons = Vec::new();
-    check(manifest, trust, policy, &mut reasons);
+    check(manifest, trust, host, &mut reasons);
     if reasons.is_empty() {
         Ok(())
     } else {
@@ -112,27 +113,33 @@ pub fn recheck(
 fn check(
     manifest: &Manifest,
     trust: &Trust,
-    policy: Option<&HostPolicy>,
+    host: Option<(&HostPolicy, &Running)>,
     reasons: &mut Vec<String>,
 ) -> Option<String> {
     let mut signed_by = None;
     if let Some(line) = trust.refuses_everything() {
         reasons.push(line);
     } else if !trust.manifest_keys.is_empty() {
+        // An entry that does not parse is refused when agent.toml is loaded; should one get
+        // here anyway it only counts when no other key verifies, so it cannot block them.
         let mut keys = Vec::with_capacity(trust.manifest_keys.len());
+        let mut unusable = Vec::new();
         for k in &trust.manifest_keys {
             match PublicKey::parse(k) {
                 Ok(key) => keys.push(key),
-                Err(e) => reasons.push(format!("manifestKeys entry {k:?} in agent.toml: {e}")),
+                Err(e) => unusable.push(format!("manifestKeys entry {k:?} in agent.toml: {e}")),
             }
         }
         match ferry_schema::verify_manifest(manifest, &keys) {
             Ok(name) => signed_by = Some(name),
-            Err(e) => reasons.push(format!("signature: {e}")),
+            Err(e) => {
+                reasons.extend(unusable);
+                reasons.push(format!("signature: {e}"));
+            }
         }
     }
-    if let Some(policy) = policy {
-        reasons.extend(policy.check_manifest(manifest));
+    if let Some((policy, running)) = host {
+        reasons.extend(policy.check_manifest(manifest, running));
     }
     signed_by
 }
@@ -159,6 +166,11 @@ mod tests {
         }
     }
 
+    /// A host that runs a Ferry service.
+    fn runs() -> Running {
+        Ok(["web".to_owned()].into())
+    }
+
     fn unsigned_ok() -> Trust {
         Trust {
             allow_unsigned: true,
@@ -177,7 +189,14 @@ mod tests {
     #[test]
     fn no_keys_refuses_everything_unless_unsigned_is_allowed() {
         let none = Trust::default();
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &none, Some(&policy()), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &none,
+            Some((&policy(), &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(
             err[0].contains("manifestKeys") && err[0].contains("allowUnsignedManifests = true"),
@@ -187,7 +206,7 @@ mod tests {
             EXAMPLE.as_bytes(),
             1 << 20,
             &unsigned_ok(),
-            Some(&policy()),
+            Some((&policy(), &runs())),
             None,
         )
         .unwrap();
@@ -202,23 +221,61 @@ mod tests {
             manifest_keys: vec![key.public().to_nix_string()],
             ..unsigned_ok()
         };
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &trust, Some(&policy()), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &trust,
+            Some((&policy(), &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 1);
         assert!(err[0].contains("not signed"), "{err:?}");
 
         let bytes = signed(&key, "2025-01-01T00:00:00Z");
-        let a = verify(&bytes, 1 << 20, &trust, Some(&policy()), None).unwrap();
+        let a = verify(&bytes, 1 << 20, &trust, Some((&policy(), &runs())), None).unwrap();
         assert_eq!(a.signed_by.as_deref(), Some("dev"));
 
         let mut m: Manifest = serde_json::from_slice(&bytes).unwrap();
         m.services[0].env.insert("X".into(), "tampered".into());
         let tampered = serde_json::to_vec(&m).unwrap();
-        let err = verify(&tampered, 1 << 20, &trust, Some(&policy()), None).unwrap_err();
+        let err = verify(&tampered, 1 << 20, &trust, Some((&policy(), &runs())), None).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(
             err[0].starts_with("signature: no valid signature by a trusted key"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn rotated_keys_with_one_name_both_verify_and_a_bad_entry_shadows_nothing() {
+        const G: &str = "2025-01-01T00:00:00Z";
+        let old = SecretKey::generate("deploy").unwrap();
+        let new = SecretKey::generate("deploy").unwrap();
+        let trust = Trust {
+            manifest_keys: vec![
+                "deploy:AAAA".into(),
+                old.public().to_nix_string(),
+                new.public().to_nix_string(),
+            ],
+            ..Trust::default()
+        };
+        for key in [&old, &new] {
+            let a = verify(
+                &signed(key, G),
+                1 << 20,
+                &trust,
+                Some((&policy(), &runs())),
+                None,
+            )
+            .unwrap();
+            assert_eq!(a.signed_by.as_deref(), Some("deploy"));
+        }
+        let stranger = SecretKey::generate("deploy").unwrap();
+        let err = verify(&signed(&stranger, G), 1 << 20, &trust, None, None).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(err[0].contains("\"deploy:AAAA\""), "{err:?}");
+        assert!(err[1].contains("none of the 2 trusted keys"), "{err:?}");
     }
 
     #[test]
@@ -254,14 +311,14 @@ mod tests {
             manifest_keys: vec![k.public().to_nix_string()],
             ..Trust::default()
         };
-        assert!(recheck(&m, &trust(&key), Some(&policy())).is_ok());
-        let err = recheck(&m, &trust(&other), Some(&policy())).unwrap_err();
+        assert!(recheck(&m, &trust(&key), Some((&policy(), &runs()))).is_ok());
+        let err = recheck(&m, &trust(&other), Some((&policy(), &runs()))).unwrap_err();
         assert!(err[0].starts_with("signature:"), "{err:?}");
         let elsewhere = HostPolicy {
             host: "elsewhere".into(),
             ..policy()
         };
-        let err = recheck(&m, &trust(&key), Some(&elsewhere)).unwrap_err();
+        let err = recheck(&m, &trust(&key), Some((&elsewhere, &runs()))).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert!(
             err[0].starts_with("the manifest names no service for host \"elsewhere\""),
@@ -286,7 +343,14 @@ mod tests {
             manifest_keys: vec![key.public().to_nix_string()],
             ..Trust::default()
         };
-        let err = verify(EXAMPLE.as_bytes(), 1 << 20, &trust, Some(&other), None).unwrap_err();
+        let err = verify(
+            EXAMPLE.as_bytes(),
+            1 << 20,
+            &trust,
+            Some((&other, &runs())),
+            None,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(
             err[0].starts_with("signature: the manifest is not signed"),

@@ -19,6 +19,7 @@ pub fn synthetic_manifest(n: usize) -> Manifest {
         version: 1,
         generation: "2025-01-15T12:34:56Z".to_owned(),
         services: (0..n).map(synthetic_service).collect(),
+        decommission: Vec::new(),
         signatures: None,
     }
 }

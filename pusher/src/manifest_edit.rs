@@ -169,7 +169,44 @@ pub fn service_changes(old: Option<&Manifest>, new: &Manifest) -> Vec<String> {
             lines.push(format!("- {}", o.name));
         }
     }
+    for host in &new.decommission {
+        if !old.is_some_and(|m| m.decommission.contains(host)) {
+            lines.push(format!(
+                "- host {host}: decommissioned (its agent removes every Ferry service it runs)"
+            ));
+        }
+    }
     lines
+}
+
+/// Adds `hosts` to `m`'s `decommission` list (each once, in the order given).
+pub fn decommission(m: &mut Manifest, hosts: &[String]) {
+    for host in hosts {
+        if !m.decommission.contains(host) {
+            m.decommission.push(host.clone());
+        }
+    }
+}
+
+/// Hosts `old`'s services run on that `new` names nowhere and does not decommission: their
+/// agents refuse `new` while they still run Ferry services (see the agent's
+/// `HostPolicy::check_manifest`).
+pub fn emptied_hosts(old: Option<&Manifest>, new: &Manifest) -> Vec<String> {
+    let mut hosts: Vec<String> = old
+        .map(|m| {
+            m.services
+                .iter()
+                .flat_map(|s| s.hosts.iter())
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    hosts.sort();
+    hosts.dedup();
+    hosts.retain(|h| {
+        !new.decommission.contains(h) && !new.services.iter().any(|s| s.hosts.contains(h))
+    });
+    hosts
 }
 
 #[cfg(test)]
@@ -212,6 +249,27 @@ mod tests {
         assert!(next_generation(Some("yesterday"), Utc::now()).is_err());
         assert!(is_later("2026-01-01T10:00:01Z", "2026-01-01T10:00:00Z").unwrap());
         assert!(!is_later("2026-01-01T10:00:00Z", "2026-01-01T10:00:00Z").unwrap());
+    }
+
+    #[test]
+    fn decommission_and_emptied_hosts() {
+        let old = example();
+        let mut new = example();
+        new.services.clear();
+        assert_eq!(emptied_hosts(Some(&old), &new), ["biz"]);
+        assert!(emptied_hosts(None, &new).is_empty());
+        decommission(&mut new, &["biz".to_owned(), "biz".to_owned()]);
+        assert_eq!(new.decommission, ["biz"]);
+        assert!(emptied_hosts(Some(&old), &new).is_empty());
+        assert_eq!(
+            service_changes(Some(&old), &new),
+            [
+                "- podcastitlater-web",
+                "- host biz: decommissioned (its agent removes every Ferry service it runs)"
+            ]
+        );
+        // Decommissioned already: not a change again.
+        assert_eq!(service_changes(Some(&new), &new), Vec::<String>::new());
     }
 
     #[test]

@@ -421,3 +421,77 @@ fn verify_tamper_cases_and_repeatable_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--trusted-key"), "{}", stderr(&out));
 }
+
+/// `ferry publish --decommission HOST`: an empty manifest that empties `biz` on purpose,
+/// signed with the list in it; without the flag the same publish says that `biz`'s agent
+/// will refuse it; a decommissioned host a service still runs on is refused.
+#[test]
+fn publish_decommission_lists_the_host_and_refuses_a_host_still_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sk, _, public) = keygen(dir.path(), "dec-1");
+    let url = format!("file://{}", dir.path().join("bucket").display());
+    let run = |file: &Path, extra: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .env("HOME", dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NIX_CACHE_KEY")
+            .args(["publish", s(file), "--bucket", &url, "--key-file", s(&sk)])
+            .args(["--allow-missing"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let example = write(dir.path(), "example.json", EXAMPLE);
+    let out = run(&example, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let mut empty: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    empty["services"] = serde_json::json!([]);
+    empty["generation"] = serde_json::json!("2030-01-01T00:00:00Z");
+    let empty = write(dir.path(), "empty.json", &empty.to_string());
+    let out = run(&empty, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: host biz loses every service; its agent refuses this manifest and keeps them running unless you publish with --decommission biz"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&empty, &["--decommission", "biz"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("- host biz: decommissioned"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        !stderr(&out).contains("loses every service"),
+        "{}",
+        stderr(&out)
+    );
+    let live = dir.path().join("bucket/manifest.json");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&live).unwrap()).unwrap();
+    assert_eq!(m["decommission"], serde_json::json!(["biz"]));
+    let pk = write(dir.path(), "trusted.pub", &public);
+    let verified = ferry(&["verify", s(&live), "--trusted-key-file", s(&pk)]);
+    assert_eq!(verified.status.code(), Some(0), "{}", stderr(&verified));
+
+    // biz still runs the example's service: decommissioning it is a contradiction.
+    let mut later: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    later["generation"] = serde_json::json!("2031-01-01T00:00:00Z");
+    let later = write(dir.path(), "later.json", &later.to_string());
+    let out = run(&later, &["--decommission", "biz"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("/decommission/0: decommission: host `biz` is to be emptied, but service `podcastitlater-web` runs on it"),
+        "{}",
+        stdout(&out)
+    );
+    let help = ferry(&["publish", "--help"]);
+    assert!(
+        stdout(&help).contains("--decommission <HOST>"),
+        "{}",
+        stdout(&help)
+    );
+}

@@ -6,6 +6,7 @@
 // Tests may panic on a broken precondition; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod health_budget;
 pub mod json_schema;
 pub mod keys;
 pub mod layout;

@@ -27,6 +27,12 @@ pub struct Manifest {
     pub generation: String,
     /// The services, each deployed to the hosts it names.
     pub services: Vec<Service>,
+    /// Hosts to empty on purpose: their agents stop and remove every Ferry service they run.
+    /// An agent refuses a manifest that names none of its services while it still runs some
+    /// (so a wrong `hostName` cannot wipe a host), unless its host is listed here. A host
+    /// listed here must not be in any service's `hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decommission: Vec<String>,
     /// Signatures over the RFC 8785 canonical form of this manifest without this field,
     /// each `keyname:base64` (ed25519, Nix key format).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -59,6 +59,8 @@ pub fn sign_manifest(m: &mut Manifest, key: &SecretKey) -> Result<(), SignError>
 }
 
 /// Checks that `m` carries a valid signature by one of `trusted`; returns that key's name.
+/// A signature is matched by its key name and then checked under every trusted key of that
+/// name.
 pub fn verify_manifest(m: &Manifest, trusted: &[PublicKey]) -> Result<String, VerifyError> {
     if trusted.is_empty() {
         return Err(VerifyError::NoTrustedKeys);
@@ -71,21 +73,41 @@ pub fn verify_manifest(m: &Manifest, trusted: &[PublicKey]) -> Result<String, Ve
     let mut reasons = Vec::new();
     for sig in signatures {
         let name = signature_key_name(sig).unwrap_or_default();
-        let Some(key) = trusted.iter().find(|k| k.name() == name) else {
+        // Every trusted key of that name is tried: rotating a key under the same name
+        // trusts the old and the new one at once, and neither may shadow the other.
+        let named: Vec<&PublicKey> = trusted.iter().filter(|k| k.name() == name).collect();
+        if named.is_empty() {
             reasons.push(format!(
                 "signature by `{}` is not from a trusted key (trusted: {})",
                 name.escape_debug(),
                 trusted_names(trusted)
             ));
             continue;
-        };
-        match key.verify_detached(&msg, sig) {
-            Ok(()) => return Ok(key.name().to_owned()),
-            Err(e @ (KeyError::Mismatch(_) | KeyError::NameMismatch { .. })) => {
-                reasons.push(e.to_string())
+        }
+        let mut mismatch = None;
+        for key in &named {
+            match key.verify_detached(&msg, sig) {
+                Ok(()) => return Ok(key.name().to_owned()),
+                Err(e @ (KeyError::Mismatch(_) | KeyError::NameMismatch { .. })) => {
+                    mismatch = Some(e.to_string());
+                }
+                Err(e) => {
+                    mismatch = None;
+                    reasons.push(format!(
+                        "signature by `{}` is malformed: {e}",
+                        name.escape_debug()
+                    ));
+                    break;
+                }
             }
-            Err(e) => reasons.push(format!(
-                "signature by `{}` is malformed: {e}",
+        }
+        match (mismatch, named.len()) {
+            (None, _) => {}
+            (Some(one), 1) => reasons.push(one),
+            (Some(_), n) => reasons.push(format!(
+                "signature by `{}` matches none of the {n} trusted keys named `{}`: the signed \
+                 data changed, or another key with that name signed it",
+                name.escape_debug(),
                 name.escape_debug()
             )),
         }

@@ -8,6 +8,8 @@
 //! shows everything. This layer is the first defence against text injected into unit files
 //! and paths: anything that reaches a unit file or a path is checked here.
 
+mod budget;
+mod decommission;
 mod depends;
 mod report;
 mod routes;
@@ -183,10 +185,12 @@ fn check_typed(m: &Manifest, report: &mut Report) {
         Some(u64::from(m.version)),
         Some(&m.generation),
         m.services.len(),
+        &m.decommission,
         report,
     );
     top::check_signatures(m.signatures.as_deref(), report);
     check_services(&services, report);
+    decommission::check(&m.decommission, &services, report);
 }
 
 /// Runs the semantic checks on whatever parts of an ill-shaped document have the right
@@ -210,11 +214,18 @@ fn check_partial(value: &Value, report: &mut Report) {
         .filter_map(|(i, v)| salvage::salvage_service(i, v, &bad).map(|s| (i, s)))
         .collect();
     let services: Vec<(usize, &Service)> = parsed.iter().map(|(i, s)| (*i, s)).collect();
-    top::check(version, generation, items.len(), report);
+    // A decommission list the schema layer refused is left out.
+    let decommission: Vec<String> = value
+        .get("decommission")
+        .filter(|_| !bad.iter().any(|p| p.starts_with("/decommission")))
+        .and_then(|v| Vec::<String>::deserialize(v).ok())
+        .unwrap_or_default();
+    top::check(version, generation, items.len(), &decommission, report);
     if let Some(Ok(sigs)) = value.get("signatures").map(Vec::<String>::deserialize) {
         top::check_signatures(Some(&sigs), report);
     }
     check_services(&services, report);
+    decommission::check(&decommission, &services, report);
 }
 
 fn check_services(services: &[(usize, &Service)], report: &mut Report) {
@@ -223,4 +234,5 @@ fn check_services(services: &[(usize, &Service)], report: &mut Report) {
     }
     routes::check(services, report);
     depends::check(services, report);
+    budget::check(services, report);
 }

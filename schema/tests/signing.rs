@@ -90,6 +90,31 @@ fn same_name_different_key_fails() {
 }
 
 #[test]
+fn two_trusted_keys_with_one_name_are_both_usable() {
+    // Key rotation that keeps the name: the old and the new key are both trusted while
+    // hosts move over, in either order, and a manifest signed by either verifies.
+    let (by_old, old) = signed();
+    let new = SecretKey::generate("ferry-test-1").unwrap();
+    let mut by_new: Manifest = serde_json::from_str(EXAMPLE).unwrap();
+    sign_manifest(&mut by_new, &new).unwrap();
+    for trusted in [[old.public(), new.public()], [new.public(), old.public()]] {
+        for m in [&by_old, &by_new] {
+            assert_eq!(verify_manifest(m, &trusted).unwrap(), "ferry-test-1");
+        }
+    }
+    // A third key of that name is still refused, by name and by key.
+    let impostor = SecretKey::generate("ferry-test-1").unwrap();
+    let mut forged: Manifest = serde_json::from_str(EXAMPLE).unwrap();
+    sign_manifest(&mut forged, &impostor).unwrap();
+    let err = verify_manifest(&forged, &[old.public(), new.public()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("matches none of the 2 trusted keys named `ferry-test-1`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn truncated_signature_fails() {
     let (mut m, key) = signed();
     let sigs = m.signatures.as_mut().unwrap();

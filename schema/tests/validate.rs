@@ -515,7 +515,75 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "/services",
             "required field `services`",
         ),
+        (
+            "a decommissioned host a service still runs on",
+            vec![Set("/decommission", json!(["old", "biz"]))],
+            "/decommission/1",
+            "host `biz` is to be emptied, but service `podcastitlater-web` runs on it",
+        ),
+        (
+            "a decommissioned host that is not a host name",
+            vec![Set("/decommission", json!(["Biz!"]))],
+            "/decommission/0",
+            "not a valid host name",
+        ),
+        (
+            "decommission not a list",
+            vec![Set("/decommission", json!("biz"))],
+            "/decommission",
+            "write a JSON array",
+        ),
     ]
+}
+
+/// An empty `services` list is valid; its warning says what the agents will do with it,
+/// with and without hosts to empty on purpose.
+#[test]
+fn an_empty_manifest_warns_what_each_host_does() {
+    let mut doc = example();
+    set(&mut doc, "/services", json!([]));
+    let v = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP).unwrap();
+    let w: Vec<String> = v.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "/services: the manifest has no services: hosts that run no Ferry service do nothing; a host that still runs some refuses it and keeps them (to empty a host on purpose, list it in decommission: `ferry publish --decommission HOST`)"
+        ]
+    );
+    set(&mut doc, "/decommission", json!(["biz", "old"]));
+    let v = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP).unwrap();
+    assert_eq!(v.manifest.decommission, ["biz", "old"]);
+    let w: Vec<String> = v.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        [
+            "/services: the manifest has no services: `biz`, `old` stop and remove every Ferry service they run; any other host that still runs some refuses it and keeps them"
+        ]
+    );
+}
+
+/// A host the manifest empties while it deploys elsewhere: valid, no warning; a duplicate
+/// is a warning.
+#[test]
+fn decommission_beside_services_elsewhere_is_valid() {
+    let mut doc = example();
+    set(&mut doc, "/decommission", json!(["old", "old"]));
+    let v = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP).unwrap();
+    assert!(
+        v.warnings
+            .iter()
+            .any(|p| p.pointer == "/decommission/1" && p.message.contains("listed twice")),
+        "{:?}",
+        v.warnings
+    );
+    // Without a decommission list the field stays out of the document (old signatures hold).
+    let plain: ferry_schema::Manifest = serde_json::from_value(example()).unwrap();
+    assert!(
+        serde_json::to_value(&plain)
+            .unwrap()
+            .get("decommission")
+            .is_none()
+    );
 }
 
 #[test]

@@ -69,4 +69,10 @@ in {
     mode = "ok";
     deps = [lib data];
   };
+  # Seven healthy versions of one service (6.1.0 … 6.7.0), for counting what a profile keeps.
+  series = map (i:
+    service {
+      version = "6.${toString i}.0";
+      mode = "ok";
+    }) [1 2 3 4 5 6 7];
 }

@@ -1,6 +1,6 @@
 //! Real, signed Nix closures of the test service for end-to-end tests: v1, v2, a broken
-//! one (health answers 503), a crashing one, and a multi-path one whose store paths
-//! reference each other. Built once per binary (cached on disk under
+//! one (health answers 503), a crashing one, a multi-path one whose store paths
+//! reference each other, and a series of seven healthy versions. Built once per binary (cached on disk under
 //! /var/cache/ferry-testbed, keyed by the binary's and the expression's hash) with the
 //! machine's nix-build and plain derivations, then copied into a signed and an unsigned
 //! `file://` binary cache.
@@ -54,6 +54,8 @@ pub struct Closures {
     pub multi: String,
     /// The other store paths of `multi`'s closure (`ferry-testlib-1`, `ferry-testdata-1`).
     pub multi_deps: Vec<String>,
+    /// Seven healthy versions, `6.1.0` to `6.7.0`, in order.
+    pub series: Vec<String>,
     /// `ferry-test-1:<base64>`, for `trusted-public-keys`.
     pub public_key: String,
     /// The secret key file (`nix-store --generate-binary-cache-key` format).
@@ -236,6 +238,22 @@ fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
             .with_context(|| format!("making GC root {}", root.display()))?;
         paths.insert(attr.to_string(), Value::String(path));
     }
+    let mut build = cmd("nix-build", NIX_BUILD_FLAGS);
+    build
+        .arg("--no-out-link")
+        .arg(&expr)
+        .args(["--argstr", "binPath", binary, "-A", "series"]);
+    let out = run(&mut build).context("building the test closures `series` with nix-build")?;
+    let series: Vec<String> = out.stdout.lines().map(str::to_owned).collect();
+    if series.len() != 7 {
+        bail!("nix-build -A series printed {} paths, not 7", series.len());
+    }
+    for (i, path) in series.iter().enumerate() {
+        let root = Path::new(GC_ROOTS).join(format!("{digest}-series-{}", i + 1));
+        let _ = std::fs::remove_file(&root);
+        std::os::unix::fs::symlink(path, &root)
+            .with_context(|| format!("making GC root {}", root.display()))?;
+    }
     let (secret, public) = (temp.join("key.sec"), temp.join("key.pub"));
     let mut keygen = cmd("nix-store", ["--generate-binary-cache-key", KEY_NAME]);
     keygen.arg(&secret).arg(&public);
@@ -243,7 +261,9 @@ fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
     let tops: Vec<String> = ["v1", "v2", "broken", "crashing", "multi"]
         .iter()
         .filter_map(|attr| paths.get(*attr).and_then(Value::as_str).map(str::to_string))
+        .chain(series.iter().cloned())
         .collect();
+    paths.insert("series".to_owned(), json!(series));
     // The signing key path is recorded as it will be after the rename.
     let final_secret = dir.join("key.sec");
     for (name, key) in [("signed", Some(&secret)), ("unsigned", None)] {
@@ -291,6 +311,19 @@ fn load(dir: &Path) -> Result<Closures> {
         crashing: path("crashing")?,
         multi: path("multi")?,
         multi_deps: vec![path("lib")?, path("data")?],
+        series: manifest["paths"]["series"]
+            .as_array()
+            .with_context(|| format!("{} lacks the series", manifest_path.display()))?
+            .iter()
+            .map(|p| match p.as_str() {
+                Some(p) if Path::new(p).exists() => Ok(p.to_owned()),
+                Some(p) => bail!("{p} was garbage-collected; rebuilding"),
+                None => bail!(
+                    "{} has a series entry that is not a path",
+                    manifest_path.display()
+                ),
+            })
+            .collect::<Result<_>>()?,
         public_key: manifest["public_key"]
             .as_str()
             .context("closures.json lacks public_key")?

@@ -212,3 +212,47 @@ async fn agent_systemd_backend_runs_jobs_and_reads_state_over_a_hosts_bus() -> R
 }
 
 // The zbus vs `systemctl` restart measurement is a benchmark: bench/restart_zbus_vs_systemctl.sh.
+
+/// Sends SIGCONT to a stopped process when dropped, so a failing assertion never leaves a
+/// host's systemd frozen.
+struct Thaw(u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        if let Some(pid) = i32::try_from(self.0)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_systemd_does_not_hold_a_call_past_the_timeout() -> Result<()> {
+    let bed = Bed::start(BedOptions {
+        hosts: 1,
+        ..Default::default()
+    })?;
+    let host = bed.host(0);
+    let sd = DbusSystemd::connect(Some(&host.dbus_address()?), Duration::from_secs(2)).await?;
+    sd.reload().await?;
+    // systemd stops answering (a hung PID 1, a stuck job queue); the bus itself still does.
+    let pid = host.pid()?;
+    let raw = rustix::process::Pid::from_raw(i32::try_from(pid)?)
+        .ok_or_else(|| anyhow::anyhow!("PID 0"))?;
+    rustix::process::kill_process(raw, rustix::process::Signal::STOP)?;
+    let thaw = Thaw(pid);
+    let started = std::time::Instant::now();
+    let calls = async { (sd.reload().await, sd.unit_state("ferry-none.service").await) };
+    let answered = tokio::time::timeout(Duration::from_secs(20), calls).await;
+    let took = started.elapsed();
+    drop(thaw);
+    let (reload, state) = answered.map_err(|_| anyhow::anyhow!("a call hung for 20 s"))?;
+    eprintln!("frozen systemd: both calls gave up after {took:?}");
+    assert!(reload.is_err() && state.is_err(), "{reload:?} {state:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    // Thawed, it answers again on the same connection.
+    sd.reload().await?;
+    Ok(())
+}

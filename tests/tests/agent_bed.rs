@@ -166,6 +166,88 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     Ok(())
 }
 
+/// The design's migration, phase 1: the agent deployed with an empty manifest does nothing
+/// and says so (exit 0). Once the host runs a service, neither an empty manifest nor one
+/// for other hosts only (a wrong `hostName`) removes it; a manifest that decommissions the
+/// host does, and the emptied host then ticks clean.
+#[tokio::test]
+async fn agent_empty_manifest_is_a_noop_and_only_a_decommission_empties_a_host() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+
+    // Phase 1: a fresh host and an empty manifest.
+    t.publish(&manifest(1, vec![])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(
+        out.status, 0,
+        "an empty manifest on a fresh host is refused"
+    );
+    assert!(
+        out.stdout.contains(
+            "names no service for host \"bedhost\" (hosts it names: none); nothing to run here"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.state()?["lastTick"]["outcome"], "ok");
+    assert!(t.unit_files()?.is_empty());
+
+    // The host gets a service.
+    t.publish(&manifest(2, vec![service("alpha", &c.v1, 8101)]))
+        .await?;
+    assert_eq!(t.reconcile()?.status, 0);
+    let inv = t.show("ferry-alpha.service", "InvocationID")?;
+
+    // Neither an empty manifest nor one only for another host removes it.
+    let mut elsewhere = manifest(3, vec![service("alpha", &c.v1, 8101)]);
+    elsewhere["services"][0]["hosts"] = json!(["someone-else"]);
+    for (what, m) in [("empty", manifest(3, vec![])), ("elsewhere", elsewhere)] {
+        t.publish(&m).await?;
+        let out = t.reconcile()?;
+        assert_eq!(out.status, 2, "{what}: not refused");
+        assert!(
+            out.stdout
+                .contains("while it runs Ferry services (alpha); refusing to remove them all")
+                && out.stdout.contains("ferry publish --decommission bedhost"),
+            "{what}: {}",
+            out.stdout
+        );
+        assert_eq!(
+            t.show("ferry-alpha.service", "InvocationID")?,
+            inv,
+            "{what}"
+        );
+        assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0", "{what}");
+    }
+
+    // Another host's decommission does not cover this one; this host's does.
+    let mut other = manifest(4, vec![]);
+    other["decommission"] = json!(["someone-else"]);
+    t.publish(&other).await?;
+    assert_eq!(t.reconcile()?.status, 2);
+    let mut empty_me = manifest(5, vec![]);
+    empty_me["decommission"] = json!([HOST]);
+    t.publish(&empty_me).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "a decommission was refused");
+    assert!(
+        out.stdout.contains(
+            "the manifest decommissions host \"bedhost\": every Ferry service here is removed"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(t.unit_files()?.is_empty(), "{}", t.unit_files()?);
+    assert_ne!(t.show("ferry-alpha.service", "ActiveState")?, "active");
+    assert!(t.state()?["services"].get("alpha").is_none());
+
+    // The emptied host accepts an empty manifest without the decommission again.
+    t.publish(&manifest(6, vec![])).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    Ok(())
+}
+
 #[tokio::test]
 async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the_host() -> Result<()>
 {
@@ -223,7 +305,8 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
     assert!(
-        out.stdout.contains("names no service for host"),
+        out.stdout.contains("names no service for host")
+            && out.stdout.contains("while it runs Ferry services (alpha)"),
         "{}",
         out.stdout
     );
@@ -520,4 +603,104 @@ fn next_random(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
+}
+
+/// "GC roots keep old closures alive (last 5 versions per service)", with the host's own
+/// Nix: after seven deploys of one service exactly the last five closures survive
+/// `nix-store --gc`. A removed service's profile outlives the service by
+/// `removedProfileRetentionDays` (the test moves the clock recorded in state.json back
+/// instead of waiting a day), then the agent deletes it and the GC takes its closure.
+#[tokio::test]
+async fn agent_keeps_the_last_five_closures_and_deletes_removed_profiles_after_retention()
+-> Result<()> {
+    let t = AgentBed::start_with("removedProfileRetentionDays = 1\n[timeouts]\nsettleSec = 1\n")
+        .await?;
+    let c = t.closures;
+    let profiles = "/nix/var/nix/profiles/ferry";
+    let in_store = |path: &str| t.host().path_in_host(path).exists();
+    let mut second = String::new();
+
+    for (i, path) in c.series.iter().enumerate() {
+        let mut services = vec![service("app", path, 8101)];
+        if i == 0 {
+            services.push(service("gone", &c.v1, 8102));
+        }
+        t.publish(&manifest(u32::try_from(i)? + 1, services))
+            .await?;
+        let out = t.reconcile()?;
+        assert_eq!(out.status, 0, "deploy {}: {}", i + 1, out.stdout);
+        assert_eq!(
+            t.get(8101, "/version")?.trim(),
+            format!("6.{}.0", i + 1),
+            "deploy {}",
+            i + 1
+        );
+        if i == 1 {
+            second = out.stdout;
+        }
+    }
+    let links = t.host().sh_ok(&format!(
+        "cd {profiles} && ls -1 | grep '^app-' | sort -t- -k2 -n"
+    ))?;
+    assert_eq!(
+        links.lines().collect::<Vec<_>>(),
+        [
+            "app-3-link",
+            "app-4-link",
+            "app-5-link",
+            "app-6-link",
+            "app-7-link"
+        ]
+    );
+    let gc = t.host().sh("nix-store --gc 2>&1")?;
+    assert!(gc.success(), "nix-store --gc: {}{}", gc.stdout, gc.stderr);
+    for (i, path) in c.series.iter().enumerate() {
+        assert_eq!(
+            in_store(path),
+            i >= 2,
+            "after the GC, version 6.{}.0 ({path}) is {}",
+            i + 1,
+            if in_store(path) {
+                "still there"
+            } else {
+                "gone"
+            }
+        );
+    }
+    // The removed service's profile still holds its closure.
+    assert!(
+        second.contains(&format!(
+            "gone: no longer on this host; its profile {profiles}/gone is kept 1 days"
+        )),
+        "{second}"
+    );
+    assert!(
+        in_store(&c.v1),
+        "gone's closure was collected within its retention"
+    );
+    assert!(t.state()?["removedProfiles"]["gone"].is_string());
+
+    // A day and a bit later (by the clock state.json keeps): deleted on the next tick.
+    let mut state = t.state()?;
+    state["removedProfiles"]["gone"] = json!("2020-01-01T00:00:00Z");
+    std::fs::write(
+        t.host().path_in_host("/var/lib/ferry/state.json"),
+        serde_json::to_vec_pretty(&state)?,
+    )?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("gone: profile {profiles}/gone deleted (2 links)")),
+        "{}",
+        out.stdout
+    );
+    let left = t.host().sh_ok(&format!("ls -1 {profiles}"))?;
+    assert!(!left.contains("gone"), "{left}");
+    assert!(t.state()?.get("removedProfiles").is_none());
+    let gc = t.host().sh("nix-store --gc 2>&1")?;
+    assert!(gc.success(), "nix-store --gc: {}{}", gc.stdout, gc.stderr);
+    assert!(!in_store(&c.v1), "gone's closure outlived its profile");
+    assert!(in_store(&c.series[6]) && in_store(&c.series[2]));
+    Ok(())
 }

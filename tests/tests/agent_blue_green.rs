@@ -447,3 +447,47 @@ async fn a_host_that_lost_run_gets_its_live_instance_back_and_routed() -> Result
     assert_eq!(via_caddy(&t, domain, "/version")?, (200, "2.0.0".into()));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lost_or_stale_state_file_never_routes_to_a_stopped_instance() -> Result<()> {
+    let t = AgentBed::start_with(CONFIG).await?;
+    let c = t.closures;
+    let (domain, port) = ("bg.test", 8351);
+    let web = |path: &str| blue_green("web", path, domain, port);
+    t.publish(&manifest(1, vec![web(&c.v1)])).await?;
+    assert_eq!(t.reconcile()?.status, 0, "v1 did not deploy");
+    // The state of that moment, to be put back later as a stale copy.
+    t.host()
+        .sh_ok("cp /var/lib/ferry/state.json /var/lib/ferry/state.v1.json")?;
+    t.publish(&manifest(2, vec![web(&c.v2)])).await?;
+    assert_eq!(t.reconcile()?.status, 0, "v2 did not deploy");
+    let live = instance("web", port + 1);
+    assert_eq!(active_state(&t, &live)?, "active");
+    assert_ne!(active_state(&t, &instance("web", port))?, "active");
+
+    // State lost: v2 serves from the second port, and only systemd and Caddy say so.
+    t.host().sh_ok("rm /var/lib/ferry/state.json")?;
+    let (out, answers) = tick_under_loop(&t, domain, "state lost, same manifest")?;
+    assert_eq!(out.status, 0, "the tick after losing state failed");
+    assert_eq!(count_failed(&answers), 0, "{:?}", failures(&answers));
+    assert_eq!(count_ok(&answers, "2.0.0"), answers.len(), "{answers:?}");
+    assert_eq!(live_port(&t, "web")?, json!(port + 1));
+    assert_eq!(upstream(&t, "web")?, format!("127.0.0.1:{}", port + 1));
+    assert_eq!(active_state(&t, &live)?, "active");
+
+    // A stale state file put back (it names v1 live on the first port, stopped since):
+    // the update to the manifest's v2 starts beside what serves, never in its place.
+    t.host()
+        .sh_ok("cp /var/lib/ferry/state.v1.json /var/lib/ferry/state.json")?;
+    let (out, answers) = tick_under_loop(&t, domain, "stale state, same manifest")?;
+    assert_eq!(out.status, 0, "the tick after a stale state failed");
+    assert_eq!(count_failed(&answers), 0, "{:?}", failures(&answers));
+    assert_eq!(count_ok(&answers, "2.0.0"), answers.len(), "{answers:?}");
+    let live_now = live_port(&t, "web")?;
+    let dialled = upstream(&t, "web")?;
+    assert_eq!(dialled, format!("127.0.0.1:{live_now}"));
+    let serving = instance("web", u16::try_from(live_now.as_u64().unwrap_or(0))?);
+    assert_eq!(active_state(&t, &serving)?, "active");
+    assert_eq!(via_caddy(&t, domain, "/version")?, (200, "2.0.0".into()));
+    Ok(())
+}

@@ -217,6 +217,78 @@ async fn broken_update_is_rolled_back_quarantined_not_retried_and_a_fixed_versio
     Ok(())
 }
 
+/// `checked` with extra environment variables.
+fn configured(name: &str, store_path: &str, port: u16, env: &[(&str, &str)]) -> Value {
+    let mut s = checked(name, store_path, port);
+    for (k, v) in env {
+        s["env"][*k] = json!(v);
+    }
+    s
+}
+
+#[tokio::test]
+async fn a_failed_config_change_quarantines_that_config_not_the_running_store_path() -> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let port = 8205;
+    fn version(v: &str) -> [(&str, &str); 1] {
+        [("FERRY_TESTSVC_VERSION", v)]
+    }
+
+    t.publish(&manifest(
+        1,
+        vec![configured("web", &c.v1, port, &version("config-1"))],
+    ))
+    .await?;
+    assert_eq!(t.reconcile()?.status, 0, "v1 did not deploy");
+    assert_eq!(t.get(port, "/version")?.trim(), "config-1");
+
+    // Same store path, a configuration that makes it unhealthy: rolled back and quarantined.
+    let bad = [
+        ("FERRY_TESTSVC_VERSION", "config-2"),
+        ("FERRY_TESTSVC_MODE", "unhealthy"),
+    ];
+    t.publish(&manifest(2, vec![configured("web", &c.v1, port, &bad)]))
+        .await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1, "the failed config change must fail the tick");
+    assert!(
+        line(&out, "web").contains("failed health check"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "config-1");
+    assert_eq!(t.state()?["quarantine"]["web"]["storePath"], c.v1.as_str());
+
+    // That configuration again (the next tick on the same manifest) is not retried.
+    let inv = t.show("ferry-web.service", "InvocationID")?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert!(
+        line(&out, "web").starts_with(&format!("web: skipped {} (quarantined:", c.v1)),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.show("ferry-web.service", "InvocationID")?, inv, "retried");
+
+    // A config-only fix (same store path, new env) deploys: the quarantine was of the
+    // configuration that failed, not of the store path that keeps running.
+    t.publish(&manifest(
+        3,
+        vec![configured("web", &c.v1, port, &version("config-3"))],
+    ))
+    .await?;
+    let out = t.reconcile()?;
+    assert_eq!(
+        out.status, 0,
+        "the config fix was held back:\n{}",
+        out.stdout
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "config-3");
+    assert!(t.state()?.get("quarantine").is_none(), "{}", out.stdout);
+    Ok(())
+}
+
 #[tokio::test]
 async fn crash_looping_update_is_caught_by_nrestarts_and_rolled_back() -> Result<()> {
     let t = AgentBed::start().await?;
@@ -283,7 +355,7 @@ async fn crash_looping_update_is_caught_by_nrestarts_and_rolled_back() -> Result
     assert_eq!(state["quarantine"]["fresh"]["storePath"], c.broken.as_str());
     let out = t.reconcile()?;
     assert!(
-        line(&out, "fresh").ends_with("not running; publish a different store path or run `ferry-agent reconcile --retry-failed`"),
+        line(&out, "fresh").ends_with("not running; publish a different store path or configuration, or run `ferry-agent reconcile --retry-failed`"),
         "{}",
         out.stdout
     );

@@ -364,10 +364,12 @@ async fn routes_stay_on_allowed_domains_and_ports_and_never_take_a_hosts_site() 
     let t = AgentBed::start().await?;
     let c = t.closures;
     let h = t.host();
-    // A site the host's own Caddyfile serves.
+    // A site the host's own Caddyfile serves, and a listener of the host's own on a port
+    // inside allowedPorts (Caddy's admin API, the obvious target, has no TCP port on a
+    // host set up as the module does). Appended: the global options block must stay first.
     h.sh_ok(
-        "printf 'http://host.ferry.test {\\n\\trespond /version \"host-site\"\\n}\\n\\n' | cat - /etc/caddy/Caddyfile > /tmp/Caddyfile \
-         && mv /tmp/Caddyfile /etc/caddy/Caddyfile && systemctl reload caddy",
+        "printf '\\nhttp://host.ferry.test {\\n\\trespond /version \"host-site\"\\n}\\n\\nhttp://:9019 {\\n\\trespond \"host-listener\"\\n}\\n' >> /etc/caddy/Caddyfile \
+         && systemctl reload caddy",
     )?;
     ferry_tests::agent_bed::eventually(
         "the host's site served",
@@ -376,8 +378,8 @@ async fn routes_stay_on_allowed_domains_and_ports_and_never_take_a_hosts_site() 
     )?;
 
     let hijack = routed("hijack", &c.v1, "host.ferry.test", 8181);
-    // Its program listens on 8182; the route would dial Caddy's own admin API.
-    let mut admin = routed("admin", &c.v1, "admin.ferry.test", 2019);
+    // Its program listens on 8182; the route would dial the host's own listener.
+    let mut admin = routed("admin", &c.v1, "admin.ferry.test", 9019);
     admin["env"]["PORT"] = json!("8182");
     let ok = routed("ok", &c.v1, "ok.ferry.test", 8183);
     t.publish(&manifest(1, vec![hijack, admin, ok])).await?;
@@ -390,7 +392,7 @@ async fn routes_stay_on_allowed_domains_and_ports_and_never_take_a_hosts_site() 
         "{}",
         out.stdout
     );
-    refused(&out, "admin", &["2019", "listens"]);
+    refused(&out, "admin", &["9019", "listens"]);
     assert!(!unit_exists(&t, "ferry-admin.service"));
     assert_eq!(via_caddy(&t, "ok.ferry.test")?, (200, "1.0.0".into()));
     let ids = t.caddy_route_ids()?;

@@ -777,3 +777,104 @@ async fn full_state_directory_still_lets_a_tick_restore_services() -> Result<()>
     );
     Ok(())
 }
+
+/// `service` with a health check that waits `start_period` seconds before its first probe.
+fn slow_to_check(name: &str, store_path: &str, port: u16, start_period: u32) -> serde_json::Value {
+    let mut s = service(name, store_path, port);
+    s["healthCheck"] = serde_json::json!({
+        "type": "http", "path": "/health", "port": port,
+        "startPeriodSec": start_period, "intervalSec": 1, "timeoutSec": 1, "retries": 3,
+    });
+    s
+}
+
+/// Issue 21, item 10: a tick's total is bounded at run time. With `tickSec = 3`, level 0
+/// (alpha v2, 8 s to its first probe) outlasts the deadline, so level 1 (beta, new, depends
+/// on alpha) is not started: the tick names it, exits 1, leaves alpha as it runs and
+/// records no beta; the next tick carries on and starts beta.
+#[tokio::test]
+async fn a_tick_starts_nothing_new_after_tick_sec() -> Result<()> {
+    let t = AgentBed::start_with("[timeouts]\nsettleSec = 1\ntickSec = 3\n").await?;
+    t.publish(&manifest(1, vec![service("alpha", &t.closures.v1, 8101)]))
+        .await?;
+    ensure!(t.reconcile()?.status == 0, "the first tick failed");
+    let mut beta = service("beta", &t.closures.v1, 8102);
+    beta["dependsOn"] = serde_json::json!(["alpha"]);
+    t.publish(&manifest(
+        2,
+        vec![slow_to_check("alpha", &t.closures.v2, 8101, 8), beta],
+    ))
+    .await?;
+    let out = t.reconcile()?;
+    ensure!(
+        out.status == 1,
+        "a cut-short tick must exit 1, got {}",
+        out.status
+    );
+    ensure!(
+        out.stdout
+            .contains("tick cut short after timeouts.tickSec (3 s): not started: beta"),
+        "the tick does not say what it cut short: {}",
+        out.stdout
+    );
+    ensure!(
+        t.get(8101, "/version")?.trim() == "2.0.0",
+        "alpha's update, under way at the deadline, did not finish"
+    );
+    ensure!(
+        t.show("ferry-beta.service", "ActiveState")? != "active",
+        "beta was started after the deadline"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&t.host().sh_ok("cat /var/lib/ferry/state.json")?)?;
+    ensure!(
+        state["services"].get("beta").is_none() && state["services"].get("alpha").is_some(),
+        "state does not record alpha alone: {}",
+        state["services"]
+    );
+    let out = t.reconcile()?;
+    ensure!(
+        out.status == 0,
+        "the next tick did not carry on: {}",
+        out.stdout
+    );
+    ensure!(
+        t.get(8102, "/version")?.trim() == "1.0.0",
+        "beta does not serve"
+    );
+    Ok(())
+}
+
+/// Issue 21, item 10: the boot tick cannot hold `multi-user.target`. A manifest pushed
+/// while the host was down names alpha v2 with a check that waits 120 s; with `bootSec = 5`
+/// the boot tick gives up on it, restores alpha v1 from state, says so, and the boot goes
+/// on long before the check would have ended.
+#[tokio::test]
+async fn boot_tick_gives_up_after_boot_sec_and_restores_from_state() -> Result<()> {
+    let mut t = module_bed_serving_alpha(|options| {
+        options["settings"]["timeouts"]["bootSec"] = serde_json::json!(5);
+    })
+    .await?;
+    t.publish(&manifest(
+        2,
+        vec![slow_to_check("alpha", &t.closures.v2, 8101, 120)],
+    ))
+    .await?;
+    let started = Instant::now();
+    let (serving, journal) = after_reboot(&mut t)?;
+    let took = started.elapsed();
+    ensure!(
+        took < Duration::from_secs(100),
+        "the reboot took {took:?}: the boot tick waited for the 120 s check; the boot tick:\n{journal}"
+    );
+    ensure!(
+        serving,
+        "alpha v1 was not restored at boot; the boot tick:\n{journal}"
+    );
+    ensure!(
+        journal.contains("timeouts.bootSec (5 s)")
+            && journal.contains("restoring services from state"),
+        "the boot tick does not say why it restored from state:\n{journal}"
+    );
+    Ok(())
+}

@@ -152,6 +152,7 @@ fn freeform_settings_win_and_null_removes_a_key() -> Result<()> {
             credentials.profile = "ferry";
             timeouts.pullSec = 1200;
             stateDir = "/var/lib/ferry-test";
+            removedProfileRetentionDays = 7;
           };
         }"#,
     )?;
@@ -165,6 +166,7 @@ fn freeform_settings_win_and_null_removes_a_key() -> Result<()> {
     assert_eq!(c["timeouts"]["pullSec"], 1200);
     assert_eq!(c["timeouts"]["jobSec"], 90);
     assert_eq!(c["stateDir"], "/var/lib/ferry-test");
+    assert_eq!(c["removedProfileRetentionDays"], 7);
     Ok(())
 }
 

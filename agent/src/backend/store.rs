@@ -85,6 +85,9 @@ pub struct NixCli {
     pub trusted_keys: Vec<String>,
     /// Limit for one `nix copy`.
     pub pull_timeout: Duration,
+    /// Limit for one `nix-env` call (`timeouts.jobSec`): local work that only a held Nix
+    /// lock or a stuck daemon makes slow, bounded so a tick cannot hang on it.
+    pub command_timeout: Duration,
 }
 
 impl NixCli {
@@ -260,9 +263,16 @@ impl Store for NixCli {
             self.set_profile_argv(profile, path),
             self.prune_argv(profile, keep),
         ] {
-            let out = run(&argv)
-                .await
-                .map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?;
+            let out = match tokio::time::timeout(self.command_timeout, run(&argv)).await {
+                // Dropping the future kills the process (`kill_on_drop`).
+                Err(_) => {
+                    return Err(err(format!(
+                        "{} {} got no answer within {:?} (timeouts.jobSec); is a Nix lock held or nix-daemon stuck?",
+                        argv[0], argv[3], self.command_timeout
+                    )));
+                }
+                Ok(r) => r.map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?,
+            };
             if !out.status.success() {
                 return Err(err(format!(
                     "{} failed: {}",
@@ -291,6 +301,7 @@ mod tests {
             nix: "/usr/bin/nix".into(),
             trusted_keys: vec!["a:AAA".into(), "b:BBB".into()],
             pull_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
         }
     }
 
@@ -330,6 +341,34 @@ mod tests {
             ]
         );
         assert_eq!(nix().prune_argv(p, 5)[4], "+5");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_nix_env_is_given_up_on_within_the_command_timeout() {
+        // A nix-env that hangs (a held Nix lock, an unresponsive daemon).
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("nix-env");
+        std::fs::write(&fake, "#!/bin/sh\nexec sleep 5\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cli = NixCli {
+            nix: dir.path().join("nix").display().to_string(),
+            command_timeout: Duration::from_millis(500),
+            ..nix()
+        };
+        let started = std::time::Instant::now();
+        let result = cli
+            .pin(&dir.path().join("profiles/web"), "/nix/store/x-y", 5)
+            .await;
+        let took = started.elapsed();
+        let err = result
+            .expect_err("a hanging nix-env counted as done")
+            .to_string();
+        assert!(took < Duration::from_secs(3), "waited {took:?}");
+        assert!(
+            err.contains("nix-env") && err.contains("no answer within 500ms"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub trait Systemd: Send + Sync {
     fn dynamic_users(
         &self,
     ) -> impl Future<Output = Result<Vec<(u32, String)>, SystemdError>> + Send;
+    /// Whether systemd is still bringing the system up (`SystemState` is `initializing` or
+    /// `starting`): a tick now is the boot tick, which `multi-user.target` waits for.
+    fn booting(&self) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
 }
 
 /// Stop `unit` and wait for the job. A unit systemd does not know (a reboot wiped `/run`,
@@ -110,7 +115,8 @@ pub struct DbusSystemd {
 }
 
 impl DbusSystemd {
-    /// Connect to the system bus, or to `address` (e.g. a test host's bus).
+    /// Connect to the system bus, or to `address` (e.g. a test host's bus). The connection
+    /// and every method call on it are bounded by `job_timeout`.
     pub async fn connect(
         address: Option<&str>,
         job_timeout: Duration,
@@ -120,14 +126,25 @@ impl DbusSystemd {
             address: shown.clone(),
             reason: e.to_string(),
         };
-        let conn = match address {
-            Some(a) => zbus::connection::Builder::address(a)
-                .map_err(fail)?
-                .build()
-                .await
-                .map_err(fail)?,
-            None => zbus::Connection::system().await.map_err(fail)?,
+        // Every method call gets `job_timeout` (zbus waits forever by default, so a stuck
+        // systemd or bus held a tick), and so does the connection's own handshake, which a
+        // peer that accepts and then says nothing would otherwise stall before any call.
+        let builder = match address {
+            Some(a) => zbus::connection::Builder::address(a).map_err(fail)?,
+            None => zbus::connection::Builder::system().map_err(fail)?,
         };
+        let conn =
+            match tokio::time::timeout(job_timeout, builder.method_timeout(job_timeout).build())
+                .await
+            {
+                Ok(built) => built.map_err(fail)?,
+                Err(_) => {
+                    return Err(SystemdError::Connect {
+                        address: shown,
+                        reason: format!("no answer within {job_timeout:?} (timeouts.jobSec)"),
+                    });
+                }
+            };
         let manager = ManagerProxy::builder(&conn)
             .cache_properties(CacheProperties::No)
             .build()
@@ -217,6 +234,14 @@ impl Systemd for DbusSystemd {
             .map_err(call_err("GetDynamicUsers", ""))
     }
 
+    async fn booting(&self) -> bool {
+        // An unreadable state counts as not booting: the tick is then bounded by tickSec.
+        self.manager
+            .system_state()
+            .await
+            .is_ok_and(|s| s == "initializing" || s == "starting")
+    }
+
     async fn unit_state(&self, unit: &str) -> Result<Option<UnitState>, SystemdError> {
         let path = match self.manager.get_unit(unit.to_owned()).await {
             Ok(p) => p,
@@ -246,5 +271,89 @@ impl Systemd for DbusSystemd {
             n_restarts: s.n_restarts().await.map_err(&err)?,
             exec_main_status: s.exec_main_status().await.map_err(&err)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A bus at a socket in `dir` that accepts connections and then stalls: `handshake`
+    /// completes the SASL exchange (so the client's first method call, `Hello`, is sent and
+    /// never answered); without it nothing is ever said.
+    fn stalling_bus(dir: &std::path::Path, handshake: bool) -> String {
+        let path = dir.join("bus");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read);
+                    let mut line = Vec::new();
+                    loop {
+                        line.clear();
+                        if lines.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.trim_start_matches('\0').trim();
+                        let answer = match text {
+                            _ if !handshake => continue,
+                            t if t.starts_with("AUTH EXTERNAL") => {
+                                "OK 0123456789abcdef0123456789abcdef\r\n"
+                            }
+                            t if t.starts_with("AUTH") => "REJECTED EXTERNAL\r\n",
+                            t if t.starts_with("NEGOTIATE_UNIX_FD") => "AGREE_UNIX_FD\r\n",
+                            t if t.starts_with("BEGIN") => {
+                                // Read and drop whatever is sent, answer nothing.
+                                let mut sink = Vec::new();
+                                let _ = tokio::io::AsyncReadExt::read_to_end(
+                                    lines.get_mut(),
+                                    &mut sink,
+                                )
+                                .await;
+                                return;
+                            }
+                            _ => "ERROR\r\n",
+                        };
+                        if write.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("unix:path={}", path.display())
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_never_answers_is_given_up_on_within_the_timeout() {
+        for handshake in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let address = stalling_bus(dir.path(), handshake);
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                Duration::from_secs(10),
+                DbusSystemd::connect(Some(&address), Duration::from_millis(500)),
+            )
+            .await
+            .expect("connect hung past 10 s");
+            let took = started.elapsed();
+            let err = result.expect_err("a silent bus counted as connected");
+            assert!(
+                took < Duration::from_secs(3),
+                "handshake={handshake}: waited {took:?}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("cannot reach systemd over D-Bus"),
+                "{err}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
 use ferry_agent::health::quarantine::{hold_back, lift};
 use ferry_agent::host_facts;
-use ferry_agent::observe::observe;
+use ferry_agent::observe::{ferry_services, observe};
 use ferry_agent::plan::{Policy, plan};
 use ferry_agent::policy::HostFacts;
 use ferry_agent::state_file;
@@ -67,11 +67,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             println!("state: {note}");
         }
         let trust = runtime::trust(&config);
+        let units = UnitDir {
+            dir: config.unit_dir.clone(),
+        };
+        let running = ferry_services(&state, &units);
         let accepted = match verify(
             &bytes,
             ferry_schema::DEFAULT_SIZE_CAP,
             &trust,
-            Some(&policy),
+            Some((&policy, &running)),
             state.manifest.as_ref().map(|m| m.generation.as_str()),
         ) {
             Ok(a) => a,
@@ -90,10 +94,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-        let units = UnitDir {
-            dir: config.unit_dir.clone(),
-        };
-        let observed = observe::<DbusSystemd, _>(&state, &units, systemd.as_ref()).await?;
+        let observed = observe::<DbusSystemd, _>(
+            &state,
+            &units,
+            systemd.as_ref(),
+            // A preview: systemd alone says which blue-green instance is live.
+            &std::collections::BTreeMap::new(),
+        )
+        .await?;
         let mut desired = accepted.manifest;
         let facts = match &systemd {
             Some(sd) => {
@@ -127,6 +135,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 refused,
             },
         );
+        if let Some(line) = policy.nothing_here(&desired) {
+            println!("{line}");
+        }
         print!("{p}");
         for (name, q) in lifted {
             println!("~ {name}: quarantine of {} would be lifted", q.store_path);

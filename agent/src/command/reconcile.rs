@@ -1,21 +1,32 @@
 //! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
 //! instances), under the lock, with the state saved atomically.
 //! Exit codes: 0 host matches the manifest; 1 a service failed or was refused by host policy,
-//! Caddy routes could not be set, or the state could not be saved; 2 manifest refused (or
+//! Caddy routes could not be set, the state could not be saved, the tick was cut short at
+//! `timeouts.tickSec`, or the boot tick restored from state after `timeouts.bootSec`; 2 manifest refused (or
 //! none can be trusted: no `manifestKeys`); 3 bucket unreachable (services restored from
 //! state); 75 another tick holds the lock.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ferry_agent::apply::{Backends, Deadline};
+use ferry_agent::backend::bucket::ReadBucket;
+use ferry_agent::backend::caddy::Proxy as _;
+use ferry_agent::backend::probe::Probe;
+use ferry_agent::backend::store::Store;
+use ferry_agent::backend::systemd::Systemd;
+use ferry_agent::backend::units::Units;
 use ferry_agent::config::Config;
+use ferry_agent::render::unit::is_blue_green;
 use ferry_agent::retire_step;
-use ferry_agent::route_step::{RouteReport, Routing, after_tick};
+use ferry_agent::route_step::{self, RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
+use ferry_agent::state::State;
 use ferry_agent::state_file;
-use ferry_agent::tick::{TickSettings, tick};
+use ferry_agent::tick::{TickReport, TickSettings, tick};
 use ferry_agent::tick_lock::{LockError, TickLock};
 
 use super::runtime;
@@ -57,6 +68,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(note) = &note {
         println!("state: {note}");
     }
+    for temp in state_file::remove_temps(&config.state_file(), &config.unit_dir) {
+        println!("state: removed {temp}, left by a write that was cut off");
+    }
     if args.retry_failed {
         for (name, q) in std::mem::take(&mut state.quarantine) {
             println!(
@@ -65,7 +79,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let settings = TickSettings {
+    let mut settings = TickSettings {
         policy: runtime::host_policy(&config)?,
         trust: runtime::trust(&config),
         facts: runtime::fact_sources(&config),
@@ -73,12 +87,32 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         fetch_timeout: Duration::from_secs(config.timeouts.fetch_sec),
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
+        dialled: BTreeMap::new(),
+        restore_only: None,
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
     let (report, routed) = rt.block_on(async {
+        settings.apply.deadline = Some(Deadline::after(
+            tokio::time::Instant::now(),
+            config.timeouts.tick_sec,
+        ));
         let backends = runtime::backends(&config).await?;
-        let mut report = tick(&settings, &mut state, &backends).await;
+        // State that may not know a blue-green service's live instance (lost, or never
+        // written): what Caddy dials helps find it. A converged host skips this read.
+        let mut dial_requests = 0;
+        if let Some(routing) = &routing
+            && may_not_know_live_instances(&state)
+        {
+            let before = routing.proxy.requests();
+            settings.dialled = route_step::dialled(routing).await;
+            dial_requests = routing.proxy.requests().saturating_sub(before);
+        }
+        let mut report = if backends.systemd.booting().await {
+            boot_tick(&settings, &mut state, &backends, config.timeouts.boot_sec).await
+        } else {
+            tick(&settings, &mut state, &backends).await
+        };
         // Record the outcome before routing and draining: a tick killed during the drain
         // then leaves the new live instance and what to retire, not a pending mark that
         // would restart the instance Caddy already routes to.
@@ -92,6 +126,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         if let Some(routing) = &routing {
             routed = after_tick(routing, &mut state, &mut report).await;
         }
+        routed.requests += dial_requests;
         // Old blue-green instances stop only once traffic reaches the new ones.
         retire_step::after_routes(
             &backends.systemd,
@@ -141,6 +176,50 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Outcome::Refused => 2,
         Outcome::Unreachable => 3,
     }))
+}
+
+/// The boot tick: `multi-user.target` waits for it, so after `boot_sec` it is cut off
+/// wherever it is (a slow bucket, a long health check), like a killed tick: what it marked
+/// pending is redone from state by a restore-only tick (restore is idempotent), which says
+/// so. The next timer tick applies the manifest.
+async fn boot_tick<B, S, D, U, P>(
+    settings: &TickSettings,
+    state: &mut State,
+    backends: &Backends<B, S, D, U, P>,
+    boot_sec: u64,
+) -> TickReport
+where
+    B: ReadBucket,
+    S: Store,
+    D: Systemd,
+    U: Units,
+    P: Probe,
+{
+    let before = state.clone();
+    let limit = Duration::from_secs(boot_sec);
+    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends)).await {
+        return report;
+    }
+    let pending = std::mem::take(&mut state.pending);
+    *state = before;
+    state.pending.extend(pending);
+    let restore = TickSettings {
+        restore_only: Some(format!(
+            "boot tick: the manifest was not applied within timeouts.bootSec ({boot_sec} s); restoring services from state so the boot goes on; the next timer tick applies it (raise timeouts.bootSec to deploy during boot)"
+        )),
+        ..settings.clone()
+    };
+    tick(&restore, state, backends).await
+}
+
+/// Whether the state may not know which blue-green instance is live: it records no service
+/// (a first tick, or `state.json` lost) or a blue-green one without its live port.
+fn may_not_know_live_instances(state: &State) -> bool {
+    state.services.is_empty()
+        || state
+            .services
+            .values()
+            .any(|a| is_blue_green(&a.service) && a.live_port.is_none())
 }
 
 /// A figure for the summary line: `unknown` when `/proc` could not be read, never a 0 that

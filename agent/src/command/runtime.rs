@@ -41,6 +41,7 @@ pub fn store(config: &Config) -> NixCli {
         nix: config.nix_bin.clone(),
         trusted_keys: config.trusted_keys.clone(),
         pull_timeout: Duration::from_secs(config.timeouts.pull_sec),
+        command_timeout: Duration::from_secs(config.timeouts.job_sec),
     }
 }
 
@@ -120,7 +121,9 @@ pub fn apply_settings(config: &Config) -> anyhow::Result<ApplySettings> {
     Ok(ApplySettings {
         profile_dir: config.profile_dir.clone(),
         generations_to_keep: config.generations_to_keep,
+        removed_profile_retention_days: config.removed_profile_retention_days,
         settle: Duration::from_secs(config.timeouts.settle_sec),
         trusted_keys,
+        deadline: None,
     })
 }

@@ -1,16 +1,21 @@
-//! Quarantine: store paths that failed their health check on this host, and what a tick does
-//! about them before planning. A quarantined (service, store path) is not tried again until
-//! a manifest *newer than the one that named it* names a different store path for that
-//! service (or `reconcile --retry-failed` clears the list); meanwhile the service keeps the
-//! version it was rolled back to. Older manifests (archives copied back over
-//! `manifest.json`) never lift it, so flipping between two archives cannot get a failed
-//! version retried. Pure.
+//! Quarantine: versions that failed their health check on this host, and what a tick does
+//! about them before planning. A version is what was tried: the store path *and* the unit
+//! rendered for it (environment, arguments, user, hardening…), recorded as a digest of the
+//! unit text. A quarantined version is not tried again until a manifest *newer than the one
+//! that named it* asks for a different one (another store path, or the same store path with
+//! another configuration), or `reconcile --retry-failed` clears the list; meanwhile the
+//! service keeps the version it was rolled back to. Keying by store path alone held back a
+//! config-only fix of a failed config-only change: the path was the one still running.
+//! Older manifests (archives copied back over `manifest.json`) never lift it, so flipping
+//! between two archives cannot get a failed version retried. Pure.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use ferry_schema::Manifest;
+use ferry_schema::manifest::Service;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::state::Applied;
 
@@ -20,6 +25,11 @@ use crate::state::Applied;
 pub struct Quarantined {
     /// The store path that failed.
     pub store_path: String,
+    /// The digest of the unit rendered for it ([`unit_digest`]): with the store path, what
+    /// was tried. `None` in entries written before it was recorded (those match the store
+    /// path alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Why, as reported ("failed health check (HTTP 503 on /health after 5 tries)").
     pub reason: String,
     /// When it failed (RFC 3339).
@@ -35,7 +45,30 @@ pub struct Quarantined {
     pub generation: Option<String>,
 }
 
-/// A service a tick leaves alone because the manifest asks for a quarantined store path.
+impl Quarantined {
+    /// Whether `service` asks for the version that failed: the same store path rendered
+    /// into the same unit.
+    pub fn is_version_of(&self, service: &Service) -> bool {
+        self.store_path == service.artifact.store_path
+            && self
+                .unit
+                .as_ref()
+                .is_none_or(|u| *u == unit_digest(service))
+    }
+}
+
+/// What identifies the unit a service is rendered into: `sha256:<hex>` of its text. The
+/// text holds the store path, so equal digests mean the same version.
+pub fn unit_digest(service: &Service) -> String {
+    let text = crate::render::unit::render(service);
+    let hex: String = Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// A service a tick leaves alone because the manifest asks for a quarantined version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// Service name.
@@ -60,24 +93,25 @@ impl fmt::Display for Held {
             None => f.write_str("not running")?,
         }
         f.write_str(
-            "; publish a different store path or run `ferry-agent reconcile --retry-failed`",
+            "; publish a different store path or configuration, or run `ferry-agent reconcile --retry-failed`",
         )
     }
 }
 
-/// Drops quarantine entries a newer manifest has moved past: the service now names another
-/// store path, or no longer runs on `host`. Returns the entries lifted. Only call this with
-/// a trusted manifest (never with the services restored from state).
+/// Drops quarantine entries a newer manifest has moved past: the service now asks for
+/// another version (store path or unit), or no longer runs on `host`. Returns the entries
+/// lifted. Only call this with a trusted manifest (never with the services restored from
+/// state).
 pub fn lift(
     quarantine: &mut BTreeMap<String, Quarantined>,
     desired: &Manifest,
     host: &str,
 ) -> Vec<(String, Quarantined)> {
-    let wanted: BTreeMap<&str, &str> = desired
+    let wanted: BTreeMap<&str, &Service> = desired
         .services
         .iter()
         .filter(|s| s.hosts.iter().any(|h| h == host))
-        .map(|s| (s.name.as_str(), s.artifact.store_path.as_str()))
+        .map(|s| (s.name.as_str(), s))
         .collect();
     let newer = |q: &Quarantined| {
         q.generation
@@ -86,7 +120,11 @@ pub fn lift(
     };
     let names: Vec<String> = quarantine
         .iter()
-        .filter(|(name, q)| wanted.get(name.as_str()) != Some(&q.store_path.as_str()))
+        .filter(|(name, q)| {
+            !wanted
+                .get(name.as_str())
+                .is_some_and(|s| q.is_version_of(s))
+        })
         .filter(|(_, q)| newer(q))
         .map(|(name, _)| name.clone())
         .collect();
@@ -96,7 +134,7 @@ pub fn lift(
         .collect()
 }
 
-/// Replaces each service of `desired` whose store path is quarantined with the version last
+/// Replaces each service of `desired` whose version is quarantined with the version last
 /// applied (so a rebooted host still brings that one back), or drops it when there is none.
 /// Returns what was held back, in manifest order.
 pub fn hold_back(
@@ -110,7 +148,7 @@ pub fn hold_back(
         let Some(q) = quarantine.get(&s.name) else {
             return true;
         };
-        if q.store_path != s.artifact.store_path || !s.hosts.iter().any(|h| h == host) {
+        if !q.is_version_of(s) || !s.hosts.iter().any(|h| h == host) {
             return true;
         }
         let previous = applied.get(&s.name).map(|a| a.service.clone());
@@ -136,8 +174,6 @@ pub fn hold_back(
 
 #[cfg(test)]
 mod tests {
-    use ferry_schema::manifest::Service;
-
     use super::*;
 
     fn svc(name: &str, path: &str) -> Service {
@@ -153,6 +189,7 @@ mod tests {
             version: 1,
             generation: "g".into(),
             services,
+            decommission: Vec::new(),
             signatures: None,
         }
     }
@@ -160,6 +197,7 @@ mod tests {
     fn q(path: &str, back: Option<&str>) -> Quarantined {
         Quarantined {
             store_path: path.into(),
+            unit: None,
             reason: "failed health check (HTTP 503 on /health after 5 tries)".into(),
             at: "2026-01-01T00:00:00Z".into(),
             rolled_back_to: back.map(Into::into),
@@ -203,7 +241,7 @@ mod tests {
         assert_eq!(held.len(), 2);
         assert_eq!(
             held[0].to_string(),
-            "web: skipped /nix/store/b-web-2 (quarantined: failed health check (HTTP 503 on /health after 5 tries)); keeps running /nix/store/a-web-1; publish a different store path or run `ferry-agent reconcile --retry-failed`"
+            "web: skipped /nix/store/b-web-2 (quarantined: failed health check (HTTP 503 on /health after 5 tries)); keeps running /nix/store/a-web-1; publish a different store path or configuration, or run `ferry-agent reconcile --retry-failed`"
         );
         assert!(
             held[1]
@@ -237,6 +275,47 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(m.services.len(), 1);
         assert_eq!(m.services[0].artifact.store_path, "/nix/store/e-web-3");
+    }
+
+    #[test]
+    fn a_failed_config_holds_back_that_config_only() {
+        let with_env = |v: &str| {
+            let mut s = svc("web", "/nix/store/a-web-1");
+            s.env.insert("MODE".into(), v.into());
+            s
+        };
+        let at = |generation: &str, s: Service| Manifest {
+            generation: generation.into(),
+            ..manifest(vec![s])
+        };
+        let failed = Quarantined {
+            unit: Some(unit_digest(&with_env("bad"))),
+            generation: Some("2026-01-02T00:00:00Z".into()),
+            ..q("/nix/store/a-web-1", Some("/nix/store/a-web-1"))
+        };
+        let mut quarantine = BTreeMap::from([("web".to_owned(), failed.clone())]);
+        let applied = BTreeMap::from([("web".to_owned(), applied(with_env("good")))]);
+        // The failed configuration again is held back; the applied one keeps running.
+        let mut again = at("2026-01-02T00:00:00Z", with_env("bad"));
+        assert!(lift(&mut quarantine, &again, "h").is_empty());
+        assert_eq!(hold_back(&mut again, "h", &quarantine, &applied).len(), 1);
+        assert_eq!(again.services[0].env["MODE"], "good");
+        // A newer manifest with another configuration of the same store path lifts it and
+        // is not held back.
+        let mut fixed = at("2026-01-03T00:00:00Z", with_env("fixed"));
+        assert_eq!(lift(&mut quarantine, &fixed, "h").len(), 1);
+        assert!(hold_back(&mut fixed, "h", &quarantine, &applied).is_empty());
+        assert_eq!(fixed.services[0].env["MODE"], "fixed");
+        // An entry from before units were recorded still matches its store path alone.
+        let old = BTreeMap::from([(
+            "web".to_owned(),
+            Quarantined {
+                unit: None,
+                ..failed
+            },
+        )]);
+        let mut any = at("2026-01-02T00:00:00Z", with_env("fixed"));
+        assert_eq!(hold_back(&mut any, "h", &old, &applied).len(), 1);
     }
 
     #[test]

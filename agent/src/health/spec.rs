@@ -9,14 +9,10 @@ use ferry_schema::manifest::{HealthCheckKind, Service};
 
 use crate::backend::systemd::UnitState;
 
-/// Seconds from start to the first probe when the manifest says nothing.
-pub const DEFAULT_START_PERIOD_SEC: u32 = 2;
-/// Seconds between probes when the manifest says nothing.
-pub const DEFAULT_INTERVAL_SEC: u32 = 1;
-/// Seconds one probe may take when the manifest says nothing.
-pub const DEFAULT_TIMEOUT_SEC: u32 = 2;
-/// Probes before a version counts as unhealthy when the manifest says nothing.
-pub const DEFAULT_RETRIES: u32 = 5;
+// The defaults live with the manifest's budget rules, which validation applies.
+pub use ferry_schema::health_budget::{
+    DEFAULT_INTERVAL_SEC, DEFAULT_RETRIES, DEFAULT_START_PERIOD_SEC, DEFAULT_TIMEOUT_SEC,
+};
 
 /// What is probed, always on 127.0.0.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +261,27 @@ mod tests {
 
     fn http() -> serde_json::Value {
         serde_json::json!({"domain": "example.com", "path": "/", "internalPort": 8000})
+    }
+
+    #[test]
+    fn the_budget_validation_caps_is_the_worst_case_the_agent_waits() {
+        use ferry_schema::health_budget::service_sec;
+        let checks = [
+            serde_json::json!({}),
+            serde_json::json!({"http": http()}),
+            serde_json::json!({"http": http(), "healthCheck": {"type": "tcp", "retries": 7,
+                "intervalSec": 3, "timeoutSec": 5, "startPeriodSec": 9}}),
+            serde_json::json!({"http": http(), "healthCheck": {"type": "none", "startPeriodSec": 4}}),
+            serde_json::json!({"healthCheck": {"type": "http", "retries": 3}}),
+        ];
+        for extra in checks {
+            let s = service(extra.clone());
+            assert_eq!(
+                effective(&s).worst_case().as_secs(),
+                service_sec(&s),
+                "{extra}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (identity), under names that are theirs (reserved), next to units they may depend on
 //! (units), with their own secrets (secrets), on domains and ports the host allows
 //! (routing). A service that breaks a rule is refused alone and keeps its last good version;
-//! the only whole-manifest rule is that it names something for this host at all. Pure:
+//! the only whole-manifest rule is that it does not empty a host that runs services unless
+//! it says so (`decommission`). Pure:
 //! takes the manifest, the settings and the facts gathered about the host (`host_facts`),
 //! returns every reason to refuse.
 
@@ -70,22 +71,69 @@ impl Default for HostFacts {
     }
 }
 
+/// The Ferry services a host runs now, by name, or why they could not be listed.
+pub type Running = Result<BTreeSet<String>, String>;
+
 /// The services a host refuses, by name, with every reason.
 pub type Refusals = BTreeMap<String, Vec<String>>;
 
 impl HostPolicy {
-    /// The reasons the whole manifest is refused (empty: accepted): only that it names no
-    /// service for this host, so that a wrong `hostName` cannot wipe the host.
-    pub fn check_manifest(&self, manifest: &Manifest) -> Vec<String> {
-        if manifest.services.iter().any(|s| self.runs_here(s)) {
+    /// The reasons the whole manifest is refused (empty: accepted). `running` is the Ferry
+    /// services this host runs now (state and unit files), or why they could not be listed.
+    ///
+    /// A manifest that names no service for this host would remove everything Ferry runs
+    /// here. That is refused while the host still runs Ferry services, unless the manifest
+    /// lists this host in `decommission` (emptied on purpose, signed like the rest): so a
+    /// wrong `hostName` cannot wipe a host, and emptying one is one deliberate flag. A host
+    /// that runs nothing has nothing to lose: an empty or foreign manifest is a no-op there
+    /// (the design's first migration step deploys the agent with an empty manifest).
+    pub fn check_manifest(&self, manifest: &Manifest, running: &Running) -> Vec<String> {
+        if manifest.services.iter().any(|s| self.runs_here(s))
+            || manifest.decommission.contains(&self.host)
+        {
             return Vec::new();
         }
+        let running = match running {
+            Ok(names) if names.is_empty() => return Vec::new(),
+            Ok(names) => format!(
+                "while it runs Ferry services ({})",
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("and which Ferry services it runs cannot be read ({e})"),
+        };
         vec![format!(
-            "the manifest names no service for host {:?} (hosts it names: {}); refusing to \
-             remove everything — check hostName in agent.toml or the manifest's hosts lists",
+            "the manifest names no service for host {:?} (hosts it names: {}) {running}; \
+             refusing to remove them all: check hostName in agent.toml or the manifest's hosts \
+             lists, or, to empty this host on purpose, publish with `ferry publish \
+             --decommission {}`",
             self.host,
-            known_hosts(manifest)
+            known_hosts(manifest),
+            self.host
         )]
+    }
+
+    /// A line for a manifest this host accepted although it names no service here (`None`
+    /// when it names some): what it means and which hosts it does name.
+    pub fn nothing_here(&self, manifest: &Manifest) -> Option<String> {
+        if manifest.services.iter().any(|s| self.runs_here(s)) {
+            return None;
+        }
+        Some(if manifest.decommission.contains(&self.host) {
+            format!(
+                "the manifest decommissions host {:?}: every Ferry service here is removed",
+                self.host
+            )
+        } else {
+            format!(
+                "the manifest names no service for host {:?} (hosts it names: {}); nothing to run here",
+                self.host,
+                known_hosts(manifest)
+            )
+        })
     }
 
     /// This host's services that break the policy, each with every reason. Another host's
@@ -220,7 +268,7 @@ mod tests {
     #[test]
     fn the_example_is_accepted_by_a_host_that_allows_what_it_names() {
         let m = example();
-        assert!(policy().check_manifest(&m).is_empty());
+        assert!(policy().check_manifest(&m, &running(&["web"])).is_empty());
         assert_eq!(policy().refusals(&m, &facts()), Refusals::new());
     }
 
@@ -284,12 +332,67 @@ mod tests {
         );
     }
 
+    fn running(names: &[&str]) -> Running {
+        Ok(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
     #[test]
-    fn a_manifest_for_other_hosts_only_is_refused_whole() {
+    fn a_manifest_for_other_hosts_only_is_refused_whole_while_the_host_runs_services() {
         let mut p = policy();
         p.host = "elsewhere".into();
-        let r = p.check_manifest(&example());
+        let r = p.check_manifest(&example(), &running(&["web", "worker"]));
         assert_eq!(r.len(), 1);
-        assert!(r[0].contains("elsewhere") && r[0].contains("biz"), "{r:?}");
+        assert!(
+            r[0].contains("no service for host \"elsewhere\" (hosts it names: biz) while it runs Ferry services (web, worker)")
+                && r[0].contains("ferry publish --decommission elsewhere"),
+            "{r:?}"
+        );
+        // Services that cannot be listed count as running.
+        let r = p.check_manifest(&example(), &Err("permission denied".into()));
+        assert!(r[0].contains("cannot be read (permission denied)"), "{r:?}");
+        // Another host's decommission does not cover this one.
+        let mut m = example();
+        m.decommission = vec!["old".into()];
+        assert_eq!(p.check_manifest(&m, &running(&["web"])).len(), 1);
+    }
+
+    #[test]
+    fn a_host_running_nothing_accepts_an_empty_or_foreign_manifest() {
+        let mut p = policy();
+        let mut empty = example();
+        empty.services.clear();
+        assert!(p.check_manifest(&empty, &running(&[])).is_empty());
+        assert_eq!(
+            p.nothing_here(&empty).unwrap(),
+            "the manifest names no service for host \"biz\" (hosts it names: none); nothing to run here"
+        );
+        p.host = "elsewhere".into();
+        assert!(p.check_manifest(&example(), &running(&[])).is_empty());
+        assert!(
+            p.nothing_here(&example())
+                .unwrap()
+                .contains("hosts it names: biz")
+        );
+        assert_eq!(policy().nothing_here(&example()), None);
+    }
+
+    #[test]
+    fn a_decommissioned_host_may_be_emptied() {
+        let mut m = example();
+        m.services.clear();
+        m.decommission = vec!["biz".into()];
+        assert!(policy().check_manifest(&m, &running(&["web"])).is_empty());
+        assert!(
+            policy()
+                .check_manifest(&m, &Err("unreadable".into()))
+                .is_empty()
+        );
+        assert_eq!(
+            policy().nothing_here(&m).unwrap(),
+            "the manifest decommissions host \"biz\": every Ferry service here is removed"
+        );
+        // Without it, the same manifest is refused.
+        m.decommission.clear();
+        assert_eq!(policy().check_manifest(&m, &running(&["web"])).len(), 1);
     }
 }

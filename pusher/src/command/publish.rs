@@ -7,11 +7,15 @@ use anyhow::{Context, Result};
 use chrono::Utc;
 use ferry_bucket::Bucket;
 use ferry_schema::layout::{MANIFEST_KEY, narinfo_key};
-use ferry_schema::{DEFAULT_SIZE_CAP, Manifest, SecretKey, sign_manifest, validate_bytes};
+use ferry_schema::{
+    DEFAULT_SIZE_CAP, Manifest, SecretKey, sign_manifest, validate_bytes, validate_manifest,
+};
 
 use crate::cli::EXIT_FAILED;
 use crate::live_manifest::to_bytes;
-use crate::manifest_edit::{is_later, next_generation, service_changes, store_paths};
+use crate::manifest_edit::{
+    decommission, emptied_hosts, is_later, next_generation, service_changes, store_paths,
+};
 use crate::manifest_trust::Trusted;
 use crate::manifest_write::{Planned, WriteError, WriteOptions, read_current, write_manifest};
 use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
@@ -30,6 +34,10 @@ use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, op
 /// so. The file is signed as the developer's own; what it replaces is archived, never
 /// re-signed.
 ///
+/// A host that the manifest names in no service's hosts keeps its services (its agent
+/// refuses the manifest) unless the manifest decommissions it: `--decommission HOST`, for
+/// emptying a host on purpose. A host that runs no Ferry service does nothing either way.
+///
 /// Exit status: 0 when published, 1 when the manifest is invalid or closures are missing,
 /// 2 on other trouble.
 #[derive(Debug, clap::Args)]
@@ -47,6 +55,12 @@ pub struct Args {
     /// Print what would change; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Empty HOST on purpose: list it in the manifest's `decommission`, so its agent stops
+    /// and removes every Ferry service it runs (repeatable). Without it, an agent whose host
+    /// runs services that the manifest names nowhere refuses the manifest and keeps them, so
+    /// a wrong hostName cannot wipe a host. HOST must not be in any service's hosts.
+    #[arg(long, value_name = "HOST")]
+    pub decommission: Vec<String>,
 }
 
 /// Store paths of `m` whose narinfo is not in the bucket.
@@ -115,6 +129,21 @@ pub async fn run_with(
     config: &ConfigFile,
     options: &WriteOptions,
 ) -> Result<ExitCode> {
+    if !args.decommission.is_empty() {
+        decommission(&mut manifest, &args.decommission);
+        let problems = validate_manifest(&manifest);
+        if problems.iter().any(|p| p.is_error()) {
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!(
+                "{}: not published: the manifest with --decommission {} is invalid; fix the problems above",
+                args.manifest.display(),
+                args.decommission.join(" --decommission ")
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    }
     let missing = missing_closures(bucket, &manifest).await?;
     if !missing.is_empty() {
         for path in &missing {
@@ -157,6 +186,11 @@ pub async fn run_with(
     let changes = service_changes(live.as_ref(), &manifest);
     for line in &changes {
         println!("{line}");
+    }
+    for host in emptied_hosts(live.as_ref(), &manifest) {
+        eprintln!(
+            "note: host {host} loses every service; its agent refuses this manifest and keeps them running unless you publish with --decommission {host}"
+        );
     }
     let Some(key) = key else {
         if let Some(problem) = &invalid {

@@ -7,11 +7,14 @@ use super::report::{Report, q};
 use crate::keys::check_signature_format;
 
 /// Checks `version`, `generation` and that there is something to deploy. `None` means the
-/// field is missing or mistyped (the schema layer reported that already).
+/// field is missing or mistyped (the schema layer reported that already). `decommission`
+/// is the hosts the manifest empties on purpose (the empty-manifest warning says what each
+/// host will do).
 pub fn check(
     version: Option<u64>,
     generation: Option<&str>,
     service_count: usize,
+    decommission: &[String],
     report: &mut Report,
 ) {
     if let Some(v) = version
@@ -26,10 +29,25 @@ pub fn check(
         check_generation(g, report);
     }
     if service_count == 0 {
-        report.warn(
-            "/services",
-            "the manifest has no services: publishing it stops every service Ferry runs on every host",
-        );
+        report.warn("/services", empty_manifest_warning(decommission));
+    }
+}
+
+/// What an agent does with a manifest without services (see `HostPolicy::check_manifest`
+/// in the agent): a host that runs no Ferry service does nothing; a host that runs some
+/// removes them only when the manifest lists it in `decommission`, and refuses otherwise.
+fn empty_manifest_warning(decommission: &[String]) -> String {
+    if decommission.is_empty() {
+        "the manifest has no services: hosts that run no Ferry service do nothing; a host that still runs some refuses it and keeps them (to empty a host on purpose, list it in decommission: `ferry publish --decommission HOST`)".to_owned()
+    } else {
+        format!(
+            "the manifest has no services: {} stop and remove every Ferry service they run; any other host that still runs some refuses it and keeps them",
+            decommission
+                .iter()
+                .map(|h| q(h))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     }
 }
 
