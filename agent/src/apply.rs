@@ -1248,6 +1248,66 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn past_the_tick_deadline_no_new_level_starts_and_its_units_are_put_back() {
+        let host = FakeHost::default();
+        let m = manifest(vec![
+            checked("web", "/nix/store/w-web", 8002, &["api"]),
+            checked("api", "/nix/store/a-api", 8001, &["db"]),
+            checked("db", "/nix/store/d-db", 8000, &[]),
+        ]);
+        let p = plan(&m, &Observed::default(), &host_policy());
+        let b = backends(&host, &[(8000, "db"), (8001, "api"), (8002, "web")]);
+        // Each level takes 1 s (its start period): the deadline passes while api's level runs.
+        let deadline = Deadline::after(tokio::time::Instant::now(), 1);
+        let with_deadline = ApplySettings {
+            deadline: Some(Deadline {
+                at: deadline.at + Duration::from_millis(500),
+                ..deadline
+            }),
+            ..settings()
+        };
+        let report = apply(&p, &b, &with_deadline).await;
+        let starts: Vec<String> = host
+            .take()
+            .into_iter()
+            .filter(|l| l.starts_with("Start"))
+            .collect();
+        assert_eq!(
+            starts,
+            ["Start ferry-db.service", "Start ferry-api.service"]
+        );
+        assert_eq!(report.cut_short, ["web"]);
+        let by = by_name(&report);
+        assert!(by["db"].ok && by["api"].ok, "{report:?}");
+        assert!(
+            !by["web"].ok && by["web"].message.starts_with("cut short"),
+            "{}",
+            by["web"].message
+        );
+        assert!(
+            !host.files.lock().unwrap().contains_key("ferry-web.service"),
+            "web's new unit was left behind"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_tick_deadline_before_any_change_nothing_is_touched() {
+        let host = FakeHost::default();
+        let m = manifest(vec![checked("db", "/nix/store/d-db", 8000, &[])]);
+        let p = plan(&m, &Observed::default(), &host_policy());
+        let b = backends(&host, &[(8000, "db")]);
+        let passed = ApplySettings {
+            deadline: Some(Deadline::after(tokio::time::Instant::now(), 0)),
+            ..settings()
+        };
+        let report = apply(&p, &b, &passed).await;
+        assert_eq!(report.cut_short, ["db"]);
+        assert!(host.files.lock().unwrap().is_empty(), "a unit was written");
+        assert!(!host.take().iter().any(|l| l.starts_with("Start")));
+        assert_eq!(report.reloads, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn unhealthy_update_is_rolled_back_and_quarantined() {
         let host = FakeHost::default();
         let v1 = checked("web", "/nix/store/a-web-1", 8000, &[]);

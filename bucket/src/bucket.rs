@@ -123,6 +123,19 @@ impl std::fmt::Debug for ObjectReader {
     }
 }
 
+/// `fetched` as it is, or [`BucketError::TooLarge`] when it holds more than `limit` bytes of
+/// `key`: the check of a bounded GET that could only read the object whole.
+pub fn within_limit(key: &str, limit: u64, fetched: Fetched) -> Result<Fetched, BucketError> {
+    match &fetched {
+        Fetched::Found { bytes, .. } if bytes.len() as u64 > limit => Err(BucketError::TooLarge {
+            key: key.to_owned(),
+            limit,
+            size: Some(bytes.len() as u64),
+        }),
+        _ => Ok(fetched),
+    }
+}
+
 /// Access to one bucket. Implementations count requests for reports and benchmarks.
 pub trait Bucket: Send + Sync {
     /// GET `key`; with `if_none_match`, a matching ETag gives [`Fetched::Unchanged`].
@@ -163,19 +176,7 @@ pub trait Bucket: Send + Sync {
         if_none_match: Option<&str>,
         limit: u64,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send {
-        async move {
-            let fetched = self.get(key, if_none_match).await?;
-            if let Fetched::Found { bytes, .. } = &fetched
-                && bytes.len() as u64 > limit
-            {
-                return Err(BucketError::TooLarge {
-                    key: key.to_owned(),
-                    limit,
-                    size: Some(bytes.len() as u64),
-                });
-            }
-            Ok(fetched)
-        }
+        async move { within_limit(key, limit, self.get(key, if_none_match).await?) }
     }
 
     /// GET `key` as a reader over its bytes as they arrive, so an object larger than memory

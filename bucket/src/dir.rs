@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::atomic_file;
 use crate::bucket::{
     Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome, Timed,
+    within_limit,
 };
 
 /// Objects up to this size get a content ETag.
@@ -283,18 +284,8 @@ impl Bucket for DirBucket {
                 size: Some(meta.len()),
             });
         }
-        let fetched = self.get(key, if_none_match).await?;
-        // It grew between the two looks.
-        if let Fetched::Found { bytes, .. } = &fetched
-            && bytes.len() as u64 > limit
-        {
-            return Err(BucketError::TooLarge {
-                key: key.to_owned(),
-                limit,
-                size: Some(bytes.len() as u64),
-            });
-        }
-        Ok(fetched)
+        // It may have grown between the two looks.
+        within_limit(key, limit, self.get(key, if_none_match).await?)
     }
 
     async fn exists(&self, key: &str) -> Result<bool, BucketError> {

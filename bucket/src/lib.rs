@@ -15,6 +15,7 @@ pub mod url;
 pub use any::AnyBucket;
 pub use bucket::{
     Bucket, BucketError, Fetched, ObjectInfo, ObjectReader, PutCondition, PutOutcome, Timed,
+    within_limit,
 };
 pub use dir::DirBucket;
 pub use s3::{S3Bucket, S3Settings};

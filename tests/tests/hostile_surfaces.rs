@@ -863,6 +863,7 @@ async fn boot_tick_gives_up_after_boot_sec_and_restores_from_state() -> Result<(
     let started = Instant::now();
     let (serving, journal) = after_reboot(&mut t)?;
     let took = started.elapsed();
+    eprintln!("--- the reboot took {} ms", took.as_millis());
     ensure!(
         took < Duration::from_secs(100),
         "the reboot took {took:?}: the boot tick waited for the 120 s check; the boot tick:\n{journal}"

@@ -25,19 +25,7 @@ pub trait ReadBucket: Send + Sync + 'static {
         if_none_match: Option<&str>,
         limit: u64,
     ) -> impl Future<Output = Result<Fetched, BucketError>> + Send {
-        async move {
-            let fetched = self.get(key, if_none_match).await?;
-            if let Fetched::Found { bytes, .. } = &fetched
-                && bytes.len() as u64 > limit
-            {
-                return Err(BucketError::TooLarge {
-                    key: key.to_owned(),
-                    limit,
-                    size: Some(bytes.len() as u64),
-                });
-            }
-            Ok(fetched)
-        }
+        async move { ferry_bucket::within_limit(key, limit, self.get(key, if_none_match).await?) }
     }
 
     /// GET `key` as a reader over its bytes as they arrive (the cache proxy streams NARs
