@@ -691,16 +691,46 @@ pullSec = 60
         assert!(msg.contains("stateDirectory"), "{msg}");
         assert!(msg.contains("agent.toml"), "{msg}");
         let e = Config::parse("[timeouts]\npull = 3", Path::new("t")).unwrap_err();
-        assert!(e.to_string().contains("pull"));
+        assert!(
+            e.to_string()
+                .contains("unknown field `pull`, expected one of `fetchSec`, `pullSec`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nonsense_values_are_refused() {
-        assert!(Config::parse("generationsToKeep = 1", Path::new("t")).is_err());
-        assert!(Config::parse("stateDir = \"rel\"", Path::new("t")).is_err());
-        assert!(Config::parse("trustedKeys = [\"nocolon\"]", Path::new("t")).is_err());
-        assert!(Config::parse("manifestKeys = [\"dev:AAAA\"]", Path::new("t")).is_err());
-        assert!(Config::parse("bucket = \"http://x\"", Path::new("t")).is_err());
+        // Each refusal names the key and what is wrong with its value.
+        for (bad, reason) in [
+            (
+                "generationsToKeep = 1",
+                "generationsToKeep is 1; keep at least 2",
+            ),
+            (
+                "stateDir = \"rel\"",
+                "stateDir must be an absolute path, got rel",
+            ),
+            (
+                "trustedKeys = [\"nocolon\"]",
+                "trustedKeys[0]: \"nocolon\" is not a public key",
+            ),
+            (
+                "manifestKeys = [\"dev:AAAA\"]",
+                "manifestKeys[0]: \"dev:AAAA\" is not a public key",
+            ),
+            (
+                "bucket = \"http://x\"",
+                "bucket: \"http://x\" is neither s3://",
+            ),
+        ] {
+            let e = Config::parse(bad, Path::new("agent.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("invalid agent configuration agent.toml: ") && e.contains(reason),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

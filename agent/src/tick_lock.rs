@@ -95,13 +95,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.lock");
         let first = TickLock::acquire(&p, Duration::ZERO).unwrap();
+        let started = Instant::now();
         let err = TickLock::acquire(&p, Duration::from_millis(300)).unwrap_err();
+        let waited = started.elapsed();
         assert!(
-            err.to_string().contains("another ferry-agent tick"),
+            waited >= Duration::from_millis(300),
+            "gave up after {waited:?}, before its 300 ms wait"
+        );
+        assert!(
+            matches!(&err, LockError::Busy { waited, .. } if *waited >= Duration::from_millis(300)),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("another ferry-agent tick holds")
+                && err.to_string().contains("state.lock"),
             "{err}"
         );
         drop(first);
         TickLock::acquire(&p, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_waiting_holder_gets_the_lock_once_the_first_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.lock");
+        let first = TickLock::acquire(&p, Duration::ZERO).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        let started = Instant::now();
+        let second = TickLock::acquire(&p, Duration::from_secs(10));
+        let waited = started.elapsed();
+        release.join().unwrap();
+        assert!(second.is_ok(), "{second:?}");
+        // It waited for the release, and took the lock soon after it (it polls every 100 ms).
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "took the lock after {waited:?}"
+        );
     }
 
     #[test]

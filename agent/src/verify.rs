@@ -239,7 +239,12 @@ mod tests {
         let mut m: Manifest = serde_json::from_slice(&bytes).unwrap();
         m.services[0].env.insert("X".into(), "tampered".into());
         let tampered = serde_json::to_vec(&m).unwrap();
-        assert!(verify(&tampered, 1 << 20, &trust, Some((&policy(), &runs())), None).is_err());
+        let err = verify(&tampered, 1 << 20, &trust, Some((&policy(), &runs())), None).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("signature: no valid signature by a trusted key"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -313,8 +318,18 @@ mod tests {
             host: "elsewhere".into(),
             ..policy()
         };
-        assert!(recheck(&m, &trust(&key), Some((&elsewhere, &runs()))).is_err());
-        assert!(recheck(&m, &Trust::default(), None).is_err());
+        let err = recheck(&m, &trust(&key), Some((&elsewhere, &runs()))).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("the manifest names no service for host \"elsewhere\""),
+            "{err:?}"
+        );
+        let err = recheck(&m, &Trust::default(), None).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with("every manifest is refused: manifestKeys in agent.toml is empty"),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -337,8 +352,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].starts_with("signature: the manifest is not signed"),
+            "{err:?}"
+        );
+        assert!(
+            err[1].starts_with("the manifest names no service for host \"elsewhere\""),
+            "{err:?}"
+        );
+        // Schema problems come with the pointer to the field.
         let err = verify(b"{\"version\":1}", 1 << 20, &unsigned_ok(), None, None).unwrap_err();
-        assert!(!err.is_empty());
+        assert_eq!(
+            err,
+            [
+                "manifest /generation: manifest: required field `generation` is missing; add it",
+                "manifest /services: manifest: required field `services` is missing; add it",
+            ]
+        );
         let err = verify(EXAMPLE.as_bytes(), 10, &unsigned_ok(), None, None).unwrap_err();
         assert!(err[0].contains("size cap"), "{err:?}");
     }

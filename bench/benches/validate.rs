@@ -10,9 +10,18 @@ use ferry_schema::{DEFAULT_SIZE_CAP, validate_bytes};
 
 fn validate_1000_services(c: &mut Criterion) {
     let bytes = synthetic_manifest_bytes(1000);
-    // Guard: the bench would be meaningless on a manifest that fails early.
-    if let Err(problems) = validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
-        panic!("synthetic manifest is invalid: {problems:?}");
+    // Guards: the bench would be meaningless on a manifest that fails early, or one that
+    // does not parse into the types (the baseline would time an error path).
+    match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
+        Ok(v) if v.manifest.services.len() == 1000 => {}
+        Ok(v) => panic!(
+            "validated {} services instead of 1000",
+            v.manifest.services.len()
+        ),
+        Err(problems) => panic!("synthetic manifest is invalid: {problems:?}"),
+    }
+    if let Err(e) = serde_json::from_slice::<Manifest>(&bytes) {
+        panic!("synthetic manifest does not parse: {e}");
     }
     let mut group = c.benchmark_group("validate");
     group.bench_function("parse only (serde_json)", |b| {

@@ -9,38 +9,39 @@
 //! start, minus the cost of entering the host (measured with `true`). Goal (issue 4): one
 //! request, under 50 ms wall, under 30 MiB RSS; each ratio is median ÷ goal (below 1 meets it).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use ferry_bench::stats::{Summary, Table, summarize};
+use ferry_bench::stats::{Table, summarize};
 use ferry_tests::agent_bed::{AGENT, bed_with_agent, sign};
-use ferry_tests::{Closures, Output, install_agent_config};
+use ferry_tests::{Closures, Output, TickSummary, install_agent_config};
 use serde_json::{Value, json};
 
 /// The name the manifest uses for the bed host.
 const HOST: &str = "bedhost";
 
-/// The numeric fields of the agent's `tick: …` line.
-fn tick_fields(out: &Output) -> Result<BTreeMap<String, f64>> {
-    let line = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("tick: "))
-        .with_context(|| format!("no `tick:` line in:\n{}{}", out.stdout, out.stderr))?;
-    let mut fields = BTreeMap::new();
-    for pair in line.split_whitespace() {
-        if let Some((key, value)) = pair.split_once('=')
-            && let Ok(number) = value.parse::<f64>()
-        {
-            fields.insert(key.to_owned(), number);
+/// The agent's `tick:` line of a no-op tick; an error unless the tick succeeded and
+/// changed nothing (a benchmark of a tick that did work would time the wrong thing).
+fn noop_tick(out: &Output) -> Result<TickSummary> {
+    let tick = TickSummary::of(out)?;
+    if !tick.is_noop()? {
+        bail!("the tick was not a no-op:\n{}", out.stdout);
+    }
+    Ok(tick)
+}
+
+/// One figure of every measured tick: `Ok(None)` when a tick could not measure it (the
+/// agent printed `unknown`), so it is reported as unknown and never as 0.
+fn figure(ticks: &[TickSummary], key: &str, scale: f64) -> Result<Option<Vec<f64>>> {
+    let mut values = Vec::with_capacity(ticks.len());
+    for tick in ticks {
+        match tick.measured(key)? {
+            Some(v) => values.push(v as f64 / scale),
+            None => return Ok(None),
         }
     }
-    if !line.contains("outcome=ok") {
-        bail!("the tick did not succeed: {line}");
-    }
-    Ok(fields)
+    Ok(Some(values))
 }
 
 fn service(name: &str, store_path: &str, port: u16) -> Value {
@@ -53,8 +54,12 @@ fn service(name: &str, store_path: &str, port: u16) -> Value {
     })
 }
 
-fn row(table: &mut Table, what: &str, unit: &str, s: Option<Summary>, goal: Option<f64>) {
-    let Some(s) = s else { return };
+/// A table row; a figure that could not be measured prints as `unknown`.
+fn row(table: &mut Table, what: &str, unit: &str, values: Option<Vec<f64>>, goal: Option<f64>) {
+    let Some(s) = values.as_deref().and_then(summarize) else {
+        table.row(vec![what.to_owned(), "unknown".to_owned()]);
+        return;
+    };
     let (goal_text, ratio) = match goal {
         Some(g) => (format!("{g} {unit}"), format!("{:.2}", s.median / g)),
         None => (String::new(), String::new()),
@@ -112,7 +117,7 @@ fn main() -> Result<()> {
     }
 
     let mut enter = Vec::new();
-    let mut fields: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut ticks = Vec::new();
     let mut outside = Vec::new();
     // One untimed warm-up tick, then the measured ones.
     for round in 0..=rounds {
@@ -130,26 +135,18 @@ fn main() -> Result<()> {
                 out.stderr
             );
         }
-        let tick = tick_fields(&out)?;
+        let tick = noop_tick(&out).with_context(|| format!("no-op tick {round}"))?;
         if round == 0 {
             continue;
         }
-        if tick.get("reloads") != Some(&0.0) || tick.get("unitsTouched") != Some(&0.0) {
-            bail!("tick {round} was not a no-op:\n{}", out.stdout);
-        }
-        for (key, value) in tick {
-            fields.entry(key).or_default().push(value);
-        }
+        ticks.push(tick);
         enter.push(enter_ms);
         outside.push(outside_ms);
     }
-    let enter_median = summarize(&enter).map_or(0.0, |s| s.median);
+    let enter_median = summarize(&enter)
+        .context("no round was measured (BENCH_ROUNDS = 0?)")?
+        .median;
     let outside_net: Vec<f64> = outside.iter().map(|o| o - enter_median).collect();
-    let get = |key: &str| summarize(fields.get(key).map_or(&[][..], Vec::as_slice));
-    let rss_mib = fields.get("peakRssKiB").map(|v| {
-        let mib: Vec<f64> = v.iter().map(|kib| kib / 1024.0).collect();
-        summarize(&mib)
-    });
 
     let mut table = Table::new(&[
         "no-op tick",
@@ -159,27 +156,39 @@ fn main() -> Result<()> {
         "goal",
         "median ÷ goal",
     ]);
-    row(&mut table, "requests", "", get("requests"), Some(1.0));
+    row(
+        &mut table,
+        "requests",
+        "",
+        figure(&ticks, "requests", 1.0)?,
+        Some(1.0),
+    );
     row(
         &mut table,
         "wall ms (agent's ms=)",
         "ms",
-        get("ms"),
+        figure(&ticks, "ms", 1.0)?,
         Some(50.0),
     );
     row(
         &mut table,
         "wall ms incl. process start",
         "ms",
-        summarize(&outside_net),
+        Some(outside_net),
         Some(50.0),
     );
-    row(&mut table, "CPU ms (user+sys)", "ms", get("cpuMs"), None);
+    row(
+        &mut table,
+        "CPU ms (user+sys)",
+        "ms",
+        figure(&ticks, "cpuMs", 1.0)?,
+        None,
+    );
     row(
         &mut table,
         "peak RSS MiB",
         "MiB",
-        rss_mib.flatten(),
+        figure(&ticks, "peakRssKiB", 1024.0)?,
         Some(30.0),
     );
     println!(

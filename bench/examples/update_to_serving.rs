@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Table, summarize};
 use ferry_tests::agent_bed::{AGENT, bed_with_agent, sign};
-use ferry_tests::{Bed, Closures, Host, Output, install_agent_config};
+use ferry_tests::{Bed, Closures, Host, Output, TickSummary, install_agent_config};
 use serde_json::{Value, json};
 
 /// The name the manifest uses for the bed host.
@@ -139,7 +139,7 @@ fn first_answer(
 /// What one timed update measured.
 struct Round {
     to_serving_ms: f64,
-    tick: BTreeMap<String, f64>,
+    tick: TickSummary,
     phases: BTreeMap<String, f64>,
 }
 
@@ -159,7 +159,7 @@ impl Metric {
         match self {
             Metric::ToServing => Some(r.to_serving_ms),
             Metric::Phase(key) => r.phases.get(key).copied(),
-            Metric::TickMs => r.tick.get("ms").copied(),
+            Metric::TickMs => r.tick.get("ms").ok().map(|ms| ms as f64),
         }
     }
 
@@ -212,9 +212,16 @@ fn update(
             out.stdout
         )
     })?;
+    let tick = TickSummary::of(&out)?;
+    if tick.get("unitsTouched")? == 0 {
+        bail!(
+            "the update tick touched no unit, so it timed no update:\n{}",
+            out.stdout
+        );
+    }
     Ok(Round {
         to_serving_ms: served.duration_since(started).as_secs_f64() * 1000.0,
-        tick: fields(&out, "tick: ")?,
+        tick,
         phases: fields(&out, "phases: ")?,
     })
 }
@@ -294,7 +301,7 @@ fn main() -> Result<()> {
                 "{} round {round}: to serving {:.0} ms, tick {:?} ms, phases {:?}",
                 s.label,
                 r.to_serving_ms,
-                r.tick.get("ms"),
+                r.tick.get("ms").ok(),
                 r.phases
             );
             if round > 0 {

@@ -123,6 +123,12 @@ impl S3Bucket {
         Self::from_client(Client::from_conf(config), &s.bucket)
     }
 
+    /// The configured client. Tests rebuild it with an interceptor added
+    /// (`client().config().to_builder()`) to see what Ferry's settings put on the wire.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Wraps an already configured client (tests, callers with their own configuration).
     pub fn from_client(client: Client, bucket: &str) -> Self {
         Self {

@@ -1,5 +1,7 @@
 //! `S3Bucket` against the test bed's real Garage: every trait operation, a multipart upload
-//! and the error kinds (missing key, unreachable endpoint).
+//! and the error kinds (missing key, unreachable endpoint). Every bucket here is opened the
+//! way Ferry opens one, from its own settings (`S3::ferry_bucket`: the `s3://` URL and a
+//! credentials file, through `S3Bucket::new`), so what Garage sees is Ferry's client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +13,8 @@ use ferry_tests::{Bed, BedOptions};
 #[tokio::test]
 async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
     let bed = Bed::start(BedOptions::default())?;
-    let s3 = bed.s3();
-    let b = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let dir = tempfile::tempdir()?;
+    let b = bed.s3().ferry_bucket(dir.path()).await?;
 
     assert_eq!(b.get("manifest.json", None).await?, Fetched::Missing);
     assert!(!b.exists("manifest.json").await?);
@@ -29,7 +31,6 @@ async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
     assert!(b.exists("manifest.json").await?);
 
     // 40 MiB crosses the multipart threshold (32 MiB): three parts.
-    let dir = tempfile::tempdir()?;
     let big = dir.path().join("big.nar.zst");
     let content: Vec<u8> = (0..40 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&big, &content)?;
@@ -92,8 +93,8 @@ async fn s3_bucket_operations_against_garage() -> anyhow::Result<()> {
 #[tokio::test]
 async fn garage_conditional_write_probe_says_unsupported() -> anyhow::Result<()> {
     let bed = Bed::start(BedOptions::default())?;
-    let s3 = bed.s3();
-    let b = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let dir = tempfile::tempdir()?;
+    let b = bed.s3().ferry_bucket(dir.path()).await?;
     let before = b.requests();
     assert!(!b.conditional_writes().await?);
     let probed = b.requests() - before;
@@ -146,8 +147,9 @@ async fn unreachable_endpoint_is_reported_as_unreachable() {
 async fn every_bucket_probes_for_itself_and_the_answer_is_what_garage_does() -> anyhow::Result<()> {
     let bed = Bed::start(BedOptions::default())?;
     let s3 = bed.s3();
+    let dir = tempfile::tempdir()?;
     // What Garage does, seen directly: a PUT whose condition cannot hold.
-    let direct = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let direct = s3.ferry_bucket(dir.path()).await?;
     direct.put("seen/k", b"one".to_vec()).await?;
     let if_match = direct
         .put_if(
@@ -164,17 +166,17 @@ async fn every_bucket_probes_for_itself_and_the_answer_is_what_garage_does() -> 
     eprintln!("Garage: If-Match -> {if_match:?}, If-None-Match: * -> {if_absent:?}");
     direct.delete("seen/k").await?;
 
-    let first = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let first = s3.ferry_bucket(dir.path()).await?;
     assert_eq!(first.conditional_writes().await?, honours);
     let probe_requests = first.requests();
     assert!(probe_requests >= 3, "no probe was made ({probe_requests})");
 
-    let dir = tempfile::tempdir()?;
-    let local = ferry_bucket::DirBucket::new(dir.path().to_owned());
+    let scratch = tempfile::tempdir()?;
+    let local = ferry_bucket::DirBucket::new(scratch.path().to_owned());
     assert!(local.conditional_writes().await?);
 
     // A new client (a new `ferry` run) does not inherit an answer: it probes again.
-    let second = S3Bucket::from_client(s3.client(), &s3.bucket);
+    let second = s3.ferry_bucket(dir.path()).await?;
     assert_eq!(second.conditional_writes().await?, honours);
     assert_eq!(second.requests(), probe_requests);
     assert!(second.list("").await?.is_empty(), "a probe object was left");

@@ -38,14 +38,61 @@ impl NixCommand {
     }
 }
 
-/// How an installable is turned into a store path.
+/// How an installable is turned into a store path: `nix-build` for a `.nix` file (it prints
+/// one store path a line), else `nix build --json` (`--print-out-paths` came with Nix 2.9;
+/// `--json` is in 2.8 too). [`built_path`] reads either's output.
 pub fn build_command(installable: &str) -> NixCommand {
     if installable.ends_with(".nix") && Path::new(installable).is_file() {
         return NixCommand::new("nix-build", &["--no-out-link", installable]);
     }
     let mut args: Vec<&str> = FEATURES.to_vec();
-    args.extend(["build", "--no-link", "--print-out-paths", installable]);
+    args.extend(["build", "--no-link", "--json", installable]);
     NixCommand::new("nix", &args)
+}
+
+/// The store path a [`build_command`] built, from its stdout: the first line of
+/// `nix-build`'s, or the first result's `out` output (or its only one) in `nix build
+/// --json`'s `[{"drvPath": …, "outputs": {"out": "/nix/store/…"}}]`.
+pub fn built_path(cmd: &NixCommand, stdout: &str) -> Result<String> {
+    if cmd.program == "nix-build" {
+        return stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+            .context("nix-build printed no store path");
+    }
+    let results: Vec<BuildResult> =
+        serde_json::from_str(stdout).context("reading `nix build --json`'s output")?;
+    let first = results
+        .first()
+        .context("`nix build --json` reported no build result")?;
+    let outputs = match first {
+        BuildResult::Built { outputs } => outputs,
+        BuildResult::Path { path } => return Ok(path.clone()),
+    };
+    let path = match (outputs.get("out"), outputs.values().next()) {
+        (Some(out), _) => out,
+        (None, Some(only)) if outputs.len() == 1 => only,
+        _ => bail!(
+            "the build has outputs {:?} and none named `out`; name the one to ship (e.g. `.#web.bin`)",
+            outputs.keys().collect::<Vec<_>>()
+        ),
+    };
+    Ok(path.clone())
+}
+
+/// One entry of `nix build --json`: a derivation's outputs, or a store path that needed no
+/// build (an installable naming one).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum BuildResult {
+    Built {
+        outputs: std::collections::BTreeMap<String, String>,
+    },
+    Path {
+        path: String,
+    },
 }
 
 /// The closure of `paths` as JSON.
@@ -93,7 +140,7 @@ mod tests {
                 "nix-command flakes",
                 "build",
                 "--no-link",
-                "--print-out-paths",
+                "--json",
                 ".#web"
             ]
         );
@@ -123,5 +170,31 @@ mod tests {
             dump_command("/nix/store/a-x").args,
             ["--dump", "/nix/store/a-x"]
         );
+    }
+
+    #[test]
+    fn built_paths_from_nix_build_and_nix_build_json() {
+        let legacy = NixCommand::new("nix-build", &["--no-out-link", "a.nix"]);
+        assert_eq!(
+            built_path(&legacy, "/nix/store/a-x\n/nix/store/b-y\n").unwrap(),
+            "/nix/store/a-x"
+        );
+        assert!(built_path(&legacy, "\n").is_err());
+        let flake = build_command(".#web");
+        // What Nix 2.8 prints.
+        let json = r#"[{"drvPath":"/nix/store/d-web.drv","outputs":{"out":"/nix/store/o-web"}}]"#;
+        assert_eq!(built_path(&flake, json).unwrap(), "/nix/store/o-web");
+        let two = r#"[{"drvPath":"/d","outputs":{"bin":"/nix/store/b-web-bin","out":"/nix/store/o-web"}}]"#;
+        assert_eq!(built_path(&flake, two).unwrap(), "/nix/store/o-web");
+        let only = r#"[{"drvPath":"/d","outputs":{"bin":"/nix/store/b-web-bin"}}]"#;
+        assert_eq!(built_path(&flake, only).unwrap(), "/nix/store/b-web-bin");
+        let neither = r#"[{"drvPath":"/d","outputs":{"bin":"/b","lib":"/l"}}]"#;
+        let err = built_path(&flake, neither).unwrap_err().to_string();
+        assert!(err.contains("none named `out`"), "{err}");
+        // What Nix 2.8 prints for an installable that is a store path.
+        let path = r#"[{"path":"/nix/store/o-web"}]"#;
+        assert_eq!(built_path(&flake, path).unwrap(), "/nix/store/o-web");
+        assert!(built_path(&flake, "[]").is_err());
+        assert!(built_path(&flake, "/nix/store/o-web\n").is_err());
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use ferry_schema::StorePath;
 use ferry_schema::names::STORE_DIR;
 
-use crate::nix_cli::{build_command, path_info_command, run};
+use crate::nix_cli::{build_command, built_path, path_info_command, run};
 use crate::path_info::{self, PathInfo};
 
 /// The top-level store path of a store path, a symlink into the store, or an installable.
@@ -27,12 +27,9 @@ pub fn resolve(arg: &str) -> Result<String> {
     {
         return Ok(top_level(text));
     }
-    let out = run(&build_command(arg)).with_context(|| format!("building {arg:?}"))?;
-    let mut paths = out.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = paths
-        .next()
-        .with_context(|| format!("building {arg:?} printed no store path"))?;
-    Ok(first.to_owned())
+    let build = build_command(arg);
+    let out = run(&build).with_context(|| format!("building {arg:?}"))?;
+    built_path(&build, &out).with_context(|| format!("building {arg:?}"))
 }
 
 /// `/nix/store/<hash>-<name>` of a path that may point inside a store path.

@@ -36,8 +36,35 @@ fn state(m: &Value, name: &str) -> (String, String) {
     )
 }
 
-/// Publishes web and api, then runs the rounds; returns (both succeeded, one conflicted).
-fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
+/// What the rounds of two concurrent pushes showed.
+struct Rounds {
+    /// Rounds where both pushes landed.
+    both: usize,
+    /// Rounds where one push failed with the conflict message.
+    one: usize,
+    /// Rounds where the pushes met: one re-applied its edit on the other's write, retried
+    /// after finding the lease held or the manifest replaced, or gave up with the conflict.
+    contended: usize,
+}
+
+/// Whether a push's output says it met another writer.
+fn met_another(out: &Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.contains("re-applying") || err.contains(" attempts)") || err.contains(CONFLICT)
+}
+
+/// The archive key a successful push reported for the manifest it replaced.
+fn archived_key(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let rest = err
+        .split("the manifest it replaced is archived as ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no archive key in the push's output:\n{}", text(out)));
+    rest.split_whitespace().next().unwrap().to_owned()
+}
+
+/// Publishes web and api, then runs the rounds.
+fn race_rounds(t: &Target, dir: &Path) -> Rounds {
     let (sec, _) = keypair(dir, "ferry-pt-concurrent-1");
     let key = sec.to_str().unwrap();
     let n = nonce();
@@ -74,7 +101,7 @@ fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
     let published = t.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
     assert!(published.status.success(), "{}", text(&published));
 
-    let (mut both, mut one) = (0, 0);
+    let (mut both, mut one, mut contended) = (0, 0, 0);
     for round in 0..ROUNDS {
         let before = t.live();
         let pushes = [
@@ -90,18 +117,9 @@ fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
             .iter()
             .zip(&revisions)
             .map(|((s, path), rev)| {
-                t.command(&[
-                    "push",
-                    s,
-                    path,
-                    "--key-file",
-                    key,
-                    "--revision",
-                    rev,
-                    "--quiet",
-                ])
-                .spawn()
-                .unwrap()
+                t.command(&["push", s, path, "--key-file", key, "--revision", rev])
+                    .spawn()
+                    .unwrap()
             })
             .collect();
         let outputs: Vec<Output> = children
@@ -147,7 +165,50 @@ fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
         } else {
             one += 1;
         }
-        // The archive holds the manifest each successful push replaced.
+        if outputs.iter().any(met_another) {
+            contended += 1;
+        }
+        // The archive holds the manifest each successful push replaced: `before` for the
+        // push that wrote first and, when both landed, the first one's result for the other
+        // (its own service as before, the other's change in).
+        let archived: Vec<(usize, Value)> = outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.status.success())
+            .map(|(i, o)| {
+                let key = archived_key(o);
+                let bytes = t
+                    .object(&key)
+                    .unwrap_or_else(|| panic!("round {round}: {key} is not in the bucket"));
+                (i, serde_json::from_slice(&bytes).unwrap())
+            })
+            .collect();
+        let first: Vec<usize> = archived
+            .iter()
+            .filter(|(_, m)| *m == before)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(
+            first.len(),
+            1,
+            "round {round}: the manifest before the round is archived by {first:?} of the successful pushes"
+        );
+        for (i, m) in &archived {
+            if *i == first[0] {
+                continue;
+            }
+            let (other, own) = (pushes[first[0]].0, pushes[*i].0);
+            assert_eq!(
+                state(m, other),
+                ((*pushes[first[0]].1).clone(), revisions[first[0]].clone()),
+                "round {round}: `{own}` archived a manifest without `{other}`'s change"
+            );
+            assert_eq!(
+                state(m, own),
+                state(&before, own),
+                "round {round}: `{own}` archived a manifest with its own change in"
+            );
+        }
         let history = t.run(&["history"]);
         assert!(history.status.success(), "{}", text(&history));
     }
@@ -155,7 +216,11 @@ fn race_rounds(t: &Target, dir: &Path) -> (usize, usize) {
         t.run(&["show"]).status.success(),
         "the live manifest must still be readable"
     );
-    (both, one)
+    Rounds {
+        both,
+        one,
+        contended,
+    }
 }
 
 #[test]
@@ -164,8 +229,18 @@ fn concurrent_pushes_on_garage_never_lose_a_change() {
     let s3 = bed.s3();
     let t = Target::garage(&bed);
     let dir = tempfile::tempdir().unwrap();
-    let (both, one) = race_rounds(&t, dir.path());
-    eprintln!("Garage (lease): {both} rounds with both pushes live, {one} with one conflict");
+    let r = race_rounds(&t, dir.path());
+    eprintln!(
+        "Garage (lease): {} rounds with both pushes live, {} with one conflict, {} contended",
+        r.both, r.one, r.contended
+    );
+    // Started together, the pushes must have met: otherwise the rounds ran one push after
+    // the other and showed nothing about concurrent writers.
+    assert!(
+        r.contended >= 1,
+        "in no round did a push find the other's write or lease ({} rounds)",
+        ROUNDS
+    );
     // No lease or probe object is left behind once every push has finished.
     let objects = s3.client();
     let listed = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -273,13 +348,11 @@ fn a_held_lease_stops_a_push_and_a_stale_one_is_taken_over() {
 fn concurrent_pushes_on_a_file_bucket_never_lose_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("bucket");
-    let t = Target {
-        url: format!("file://{}", bucket.display()),
-        env: Vec::new(),
-    };
-    let (both, one) = race_rounds(&t, dir.path());
+    let t = Target::dir(&bucket);
+    let r = race_rounds(&t, dir.path());
     eprintln!(
-        "file:// (conditional): {both} rounds with both pushes live, {one} with one conflict"
+        "file:// (conditional): {} rounds with both pushes live, {} with one conflict, {} contended",
+        r.both, r.one, r.contended
     );
     assert!(!bucket.join("manifest.lease").exists());
 }

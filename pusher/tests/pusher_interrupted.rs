@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -79,14 +80,47 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
     );
     assert!(published.status.success(), "{}", text(&published));
 
+    // Kill points spread over a whole push: the length of an uncut push of the same kind
+    // (a new app of middling size whose library is already uploaded), measured first.
+    let (calibration, _) = build_app(dir.path(), &n, 21);
+    let started = std::time::Instant::now();
+    let uncut = ferry(
+        &[
+            "push",
+            "web",
+            &calibration,
+            "--bucket",
+            &url,
+            "--key-file",
+            key,
+            "--quiet",
+        ],
+        &[],
+    );
+    let whole = started.elapsed();
+    assert!(uncut.status.success(), "{}", text(&uncut));
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    for round in 0..10u32 {
-        // Bigger apps in later rounds; kill points spread over the push's lifetime.
+    eprintln!("an uncut push took {whole:?}; seed {seed}");
+    const ROUNDS: u32 = 12;
+    let (mut landed, mut mid_push) = (0, 0);
+    for round in 0..ROUNDS {
+        // Bigger apps in later rounds. Even rounds kill on a timer, one kill point per slice
+        // of the push's length (in an order that jumps around, at a random point of its
+        // slice): kills before, during and after the writes. Odd rounds kill as soon as the
+        // push's first write shows in the bucket: the window between the first write and
+        // the manifest is a few milliseconds of the push's length, which a timer alone
+        // rarely hits.
         let (app, _) = build_app(dir.path(), &n, 5 + round * 3);
-        let delay = Duration::from_millis(u64::from((seed / (round + 1) + round * 37) % 300));
+        let on_write = round % 2 == 1;
+        let slice = whole.as_micros() as u64 / u64::from(ROUNDS / 2);
+        let jitter = u64::from(seed.rotate_left(round * 5)) % slice.max(1);
+        let delay = Duration::from_micros(u64::from(round / 2 * 5 % (ROUNDS / 2)) * slice + jitter);
+        let objects_before = objects(&bucket);
+        let live_before = assert_valid(&bucket);
+        let started = std::time::Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args([
                 "push",
@@ -103,10 +137,48 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(delay);
+        if on_write {
+            let deadline = started + whole * 10;
+            while objects(&bucket) == objects_before
+                && child.try_wait().unwrap().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        } else {
+            std::thread::sleep(delay);
+        }
+        // Killed when it was still running: the kill, not the push, ended it.
+        let running = child.try_wait().unwrap().is_none();
         let _ = child.kill();
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        let after = started.elapsed();
+        let killed = running && status.signal() == Some(9);
+        assert!(
+            killed || status.success(),
+            "round {round}: the push neither finished nor was killed: {status:?}"
+        );
         let before = assert_valid(&bucket);
+        // Mid-push: it had written to the bucket (NAR, narinfo, archive, lease) but not
+        // yet the manifest naming its app.
+        let wrote = objects(&bucket) != objects_before;
+        let mid = killed && wrote && before == live_before;
+        landed += u32::from(killed);
+        mid_push += u32::from(mid);
+        eprintln!(
+            "round {round}: kill {} after {after:?} {}",
+            if on_write {
+                "on its first write"
+            } else {
+                "on a timer"
+            },
+            match (killed, wrote, mid) {
+                (false, ..) => "came after the push ended",
+                (true, false, _) => "hit the push before it wrote anything",
+                (true, true, false) => "hit the push after its manifest landed",
+                (true, true, true) => "hit the push mid-way: objects written, manifest not",
+            }
+        );
         let rerun = ferry(
             &["push", "web", &app, "--bucket", &url, "--key-file", key],
             &[],
@@ -115,9 +187,44 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
         assert_eq!(
             assert_valid(&bucket),
             app,
-            "round {round} (killed after {delay:?}, live was {before})"
+            "round {round} (killed after {after:?}, live was {before})"
         );
     }
+    eprintln!("{landed} of {ROUNDS} kills hit a running push, {mid_push} of them mid-way");
+    assert!(
+        landed >= ROUNDS / 2,
+        "only {landed} of {ROUNDS} kills hit a running push (seed {seed})"
+    );
+    assert!(
+        mid_push >= ROUNDS / 4,
+        "only {mid_push} of {ROUNDS} kills hit a push between its first write and its manifest (seed {seed})"
+    );
+}
+
+/// Every file under `dir` (relative path → size and modification time), to see whether a
+/// killed push wrote anything. A file that goes while it is listed (a temporary one renamed
+/// into place) is left out.
+fn objects(dir: &Path) -> std::collections::BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                todo.push(path);
+            } else {
+                let key = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(key, (meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out
 }
 
 /// Issue 21 (done when): 20 runs against the bed's Garage of three concurrent pushes of
@@ -305,5 +412,14 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
     }
     eprintln!(
         "{RUNS} runs: {landed} pushes landed, {conflicts} conflicts, {interrupted} interrupted ({cut_after_landing} of them after their manifest write landed); longest push {longest:?} (seed {seed})"
+    );
+    // The cuts must have cut pushes short, or the runs only showed uninterrupted pushes. A
+    // run cuts its push at a random moment, often after it ended (one measured run: 7 of
+    // 20 cut short), so the bar is low enough not to fail by chance and still fails when
+    // the cuts land nowhere.
+    let mid_push = interrupted - cut_after_landing;
+    assert!(
+        mid_push >= 3,
+        "only {mid_push} of {RUNS} cuts stopped a push before its manifest landed (seed {seed})"
     );
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::{Value, json};
 
-use crate::{Bed, BedOptions, BindRo, Closures, Host, Output, install_agent_config};
+use crate::{Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary, install_agent_config};
 
 /// The name the manifests use for the bed host.
 pub const HOST: &str = "bedhost";
@@ -20,23 +20,7 @@ pub const AGENT: &str = "/usr/local/bin/ferry-agent";
 /// Builds the agent (so a test never runs a stale binary) and returns its path;
 /// `FERRY_AGENT_BIN` names a prebuilt one instead (e.g. a release build for measurements).
 pub fn agent_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("FERRY_AGENT_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "ferry-agent", "--bin", "ferry-agent"])
-        .status()
-        .context("running cargo build -p ferry-agent")?;
-    if !status.success() {
-        bail!("cargo build -p ferry-agent failed");
-    }
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("no target dir above the test binary")?;
-    Ok(dir.join("ferry-agent"))
+    crate::binaries::built_binary("ferry-agent", "FERRY_AGENT_BIN")
 }
 
 /// A bed with one host and `agent` bound read-only into it at [`AGENT`] (tests and the
@@ -338,12 +322,9 @@ pub fn manifest(generation: u32, services: Vec<Value>) -> Value {
     })
 }
 
-/// The `tick: ` summary line of a reconcile.
-pub fn summary(out: &Output) -> &str {
-    out.stdout
-        .lines()
-        .find(|l| l.starts_with("tick: "))
-        .unwrap_or("")
+/// The `tick:` summary line of a reconcile, parsed (see [`TickSummary`]).
+pub fn summary(out: &Output) -> Result<TickSummary> {
+    TickSummary::of(out)
 }
 
 /// Poll until `f` is true or the deadline passes.

@@ -30,10 +30,7 @@ pub fn install_agent_config(
 ) -> Result<()> {
     let options = module_options(s3, host_name, trusted_keys, manifest_keys, extra)?;
     let config = module_agent_toml(&options)?;
-    let credentials = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        s3.access_key, s3.secret_key
-    );
+    let credentials = s3.credentials_text();
     host.put_bytes(AGENT_CONFIG, config.as_bytes(), 0o644)?;
     host.put_bytes(CREDENTIALS, credentials.as_bytes(), 0o600)?;
     Ok(())

@@ -100,9 +100,15 @@ impl Closures {
     }
 }
 
-/// The ferry-testsvc binary cargo built beside the running test.
+/// The ferry-testsvc binary: built first when cargo runs us (a test or a benchmark of any
+/// package, so never a stale one), else (the demo, started by scripts/demo.sh after its
+/// build) the one beside the running binary.
 fn testsvc_binary() -> Result<PathBuf> {
-    crate::binaries::workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")
+    if std::env::var_os("CARGO").is_some() {
+        crate::binaries::built_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")
+    } else {
+        crate::binaries::workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")
+    }
 }
 
 fn build_or_load() -> Result<Closures> {

@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::ByteStream;
+use ferry_bucket::{BucketUrl, S3Bucket, S3Settings};
 
 /// Connection details of a bed's bucket.
 #[derive(Clone, Debug)]
@@ -47,6 +48,51 @@ impl S3 {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// The bucket's URL as a user writes it for `ferry --bucket` or agent.toml.
+    pub fn url(&self) -> String {
+        format!(
+            "s3://{}?endpoint={}&region={}",
+            self.bucket, self.endpoint, self.region
+        )
+    }
+
+    /// An S3 shared-credentials file's text with the bed's key as its `[default]` profile.
+    pub fn credentials_text(&self) -> String {
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            self.access_key, self.secret_key
+        )
+    }
+
+    /// The bucket as Ferry opens it from its own settings: [`S3::url`] parsed by
+    /// ferry-bucket, and `S3Bucket::new` with the key in a shared-credentials file written
+    /// to `dir` (as agent.toml's `credentials.file`), so path style, checksums, retries,
+    /// timeouts and multipart uploads are Ferry's and not [`S3::client`]'s.
+    pub async fn ferry_bucket(&self, dir: &Path) -> Result<S3Bucket> {
+        let file = dir.join("ferry-s3-credentials");
+        std::fs::write(&file, self.credentials_text())
+            .with_context(|| format!("writing {}", file.display()))?;
+        let url = self.url();
+        let BucketUrl::S3 {
+            bucket,
+            endpoint,
+            region,
+            profile,
+        } = BucketUrl::parse(&url).with_context(|| format!("parsing {url}"))?
+        else {
+            bail!("{url} is not an s3:// URL");
+        };
+        Ok(S3Bucket::new(&S3Settings {
+            bucket,
+            endpoint,
+            region: Some(region),
+            profile,
+            credentials_file: Some(file),
+            ..S3Settings::default()
+        })
+        .await)
     }
 
     /// Uploads every file under `dir` to `<prefix><relative path>` in the bucket. Files whose

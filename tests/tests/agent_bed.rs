@@ -22,7 +22,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "first tick failed");
-    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("reloads")?, 1, "{s}");
     for (unit, port) in [("ferry-alpha.service", 8101), ("ferry-beta.service", 8102)] {
         assert_eq!(t.show(unit, "ActiveState")?, "active");
         assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
@@ -47,9 +48,14 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     let beta_inv = t.show("ferry-beta.service", "InvocationID")?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    let s = summary(&out);
-    assert!(
-        s.contains("reloads=0") && s.contains("unitsTouched=0") && s.contains("requests=1"),
+    let s = summary(&out)?;
+    assert_eq!(
+        (
+            s.get("reloads")?,
+            s.get("unitsTouched")?,
+            s.get("requests")?
+        ),
+        (0, 0, 1),
         "{s}"
     );
     assert_eq!(t.unit_files()?, files_before);
@@ -89,7 +95,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(summary(&out).contains("reloads=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("reloads")?, 1, "{s}");
     assert_ne!(
         t.show("ferry-alpha.service", "InvocationID")?,
         alpha_inv,
@@ -128,7 +135,8 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_eq!(t.show("ferry-alpha.service", "InvocationID")?, alpha_inv);
     assert_eq!(t.get(8102, "/env/EXTRA")?, "1");
     // Nothing pulled: the only bucket request was the manifest.
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
 
     // gamma removed: stopped, unit deleted, profile kept.
     t.publish(&manifest(4, vec![service("alpha", &c.v2, 8101), beta]))
@@ -263,7 +271,13 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
     t.publish(&bad).await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2, "schema error not refused");
-    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    // Refused for the field, named by its JSON Pointer.
+    assert!(
+        out.stdout.lines().any(|l| l.trim()
+            == "refused: manifest /services/0/exec/comand: service `alpha`: unknown field `comand`; did you mean `command`?"),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // Env file outside the service's own, and root: the service is refused with both
@@ -307,7 +321,13 @@ async fn agent_refuses_bad_manifests_and_untrusted_closures_without_changing_the
         .await?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 2);
-    assert!(out.stdout.contains("signature"), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l
+            .trim()
+            .starts_with("refused: signature: no valid signature by a trusted key")),
+        "{}",
+        out.stdout
+    );
     unchanged(&t)?;
 
     // A closure not signed by a trusted key: the pull fails, the old version keeps running.
@@ -431,6 +451,8 @@ async fn agent_restores_services_after_reboot_without_bucket_and_survives_corrup
 
 #[tokio::test]
 async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
+    const ROUNDS: u32 = 20;
+    const SPREAD_MS: u64 = 2500;
     let t = AgentBed::start().await?;
     let c = t.closures;
     let versions = [&c.v1, &c.v2];
@@ -443,7 +465,12 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
         });
     rng |= 1; // xorshift never leaves 0
     eprintln!("kill points: FERRY_KILL_SEED={rng}");
-    for round in 0..20u32 {
+    // Every round changes alpha, so its tick restarts a unit and waits the 1 s settle time:
+    // kills in the first second land in a running tick, and most of them after it saved its
+    // `pending` mark, while it changes the host.
+    let (mut landed, mut mid_apply) = (0u32, 0u32);
+    let mut state_seen = false;
+    for round in 0..ROUNDS {
         let path = versions[(round % 2) as usize];
         t.publish(&manifest(
             round,
@@ -451,20 +478,70 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
         ))
         .await?;
         // Kill points anywhere in the tick: before the fetch, during pulls, unit writes, jobs.
-        let delay_ms = next_random(&mut rng) % 2500;
+        // One per slice of the spread, in an order that jumps around, at a random point of
+        // its slice.
+        let slice = SPREAD_MS / u64::from(ROUNDS);
+        let delay_ms = u64::from(round * 7 % ROUNDS) * slice + next_random(&mut rng) % slice;
+        let before = state_inode(&t)?;
+        // `wait` gives the tick's exit status: 137 (128 + SIGKILL) when the kill hit it.
         let out = t.host().sh(&format!(
-            "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid; wait $pid; true",
+            "{AGENT} reconcile >/dev/null 2>&1 & pid=$!; sleep {}.{:03}; kill -9 $pid 2>/dev/null; wait $pid; echo $?",
             delay_ms / 1000,
             delay_ms % 1000
         ))?;
         assert!(out.success(), "{}", out.stderr);
-        let state = t.host().sh("cat /var/lib/ferry/state.json 2>/dev/null")?;
-        if state.success() {
-            serde_json::from_str::<Value>(&state.stdout).with_context(|| {
+        let status: i32 = out
+            .stdout
+            .trim()
+            .parse()
+            .with_context(|| format!("round {round}: no exit status from `wait`: {out:?}"))?;
+        let killed = match status {
+            137 => true,
+            0 => false,
+            other => anyhow::bail!(
+                "round {round}: the tick ended with {other}, neither killed nor converged"
+            ),
+        };
+        let state = t.host().sh("cat /var/lib/ferry/state.json")?;
+        let pending = if state.success() {
+            state_seen = true;
+            let parsed: Value = serde_json::from_str(&state.stdout).with_context(|| {
                 format!("state unparseable after kill {round}: {}", state.stdout)
             })?;
-        }
+            parsed["pending"].as_array().is_some_and(|p| !p.is_empty())
+        } else {
+            // Only a tick killed before its first save leaves no state file; once there is
+            // one, it is replaced atomically and never missing.
+            assert!(
+                !state_seen,
+                "round {round}: state.json vanished after a kill"
+            );
+            false
+        };
+        // This tick saved its mark (the file was replaced) and never cleared it: it was
+        // killed while changing the host.
+        let saved_here = state_inode(&t)? != before;
+        let in_apply = killed && pending && saved_here;
+        landed += u32::from(killed);
+        mid_apply += u32::from(in_apply);
+        eprintln!(
+            "round {round}: kill after {delay_ms} ms {}",
+            match (killed, in_apply) {
+                (false, _) => "came after the tick ended",
+                (true, false) => "hit the tick outside apply",
+                (true, true) => "hit the tick while it changed the host (pending saved)",
+            }
+        );
     }
+    eprintln!("{landed} of {ROUNDS} kills hit a running tick, {mid_apply} of them mid-apply");
+    assert!(
+        landed >= ROUNDS / 2,
+        "only {landed} of {ROUNDS} kills hit a running tick: the test did not test kills"
+    );
+    assert!(
+        mid_apply >= ROUNDS / 4,
+        "only {mid_apply} of {ROUNDS} kills hit a tick while it changed the host"
+    );
     let out = t.reconcile()?;
     assert_eq!(out.status, 0, "tick after the kills did not converge");
     let units = t
@@ -477,12 +554,15 @@ async fn agent_killed_mid_tick_twenty_times_then_converges() -> Result<()> {
     assert_eq!(t.get(8101, "/version")?.trim(), "2.0.0");
     assert_eq!(t.get(8102, "/version")?.trim(), "1.0.0");
     let again = t.reconcile()?;
-    assert!(
-        summary(&again).contains("unitsTouched=0"),
-        "{}",
-        summary(&again)
-    );
+    let s = summary(&again)?;
+    assert_eq!(s.get("unitsTouched")?, 0, "{s}");
     Ok(())
+}
+
+/// The inode of the agent's state file (each save replaces the file), or `None`.
+fn state_inode(t: &AgentBed) -> Result<Option<String>> {
+    let out = t.host().sh("stat -c %i /var/lib/ferry/state.json")?;
+    Ok(out.success().then(|| out.stdout.trim().to_owned()))
 }
 
 #[tokio::test]
@@ -512,11 +592,8 @@ async fn agent_deploys_from_a_file_bucket() -> Result<()> {
     assert_eq!(out.status, 0);
     assert_eq!(t.get(8101, "/version")?.trim(), "1.0.0");
     let again = t.reconcile()?;
-    assert!(
-        summary(&again).contains("requests=1") && summary(&again).contains("unitsTouched=0"),
-        "{}",
-        summary(&again)
-    );
+    let s = summary(&again)?;
+    assert_eq!((s.get("requests")?, s.get("unitsTouched")?), (1, 0), "{s}");
     Ok(())
 }
 

@@ -289,12 +289,58 @@ fn phases(out: &ferry_tests::Output) -> &str {
         .unwrap_or("")
 }
 
+/// Checks what a request loop through Caddy saw while a restart-strategy update ran (one
+/// `CODE RELEASE` line per request): it began with the old release answering and ended with
+/// the new one, the old never answered after the new one did, and every failure is Caddy's
+/// 502 (upstream down) inside the one window between the old release's last answer and the
+/// new one's first: the restart's gap, not a lost route (404, the host's own site) nor a
+/// timeout. Returns a line with the counts.
+fn restart_window(answers: &str) -> Result<String> {
+    let lines: Vec<(&str, &str)> = answers
+        .lines()
+        .map(|l| l.split_once(' ').unwrap_or((l, "")))
+        .collect();
+    fn ok<'a>(release: &'a str) -> impl Fn(&(&str, &str)) -> bool + 'a {
+        move |&(code, body)| code == "200" && body == release
+    }
+    let (Some(first), Some(last)) = (lines.first(), lines.last()) else {
+        bail!("the request loop recorded nothing");
+    };
+    if !ok("1")(first) || !ok("2")(last) {
+        bail!("the loop did not span the update (first {first:?}, last {last:?}):\n{answers}");
+    }
+    let last_old = lines.iter().rposition(ok("1")).unwrap_or(0);
+    let first_new = lines.iter().position(ok("2")).unwrap_or(lines.len());
+    if last_old > first_new {
+        bail!(
+            "release 1 answered after release 2 had (lines {first_new} and {last_old}):\n{answers}"
+        );
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let answered = ok("1")(line) || ok("2")(line);
+        let in_gap = i > last_old && i < first_new;
+        if !(answered || (in_gap && line.0 == "502")) {
+            bail!("request {i} got {line:?}, outside the restart's gap or not a 502:\n{answers}");
+        }
+    }
+    Ok(format!(
+        "{} requests, {} failed (502, all in the restart's gap), release 1 until request {last_old}, release 2 from request {first_new}",
+        lines.len(),
+        first_new - last_old - 1
+    ))
+}
+
 #[tokio::test]
 async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Result<()> {
     // The bed hosts run Debian's Caddy: srv0 on :80 with a catch-all file server.
     let t = AgentBed::start_with("[timeouts]\nsettleSec = 1\n[caddy]\nserver = \"srv0\"\n").await?;
     let c = t.closures;
-    let web = |path: &str| with_http(service("web", path, 8101), "web", "example.test", "/");
+    // RELEASE tells the request loop below which version answered (api owns /version).
+    let web = |path: &str| {
+        let mut s = with_http(service("web", path, 8101), "web", "example.test", "/");
+        s["env"]["RELEASE"] = json!(if path == c.v1 { "1" } else { "2" });
+        s
+    };
     // `api` owns /version on the same domain: the more specific path must win.
     let api = |path: &str| {
         with_http(
@@ -331,10 +377,11 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
     // Converged: one GET of the routes, no write.
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    assert!(
-        summary(&out).contains("caddyRequests=1 routeWrites=0"),
-        "{}",
-        summary(&out)
+    let s = summary(&out)?;
+    assert_eq!(
+        (s.get("caddyRequests")?, s.get("routeWrites")?),
+        (1, 0),
+        "{s}"
     );
     assert!(!out.stdout.contains("routes: "), "{}", out.stdout);
 
@@ -353,34 +400,42 @@ async fn agent_routes_services_through_the_hosts_caddy_and_repairs_drift() -> Re
         "{}",
         out.stdout
     );
-    assert!(summary(&out).contains("routeWrites=2"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("routeWrites")?, 2, "{s}");
     assert_eq!(t.caddy_route_ids()?, ["ferry-api", "ferry-web", "-"]);
     assert_eq!(
         via_caddy(&t, "example.test", "/version")?,
         (200, "2.0.0".into())
     );
 
-    // A one-service update (web v1 → v2, restart strategy), timed by phase, while a bounded
-    // request loop (loopback, fixed count) goes through Caddy to web.
+    // A one-service update (web v1 → v2, restart strategy), timed by phase, while a request
+    // loop (loopback, bounded) goes through Caddy to web from before the tick until after it.
     t.publish(&manifest(2, vec![web(&c.v2), api(&c.v2)]))
         .await?;
-    let requests = 1500;
+    let bound = 20_000;
     t.host().sh_ok(&format!(
-        "rm -f /tmp/loop.txt /tmp/loop.done; (for i in $(seq 1 {requests}); do curl -s -o /dev/null -m 2 -w '%{{http_code}}\\n' -H 'Host: example.test' http://{}:80/env/WHO; done > /tmp/loop.txt; touch /tmp/loop.done) >/dev/null 2>&1 &",
+        "rm -f /tmp/loop.txt /tmp/loop.done /tmp/loop.stop; \
+         (i=0; while [ ! -e /tmp/loop.stop ] && [ $i -lt {bound} ]; do i=$((i+1)); rm -f /tmp/loop.body; \
+         code=$(curl -s -o /tmp/loop.body -m 2 -w '%{{http_code}}' -H 'Host: example.test' http://{}:80/env/RELEASE); \
+         echo \"$code $(cat /tmp/loop.body 2>/dev/null)\"; done > /tmp/loop.txt; touch /tmp/loop.done) >/dev/null 2>&1 &",
         t.host().ip()
     ))?;
+    eventually(
+        "the request loop's first answer",
+        Duration::from_secs(20),
+        || Ok(!t.host().sh_ok("head -n 1 /tmp/loop.txt")?.trim().is_empty()),
+    )?;
     let out = t.reconcile()?;
     assert_eq!(out.status, 0);
-    let covered = !t.host().path_in_host("/tmp/loop.done").exists();
-    eventually("request loop finished", Duration::from_secs(120), || {
+    t.host().sh_ok("touch /tmp/loop.stop")?;
+    eventually("request loop finished", Duration::from_secs(20), || {
         Ok(t.host().path_in_host("/tmp/loop.done").exists())
     })?;
-    let codes = t.host().sh_ok("cat /tmp/loop.txt")?;
-    let failed = codes.lines().filter(|c| *c != "200").count();
-    assert_eq!(codes.lines().count(), requests, "the loop is bounded");
+    let answers = t.host().sh_ok("cat /tmp/loop.txt")?;
+    let loop_report = restart_window(&answers)?;
     eprintln!(
-        "one-service update (restart strategy): {}\n{}\nrequest loop through Caddy: {failed} of {requests} failed (loop outlasted the tick: {covered})",
-        summary(&out),
+        "one-service update (restart strategy): {}\n{}\nrequest loop through Caddy: {loop_report}",
+        summary(&out)?,
         phases(&out)
     );
     assert_eq!(

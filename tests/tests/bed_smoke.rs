@@ -1,6 +1,6 @@
 //! The bed's smoke test, on one bed with one host, in the order a deploy uses the parts:
-//! Garage answers S3 (put, get, a 304 on a conditional GET) with the client settings Ferry
-//! uses; the workspace's binary runs inside the host (bound in read-only, and copied in);
+//! Garage answers S3 (put, get, a 304 on a conditional GET) to the bucket Ferry opens from
+//! its own settings; the workspace's binary runs inside the host (bound in read-only, and copied in);
 //! the host's Nix takes signed test closures (a multi-path one whole) and refuses an
 //! unsigned one; a unit running v1, written to /run/systemd/system, is reloaded and started
 //! over the host's D-Bus with zbus and is `active` (as a DynamicUser); a route added through
@@ -9,9 +9,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, S3, workspace_binary};
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, RequestChecksumCalculation, ResponseChecksumValidation, RuntimeComponents,
+};
+use ferry_bucket::{Bucket, Fetched, S3Bucket};
+use ferry_tests::binaries::built_binary;
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, S3};
 use futures_util::StreamExt;
 use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
 
@@ -24,7 +28,7 @@ const BOUND_TESTSVC: &str = "/usr/local/bin/ferry-testsvc";
 #[tokio::test]
 async fn bed_smoke() -> anyhow::Result<()> {
     let closures = Closures::get()?;
-    let testsvc = workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
+    let testsvc = built_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
     let bed = Bed::start(BedOptions {
         hosts: 1,
         bind_ro: vec![BindRo {
@@ -47,11 +51,15 @@ async fn bed_smoke() -> anyhow::Result<()> {
 }
 
 /// Put, get, and a conditional GET with the current ETag that answers 304, through the
-/// client Ferry's settings make (path style, checksums only when required).
+/// bucket Ferry opens from its own settings (the `s3://` URL and a credentials file, through
+/// `S3Bucket::new`): path style, checksums only when required. The requests are watched on
+/// their way out by an interceptor added to Ferry's client, and Ferry's `Bucket::put` sends
+/// them.
 async fn s3_put_get_and_304(s3: &S3) -> anyhow::Result<()> {
     assert_eq!(s3.region, "garage");
-    let client = s3.client();
-    let config = client.config();
+    let dir = tempfile::tempdir()?;
+    let ferry = s3.ferry_bucket(dir.path()).await?;
+    let config = ferry.client().config();
     assert_eq!(
         config.request_checksum_calculation(),
         Some(&RequestChecksumCalculation::WhenRequired)
@@ -61,8 +69,15 @@ async fn s3_put_get_and_304(s3: &S3) -> anyhow::Result<()> {
         Some(&ResponseChecksumValidation::WhenRequired)
     );
     // What went on the wire: the bucket in the path, and no checksum on a plain put...
-    let (put, sent) = put_seeing_request(&client, &s3.bucket, "smoke/hello.txt").await;
-    put?;
+    let seen = Seen::default();
+    let watched = S3Bucket::from_client(
+        aws_sdk_s3::Client::from_conf(config.to_builder().interceptor(seen.clone()).build()),
+        &s3.bucket,
+    );
+    watched
+        .put("smoke/hello.txt", b"hello, bed".to_vec())
+        .await?;
+    let sent = seen.take();
     assert_eq!(
         sent.first(),
         Some(&format!(
@@ -77,78 +92,74 @@ async fn s3_put_get_and_304(s3: &S3) -> anyhow::Result<()> {
     );
     // ...where the SDK's default (WhenSupported) does send one, so its absence means
     // something (Garage may refuse this put; only the request matters).
-    let default_checksums = aws_sdk_s3::Client::from_conf(
-        config
-            .to_builder()
-            .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-            .build(),
+    let control = Seen::default();
+    let default_checksums = S3Bucket::from_client(
+        aws_sdk_s3::Client::from_conf(
+            config
+                .to_builder()
+                .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+                .interceptor(control.clone())
+                .build(),
+        ),
+        &s3.bucket,
     );
-    let (_, control) =
-        put_seeing_request(&default_checksums, &s3.bucket, "smoke/control.txt").await;
+    let _ = default_checksums
+        .put("smoke/control.txt", b"hello, bed".to_vec())
+        .await;
+    let control = control.take();
     assert!(
         control
             .iter()
             .any(|line| line.starts_with("x-amz-checksum-")),
         "the SDK's default sent no checksum either: {control:?}"
     );
-    let got = client
-        .get_object()
-        .bucket(&s3.bucket)
-        .key("smoke/hello.txt")
-        .send()
-        .await?;
-    let etag = got
-        .e_tag()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("Garage sent no ETag"))?;
-    assert_eq!(
-        got.body.collect().await?.into_bytes().as_ref(),
-        b"hello, bed"
-    );
-    let conditional = client
-        .get_object()
-        .bucket(&s3.bucket)
-        .key("smoke/hello.txt")
-        .if_none_match(&etag)
-        .send()
-        .await;
-    let err = match conditional {
-        Ok(_) => anyhow::bail!("a GET with the current ETag in If-None-Match returned the object"),
-        Err(err) => err,
+    let Fetched::Found { bytes, etag } = ferry.get("smoke/hello.txt", None).await? else {
+        anyhow::bail!("smoke/hello.txt is missing right after the put");
     };
-    let status = err
-        .raw_response()
-        .map(|response| response.status().as_u16());
-    assert_eq!(status, Some(304), "{err:?}");
+    assert_eq!(bytes, b"hello, bed");
+    let etag = etag.ok_or_else(|| anyhow::anyhow!("Garage sent no ETag"))?;
+    assert_eq!(
+        ferry.get("smoke/hello.txt", Some(&etag)).await?,
+        Fetched::Unchanged,
+        "a GET with the current ETag in If-None-Match did not answer 304"
+    );
     Ok(())
 }
 
-/// Puts `hello, bed` at `key` and returns the result with the request as it was about to
-/// be signed: its URI, then its header names.
-async fn put_seeing_request(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> (anyhow::Result<()>, Vec<String>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let record = Arc::clone(&seen);
-    let result = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from_static(b"hello, bed"))
-        .customize()
-        .mutate_request(move |request| {
-            let mut lines = vec![request.uri().to_string()];
-            lines.extend(request.headers().iter().map(|(name, _)| name.to_string()));
-            if let Ok(mut seen) = record.lock() {
-                *seen = lines;
-            }
-        })
-        .send()
-        .await;
-    let seen = seen.lock().map(|seen| seen.clone()).unwrap_or_default();
-    (result.map(|_| ()).map_err(anyhow::Error::from), seen)
+/// The requests a client sent, as they were about to be signed: for each, its URI, then
+/// its header names.
+#[derive(Clone, Debug, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    /// What was recorded so far; the record starts empty again.
+    fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut seen| std::mem::take(&mut *seen))
+            .unwrap_or_default()
+    }
+}
+
+impl Intercept for Seen {
+    fn name(&self) -> &'static str {
+        "bed-smoke-seen"
+    }
+
+    fn read_before_signing(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        let mut lines = vec![request.uri().to_string()];
+        lines.extend(request.headers().iter().map(|(name, _)| name.to_string()));
+        if let Ok(mut seen) = self.0.lock() {
+            seen.extend(lines);
+        }
+        Ok(())
+    }
 }
 
 /// The binary bound in read-only and a copy put into the host both run there. Crash mode

@@ -5,8 +5,9 @@
 //! manifests copied back over `manifest.json`.
 
 use anyhow::{Context, Result};
+use ferry_tests::Output;
 use ferry_tests::agent_bed::{AgentBed, manifest, service, sign, summary};
-use ferry_tests::{Output, workspace_binary};
+use ferry_tests::binaries::built_binary;
 use serde_json::{Value, json};
 
 /// The last line of `out` about `service`.
@@ -67,7 +68,8 @@ async fn unsigned_manifest_on_an_agent_without_manifest_keys_starts_nothing() ->
     assert!(!unit_exists(&t, "ferry-alpha.service"));
     assert_ne!(t.show("ferry-alpha.service", "ActiveState")?, "active");
     // Nothing was fetched: the refusal does not depend on what the bucket holds.
-    assert!(summary(&out).contains("requests=0"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 0, "{s}");
 
     // Saying so explicitly is the one way to run unsigned manifests.
     t.configure("allowUnsignedManifests = true")?;
@@ -89,7 +91,7 @@ async fn store_path_added_by_hand_with_an_unsigned_narinfo_is_not_run() -> Resul
     let h = t.host();
     // A path that reached the host's store without any signature (here `nix-store --add`;
     // any path the host built or fetched itself is the same), holding a working program.
-    let testsvc = workspace_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
+    let testsvc = built_binary("ferry-testsvc", "FERRY_TESTSVC_BIN")?;
     h.put_file(&testsvc, "/tmp/planted/bin/ferry-testsvc", 0o755)?;
     let planted = h.sh_ok("nix-store --add /tmp/planted")?.trim().to_owned();
     // An unsigned narinfo for it in the bucket: enough for `nix copy` to skip the path,
@@ -156,7 +158,8 @@ async fn stored_manifest_is_checked_again_when_the_bucket_answers_304() -> Resul
         &t.extra_config,
     )?;
     let out = t.reconcile()?;
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
     assert_eq!(
         out.status, 2,
         "the stored manifest was re-applied unchecked"
@@ -168,7 +171,8 @@ async fn stored_manifest_is_checked_again_when_the_bucket_answers_304() -> Resul
     // The host's policy tightens: env files must now live elsewhere.
     t.configure("secretsDir = \"/var/lib/ferry-secrets-2\"")?;
     let out = t.reconcile()?;
-    assert!(summary(&out).contains("requests=1"), "{}", summary(&out));
+    let s = summary(&out)?;
+    assert_eq!(s.get("requests")?, 1, "{s}");
     assert_eq!(
         out.status, 1,
         "the stored manifest was re-applied unchecked"

@@ -324,10 +324,8 @@ async fn bed_serving_alpha() -> Result<(AgentBed, u64)> {
 
 /// `peakRssKiB` of a tick's summary line.
 fn peak_rss_kib(out: &Output) -> Result<u64> {
-    summary(out)
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("peakRssKiB="))
-        .and_then(|v| v.parse().ok())
+    summary(out)?
+        .get("peakRssKiB")
         .with_context(|| format!("no peakRssKiB in the tick's output:\n{}", out.stdout))
 }
 
@@ -624,13 +622,14 @@ async fn agent_ticks_inside_the_modules_sandbox() -> Result<()> {
     // That tick deployed alpha (pulled through nix-daemon: the unit cannot write the store);
     // the next one, in the unit too, finds nothing to do.
     let out = t.tick_in_unit()?;
+    let s = summary(&out)?;
     ensure!(
-        out.status == 0 && out.stdout.contains("outcome=ok"),
+        out.status == 0 && s.outcome()? == "ok",
         "a tick in the module's unit failed: {}",
         out.stdout
     );
     ensure!(
-        out.stdout.contains("unitsTouched=0"),
+        s.get("unitsTouched")? == 0,
         "the second tick changed something: {}",
         out.stdout
     );

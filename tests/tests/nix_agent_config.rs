@@ -22,7 +22,7 @@ fn module_agent_toml(args: &str) -> Result<String> {
 }
 
 fn agent(config: &Path, args: &[&str]) -> Result<Output> {
-    let bin = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let bin = ferry_tests::agent_bed::agent_binary()?;
     Command::new(&bin)
         .arg("--config")
         .arg(config)

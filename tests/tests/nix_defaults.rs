@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context as _, Result, ensure};
 
 fn agent_defaults() -> Result<serde_json::Value> {
-    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let agent = ferry_tests::agent_bed::agent_binary()?;
     let output = Command::new(&agent)
         .args(["config", "--defaults", "--json"])
         .output()

@@ -252,7 +252,7 @@ fn agent_accepts_the_modules_agent_toml() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, &text)?;
-    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let agent = ferry_tests::agent_bed::agent_binary()?;
     let output = Command::new(&agent)
         .arg("--config")
         .arg(&path)
@@ -474,7 +474,7 @@ fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("agent.toml");
     std::fs::write(&path, &text)?;
-    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let agent = ferry_tests::agent_bed::agent_binary()?;
     let output = Command::new(&agent)
         .arg("--config")
         .arg(&path)

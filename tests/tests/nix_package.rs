@@ -83,7 +83,7 @@ fn run_post_install(script: &str, build: &Path, binaries: &[&str]) -> Result<std
     let out = build.join("out");
     std::fs::create_dir_all(out.join("bin"))?;
     for bin in binaries {
-        let real = ferry_tests::workspace_binary(
+        let real = ferry_tests::binaries::built_binary(
             bin,
             &format!("{}_BIN", bin.replace('-', "_").to_uppercase()),
         )?;

@@ -493,18 +493,33 @@ mod tests {
             Ok(AdminAddress::Unix("/run/caddy/admin.sock".into()))
         );
         assert_eq!(AdminAddress::parse("unix//s").unwrap().host_header(), "");
-        for bad in [
-            "http://localhost:2019",
-            "localhost",
-            ":2019",
-            "localhost:0",
-            "localhost:99999",
-            "unix/relative.sock",
-            "unix//s|rw",
-            "unix//s|",
+        // Each names the address, what is wrong with it and the forms that work.
+        for (bad, reason) in [
+            ("http://localhost:2019", "no scheme or path is allowed"),
+            ("localhost", "no :PORT"),
+            (":2019", "no host before :PORT"),
+            ("localhost:0", "the port is not a number from 1 to 65535"),
+            (
+                "localhost:99999",
+                "the port is not a number from 1 to 65535",
+            ),
+            (
+                "unix/relative.sock",
+                "the socket path must be absolute (unix//run/…)",
+            ),
+            (
+                "unix//s|rw",
+                "after `|` comes an octal socket mode like 0220",
+            ),
+            ("unix//s|", "after `|` comes an octal socket mode like 0220"),
         ] {
             let e = AdminAddress::parse(bad).unwrap_err().to_string();
-            assert!(e.contains(bad), "{e}");
+            assert_eq!(
+                e,
+                format!(
+                    "{bad:?} is not an admin address: {reason}; use HOST:PORT like localhost:2019 or unix//run/caddy/admin.sock"
+                )
+            );
         }
     }
 }

@@ -165,8 +165,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         routed.requests,
         routed.writes,
         started.elapsed().as_millis(),
-        ferry_agent::self_usage::cpu_ms().unwrap_or(0),
-        ferry_agent::self_usage::peak_rss_kib().unwrap_or(0),
+        known(ferry_agent::self_usage::cpu_ms()),
+        known(ferry_agent::self_usage::peak_rss_kib()),
     );
     println!("phases: {}", report.applied.phases);
     Ok(ExitCode::from(match report.outcome {
@@ -220,4 +220,22 @@ fn may_not_know_live_instances(state: &State) -> bool {
             .services
             .values()
             .any(|a| is_blue_green(&a.service) && a.live_port.is_none())
+}
+
+/// A figure for the summary line: `unknown` when `/proc` could not be read, never a 0 that
+/// would read as a measurement.
+fn known(figure: Option<u64>) -> String {
+    figure.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::known;
+
+    #[test]
+    fn an_unreadable_figure_is_unknown_not_zero() {
+        assert_eq!(known(None), "unknown");
+        assert_eq!(known(Some(0)), "0");
+        assert_eq!(known(Some(17_300)), "17300");
+    }
 }

@@ -388,7 +388,12 @@ mod tests {
             "crash-looping: ferry-web.service restarted 2 times since its start (now activating/auto-restart, exit status 1); see journalctl -u ferry-web.service"
         );
         // Restarted and back up by the time we look: still a crash.
-        assert!(unit_verdict(u, 3, Some(&unit("active", "running", 4))).is_err());
+        assert_eq!(
+            unit_verdict(u, 3, Some(&unit("active", "running", 4)))
+                .unwrap_err()
+                .to_string(),
+            "crash-looping: ferry-web.service restarted 1 time since its start (now active/running, exit status 1); see journalctl -u ferry-web.service"
+        );
         assert_eq!(
             unit_verdict(u, 0, Some(&unit("failed", "failed", 0)))
                 .unwrap_err()

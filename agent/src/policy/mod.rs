@@ -315,7 +315,16 @@ mod tests {
         .into());
         let r = policy().refusals(&m, &f);
         assert_eq!(r.len(), 2, "{r:?}");
-        assert!(r["podcastitlater-web"][0].contains("ferry-metrics.service"));
+        assert!(
+            r["metrics"][0].starts_with("the name metrics is taken on this host")
+                && r["metrics"][0].contains("a unit not written by Ferry"),
+            "{r:?}"
+        );
+        assert!(
+            r["podcastitlater-web"][0]
+                .starts_with("systemd.requires names ferry-metrics.service, which is not a unit of this host's Ferry services"),
+            "{r:?}"
+        );
         f.foreign_units = Err("D-Bus is down".into());
         let r = policy().refusals(&m, &f);
         assert!(

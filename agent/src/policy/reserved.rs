@@ -171,18 +171,27 @@ mod tests {
             foreign_dirs: &[],
         };
         assert!(check("secrets", occupied).is_empty());
-        assert!(check("state", occupied)[0].contains("stateDir"));
+        assert!(
+            check("state", occupied)[0].starts_with(
+                "the name state is reserved: its StateDirectory /var/lib/ferry-state holds the agent's stateDir"
+            ),
+            "{:?}",
+            check("state", occupied)
+        );
         let own = vec![("stateDir", PathBuf::from("/var/lib/private/ferry-x"))];
+        let r = check(
+            "x",
+            Occupied {
+                own_dirs: &own,
+                ..occupied
+            },
+        );
+        // DynamicUser's private StateDirectory (/var/lib/private/ferry-x) is the same one.
         assert_eq!(
-            check(
-                "x",
-                Occupied {
-                    own_dirs: &own,
-                    ..occupied
-                }
-            )
-            .len(),
-            1
+            r,
+            [
+                "the name x is reserved: its StateDirectory /var/lib/ferry-x holds the agent's stateDir (/var/lib/private/ferry-x), which systemd would hand over to the service"
+            ]
         );
     }
 

@@ -24,7 +24,14 @@ in mk "ferry-pt-app-${nonce}-${version}" "mkdir $out; echo ${lib} > $out/lib; ec
 
 /// Runs `ferry` with `args` and extra environment.
 pub fn ferry(args: &[&str], env: &[(&str, &str)]) -> Output {
+    ferry_in(Path::new("."), args, env)
+}
+
+/// Runs `ferry` with `args` and extra environment in the folder `cwd` (for relative
+/// arguments such as `./result`).
+pub fn ferry_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.current_dir(cwd);
     cmd.args(args)
         .env_remove("FERRY_BUCKET")
         .env_remove("FERRY_KEY_FILE");
@@ -130,6 +137,8 @@ pub struct Target {
     pub url: String,
     /// Credentials, as environment variables.
     pub env: Vec<(&'static str, String)>,
+    /// The bed's Garage, for reading objects directly (`None` for `file://`).
+    pub s3: Option<ferry_tests::S3>,
 }
 
 impl Target {
@@ -145,7 +154,36 @@ impl Target {
                 ("AWS_ACCESS_KEY_ID", s3.access_key.clone()),
                 ("AWS_SECRET_ACCESS_KEY", s3.secret_key.clone()),
             ],
+            s3: Some(s3.clone()),
         }
+    }
+
+    /// A `file://` bucket in `dir`.
+    pub fn dir(dir: &Path) -> Target {
+        Target {
+            url: format!("file://{}", dir.display()),
+            env: Vec::new(),
+            s3: None,
+        }
+    }
+
+    /// The object `key` as stored, read directly (not through ferry); `None` when absent.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        if let Some(dir) = self.url.strip_prefix("file://") {
+            return std::fs::read(Path::new(dir).join(key)).ok();
+        }
+        let s3 = self.s3.as_ref().expect("an s3:// target has the bed's S3");
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let got = s3
+                .client()
+                .get_object()
+                .bucket(&s3.bucket)
+                .key(key)
+                .send()
+                .await
+                .ok()?;
+            Some(got.body.collect().await.unwrap().into_bytes().to_vec())
+        })
     }
 
     /// `ferry ARGS --bucket URL` with the credentials, not started yet (output piped).

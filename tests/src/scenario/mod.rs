@@ -24,7 +24,7 @@ use crate::agent_bed::eventually;
 use crate::agent_config::{install_module_agent_config, module_unit_options};
 use crate::module_unit;
 use crate::process::{capture, cmd};
-use crate::{Bed, BedOptions, BindRo, Closures, Host};
+use crate::{Bed, BedOptions, BindRo, Closures, Host, TickSummary};
 
 /// The binaries the scenario runs: `ferry` on the machine, `ferry-agent` in the hosts.
 #[derive(Clone, Debug)]
@@ -54,7 +54,7 @@ pub struct Figures {
     /// others (errors, or anything else).
     pub during_bad_push: (u32, u32),
     /// Every `tick:` summary line host A's agent printed.
-    pub ticks: Vec<String>,
+    pub ticks: Vec<TickSummary>,
     /// Every `phases:` line host A's agent printed.
     pub phases: Vec<String>,
 }
@@ -430,7 +430,16 @@ impl Scenario {
         if unit_active(a, "ferry-worker.service")? {
             bail!("worker's unit file is gone but the service still runs");
         }
+        // Removal keeps the profile (the GC root and rollback) at what worker last ran.
+        let live_worker = manifest::store_path(&live, "worker")
+            .context("the live manifest before the removal names no worker")?;
         let profile = a.sh_ok("readlink -f /nix/var/nix/profiles/ferry/worker")?;
+        if profile.trim() != live_worker {
+            bail!(
+                "worker's profile after its removal points at {:?}, not at the closure it ran ({live_worker})",
+                profile.trim()
+            );
+        }
         say(&format!(
             "worker stopped, unit deleted; profile kept → {}",
             profile.trim()
@@ -463,7 +472,7 @@ impl Scenario {
         banner("Garage is back: the next tick finds nothing to do");
         self.bed.resume_garage()?;
         let a = self.host_a();
-        let mut line = String::new();
+        let mut tick = None;
         eventually(
             "an ok tick after Garage came back",
             reaction(&self.options),
@@ -472,17 +481,20 @@ impl Scenario {
                 // credentials exist only there.
                 let since = format!("@{}", unix_now());
                 let started = a.sh("systemctl start ferry-agent.service")?;
-                line = module_unit::journal(a, &since)?
-                    .lines()
-                    .rfind(|l| l.starts_with("tick:"))
-                    .unwrap_or_default()
-                    .to_owned();
-                Ok(started.success() && line.contains("outcome=ok"))
+                let journal = module_unit::journal(a, &since)?;
+                let Some(line) = journal.lines().rfind(|l| l.starts_with("tick:")) else {
+                    return Ok(false);
+                };
+                let parsed = TickSummary::parse(line)?;
+                let ok = started.success() && parsed.outcome()? == "ok";
+                tick = Some(parsed);
+                Ok(ok)
             },
         )?;
-        say(&line);
-        if !(line.contains("unitsTouched=0") && line.contains("reloads=0")) {
-            bail!("the first good tick after the outage changed something: {line}");
+        let tick = tick.context("no tick ran after Garage came back")?;
+        say(&tick.to_string());
+        if tick.get("unitsTouched")? != 0 || tick.get("reloads")? != 0 {
+            bail!("the first good tick after the outage changed something: {tick}");
         }
         done(t);
         Ok(())
@@ -528,7 +540,7 @@ impl Scenario {
         let journal = module_unit::journal(self.host_a(), &self.since)?;
         for line in journal.lines() {
             if line.starts_with("tick:") {
-                self.figures.ticks.push(line.to_owned());
+                self.figures.ticks.push(TickSummary::parse(line)?);
             } else if line.starts_with("phases:") {
                 self.figures.phases.push(line.to_owned());
             }
@@ -547,13 +559,16 @@ impl Scenario {
                 latency.as_secs_f64()
             ));
         }
-        let peak_rss = max_field(&self.figures.ticks, "peakRssKiB=");
-        let cpu = max_field(&self.figures.ticks, "cpuMs=");
+        let peak_rss = max_measured(&self.figures.ticks, "peakRssKiB")?;
+        let cpu = max_measured(&self.figures.ticks, "cpuMs")?;
         say(&format!(
-            "{} ticks on host A; peak RSS {:.1} MiB, CPU at most {} ms per tick",
+            "{} ticks on host A; peak RSS {}, CPU at most {} per tick",
             self.figures.ticks.len(),
-            peak_rss as f64 / 1024.0,
-            cpu
+            peak_rss.map_or_else(
+                || "unknown".to_owned(),
+                |kib| format!("{:.1} MiB", kib as f64 / 1024.0)
+            ),
+            cpu.map_or_else(|| "unknown".to_owned(), |ms| format!("{ms} ms")),
         ));
         for line in self
             .figures
@@ -669,16 +684,14 @@ fn unit_file_exists(host: &Host, unit: &str) -> bool {
         .exists()
 }
 
-/// The largest `KEY<number>` among `lines`.
-fn max_field(lines: &[String], key: &str) -> u64 {
-    lines
-        .iter()
-        .filter_map(|l| {
-            let rest = &l[l.find(key)? + key.len()..];
-            rest.split_whitespace().next()?.parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
+/// The largest figure `key` among `ticks`; `None` when no tick could measure it (the
+/// agent printed `unknown`), so an unreadable figure is never shown as 0.
+fn max_measured(ticks: &[TickSummary], key: &str) -> Result<Option<u64>> {
+    let mut max = None;
+    for tick in ticks {
+        max = max.max(tick.measured(key)?);
+    }
+    Ok(max)
 }
 
 fn unix_now() -> u64 {
@@ -693,14 +706,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_field_reads_tick_lines() {
-        let lines = vec![
-            "tick: outcome=ok cpuMs=12 peakRssKiB=16000".to_owned(),
-            "tick: outcome=ok cpuMs=250 peakRssKiB=80720".to_owned(),
-            "phases: pullMs=0".to_owned(),
-        ];
-        assert_eq!(max_field(&lines, "peakRssKiB="), 80720);
-        assert_eq!(max_field(&lines, "cpuMs="), 250);
-        assert_eq!(max_field(&lines, "nothing="), 0);
+    fn max_measured_reads_tick_lines_and_keeps_unknown_apart() -> Result<()> {
+        let ticks = [
+            "tick: outcome=ok cpuMs=12 peakRssKiB=16000",
+            "tick: outcome=ok cpuMs=250 peakRssKiB=80720",
+        ]
+        .map(TickSummary::parse)
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+        assert_eq!(max_measured(&ticks, "peakRssKiB")?, Some(80720));
+        assert_eq!(max_measured(&ticks, "cpuMs")?, Some(250));
+        assert!(max_measured(&ticks, "nothing").is_err());
+        let unknown = [TickSummary::parse("tick: cpuMs=unknown")?];
+        assert_eq!(max_measured(&unknown, "cpuMs")?, None);
+        Ok(())
     }
 }

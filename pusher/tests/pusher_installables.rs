@@ -1,0 +1,154 @@
+//! The README's first example and the other ways of naming what `ferry push` ships, end to
+//! end against a `file://` bucket with the machine's Nix: `ferry push web ./result` (the
+//! symlink `nix-build` leaves in the working folder), `ferry push web ./app.nix` (built
+//! with `nix-build`) and a flake installable `.#default` (built with `nix build`). Each
+//! push must make the live manifest name the path Nix built, and stock `nix copy` must take
+//! that closure from the bucket with the signing key.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::{build_app, ferry, ferry_in, keypair, nix_copy, nonce, text};
+
+/// The live manifest's store path for `web`.
+fn live_web(bucket: &Path) -> String {
+    let live: Value =
+        serde_json::from_slice(&std::fs::read(bucket.join("manifest.json")).unwrap()).unwrap();
+    live["services"][0]["artifact"]["storePath"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A flake with one package, `default`: a store path whose `version` file says `text`.
+/// Flakes evaluate purely (no `builtins.currentSystem`), so the system is spelled out.
+fn write_flake(dir: &Path, name: &str, text: &str) {
+    let system = format!("{}-linux", std::env::consts::ARCH);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("flake.nix"),
+        format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    packages.{system}.default = derivation {{
+      name = "{name}";
+      system = "{system}";
+      builder = "/bin/sh";
+      PATH = "/usr/bin:/bin";
+      args = [ "-c" "mkdir $out; echo {text} > $out/version" ];
+    }};
+  }};
+}}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn push_takes_a_result_link_a_nix_file_and_a_flake_installable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, public) = keypair(dir.path(), "ferry-pt-inst-1");
+    let key = sec.to_str().unwrap();
+    let bucket = dir.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    let n = nonce();
+    let push = |cwd: &Path, what: &str| {
+        let out = ferry_in(
+            cwd,
+            &["push", "web", what, "--bucket", &url, "--key-file", key],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "ferry push web {what}: {}",
+            text(&out)
+        );
+        live_web(&bucket)
+    };
+
+    // The live manifest names web's first version (uploaded by its store path).
+    let (app1, _) = build_app(dir.path(), &n, 1);
+    let up = ferry(&["upload", "--bucket", &url, "--key-file", key, &app1], &[]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app1},
+                      "hosts": ["h1"], "exec": {"command": "app"}}]
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = ferry(
+        &[
+            "publish",
+            "--bucket",
+            &url,
+            "--key-file",
+            key,
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(published.status.success(), "{}", text(&published));
+
+    // The README's first example: `nix-build` left `./result`, and `ferry push web ./result`
+    // runs in that folder.
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::copy(dir.path().join("pt.nix"), project.join("pt.nix")).unwrap();
+    let built = Command::new("nix-build")
+        .current_dir(&project)
+        .args([
+            "pt.nix", "--argstr", "nonce", &n, "--argstr", "version", "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "nix-build: {}", text(&built));
+    let app2 = String::from_utf8(built.stdout).unwrap().trim().to_owned();
+    assert!(project.join("result").is_symlink());
+    assert_eq!(push(&project, "./result"), app2);
+
+    // A .nix file: ferry builds it (the path does not exist before).
+    std::fs::write(
+        project.join("app.nix"),
+        format!("import ./pt.nix {{ nonce = \"{n}\"; version = \"3\"; }}\n"),
+    )
+    .unwrap();
+    let app3 = push(&project, "./app.nix");
+    assert_ne!(app3, app2);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&app3).join("version")).unwrap(),
+        "3\n"
+    );
+    assert_eq!(
+        build_app(dir.path(), &n, 3).0,
+        app3,
+        "not the path Nix builds"
+    );
+
+    // A flake installable, as a project with a flake.nix names its package.
+    let flake = dir.path().join("flake");
+    let text_in = format!("flake-{n}");
+    write_flake(&flake, &format!("ferry-pt-flake-{n}"), &text_in);
+    let app4 = push(&flake, ".#default");
+    assert!(
+        app4.ends_with(&format!("-ferry-pt-flake-{n}")),
+        "{app4} is not the flake's package"
+    );
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&app4).join("version")).unwrap(),
+        format!("{text_in}\n")
+    );
+
+    // Every one of them reached the bucket signed: stock Nix takes it with the key.
+    for (i, path) in [&app2, &app3, &app4].into_iter().enumerate() {
+        let store = dir.path().join(format!("store-{i}"));
+        let copied = nix_copy(&bucket, &store, &public, path);
+        assert!(copied.status.success(), "{path}: {}", text(&copied));
+    }
+}
