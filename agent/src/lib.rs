@@ -25,6 +25,7 @@ pub mod state_file;
 pub mod tick;
 pub mod tick_lock;
 pub mod verify;
+pub mod vocab;
 
 /// Prefix of every unit and route the agent owns.
 pub const UNIT_PREFIX: &str = "ferry-";

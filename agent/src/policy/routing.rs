@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use ferry_schema::manifest::Service;
 
-use crate::config::PortRange;
+use super::ports::PortRange;
 use crate::render::unit::{instance_ports, is_blue_green};
 
 /// Whether `pattern` is a domain pattern: `*`, `*.<domain>` or a domain.
