@@ -1,6 +1,6 @@
 //! Caddy routes as data: the ordered routes Ferry wants for this host's HTTP services, how
 //! they differ from what Caddy has (drift), and the writes that repair the difference. Pure:
-//! values in, values out; `route_step` runs the writes through the `Proxy` backend.
+//! values in, values out; the tick's route step (`tick::route`) runs the writes through the `Proxy` backend.
 //!
 //! Placement rule: Ferry's routes form one block at the *start* of the server's routes
 //! array, in the order [`ordered_routes`] gives. A Caddyfile site without a host (Debian's

@@ -5,7 +5,7 @@
 //! the host other than Ferry's services listens on — otherwise a signed manifest could
 //! publish a loopback-only database or Caddy's own admin API under a public domain. (That a
 //! domain the host's own Caddy configuration serves is never taken over is decided where
-//! Caddy's routes are read, in `route_step`.) Pure.
+//! Caddy's routes are read, in the tick's route step (`tick::route`).) Pure.
 
 use std::collections::BTreeSet;
 
