@@ -1,5 +1,8 @@
-//! `ferry-agent`'s library: the reconcile tick and everything it is built from. Pure modules
-//! (config, plan, policy, render, state) are separate from the backends that do I/O.
+//! `ferry-agent`'s library: the reconcile tick and everything it is built from. A tick is one
+//! pipeline (`tick`: fetch → verify → observe → plan → apply → record → route → retire). The
+//! pure core (`plan`, `render`, `routes`, `policy`, `health::spec`, `health::quarantine`,
+//! `state`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary both
+//! sides share (`vocab`). `tests/architecture.rs` keeps it so.
 
 // Tests may panic on unexpected errors: that is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

@@ -135,18 +135,23 @@ where
     // State that may not know a blue-green service's live instance (lost, or never
     // written): what Caddy dials helps find it. A converged host skips this read.
     let mut dial_requests = 0;
-    let mut settings = settings.clone();
+    let with_dials;
+    let mut settings = settings;
     if let Some(routing) = routing
         && route::may_not_know_live_instances(state)
     {
         let before = routing.proxy.requests();
-        settings.dialled = route::dialled(routing).await;
+        with_dials = TickSettings {
+            dialled: route::dialled(routing).await,
+            ..settings.clone()
+        };
+        settings = &with_dials;
         dial_requests = routing.proxy.requests().saturating_sub(before);
     }
     let mut report = if b.systemd.booting().await {
-        boot_tick(&settings, state, b, after.boot_sec).await
+        boot_tick(settings, state, b, after.boot_sec).await
     } else {
-        tick(&settings, state, b).await
+        tick(settings, state, b).await
     };
     // Record the outcome before routing and draining: a tick killed during the drain
     // then leaves the new live instance and what to retire, not a pending mark that

@@ -1,6 +1,6 @@
-//! Observe step: the host facts the policy needs, and what the host runs now, from the state file, the unit directory and
-//! systemd. Services the agent manages are those in its state or with a `ferry-*` unit file
-//! (a plain unit or a blue-green template).
+//! Observe step: the host facts the policy needs, and what the host runs now, from the state
+//! file, the unit directory and systemd. Services the agent manages are those in its state
+//! or with a `ferry-*` unit file (a plain unit or a blue-green template).
 //!
 //! A blue-green service's live instance is the one the state file records while systemd
 //! says it is active. When state does not know it (lost, or an older copy put back) it is

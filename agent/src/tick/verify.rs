@@ -10,8 +10,7 @@ use ferry_schema::layout::MANIFEST_KEY;
 use super::TickSettings;
 use super::fetch::FetchOutput;
 use crate::backend::bucket::{BucketError, Fetched};
-use crate::policy::HostPolicy;
-use crate::policy::Running;
+use crate::policy::{HostPolicy, Running};
 use crate::state::{Outcome, State};
 use crate::verify::{Accepted, Trust, recheck, verify};
 
