@@ -287,9 +287,11 @@ PrivateTmp=yes
 "#;
         assert!(text.starts_with(expected), "got:\n{text}");
         // A call outside the filter fails with EPERM instead of killing the service.
-        assert!(text.ends_with(
-            "SystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\n"
-        ));
+        assert!(
+            text.ends_with(
+                "SystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\n"
+            )
+        );
         assert!(!text.contains("ReadWritePaths="), "{text}");
         assert_eq!(
             header_store_path(&text),
@@ -339,10 +341,13 @@ PrivateTmp=yes
         let text = render(&s);
         assert!(text.contains("DynamicUser=yes\n"));
         assert!(!text.contains("User=pil-web"));
-        assert!(text.contains(
-            "ProtectSystem=full\nProtectHome=read-only\nPrivateTmp=no\n\
+        assert!(
+            text.contains(
+                "ProtectSystem=full\nProtectHome=read-only\nPrivateTmp=no\n\
              ReadWritePaths=/var/podcastitlater\nReadWritePaths=/srv/50%%\n"
-        ), "{text}");
+            ),
+            "{text}"
+        );
     }
 
     #[test]
