@@ -125,15 +125,14 @@
     };
     nix.package = nixPackage;
     systemd.package = systemdPackage;
-    users.users =
-      builtins.mapAttrs (name: user:
-        {
-          inherit name;
-          group = "";
-          ferry.allowServices = false;
-        }
-        // user)
-      users;
+    users.users = builtins.mapAttrs (name: user:
+      {
+        inherit name;
+        group = "";
+        ferry.allowServices = false;
+      }
+      // user)
+    users;
     users.groups = builtins.mapAttrs (name: group: {gid = null;} // group) groups;
   };
 

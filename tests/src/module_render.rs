@@ -81,8 +81,13 @@ pub fn split_host_config(options: &Value) -> Result<(Value, String, String)> {
     let Some(map) = options.as_object_mut() else {
         bail!("services.ferry-agent options must be a JSON object, got {options}");
     };
-    let host = map.remove(NIXOS_KEY).unwrap_or_else(|| Value::Object(Default::default()));
-    let part = |key: &str| host.get(key).map_or_else(|| "{}".to_owned(), Value::to_string);
+    let host = map
+        .remove(NIXOS_KEY)
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let part = |key: &str| {
+        host.get(key)
+            .map_or_else(|| "{}".to_owned(), Value::to_string)
+    };
     let (users, groups) = (part("users"), part("groups"));
     Ok((options, users, groups))
 }

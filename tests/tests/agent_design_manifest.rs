@@ -24,13 +24,18 @@ const SECRET: &str = "biz-secret-0123456789";
 /// The design's example manifest as it is, but for the closure (`store_path`, whose program
 /// is `ferry-testsvc`), the bed's host name and the generation.
 fn example(generation: u32, store_path: &str) -> Result<Value> {
-    let mut m: Value = serde_json::from_str(include_str!(
-        "../../schema/tests/fixtures/example.json"
-    ))?;
+    let mut m: Value =
+        serde_json::from_str(include_str!("../../schema/tests/fixtures/example.json"))?;
     m["generation"] = json!(format!("2025-01-15T12:34:{generation:02}Z"));
     let s = &mut m["services"][0];
-    ensure!(s["name"] == SERVICE && s["env"]["DATA_DIR"] == DATA_DIR, "{s}");
-    ensure!(s["envFile"] == ENV_FILE && s["exec"]["user"] == "pil-web", "{s}");
+    ensure!(
+        s["name"] == SERVICE && s["env"]["DATA_DIR"] == DATA_DIR,
+        "{s}"
+    );
+    ensure!(
+        s["envFile"] == ENV_FILE && s["exec"]["user"] == "pil-web",
+        "{s}"
+    );
     s["artifact"]["storePath"] = json!(store_path);
     s["exec"]["command"] = json!("ferry-testsvc");
     s["hosts"] = json!([HOST]);
@@ -65,11 +70,8 @@ async fn design_host() -> Result<AgentBed> {
     // The module's tmpfiles rule made the secrets directory (root, 0700).
     let dir = t.host().sh_ok("stat -c '%U %a' /var/lib/biz-secrets")?;
     ensure!(dir.trim() == "root 700", "secrets directory: {dir}");
-    t.host().put_bytes(
-        ENV_FILE,
-        format!("SECRET_KEY={SECRET}\n").as_bytes(),
-        0o600,
-    )?;
+    t.host()
+        .put_bytes(ENV_FILE, format!("SECRET_KEY={SECRET}\n").as_bytes(), 0o600)?;
     Ok(t)
 }
 
@@ -124,9 +126,7 @@ async fn the_designs_example_manifest_deploys_and_writes_its_data_dir() -> Resul
 
     // With its data directory in hardening.readWritePaths it deploys and writes there.
     deploy_example(&t, 2).await?;
-    let unit = t
-        .host()
-        .sh_ok(&format!("cat /run/systemd/system/{UNIT}"))?;
+    let unit = t.host().sh_ok(&format!("cat /run/systemd/system/{UNIT}"))?;
     ensure!(
         unit.contains("\nReadWritePaths=/var/podcastitlater\n")
             && unit.contains("\nSystemCallErrorNumber=EPERM\n"),
@@ -144,9 +144,7 @@ async fn a_write_path_outside_the_allowed_prefixes_is_refused_and_nothing_runnin
     let t = design_host().await?;
     deploy_example(&t, 1).await?;
     let invocation = t.show(UNIT, "InvocationID")?;
-    let unit = t
-        .host()
-        .sh_ok(&format!("cat /run/systemd/system/{UNIT}"))?;
+    let unit = t.host().sh_ok(&format!("cat /run/systemd/system/{UNIT}"))?;
     let written = t.host().sh_ok(&format!("cat {WRITTEN}"))?;
 
     // A signed manifest that would also make /etc and a directory the host never allowed
@@ -166,7 +164,9 @@ async fn a_write_path_outside_the_allowed_prefixes_is_refused_and_nothing_runnin
         .context("no line about the service")?;
     ensure!(
         line.contains("REFUSED by host policy")
-            && line.contains("hardening.readWritePaths /etc can never be writable by a service: it overlaps /etc")
+            && line.contains(
+                "hardening.readWritePaths /etc can never be writable by a service: it overlaps /etc"
+            )
             && line.contains(
                 "hardening.readWritePaths /opt/pil is not under allowedWritePaths in agent.toml \
                  (now: /var/podcastitlater)"
@@ -175,11 +175,7 @@ async fn a_write_path_outside_the_allowed_prefixes_is_refused_and_nothing_runnin
     );
     // Nothing that runs changed: same process, same unit, same version, same data.
     ensure!(t.show(UNIT, "InvocationID")? == invocation);
-    ensure!(
-        t.host()
-            .sh_ok(&format!("cat /run/systemd/system/{UNIT}"))?
-            == unit
-    );
+    ensure!(t.host().sh_ok(&format!("cat /run/systemd/system/{UNIT}"))? == unit);
     ensure!(t.get(PORT, "/version")?.trim() == "1.0.0");
     ensure!(t.host().sh_ok(&format!("cat {WRITTEN}"))? == written);
     Ok(())

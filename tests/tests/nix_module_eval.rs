@@ -512,11 +512,15 @@ fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
         .map(str::trim)
         .filter(|l| l.starts_with("users."))
         .collect();
-    ensure!(!host.is_empty(), "the README's example declares no accounts");
-    let host = host.join(" ");
+    ensure!(
+        !host.is_empty(),
+        "the README's example declares no accounts"
+    );
+    // One line each: they may end in comments.
+    let host = host.join("\n");
     let eval = eval_module_with(
         &user,
-        &format!("users = ({{ {host} }}).users.users; groups = ({{ {host} }}).users.groups;"),
+        &format!("users = ({{\n{host}\n}}).users.users; groups = ({{\n{host}\n}}).users.groups;"),
     )?;
     let failed: Vec<&Value> = eval["config"]["assertions"]
         .as_array()

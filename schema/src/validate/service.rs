@@ -301,7 +301,10 @@ fn check_hardening(base: &str, who: &str, s: &Service, hardening: &Hardening, re
         } else if !seen.insert(path.as_str()) {
             report.warn(
                 pointer,
-                format!("{who}: hardening.readWritePaths lists {} twice; remove one", q(path)),
+                format!(
+                    "{who}: hardening.readWritePaths lists {} twice; remove one",
+                    q(path)
+                ),
             );
         }
     }
