@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod command;
+pub mod fleet_view;
 pub mod gc_plan;
 pub mod lease;
 pub mod lease_holder;

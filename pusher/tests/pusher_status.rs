@@ -1,0 +1,189 @@
+//! `ferry status` against the bed's real Garage, with a second bucket as the status store
+//! (its own key, as on Spaces): reports written there as hosts write them (`hosts/<host>.json`
+//! over S3), read back by the real `ferry` binary, and judged against the live manifest.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Output;
+
+use ferry_schema::host_status::manifest_sha256;
+use ferry_tests::{Bed, BedOptions, S3};
+use serde_json::{Value, json};
+use support::{Target, build_app, keypair, nonce, text};
+
+/// A report as an agent writes it, dated now.
+fn report(host: &str, sha256: &str, web: Value) -> Value {
+    json!({
+        "version": 1, "host": host, "agentVersion": "0.1.0",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "everySec": 60,
+        "lastTick": {"outcome": "ok", "exitCode": 0, "wallMs": 9},
+        "manifest": {"generation": "2026-01-01T00:00:00Z", "sha256": sha256},
+        "services": [web],
+    })
+}
+
+fn web(path: &str, state: &str, message: Option<&str>) -> Value {
+    let mut s = json!({"name": "web", "storePath": path, "state": state,
+                       "since": "2026-01-01T00:00:01Z"});
+    if let Some(m) = message {
+        s["message"] = m.into();
+    }
+    s
+}
+
+/// Writes `hosts/<key_host>.json` into the status store with the store's own key.
+fn put_report(store: &S3, key_host: &str, doc: &Value) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        store
+            .client()
+            .put_object()
+            .bucket(&store.bucket)
+            .key(format!("hosts/{key_host}.json"))
+            .body(serde_json::to_vec(doc).unwrap().into())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn status_judges_each_named_host_from_its_report_in_the_status_store() {
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let store = bed.add_bucket("ferry-status").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The status store is reached with its own key, through a named profile; the deploy
+    // bucket with the environment's key.
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[status]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            store.access_key, store.secret_key
+        ),
+    )
+    .unwrap();
+    let status_url = format!(
+        "s3://{}?endpoint={}&region={}&profile=status",
+        store.bucket, store.endpoint, store.region
+    );
+    let mut target = Target::garage(&bed);
+    target.env.push((
+        "AWS_SHARED_CREDENTIALS_FILE",
+        credentials.to_str().unwrap().to_owned(),
+    ));
+    let status = |extra: &[&str]| {
+        let mut args = vec!["status", "--status-bucket", &status_url];
+        args.extend_from_slice(extra);
+        target.run(&args)
+    };
+
+    let (sec, _) = keypair(dir.path(), "ferry-pt-status-1");
+    let key = sec.to_str().unwrap();
+    let n = nonce();
+    let (v1, _) = build_app(dir.path(), &n, 1);
+    let (v2, _) = build_app(dir.path(), &n, 2);
+    for app in [&v1, &v2] {
+        let up = target.run(&["upload", "--key-file", key, app]);
+        assert!(up.status.success(), "{}", text(&up));
+    }
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": v2},
+                      "hosts": ["h1", "h2"], "exec": {"command": "app"}}]
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = target.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
+    assert!(published.status.success(), "{}", text(&published));
+    let live = target.object("manifest.json").unwrap();
+    let sha = manifest_sha256(&live);
+
+    // Only h1 has reported: h2 is silent, and the fleet is not converged.
+    put_report(&store, "h1", &report("h1", &sha, web(&v2, "running", None)));
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lines = stdout(&out);
+    assert!(
+        lines.contains("h1  converged   generation 2026-01-01T00:00:00Z"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains("h2  silent\n      never reported"),
+        "{lines}"
+    );
+
+    // h2 applied the manifest but rolled back: failing, with the health message.
+    put_report(
+        &store,
+        "h2",
+        &report(
+            "h2",
+            &sha,
+            web(&v1, "rolled-back", Some("GET /health: 503 after 5 tries")),
+        ),
+    );
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("h2  failing     generation 2026-01-01T00:00:00Z")
+            && stdout(&out).contains("web: rolled-back: GET /health: 503 after 5 tries"),
+        "{}",
+        text(&out)
+    );
+
+    // A report that claims another host's name counts for neither.
+    put_report(&store, "h2", &report("h1", &sha, web(&v2, "running", None)));
+    let out = status(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("h2  unreadable")
+            && stdout(&out).contains("says it is the report of host \"h1\""),
+        "{}",
+        text(&out)
+    );
+
+    // An older manifest applied: behind.
+    put_report(
+        &store,
+        "h2",
+        &report("h2", "0ld", web(&v1, "running", None)),
+    );
+    let out = status(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["converged"], false);
+    assert_eq!(doc["sha256"], sha.as_str());
+    assert_eq!(doc["hosts"][1]["host"], "h2");
+    assert_eq!(doc["hosts"][1]["verdict"], "behind");
+
+    // Both run the live manifest healthy: exit 0.
+    put_report(&store, "h2", &report("h2", &sha, web(&v2, "running", None)));
+    let out = status(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["converged"], true);
+    let verdicts: Vec<&str> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["converged", "converged"]);
+
+    // No status store named: a clear error, not a guess.
+    let out = target.run(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no status store given: pass --status-bucket"),
+        "{}",
+        text(&out)
+    );
+}
