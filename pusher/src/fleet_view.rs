@@ -25,7 +25,9 @@ pub enum Verdict {
     Converged,
     /// Applied the live manifest, but a service of it does not run healthy.
     Failing,
-    /// Has not applied the live manifest yet (or its last tick refused it).
+    /// Its last tick, after the live manifest was published, refused it.
+    Refused,
+    /// Has not applied the live manifest yet, or a service of it is still pending.
     Behind,
     /// Its last report is older than [`STALE_INTERVALS`] report intervals.
     Stale,
@@ -43,6 +45,7 @@ impl Verdict {
         match self {
             Verdict::Converged => "converged",
             Verdict::Failing => "failing",
+            Verdict::Refused => "refused",
             Verdict::Behind => "behind",
             Verdict::Stale => "stale",
             Verdict::Silent => "silent",
@@ -97,11 +100,20 @@ pub fn view(
             (_, Some(Err(e))) => row(host, Verdict::Unreadable, vec![e.clone()]),
             (None, Some(Ok(r))) => judged(host, Verdict::NotNamed, Vec::new(), r, now),
             (Some(want), Some(Ok(r))) => {
-                let (verdict, problems) = judge(want, live_sha256, r, now);
+                let (verdict, problems) = judge(want, live_sha256, &manifest.generation, r, now);
                 judged(host, verdict, problems, r, now)
             }
         })
         .collect()
+}
+
+/// Whether the host has answered the live manifest, for good or bad (what `--wait` waits
+/// for): converged, failing or refused. A behind, stale, silent or unreadable host may still.
+pub fn settled(row: &HostRow) -> bool {
+    matches!(
+        row.verdict,
+        Verdict::Converged | Verdict::Failing | Verdict::Refused | Verdict::NotNamed
+    )
 }
 
 /// Whether every host the manifest names is converged (the exit status of `ferry status`).
@@ -168,6 +180,7 @@ fn wanted_by_host(manifest: &Manifest) -> BTreeMap<String, BTreeMap<String, Stri
 fn judge(
     want: &BTreeMap<String, String>,
     live_sha256: &str,
+    generation: &str,
     r: &HostStatus,
     now: DateTime<Utc>,
 ) -> (Verdict, Vec<String>) {
@@ -192,9 +205,30 @@ fn judge(
             }
             _ => "has not applied the live manifest yet".to_owned(),
         };
-        return (Verdict::Behind, vec![why]);
+        // A refusal reported after the manifest was published (its generation is that
+        // moment) is the host's answer to it; an older one was about an earlier manifest.
+        let answered =
+            r.last_tick.outcome == TickOutcome::Refused && reported_after(&r.time, generation);
+        let verdict = if answered {
+            Verdict::Refused
+        } else {
+            Verdict::Behind
+        };
+        return (verdict, vec![why]);
     }
     let by_name: BTreeMap<&str, _> = r.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let pending: Vec<String> = want
+        .keys()
+        .filter(|n| {
+            by_name
+                .get(n.as_str())
+                .is_some_and(|s| s.state == ServiceState::Pending)
+        })
+        .map(|n| format!("{n}: pending"))
+        .collect();
+    if !pending.is_empty() {
+        return (Verdict::Behind, pending);
+    }
     let mut problems = Vec::new();
     for (name, path) in want {
         match by_name.get(name.as_str()) {
@@ -225,6 +259,17 @@ fn judge(
         (Verdict::Converged, problems)
     } else {
         (Verdict::Failing, problems)
+    }
+}
+
+/// Whether a report dated `time` was written at or after `generation` (both RFC 3339).
+fn reported_after(time: &str, generation: &str) -> bool {
+    match (
+        DateTime::parse_from_rfc3339(time),
+        DateTime::parse_from_rfc3339(generation),
+    ) {
+        (Ok(t), Ok(g)) => t >= g,
+        _ => false,
     }
 }
 
@@ -457,6 +502,15 @@ mod tests {
             rows[1].problems,
             ["last tick refused: the manifest's signature is by an untrusted key"]
         );
+        // Reported after the manifest's generation: the host's answer to it.
+        assert_eq!(rows[1].verdict, Verdict::Refused);
+        assert!(settled(&rows[1]));
+        // A refusal from before it was published was about an earlier manifest.
+        let mut later = m.clone();
+        later.generation = "2026-12-01T10:04:45Z".into();
+        let rows = view(&later, "live", &reports, now());
+        assert_eq!(rows[1].verdict, Verdict::Behind);
+        assert!(!settled(&rows[1]));
         reports.insert(
             "b".into(),
             report("b", t, "live", vec![web(ServiceState::Running, WEB, None)]),
@@ -487,6 +541,26 @@ mod tests {
              web-2  silent\n\
              \x20        never reported\n"
         );
+    }
+
+    #[test]
+    fn a_pending_service_is_not_an_answer_yet() {
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            "a".into(),
+            report(
+                "a",
+                "2026-12-01T10:04:30Z",
+                "live",
+                vec![web(ServiceState::Pending, WEB, None)],
+            ),
+        );
+        let rows = view(&manifest(), "live", &reports, now());
+        assert_eq!(
+            (rows[0].verdict, rows[0].problems.as_slice()),
+            (Verdict::Behind, &["web: pending".to_owned()][..])
+        );
+        assert!(!settled(&rows[0]));
     }
 
     #[test]

@@ -53,14 +53,10 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[test]
-fn status_judges_each_named_host_from_its_report_in_the_status_store() {
-    let bed = Bed::start(BedOptions::default()).unwrap();
-    let store = bed.add_bucket("ferry-status").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // The status store is reached with its own key, through a named profile; the deploy
-    // bucket with the environment's key.
-    let credentials = dir.path().join("credentials");
+/// The bed's deploy bucket as `ferry` reaches it, with the status store reachable too
+/// through its own key (a named profile in a shared credentials file), and that store's URL.
+fn with_status_store(bed: &Bed, store: &S3, dir: &std::path::Path) -> (Target, String) {
+    let credentials = dir.join("credentials");
     std::fs::write(
         &credentials,
         format!(
@@ -73,35 +69,48 @@ fn status_judges_each_named_host_from_its_report_in_the_status_store() {
         "s3://{}?endpoint={}&region={}&profile=status",
         store.bucket, store.endpoint, store.region
     );
-    let mut target = Target::garage(&bed);
+    let mut target = Target::garage(bed);
     target.env.push((
         "AWS_SHARED_CREDENTIALS_FILE",
         credentials.to_str().unwrap().to_owned(),
     ));
+    (target, status_url)
+}
+
+/// Uploads `path` and publishes a manifest running it as `web` on h1 and h2.
+fn publish_web(target: &Target, dir: &std::path::Path, key: &str, path: &str) {
+    let up = target.run(&["upload", "--key-file", key, path]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": path},
+                      "hosts": ["h1", "h2"], "exec": {"command": "app"}}]
+    });
+    let file = dir.join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = target.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
+    assert!(published.status.success(), "{}", text(&published));
+}
+
+#[test]
+fn status_judges_each_named_host_from_its_report_in_the_status_store() {
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let store = bed.add_bucket("ferry-status").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (target, status_url) = with_status_store(&bed, &store, dir.path());
     let status = |extra: &[&str]| {
         let mut args = vec!["status", "--status-bucket", &status_url];
         args.extend_from_slice(extra);
         target.run(&args)
     };
-
     let (sec, _) = keypair(dir.path(), "ferry-pt-status-1");
     let key = sec.to_str().unwrap();
     let n = nonce();
     let (v1, _) = build_app(dir.path(), &n, 1);
     let (v2, _) = build_app(dir.path(), &n, 2);
-    for app in [&v1, &v2] {
-        let up = target.run(&["upload", "--key-file", key, app]);
-        assert!(up.status.success(), "{}", text(&up));
-    }
-    let manifest = json!({
-        "version": 1, "generation": "2026-01-01T00:00:00Z",
-        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": v2},
-                      "hosts": ["h1", "h2"], "exec": {"command": "app"}}]
-    });
-    let file = dir.path().join("m.json");
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let published = target.run(&["publish", file.to_str().unwrap(), "--key-file", key]);
-    assert!(published.status.success(), "{}", text(&published));
+    let up = target.run(&["upload", "--key-file", key, &v1]);
+    assert!(up.status.success(), "{}", text(&up));
+    publish_web(&target, dir.path(), key, &v2);
     let live = target.object("manifest.json").unwrap();
     let sha = manifest_sha256(&live);
 
@@ -185,5 +194,114 @@ fn status_judges_each_named_host_from_its_report_in_the_status_store() {
             .contains("no status store given: pass --status-bucket"),
         "{}",
         text(&out)
+    );
+}
+
+/// Polls the live manifest until its bytes differ from `before` (a verb wrote it).
+fn next_live(target: &Target, before: &[u8]) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(now) = target.object("manifest.json")
+            && now != before
+        {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the manifest was not written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn push_wait_returns_when_every_host_answered_and_names_the_failures() {
+    let bed = Bed::start(BedOptions::default()).unwrap();
+    let store = bed.add_bucket("ferry-status").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (target, status_url) = with_status_store(&bed, &store, dir.path());
+    let (sec, _) = keypair(dir.path(), "ferry-pt-wait-1");
+    let key = sec.to_str().unwrap();
+    let n = nonce();
+    let (v1, _) = build_app(dir.path(), &n, 1);
+    let (v2, _) = build_app(dir.path(), &n, 2);
+    let (v3, _) = build_app(dir.path(), &n, 3);
+    publish_web(&target, dir.path(), key, &v1);
+    let wait = format!("--status-bucket={status_url}");
+
+    // h1 applies v2 healthy, h2 rolls it back: push --wait exits 1 naming h2, web, why.
+    let before = target.object("manifest.json").unwrap();
+    let push = target
+        .command(&["push", "web", &v2, "--key-file", key, "--wait=60s", &wait])
+        .spawn()
+        .unwrap();
+    let live = next_live(&target, &before);
+    let sha = manifest_sha256(&live);
+    put_report(&store, "h1", &report("h1", &sha, web(&v2, "running", None)));
+    put_report(
+        &store,
+        "h2",
+        &report(
+            "h2",
+            &sha,
+            web(&v1, "rolled-back", Some("GET /health: 503 after 5 tries")),
+        ),
+    );
+    let out = push.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("h1: converged")
+            && err.contains(
+                "failed on h2 (failing: web: rolled-back: GET /health: 503 after 5 tries)"
+            ),
+        "{}",
+        text(&out)
+    );
+
+    // Both hosts answer v3 healthy: exit 0.
+    let before = live;
+    let push = target
+        .command(&["push", "web", &v3, "--key-file", key, "--wait=60s", &wait])
+        .spawn()
+        .unwrap();
+    let live = next_live(&target, &before);
+    let sha = manifest_sha256(&live);
+    for h in ["h1", "h2"] {
+        put_report(&store, h, &report(h, &sha, web(&v3, "running", None)));
+    }
+    let out = push.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runs healthy on all 2 host(s)"),
+        "{}",
+        text(&out)
+    );
+
+    // Nobody answers the rollback within its timeout: exit 1 naming both hosts.
+    let out = target.run(&["rollback", "--key-file", key, "--wait=3s", &wait]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("timed out after 3s")
+            && err.contains("h1 (behind: has not applied the live manifest yet)")
+            && err.contains("h2 (behind"),
+        "{}",
+        text(&out)
+    );
+
+    // --wait without a status store fails before anything is written.
+    let before = target.object("manifest.json").unwrap();
+    let out = target.run(&["push", "web", &v2, "--key-file", key, "--wait"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no status store given"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        target.object("manifest.json").unwrap(),
+        before,
+        "the manifest changed"
     );
 }

@@ -1,16 +1,15 @@
 //! `ferry status`: what every host did with the live manifest, from the reports the hosts
 //! write to the status store (`hosts/<host>.json`).
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use ferry_bucket::{AnyBucket, Bucket, Fetched};
-use ferry_schema::host_status::{MAX_REPORT_BYTES, manifest_sha256, parse_report};
-use ferry_schema::layout::{HOSTS_PREFIX, MANIFEST_KEY};
+use ferry_schema::host_status::manifest_sha256;
+use ferry_schema::layout::MANIFEST_KEY;
 
 use crate::cli::EXIT_FAILED;
-use crate::fleet_view::{Read, all_converged, render, view};
+use crate::fleet_reports::read_reports;
+use crate::fleet_view::{all_converged, render, view};
 use crate::live_manifest::read_live;
 use crate::settings::{BucketArgs, StatusBucketArgs, load_config, open_bucket, open_status_bucket};
 
@@ -66,29 +65,4 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_FAILED)
     })
-}
-
-/// Every `hosts/<host>.json` in the status store, parsed or with why it could not be.
-async fn read_reports(store: &AnyBucket) -> Result<BTreeMap<String, Read>> {
-    let mut reports = BTreeMap::new();
-    for object in store.list(HOSTS_PREFIX).await? {
-        let Some(host) = object
-            .key
-            .strip_prefix(HOSTS_PREFIX)
-            .and_then(|k| k.strip_suffix(".json"))
-            .filter(|h| !h.contains('/'))
-        else {
-            continue;
-        };
-        let read = match store.get_bounded(&object.key, None, MAX_REPORT_BYTES).await {
-            Ok(Fetched::Found { bytes, .. }) => {
-                parse_report(&object.key, host, &bytes).map_err(|e| e.to_string())
-            }
-            // Deleted between the listing and the read: as if it never reported.
-            Ok(Fetched::Missing | Fetched::Unchanged) => continue,
-            Err(e) => Err(format!("{}: {e}", object.key)),
-        };
-        reports.insert(host.to_owned(), read);
-    }
-    Ok(reports)
 }
