@@ -49,6 +49,13 @@ fn put_report(store: &S3, key_host: &str, doc: &Value) {
     });
 }
 
+/// h2 applied the manifest with digest `sha`, but its new version failed the health check
+/// and `path` runs again.
+fn h2_rolled_back(store: &S3, sha: &str, path: &str) {
+    let back = web(path, "rolled-back", Some("GET /health: 503 after 5 tries"));
+    put_report(store, "h2", &report("h2", sha, back));
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -129,15 +136,7 @@ fn status_judges_each_named_host_from_its_report_in_the_status_store() {
     );
 
     // h2 applied the manifest but rolled back: failing, with the health message.
-    put_report(
-        &store,
-        "h2",
-        &report(
-            "h2",
-            &sha,
-            web(&v1, "rolled-back", Some("GET /health: 503 after 5 tries")),
-        ),
-    );
+    h2_rolled_back(&store, &sha, &v1);
     let out = status(&[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -238,15 +237,7 @@ fn push_wait_returns_when_every_host_answered_and_names_the_failures() {
     let live = next_live(&target, &before);
     let sha = manifest_sha256(&live);
     put_report(&store, "h1", &report("h1", &sha, web(&v2, "running", None)));
-    put_report(
-        &store,
-        "h2",
-        &report(
-            "h2",
-            &sha,
-            web(&v1, "rolled-back", Some("GET /health: 503 after 5 tries")),
-        ),
-    );
+    h2_rolled_back(&store, &sha, &v1);
     let out = push.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
