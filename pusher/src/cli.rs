@@ -56,6 +56,7 @@ pub enum Command {
     History(command::history::Args),
     Rollback(command::rollback::Args),
     Diff(command::diff::Args),
+    Status(command::status::Args),
     Gc(command::gc::Args),
     /// Print a shell completion script (for packagers).
     #[command(hide = true)]
@@ -81,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => block_on(command::history::run(&args)),
         Command::Rollback(args) => block_on(command::rollback::run(&args)),
         Command::Diff(args) => block_on(command::diff::run(&args)),
+        Command::Status(args) => block_on(command::status::run(&args)),
         Command::Gc(args) => block_on(command::gc::run(&args)),
         Command::Completions(args) => {
             ferry_cli_docs::run_completions(Cli::command(), &args)?;

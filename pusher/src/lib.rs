@@ -8,6 +8,9 @@
 
 pub mod cli;
 pub mod command;
+pub mod fleet_reports;
+pub mod fleet_view;
+pub mod fleet_wait;
 pub mod gc_plan;
 pub mod lease;
 pub mod lease_holder;

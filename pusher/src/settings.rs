@@ -28,6 +28,9 @@ pub struct ConfigFile {
     /// accepts on manifests it edits or re-signs, and on narinfos it finds in the bucket:
     /// colleagues who push to the same bucket, or a CI key.
     pub trusted_keys: Option<Vec<String>>,
+    /// The status store hosts report to (`status.bucket` in their agent.toml), read by
+    /// `ferry status`: a bucket URL of the same forms as `bucket`.
+    pub status_bucket: Option<String>,
 }
 
 /// The bucket option every bucket-touching verb takes.
@@ -39,6 +42,16 @@ pub struct BucketArgs {
     /// `file:///DIR`. Default: $FERRY_BUCKET, else `bucket` in ~/.config/ferry/config.toml.
     #[arg(long, env = "FERRY_BUCKET", value_name = "URL")]
     pub bucket: Option<String>,
+}
+
+/// The status store option of verbs that read the hosts' reports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusBucketArgs {
+    /// The status store the hosts report to (`status.bucket` in their agent.toml), a bucket
+    /// URL like --bucket's. Default: $FERRY_STATUS_BUCKET, else `status_bucket` in
+    /// ~/.config/ferry/config.toml.
+    #[arg(long, env = "FERRY_STATUS_BUCKET", value_name = "URL")]
+    pub status_bucket: Option<String>,
 }
 
 /// The signing key option of verbs that sign.
@@ -61,7 +74,7 @@ pub fn config_path() -> Option<PathBuf> {
 pub fn parse_config(text: &str, path: &Path) -> Result<ConfigFile> {
     toml::from_str(text).with_context(|| {
         format!(
-            "reading {} (keys: bucket, key_file, zstd_level, trusted_keys)",
+            "reading {} (keys: bucket, key_file, zstd_level, trusted_keys, status_bucket)",
             path.display()
         )
     })
@@ -97,6 +110,26 @@ pub async fn open_bucket(args: &BucketArgs, config: &ConfigFile) -> Result<(Buck
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the bucket directory {}", dir.display()))?;
     }
+    let bucket = AnyBucket::open(&url).await;
+    Ok((url, bucket))
+}
+
+/// Opens the status store chosen by flag/env, else the config file. Unlike the deploy
+/// bucket, a missing `file://` directory is not created: nothing has reported there.
+pub async fn open_status_bucket(
+    args: &StatusBucketArgs,
+    config: &ConfigFile,
+) -> Result<(BucketUrl, AnyBucket)> {
+    let Some(text) = args
+        .status_bucket
+        .as_ref()
+        .or(config.status_bucket.as_ref())
+    else {
+        bail!(
+            "no status store given: pass --status-bucket URL (the `status.bucket` the hosts report to), set FERRY_STATUS_BUCKET, or put `status_bucket = \"…\"` in ~/.config/ferry/config.toml"
+        );
+    };
+    let url = BucketUrl::parse(text).with_context(|| "the status store URL".to_owned())?;
     let bucket = AnyBucket::open(&url).await;
     Ok((url, bucket))
 }

@@ -1,31 +1,55 @@
-//! The manifest's JSON Schema, generated from the Rust types (doc comments become
-//! descriptions). `schema/manifest.v1.schema.json` is this output, committed; a test fails
-//! when it is stale.
+//! The JSON Schemas of the manifest and of the host status report, generated from the Rust
+//! types (doc comments become descriptions). `schema/manifest.v1.schema.json` and
+//! `schema/host-status.v1.schema.json` are this output, committed; tests fail when they are
+//! stale.
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::transform_subschemas;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
+use crate::host_status::HostStatus;
 use crate::manifest::Manifest;
 
 /// The `$id` of the v1 schema.
 pub const SCHEMA_ID: &str = "https://ferry.invalid/manifest.v1.schema.json";
 
-/// The schema as a JSON value.
+/// The `$id` of the host status report's v1 schema.
+pub const HOST_STATUS_SCHEMA_ID: &str = "https://ferry.invalid/host-status.v1.schema.json";
+
+/// The manifest's schema as a JSON value.
 pub fn schema_value() -> Value {
+    value_for::<Manifest>(SCHEMA_ID)
+}
+
+/// The manifest's schema as pretty-printed JSON with a trailing newline (the committed
+/// file's bytes).
+pub fn schema_json() -> String {
+    pretty(&schema_value())
+}
+
+/// The host status report's schema as a JSON value.
+pub fn host_status_schema_value() -> Value {
+    value_for::<HostStatus>(HOST_STATUS_SCHEMA_ID)
+}
+
+/// The host status report's schema as the committed file's bytes.
+pub fn host_status_schema_json() -> String {
+    pretty(&host_status_schema_value())
+}
+
+fn value_for<T: schemars::JsonSchema>(id: &str) -> Value {
     let generator: SchemaGenerator = SchemaSettings::draft2020_12()
         .with_transform(reject_null)
         .with_transform(bound_unsigned)
         .into_generator();
-    let mut schema = generator.into_root_schema_for::<Manifest>();
-    schema.insert("$id".to_owned(), Value::String(SCHEMA_ID.to_owned()));
+    let mut schema = generator.into_root_schema_for::<T>();
+    schema.insert("$id".to_owned(), Value::String(id.to_owned()));
     schema.to_value()
 }
 
-/// The schema as pretty-printed JSON with a trailing newline (the committed file's bytes).
-pub fn schema_json() -> String {
-    let mut text = serde_json::to_string_pretty(&schema_value()).unwrap_or_default();
+fn pretty(schema: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema).unwrap_or_default();
     text.push('\n');
     text
 }

@@ -12,8 +12,9 @@ pub const CACHE_INFO_KEY: &str = "nix-cache-info";
 /// Folder of archived manifests, one per generation.
 pub const ARCHIVE_PREFIX: &str = "manifests/";
 
-/// Folder of per-host status reports.
-pub const STATUS_PREFIX: &str = "status/";
+/// Folder of per-host status reports, in the status store (a bucket of its own: hosts may
+/// write there, never to the deploy bucket).
+pub const HOSTS_PREFIX: &str = "hosts/";
 
 /// Folder of NAR files.
 pub const NAR_PREFIX: &str = "nar/";
@@ -31,9 +32,9 @@ pub fn invalid_archive_key(stamp: &str) -> String {
     format!("{ARCHIVE_PREFIX}invalid-{stamp}.json")
 }
 
-/// The status report of one host: `status/<host>.json`.
-pub fn status_key(host: &str) -> String {
-    format!("{STATUS_PREFIX}{host}.json")
+/// The status report of one host: `hosts/<host>.json`.
+pub fn host_status_key(host: &str) -> String {
+    format!("{HOSTS_PREFIX}{host}.json")
 }
 
 /// The narinfo of a store path: `<hash>.narinfo`, or `None` when `store_path` is not a
@@ -57,7 +58,7 @@ mod tests {
             invalid_archive_key("2026-01-01T00:00:00.123Z"),
             "manifests/invalid-2026-01-01T00:00:00.123Z.json"
         );
-        assert_eq!(status_key("biz"), "status/biz.json");
+        assert_eq!(host_status_key("biz"), "hosts/biz.json");
         assert_eq!(
             narinfo_key("/nix/store/0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j-hello-2.12").as_deref(),
             Some("0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo")

@@ -233,7 +233,22 @@ impl AgentBed {
             "--- reconcile (exit {})\n{}{}",
             out.status, out.stdout, out.stderr
         );
+        if out.status != 0 {
+            self.print_service_journal();
+        }
         Ok(out)
+    }
+
+    /// Print what the services' units (not the agent's) logged lately, so a failed tick
+    /// in CI says why a unit failed, not only that it did.
+    pub fn print_service_journal(&self) {
+        let journal = self.host().sh(
+            "journalctl -q --no-pager -o short-monotonic -n 80 -u 'ferry-*' | grep -v ' ferry-agent\\['",
+        );
+        match journal {
+            Ok(j) => eprintln!("--- the services' journal\n{}{}", j.stdout, j.stderr),
+            Err(e) => eprintln!("--- the services' journal could not be read: {e:#}"),
+        }
     }
 
     /// `systemctl show -p P --value UNIT` inside the host.

@@ -159,6 +159,15 @@ impl Bed {
         self.garage = None;
     }
 
+    /// Another bucket in the bed's Garage with a key that reaches only it (see
+    /// [`Garage::add_bucket`]), e.g. the status store hosts report to.
+    pub fn add_bucket(&self, name: &str) -> Result<S3> {
+        match self.garage.as_ref() {
+            Some(garage) => garage.add_bucket(&self.s3, name),
+            None => bail!("Garage is not running: no bucket {name} can be added"),
+        }
+    }
+
     /// Stops Garage but keeps its data, so [`Bed::resume_garage`] brings the same bucket
     /// back: an outage that ends. Hosts keep running.
     pub fn halt_garage(&mut self) {

@@ -170,6 +170,56 @@ impl Garage {
         self.spawn(s3)
     }
 
+    /// Creates another bucket with a key of its own that may read and write only it (a
+    /// status store: on Garage, as on Spaces, a key is per bucket, so hosts that may write
+    /// their reports cannot write the deploy bucket). `main` is the bed's first bucket, whose
+    /// endpoint and region the new one shares.
+    pub fn add_bucket(&self, main: &S3, name: &str) -> Result<S3> {
+        let binary = garage_binary()?;
+        let config = self.dir.join("garage.toml");
+        let s3 = S3 {
+            bucket: name.to_owned(),
+            access_key: format!("GK{}", random_hex(12)?),
+            secret_key: random_hex(32)?,
+            ..main.clone()
+        };
+        let steps: [Vec<&str>; 3] = [
+            vec!["bucket", "create", name],
+            vec![
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                name,
+                &s3.access_key,
+                &s3.secret_key,
+            ],
+            vec![
+                "bucket",
+                "allow",
+                "--read",
+                "--write",
+                name,
+                "--key",
+                &s3.access_key,
+            ],
+        ];
+        for args in steps {
+            let mut cmd = Command::new(&binary);
+            cmd.arg("-c").arg(&config).args(&args);
+            let out = capture(&mut cmd, b"")?;
+            if !out.success() {
+                bail!(
+                    "garage {} failed: {}{}",
+                    args[..2].join(" "),
+                    out.stdout,
+                    out.stderr
+                );
+            }
+        }
+        Ok(s3)
+    }
+
     /// The PID of the Garage process, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

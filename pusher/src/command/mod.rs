@@ -11,6 +11,7 @@ pub mod rollback;
 pub mod schema;
 pub mod show;
 pub mod sign;
+pub mod status;
 pub mod upload;
 pub mod validate;
 pub mod verify;

@@ -12,6 +12,7 @@ use ferry_schema::{
 };
 
 use crate::cli::EXIT_FAILED;
+use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
 use crate::live_manifest::to_bytes;
 use crate::manifest_edit::{
     decommission, emptied_hosts, is_later, next_generation, service_changes, store_paths,
@@ -61,6 +62,8 @@ pub struct Args {
     /// a wrong hostName cannot wipe a host. HOST must not be in any service's hosts.
     #[arg(long, value_name = "HOST")]
     pub decommission: Vec<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// Store paths of `m` whose narinfo is not in the bucket.
@@ -106,7 +109,12 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    run_with(
+    let waiter = if args.dry_run {
+        None
+    } else {
+        Waiter::prepare(&args.wait, &config).await?
+    };
+    let code = run_with(
         args,
         manifest,
         &bucket,
@@ -115,7 +123,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         &config,
         &WriteOptions::default(),
     )
-    .await
+    .await?;
+    follow_if_waiting(waiter, &bucket, code).await
 }
 
 /// `ferry publish` of the validated `manifest` (read from `args.manifest`) on an opened

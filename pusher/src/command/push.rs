@@ -10,6 +10,7 @@ use ferry_schema::{SecretKey, sign_manifest, validate_manifest};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::upload::{CompressionArg, prepare, print_report};
+use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
 use crate::live_manifest::{parse, read_live, to_bytes};
 use crate::manifest_edit::{next_generation, reapply_push, service_changes, set_service};
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
@@ -70,6 +71,8 @@ pub struct Args {
     /// are printed first, compared with the newest manifest a trusted key signed).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// Runs `ferry push`.
@@ -81,7 +84,12 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    run_with(
+    let waiter = if args.dry_run {
+        None
+    } else {
+        Waiter::prepare(&args.wait, &config).await?
+    };
+    let code = run_with(
         args,
         &bucket,
         &url.to_string(),
@@ -89,7 +97,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         &config,
         &WriteOptions::default(),
     )
-    .await
+    .await?;
+    follow_if_waiting(waiter, &bucket, code).await
 }
 
 /// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.

@@ -10,6 +10,7 @@ use ferry_schema::{DEFAULT_SIZE_CAP, SecretKey, sign_manifest, validate_bytes};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::publish::missing_closures;
+use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
 use crate::live_manifest::{archived_generations, read, to_bytes};
 use crate::manifest_edit::{next_generation, service_changes, store_paths};
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
@@ -51,6 +52,8 @@ pub struct Args {
     /// printed first, compared with the newest manifest a trusted key signed).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// Runs `ferry rollback`.
@@ -62,7 +65,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         Some(load_key(&args.key, &config)?)
     };
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    run_with(
+    let waiter = Waiter::prepare(&args.wait, &config).await?;
+    let code = run_with(
         args,
         &bucket,
         &url.to_string(),
@@ -70,7 +74,8 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
         &config,
         &WriteOptions::default(),
     )
-    .await
+    .await?;
+    follow_if_waiting(waiter, &bucket, code).await
 }
 
 /// `ferry rollback` on an opened bucket (`url` names it in messages); `key` is needed

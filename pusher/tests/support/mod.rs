@@ -264,9 +264,10 @@ pub mod inproc {
 
     use ferry_bucket::{Bucket, Fetched};
     use ferry_pusher::command::{gc, push, rollback};
+    use ferry_pusher::fleet_wait::WaitArgs;
     use ferry_pusher::lease::LeaseTimings;
     use ferry_pusher::manifest_write::WriteOptions;
-    use ferry_pusher::settings::{BucketArgs, ConfigFile, KeyArgs};
+    use ferry_pusher::settings::{BucketArgs, ConfigFile, KeyArgs, StatusBucketArgs};
     use ferry_schema::SecretKey;
 
     /// The lease TTL of the fault tests.
@@ -288,12 +289,23 @@ pub mod inproc {
         SecretKey::parse(&std::fs::read_to_string(file).unwrap()).unwrap()
     }
 
+    /// No `--wait`.
+    pub fn no_wait() -> WaitArgs {
+        WaitArgs {
+            wait: None,
+            status: StatusBucketArgs {
+                status_bucket: None,
+            },
+        }
+    }
+
     /// `ferry push SERVICE PATH --revision REV --quiet`.
     pub fn push_args(service: &str, path: &str, revision: &str) -> push::Args {
         push::Args {
             service: service.to_owned(),
             installable: path.to_owned(),
             bucket: BucketArgs { bucket: None },
+            wait: no_wait(),
             key: KeyArgs { key_file: None },
             revision: Some(revision.to_owned()),
             zstd_level: None,
@@ -338,6 +350,7 @@ pub mod inproc {
     pub fn rollback_args(to: &str) -> rollback::Args {
         rollback::Args {
             bucket: BucketArgs { bucket: None },
+            wait: no_wait(),
             key: KeyArgs { key_file: None },
             to: Some(to.to_owned()),
             steps: 1,
