@@ -26,6 +26,7 @@
   allowedGroups = [];
   allowedUnits = ["network-online.target"];
   allowedPorts = "1024-65535";
+  allowedWritePaths = [];
   timeouts = {
     fetchSec = 30;
     pullSec = 600;

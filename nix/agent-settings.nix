@@ -30,6 +30,7 @@
   allowedGroups ? null,
   allowedUnits ? null,
   allowedPorts ? null,
+  allowedWritePaths ? null,
   caddyDomains ? null,
   nixBin ? null,
   # The agent's [caddy] table: whether it routes HTTP services through Caddy at all, and
@@ -70,7 +71,7 @@
 
   fromOptions = {
     inherit hostName trustedKeys manifestKeys secretsDir generationsToKeep nixBin;
-    inherit allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
+    inherit allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts allowedWritePaths;
     bucket = bucketUrl;
     credentials = {
       file = credentialsPath;

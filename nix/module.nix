@@ -38,9 +38,24 @@
     then tickSec
     else bootSec;
 
+  # Accounts the host's own NixOS config lets Ferry's services use
+  # (`users.users.<name>.ferry.allowServices`), next to where it declares them.
+  ferryUsers = builtins.filter (u: u.ferry.allowServices) (builtins.attrValues config.users.users);
+  ferryGroups = builtins.filter (g: g != "") (map (u: u.group) ferryUsers);
+  # Each name once, in the order first seen.
+  uniq = builtins.foldl' (seen: x:
+    if builtins.elem x seen
+    then seen
+    else seen ++ [x]) [];
+  # A group without a fixed GID gets one below 1000 from NixOS, which the agent refuses for
+  # services (the distribution's system groups live there).
+  lowGidGroups = builtins.filter (g: ((config.users.groups.${g} or {}).gid or null) == null || config.users.groups.${g}.gid < 1000) (uniq ferryGroups);
+
   agentSettings = import ./agent-settings.nix {
     inherit (cfg) bucket endpoint region credentialsProfile trustedKeys manifestKeys secretsDir generationsToKeep settings;
-    inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUsers allowedGroups allowedUnits allowedPorts;
+    inherit (cfg) allowUnsignedManifests rollbackByCopy allowedUnits allowedPorts allowedWritePaths;
+    allowedUsers = uniq (cfg.allowedUsers ++ map (u: u.name) ferryUsers);
+    allowedGroups = uniq (cfg.allowedGroups ++ ferryGroups);
     caddyDomains = cfg.caddy.domains;
     # An empty networking.hostName (taken from DHCP) leaves the agent to read the kernel's.
     hostName =
@@ -72,6 +87,24 @@
   # tick is ordered after caddy.service, so waiting for it here would deadlock.
   triggerTick = "+${systemctl} --no-block start ${unitName}";
 in {
+  # One line next to where the host declares an account lets Ferry's services use it.
+  options.users.users = lib.mkOption {
+    type = lib.types.attrsOf (lib.types.submodule {
+      options.ferry.allowServices = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Let services deployed by Ferry run as this user (`exec.user`) and with its
+          primary group (`group`, as `exec.group`): adds both to
+          `services.ferry-agent.allowedUsers` and `allowedGroups`. The group needs a fixed
+          GID of 1000 or more (`users.groups.<group>.gid`): the agent refuses services in
+          groups below 1000, where NixOS puts groups without one.
+        '';
+      };
+    });
+  };
+
   options.services.ferry-agent = {
     enable = lib.mkEnableOption "ferry-agent, which deploys services from a Ferry bucket to this host";
 
@@ -244,6 +277,19 @@ in {
       '';
     };
 
+    allowedWritePaths = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = defaults.allowedWritePaths;
+      example = ["/var/podcastitlater"];
+      description = ''
+        Directories under which a service's `hardening.readWritePaths` may name paths for
+        it to write (`ReadWritePaths=`). Never a system directory (`/etc`, `/nix`, `/run`,
+        …), one of the agent's own or `/var/lib/ferry-*`. Empty: services write only their
+        own `StateDirectory`. The directories themselves are the host's to create, owned
+        by the service's user (e.g. with `systemd.tmpfiles.rules`).
+      '';
+    };
+
     hostName = lib.mkOption {
       type = lib.types.str;
       default = config.networking.hostName;
@@ -320,6 +366,10 @@ in {
         {
           assertion = cfg.credentialsFile == null || !(lib.hasPrefix builtins.storeDir cfg.credentialsFile);
           message = "services.ferry-agent.credentialsFile is in the Nix store, which every user can read; keep the S3 credentials outside it (e.g. /run/keys or /var/lib/ferry-secrets)";
+        }
+        {
+          assertion = lowGidGroups == [];
+          message = "services.ferry-agent: users with ferry.allowServices have primary groups without a fixed GID of 1000 or more (${builtins.concatStringsSep ", " lowGidGroups}); the agent refuses services in groups below 1000, where NixOS puts groups without a GID: set users.groups.<group>.gid = 1000 or more (e.g. users.groups.${builtins.head (lowGidGroups ++ ["GROUP"])}.gid = 1300;)";
         }
         {
           assertion = cfg.bucket != null || agentSettings ? bucket;

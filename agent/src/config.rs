@@ -99,6 +99,13 @@ pub struct Config {
     /// `1024-65535`.
     #[serde(default = "default_allowed_ports")]
     pub allowed_ports: PortRange,
+    /// Directories under which a service's `hardening.readWritePaths` may name paths for
+    /// it to write (e.g. `/var/podcastitlater`, or `/srv` for every directory there); each
+    /// must be absolute and may neither be, hold nor lie inside a system directory (`/etc`,
+    /// `/nix`, `/usr`, `/run`, …), one of the agent's own directories or
+    /// `/var/lib/ferry-*`. Default: none — services write only their own `StateDirectory`.
+    #[serde(default = "default_allowed_write_paths")]
+    pub allowed_write_paths: Vec<PathBuf>,
     /// Time limits for each step of a tick.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -208,6 +215,7 @@ impl Default for Config {
             allowed_groups: default_allowed_groups(),
             allowed_units: default_allowed_units(),
             allowed_ports: default_allowed_ports(),
+            allowed_write_paths: default_allowed_write_paths(),
             timeouts: Timeouts::default(),
             bus_address: default_bus_address(),
             nix_bin: default_nix_bin(),
@@ -380,6 +388,9 @@ fn default_allowed_groups() -> Vec<String> {
 }
 fn default_allowed_units() -> Vec<String> {
     vec!["network-online.target".to_owned()]
+}
+fn default_allowed_write_paths() -> Vec<PathBuf> {
+    Vec::new()
 }
 fn default_allowed_ports() -> PortRange {
     PortRange {
@@ -589,7 +600,26 @@ impl Config {
                 "allowedUnits: {bad:?} is not a unit name (e.g. postgresql.service)"
             )));
         }
+        let own_dirs = self.own_dirs();
+        for prefix in &self.allowed_write_paths {
+            if let Some(why) =
+                crate::policy::writable::check_prefix(&prefix.to_string_lossy(), &own_dirs)
+            {
+                return Err(invalid(format!("allowedWritePaths: {why}")));
+            }
+        }
         Ok(())
+    }
+
+    /// The agent's own directories by agent.toml key: no service may write them or have
+    /// them as its `StateDirectory`.
+    pub fn own_dirs(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("stateDir", self.state_dir.clone()),
+            ("secretsDir", self.secrets_dir.clone()),
+            ("profileDir", self.profile_dir.clone()),
+            ("unitDir", self.unit_dir.clone()),
+        ]
     }
 
     /// This host's name: the configured one, or the machine's hostname.
@@ -765,12 +795,18 @@ pullSec = 60
         assert_eq!(c.allowed_units, ["network-online.target"]);
         assert_eq!(c.allowed_ports.to_string(), "1024-65535");
         assert_eq!(c.caddy.domains, ["*"]);
+        assert!(c.allowed_write_paths.is_empty());
         let text = "allowUnsignedManifests = true\nrollbackByCopy = false\n\
             allowedUsers = [\"app\"]\nallowedGroups = [\"app\"]\n\
             allowedUnits = [\"postgresql.service\"]\nallowedPorts = \"8000-8999\"\n\
+            allowedWritePaths = [\"/var/podcastitlater\", \"/srv\"]\n\
             [caddy]\ndomains = [\"*.example.com\", \"example.com\"]\n";
         let c = Config::parse(text, Path::new("t")).unwrap();
         assert!(c.allow_unsigned_manifests && !c.rollback_by_copy);
+        assert_eq!(
+            c.allowed_write_paths,
+            [PathBuf::from("/var/podcastitlater"), PathBuf::from("/srv")]
+        );
         assert_eq!((c.allowed_ports.first, c.allowed_ports.last), (8000, 8999));
         assert!(c.allowed_ports.contains(8999) && !c.allowed_ports.contains(9000));
         assert_eq!(
@@ -788,6 +824,22 @@ pullSec = 60
             ("allowedPorts = \"9000-8000\"", "9000-8000"),
             ("allowedPorts = \"0-10\"", "0-10"),
             ("allowedPorts = \"x\"", "port range"),
+            (
+                "allowedWritePaths = [\"/etc\"]",
+                "allowedWritePaths: /etc can never be writable by a service: it overlaps /etc",
+            ),
+            (
+                "allowedWritePaths = [\"/var\"]",
+                "allowedWritePaths: /var can never be writable by a service: it overlaps /var/lib/ferry",
+            ),
+            (
+                "secretsDir = \"/srv/secrets\"\nallowedWritePaths = [\"/srv\"]",
+                "it overlaps the agent's secretsDir (/srv/secrets)",
+            ),
+            (
+                "allowedWritePaths = [\"srv\"]",
+                "allowedWritePaths: \"srv\": it is not absolute",
+            ),
             ("[caddy]\ndomains = [\"http://a\"]", "caddy.domains"),
         ] {
             let e = Config::parse(bad, Path::new("t")).unwrap_err().to_string();

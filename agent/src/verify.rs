@@ -162,6 +162,7 @@ mod tests {
                 first: 1,
                 last: 65535,
             },
+            write_prefixes: Vec::new(),
             own_dirs: Vec::new(),
         }
     }

@@ -63,6 +63,7 @@ fn synthetic_service(i: usize) -> Service {
             private_tmp: Some(true),
             protect_system: Some(ProtectSystem::Mode(ProtectSystemMode::Strict)),
             protect_home: Some(ProtectHome::Bool(true)),
+            read_write_paths: None,
         }),
         revision: Some(format!("rev{i}")),
         health_check: None,

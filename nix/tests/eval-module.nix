@@ -16,6 +16,10 @@
   # this renders on Debian, passes "/usr".
   nixPackage ? "/nix/store/00000000000000000000000000000000-nix",
   systemdPackage ? "/nix/store/00000000000000000000000000000000-systemd",
+  # users.users and users.groups as the host's NixOS config declares them (only the
+  # attributes the module reads: group, ferry.allowServices, gid).
+  users ? {},
+  groups ? {},
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -32,6 +36,7 @@
       package = "package";
       nullOr = _: "nullOr";
       listOf = _: "listOf";
+      attrsOf = _: "attrsOf";
       submodule = _: "submodule";
       ints.between = _: _: "int";
     };
@@ -120,6 +125,15 @@
     };
     nix.package = nixPackage;
     systemd.package = systemdPackage;
+    users.users = builtins.mapAttrs (name: user:
+      {
+        inherit name;
+        group = "";
+        ferry.allowServices = false;
+      }
+      // user)
+    users;
+    users.groups = builtins.mapAttrs (name: group: {gid = null;} // group) groups;
   };
 
   module = import ../module.nix {inherit config lib pkgs;};

@@ -180,6 +180,13 @@ pub struct Hardening {
     /// `ProtectHome=`: `true`, `false`, `"read-only"` or `"tmpfs"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protect_home: Option<ProtectHome>,
+    /// Absolute paths of host directories the service may write (`ReadWritePaths=`), e.g.
+    /// its data directory `/var/podcastitlater`; everything else but its own
+    /// `StateDirectory` stays read-only under `protectSystem: "strict"`. The host must allow
+    /// each under a prefix of its `allowedWritePaths` (agent.toml, default none), and the
+    /// directory must exist there, owned by the service's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_write_paths: Option<Vec<String>>,
 }
 
 /// systemd `ProtectSystem=` values.

@@ -273,6 +273,33 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "`..`",
         ),
         (
+            "relative readWritePaths",
+            vec![Set(
+                "/services/0/hardening/readWritePaths",
+                json!(["/var/podcastitlater", "data"]),
+            )],
+            "/services/0/hardening/readWritePaths/1",
+            "absolute",
+        ),
+        (
+            "readWritePaths with ..",
+            vec![Set(
+                "/services/0/hardening/readWritePaths",
+                json!(["/var/podcastitlater/../../etc"]),
+            )],
+            "/services/0/hardening/readWritePaths/0",
+            "`..`",
+        ),
+        (
+            "readWritePaths with a space",
+            vec![Set(
+                "/services/0/hardening/readWritePaths",
+                json!(["/var/pod cast"]),
+            )],
+            "/services/0/hardening/readWritePaths/0",
+            "a space",
+        ),
+        (
             "uppercase domain",
             vec![Set("/services/0/http/domain", json!("PodcastItLater.com"))],
             "/services/0/http/domain",
@@ -778,6 +805,10 @@ fn serde_round_trip_keeps_every_extension() {
             Set("/services/0/http/strategy", json!("blue-green")),
             Set("/services/0/hardening/protectSystem", json!("full")),
             Set("/services/0/hardening/protectHome", json!("read-only")),
+            Set(
+                "/services/0/hardening/readWritePaths",
+                json!(["/var/podcastitlater", "/srv/podcastitlater/uploads"]),
+            ),
             Set(
                 "/services/0/healthCheck",
                 json!({"type": "http", "path": "/healthz", "port": 8000, "expectStatus": 200,

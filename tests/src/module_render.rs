@@ -69,17 +69,44 @@ pub fn json_to_toml(value: &Value, at: &str) -> Result<toml::Value> {
     })
 }
 
-/// The settings the module renders to /etc/ferry/agent.toml for `services.ferry-agent`
-/// set to `options` (JSON of the module's options; `enable` is implied).
-pub fn module_agent_settings(options: &Value) -> Result<Value> {
+/// The key of a test's `services.ferry-agent` options JSON that stands for the rest of the
+/// host's NixOS config the module reads: `{"users": {…}, "groups": {…}}`, as
+/// `users.users` and `users.groups` (e.g. `ferry.allowServices` on an account).
+pub const NIXOS_KEY: &str = "nixos";
+
+/// `options` without [`NIXOS_KEY`], and the `users` and `groups` it held (JSON, `{}` when
+/// absent), as nix/tests/eval-module.nix takes them.
+pub fn split_host_config(options: &Value) -> Result<(Value, String, String)> {
     let mut options = options.clone();
+    let Some(map) = options.as_object_mut() else {
+        bail!("services.ferry-agent options must be a JSON object, got {options}");
+    };
+    let host = map
+        .remove(NIXOS_KEY)
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let part = |key: &str| {
+        host.get(key)
+            .map_or_else(|| "{}".to_owned(), Value::to_string)
+    };
+    let (users, groups) = (part("users"), part("groups"));
+    Ok((options, users, groups))
+}
+
+/// The settings the module renders to /etc/ferry/agent.toml for `services.ferry-agent`
+/// set to `options` (JSON of the module's options; `enable` is implied; see [`NIXOS_KEY`]).
+pub fn module_agent_settings(options: &Value) -> Result<Value> {
+    let (mut options, users, groups) = split_host_config(options)?;
     let Some(map) = options.as_object_mut() else {
         bail!("services.ferry-agent options must be a JSON object, got {options}");
     };
     map.insert("enable".into(), Value::Bool(true));
     let eval = eval_json(
-        "{ options }: let e = import ./nix/tests/eval-module.nix { user = builtins.fromJSON options; }; in { inherit (e) agentToml failedAssertions; }",
-        &[("options", &options.to_string())],
+        "{ options, users, groups }: let e = import ./nix/tests/eval-module.nix { user = builtins.fromJSON options; users = builtins.fromJSON users; groups = builtins.fromJSON groups; }; in { inherit (e) agentToml failedAssertions; }",
+        &[
+            ("options", &options.to_string()),
+            ("users", &users),
+            ("groups", &groups),
+        ],
     )?;
     // NixOS refuses to build a system whose assertions fail; so does the bed.
     if let Some(failed) = eval["failedAssertions"]

@@ -49,18 +49,21 @@ pub struct ModuleUnits {
 /// Renders the agent's units for `options` (`services.ferry-agent`, as JSON; `enable` and
 /// `package` are set here).
 pub fn render(options: &Value) -> Result<ModuleUnits> {
-    let mut options = options.clone();
+    let (mut options, users, groups) = crate::module_render::split_host_config(options)?;
     let Some(map) = options.as_object_mut() else {
         bail!("services.ferry-agent options must be a JSON object, got {options}");
     };
     map.insert("enable".into(), Value::Bool(true));
     map.insert("package".into(), Value::String(PACKAGE.into()));
     let systemd = eval_json(
-        "{ options, prefix, caddyVersion }: (import ./nix/tests/eval-module.nix { \
+        "{ options, users, groups, prefix, caddyVersion }: (import ./nix/tests/eval-module.nix { \
            user = builtins.fromJSON options; nixPackage = prefix; systemdPackage = prefix; \
+           users = builtins.fromJSON users; groups = builtins.fromJSON groups; \
            inherit caddyVersion; }).config.systemd",
         &[
             ("options", &options.to_string()),
+            ("users", &users),
+            ("groups", &groups),
             ("prefix", DEBIAN_PREFIX),
             ("caddyVersion", CADDY_VERSION),
         ],

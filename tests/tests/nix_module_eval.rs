@@ -53,6 +53,7 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "allowedPorts",
             "allowedUnits",
             "allowedUsers",
+            "allowedWritePaths",
             "bucket",
             "caddy.domains",
             "caddy.enable",
@@ -123,9 +124,11 @@ fn host_policy_options_reach_agent_toml() -> Result<()> {
     let eval = eval_module(
         r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; rollbackByCopy = false;
              allowedUsers = ["web"]; allowedGroups = ["web"]; allowedUnits = ["postgresql.service"];
-             allowedPorts = "8000-8999"; caddy.domains = ["*.example.com"]; }"#,
+             allowedPorts = "8000-8999"; caddy.domains = ["*.example.com"];
+             allowedWritePaths = ["/var/podcastitlater"]; }"#,
     )?;
     let toml = &eval["agentToml"];
+    assert_eq!(toml["allowedWritePaths"], json!(["/var/podcastitlater"]));
     assert_eq!(toml["rollbackByCopy"], false);
     assert_eq!(toml["allowUnsignedManifests"], false);
     assert_eq!(toml["allowedUsers"], json!(["web"]));
@@ -134,6 +137,48 @@ fn host_policy_options_reach_agent_toml() -> Result<()> {
     assert_eq!(toml["allowedPorts"], "8000-8999");
     assert_eq!(toml["caddy"]["domains"], json!(["*.example.com"]));
     Ok(())
+}
+
+/// The design's host declares its accounts in its NixOS config; one line beside each,
+/// `ferry.allowServices = true`, lets Ferry's services use the account and its group.
+#[test]
+fn accounts_are_allowed_next_to_where_the_host_declares_them() -> Result<()> {
+    let user = r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; allowedUsers = ["web"]; allowedGroups = ["pil"]; }"#;
+    let eval = eval_module_with(
+        user,
+        r#"users = { pil-web = { group = "pil"; ferry.allowServices = true; };
+                     postgres = { group = "postgres"; }; };
+           groups = { pil.gid = 1300; postgres.gid = 71; };"#,
+    )?;
+    assert_eq!(eval["failedAssertions"], json!([]));
+    let toml = &eval["agentToml"];
+    assert_eq!(toml["allowedUsers"], json!(["web", "pil-web"]));
+    assert_eq!(toml["allowedGroups"], json!(["pil"]));
+    // A group NixOS would give a GID below 1000 (none fixed) is named at evaluation: the
+    // agent would refuse every service in it.
+    let eval = eval_module_with(
+        user,
+        r#"users.pil-web = { group = "pil"; ferry.allowServices = true; };"#,
+    )?;
+    let failed = failed_assertions(&eval);
+    assert!(
+        failed.len() == 1 && failed[0].contains("users.groups.pil.gid = 1300;"),
+        "{failed:?}"
+    );
+    // Nothing allowed by default.
+    let eval = eval_module_with(user, r#"users.pil-web.group = "pil";"#)?;
+    assert_eq!(eval["agentToml"]["allowedUsers"], json!(["web"]));
+    Ok(())
+}
+
+fn failed_assertions(eval: &Value) -> Vec<String> {
+    eval["failedAssertions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -458,7 +503,25 @@ fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
         .find("\n  };")
         .context("README's example is not closed")?;
     let user = format!("{}\n}}", &body[..end]);
-    let eval = eval_module(&user)?;
+    // The host's own account declarations above it (`users.users.pil-web = …;`).
+    let imports = readme[..start]
+        .rfind("imports = [ ferry.nixosModules.default ];")
+        .context("no imports line before the README's example")?;
+    let host: Vec<&str> = readme[imports..start]
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("users."))
+        .collect();
+    ensure!(
+        !host.is_empty(),
+        "the README's example declares no accounts"
+    );
+    // One line each: they may end in comments.
+    let host = host.join("\n");
+    let eval = eval_module_with(
+        &user,
+        &format!("users = ({{\n{host}\n}}).users.users; groups = ({{\n{host}\n}}).users.groups;"),
+    )?;
     let failed: Vec<&Value> = eval["config"]["assertions"]
         .as_array()
         .context("no assertions")?
@@ -491,6 +554,15 @@ fn the_readmes_example_evaluates_and_the_agent_accepts_it() -> Result<()> {
         "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=us-east-1&profile=digitalocean"
     );
     assert_eq!(c["credentials"]["profile"], "digitalocean");
+    // What the original design's example manifest needs of its host.
+    assert_eq!(c["allowedUsers"], json!(["pil-web"]));
+    assert_eq!(c["allowedGroups"], json!(["pil"]));
+    assert_eq!(c["secretsDir"], "/var/lib/biz-secrets");
+    assert_eq!(c["allowedWritePaths"], json!(["/var/podcastitlater"]));
+    assert_eq!(
+        c["allowedUnits"],
+        json!(["network-online.target", "postgresql.service"])
+    );
     Ok(())
 }
 

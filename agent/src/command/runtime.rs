@@ -69,12 +69,8 @@ pub fn host_policy(config: &Config) -> anyhow::Result<HostPolicy> {
         allowed_units: config.allowed_units.iter().cloned().collect(),
         domains: config.caddy.domains.clone(),
         ports: config.allowed_ports,
-        own_dirs: vec![
-            ("stateDir", config.state_dir.clone()),
-            ("secretsDir", config.secrets_dir.clone()),
-            ("profileDir", config.profile_dir.clone()),
-            ("unitDir", config.unit_dir.clone()),
-        ],
+        write_prefixes: config.allowed_write_paths.clone(),
+        own_dirs: config.own_dirs(),
     })
 }
 

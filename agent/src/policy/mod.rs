@@ -13,6 +13,7 @@ pub mod reserved;
 pub mod routing;
 pub mod secrets;
 pub mod units;
+pub mod writable;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct HostPolicy {
     pub domains: Vec<String>,
     /// Ports services may be dialled on (`allowedPorts`).
     pub ports: PortRange,
+    /// Directories under which services may be given write access (`allowedWritePaths`).
+    pub write_prefixes: Vec<PathBuf>,
     /// The agent's own directories by agent.toml key; no service's StateDirectory may hold
     /// one.
     pub own_dirs: Vec<(&'static str, PathBuf)>,
@@ -187,6 +190,7 @@ impl HostPolicy {
                 reserved::check(name, occupied).into_iter().next()
             }));
             reasons.extend(secrets::check(s, &self.secrets_dir));
+            reasons.extend(writable::check(s, &self.write_prefixes, &self.own_dirs));
             reasons.extend(routing::check(
                 s,
                 &self.domains,
@@ -248,6 +252,7 @@ mod tests {
                 first: 1024,
                 last: 65535,
             },
+            write_prefixes: vec!["/var/podcastitlater".into()],
             own_dirs: vec![
                 ("stateDir", "/var/lib/ferry".into()),
                 ("secretsDir", "/var/lib/biz-secrets".into()),
@@ -270,6 +275,34 @@ mod tests {
         let m = example();
         assert!(policy().check_manifest(&m, &running(&["web"])).is_empty());
         assert_eq!(policy().refusals(&m, &facts()), Refusals::new());
+    }
+
+    #[test]
+    fn the_examples_data_dir_is_writable_only_where_the_host_allows_it() {
+        let mut m = example();
+        m.services[0]
+            .hardening
+            .get_or_insert_default()
+            .read_write_paths = Some(vec!["/var/podcastitlater".into()]);
+        assert_eq!(policy().refusals(&m, &facts()), Refusals::new());
+        let mut other = m.services[0].clone();
+        other.name = "other".into();
+        other.env_file = None;
+        other.hardening.get_or_insert_default().read_write_paths =
+            Some(vec!["/var/lib/biz-secrets".into(), "/opt/other".into()]);
+        m.services.push(other);
+        let mut p = policy();
+        let r = p.refusals(&m, &facts());
+        assert_eq!(r.keys().collect::<Vec<_>>(), ["other"], "{r:?}");
+        assert!(r["other"][0].contains("the agent's secretsDir"), "{r:?}");
+        assert!(
+            r["other"][1]
+                .starts_with("hardening.readWritePaths /opt/other is not under allowedWritePaths"),
+            "{r:?}"
+        );
+        // A host that allows nothing refuses the example's data directory too.
+        p.write_prefixes.clear();
+        assert_eq!(p.refusals(&m, &facts()).len(), 2);
     }
 
     #[test]

@@ -17,12 +17,43 @@ pub fn check(s: &Service, secrets_dir: &Path) -> Option<String> {
     if clean && (path == own_file || (path.starts_with(&own_dir) && path != own_dir)) {
         return None;
     }
+    // A file that would be this service's in another directory: most likely the host keeps
+    // its secrets there, and one setting says so.
+    let moved = clean
+        .then(|| elsewhere(path, &s.name))
+        .flatten()
+        .map(|dir| {
+            format!(
+                "; or, if {} is this host's secrets directory, set secretsDir = \"{}\" in \
+                 agent.toml (the NixOS module's services.ferry-agent.secretsDir)",
+                dir.display(),
+                dir.display()
+            )
+        })
+        .unwrap_or_default();
     Some(format!(
         "envFile {file} is not this service's: use {} or a file under {}/ (secretsDir in \
-         agent.toml)",
+         agent.toml is {}){moved}",
         own_file.display(),
-        own_dir.display()
+        own_dir.display(),
+        secrets_dir.display()
     ))
+}
+
+/// The directory `path` would be a secrets directory of service `name` in: `D` for
+/// `D/<name>.env` or `D/<name>/…`. Never `/` (every file is under it).
+fn elsewhere<'a>(path: &'a Path, name: &str) -> Option<&'a Path> {
+    let file_dir = path.parent().filter(|_| {
+        path.file_name()
+            .is_some_and(|f| *f == *format!("{name}.env"))
+    });
+    let dir = file_dir.or_else(|| {
+        path.ancestors()
+            .skip(1)
+            .find(|a| a.file_name().is_some_and(|f| f == name))
+            .and_then(Path::parent)
+    })?;
+    (dir != Path::new("/")).then_some(dir)
 }
 
 #[cfg(test)]
@@ -35,6 +66,10 @@ mod tests {
             "hosts": ["h"], "exec": {"command": "web"}, "envFile": env_file,
         }))
         .unwrap()
+    }
+
+    fn dir_of_default() -> &'static Path {
+        Path::new("/var/lib/ferry-secrets")
     }
 
     #[test]
@@ -64,6 +99,32 @@ mod tests {
                     && r.contains("/var/lib/ferry-secrets/web.env")
                     && r.contains("/var/lib/ferry-secrets/web/"),
                 "{bad}: {r}"
+            );
+        }
+        // A file that is the service's own in another directory names the one setting.
+        for (file, dir) in [
+            ("/var/lib/biz-secrets/web.env", Some("/var/lib/biz-secrets")),
+            (
+                "/var/lib/biz-secrets/web/db.env",
+                Some("/var/lib/biz-secrets"),
+            ),
+            ("/etc/shadow", None),
+            ("/web.env", None),
+            ("/var/lib/biz-secrets/api.env", None),
+        ] {
+            let r = check(&svc("web", file), dir_of_default()).unwrap_or_default();
+            let hint = dir.map(|d| {
+                format!(
+                    "; or, if {d} is this host's secrets directory, set secretsDir = \"{d}\" in agent.toml"
+                )
+            });
+            match hint {
+                Some(h) => assert!(r.contains(&h), "{file}: {r}"),
+                None => assert!(!r.contains("this host's secrets directory"), "{file}: {r}"),
+            }
+            assert!(
+                r.contains("(secretsDir in agent.toml is /var/lib/ferry-secrets)"),
+                "{r}"
             );
         }
         let mut none = svc("web", "/x");

@@ -201,11 +201,19 @@ pub fn render(service: &Service) -> String {
     let _ = writeln!(u, "ProtectSystem={protect_system}");
     let _ = writeln!(u, "ProtectHome={protect_home}");
     let _ = writeln!(u, "PrivateTmp={private_tmp}");
+    // One line each, so no path needs quoting (validation keeps them to safe characters;
+    // host policy to the prefixes agent.toml allows). No `-` prefix: a missing directory
+    // fails the start, naming it, rather than leaving the service read-only.
+    for path in h.read_write_paths.iter().flatten() {
+        let _ = writeln!(u, "ReadWritePaths={}", escape::specifiers(path));
+    }
     u.push_str(BASELINE);
     u
 }
 
-/// Hardening every Ferry unit gets (REFERENCE.md: these together score about 1.4).
+/// Hardening every Ferry unit gets (REFERENCE.md: these together score about 1.4). A call
+/// the filter blocks fails with EPERM, which programs handle as an error (a runtime probing
+/// for a newer call falls back), instead of systemd's default of killing the process.
 const BASELINE: &str = "\
 NoNewPrivileges=yes
 PrivateDevices=yes
@@ -230,6 +238,7 @@ AmbientCapabilities=
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
 ";
 
 /// The store path named in a unit's header line, if the text is a unit this agent wrote.
@@ -277,7 +286,13 @@ ProtectHome=yes
 PrivateTmp=yes
 "#;
         assert!(text.starts_with(expected), "got:\n{text}");
-        assert!(text.ends_with("SystemCallFilter=~@privileged @resources\n"));
+        // A call outside the filter fails with EPERM instead of killing the service.
+        assert!(
+            text.ends_with(
+                "SystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\n"
+            )
+        );
+        assert!(!text.contains("ReadWritePaths="), "{text}");
         assert_eq!(
             header_store_path(&text),
             Some((
@@ -321,11 +336,18 @@ PrivateTmp=yes
             private_tmp: Some(false),
             protect_system: Some(ProtectSystem::Mode(ProtectSystemMode::Full)),
             protect_home: Some(ProtectHome::Mode(ProtectHomeMode::ReadOnly)),
+            read_write_paths: Some(vec!["/var/podcastitlater".into(), "/srv/50%".into()]),
         });
         let text = render(&s);
         assert!(text.contains("DynamicUser=yes\n"));
         assert!(!text.contains("User=pil-web"));
-        assert!(text.contains("ProtectSystem=full\nProtectHome=read-only\nPrivateTmp=no\n"));
+        assert!(
+            text.contains(
+                "ProtectSystem=full\nProtectHome=read-only\nPrivateTmp=no\n\
+             ReadWritePaths=/var/podcastitlater\nReadWritePaths=/srv/50%%\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

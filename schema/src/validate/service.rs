@@ -291,6 +291,24 @@ fn check_hardening(base: &str, who: &str, s: &Service, hardening: &Hardening, re
             format!("{who}: hardening.dynamicUser is true, so exec.user and exec.group are ignored; remove one or the other"),
         );
     }
+    let mut seen = HashSet::new();
+    for (i, path) in hardening.read_write_paths.iter().flatten().enumerate() {
+        let pointer = format!("{base}/hardening/readWritePaths/{i}");
+        if let Err(why) = check_absolute_path(path) {
+            report.error(
+                pointer,
+                format!("{who}: hardening.readWritePaths {} is not usable: {why}; give an absolute, normalised directory such as /var/{}", q(path), s.name),
+            );
+        } else if !seen.insert(path.as_str()) {
+            report.warn(
+                pointer,
+                format!(
+                    "{who}: hardening.readWritePaths lists {} twice; remove one",
+                    q(path)
+                ),
+            );
+        }
+    }
 }
 
 fn check_health(base: &str, who: &str, hc: &HealthCheck, http: Option<&Http>, report: &mut Report) {

@@ -9,7 +9,10 @@
 //! - `FERRY_TESTSVC_VERSION` (default: the baked file, else `dev`);
 //! - `FERRY_TESTSVC_MODE`: `ok`, `unhealthy` (health answers 503) or `crash` (exit 1 at start);
 //! - `FERRY_TESTSVC_BIND_DELAY_SEC`: seconds to wait before binding the port (a service that
-//!   runs a migration at start), default 0.
+//!   runs a migration at start), default 0;
+//! - `DATA_DIR`: when set, a directory the service must be able to write, like an app's data
+//!   directory: at start it writes `<DATA_DIR>/ferry-testsvc.written` (its version and PID)
+//!   and exits 1 naming the error when it cannot.
 //!
 //! Standard library only: it must run inside the test hosts with nothing but libc.
 
@@ -17,6 +20,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The file written in `DATA_DIR` at start.
+const DATA_FILE: &str = "ferry-testsvc.written";
 
 /// How the service behaves, chosen at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +130,14 @@ fn main() -> ExitCode {
     if mode == Mode::Crash {
         eprintln!("ferry-testsvc {version}: crashing at start, as its mode says");
         return ExitCode::from(1);
+    }
+    if let Some(dir) = std::env::var_os("DATA_DIR") {
+        let file = PathBuf::from(dir).join(DATA_FILE);
+        let text = format!("{version} {}\n", std::process::id());
+        if let Err(err) = std::fs::write(&file, text) {
+            eprintln!("ferry-testsvc: cannot write {}: {err}", file.display());
+            return ExitCode::from(1);
+        }
     }
     let Ok(port) = std::env::var("PORT") else {
         eprintln!("ferry-testsvc: PORT is not set: set it to the port to listen on");
