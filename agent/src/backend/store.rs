@@ -386,6 +386,15 @@ mod tests {
             ]
         );
         assert_eq!(nix().prune_argv(p, 5)[4], "+5");
+        assert_eq!(
+            nix().switch_generation_argv(p, 3)[1..],
+            [
+                "--profile",
+                "/nix/var/nix/profiles/ferry/web",
+                "--switch-generation",
+                "3"
+            ]
+        );
     }
 
     #[tokio::test]
