@@ -17,6 +17,7 @@ pub mod policy;
 pub mod profile_retention;
 pub mod render;
 pub mod retire_step;
+pub mod rollback_hold;
 pub mod route_step;
 pub mod routes;
 pub mod self_usage;

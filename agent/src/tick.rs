@@ -28,6 +28,7 @@ use crate::plan::{Action, Plan, Policy, ServicePlan, plan};
 use crate::policy::HostPolicy;
 use crate::profile_retention;
 use crate::render;
+use crate::rollback_hold;
 use crate::state::{Applied, Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::{Trust, recheck, verify};
@@ -212,7 +213,15 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             ));
         }
         held = hold_back(&mut desired, &host, &state.quarantine, &state.services);
+        for (name, h, why) in rollback_hold::lift(&mut state.rollbacks, &desired, &host) {
+            lines.push(format!(
+                "{name}: rollback hold on {} ended ({why})",
+                h.store_path
+            ));
+        }
     }
+    // A service `ferry-agent rollback` took back stays there, restored from state too.
+    lines.extend(rollback_hold::hold(&mut desired, &host, &state.rollbacks));
 
     let observed = match observe(state, &b.units, Some(&b.systemd), &settings.dialled).await {
         Ok(o) => o,

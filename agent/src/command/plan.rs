@@ -15,6 +15,7 @@ use ferry_agent::host_facts;
 use ferry_agent::observe::{ferry_services, observe};
 use ferry_agent::plan::{Policy, plan};
 use ferry_agent::policy::HostFacts;
+use ferry_agent::rollback_hold;
 use ferry_agent::state_file;
 use ferry_agent::verify::verify;
 
@@ -127,6 +128,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             &state.quarantine,
             &state.services,
         );
+        let ended = rollback_hold::lift(&mut state.rollbacks, &desired, &policy.host);
+        let kept = rollback_hold::hold(&mut desired, &policy.host, &state.rollbacks);
         let p = plan(
             &desired,
             &observed,
@@ -144,6 +147,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
         for h in &held {
             println!("! {h}");
+        }
+        for (name, h, why) in ended {
+            println!(
+                "~ {name}: rollback hold on {} would end ({why})",
+                h.store_path
+            );
+        }
+        for line in kept {
+            println!("= {line}");
         }
         Ok(ExitCode::from(if p.is_noop() { 0 } else { 1 }))
     })

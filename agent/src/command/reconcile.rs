@@ -22,6 +22,7 @@ use ferry_agent::backend::units::Units;
 use ferry_agent::config::Config;
 use ferry_agent::render::unit::is_blue_green;
 use ferry_agent::retire_step;
+use ferry_agent::rollback_hold::RollbackHold;
 use ferry_agent::route_step::{self, RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
 use ferry_agent::state::State;
@@ -40,8 +41,30 @@ pub struct Args {
     retry_failed: bool,
 }
 
+/// What the tick is for.
+pub enum Mode {
+    /// An ordinary tick (`reconcile`).
+    Tick {
+        /// `--retry-failed`.
+        retry_failed: bool,
+    },
+    /// `rollback SERVICE`: that service one profile generation back, the others restored
+    /// from state, the bucket not asked.
+    Rollback(String),
+}
+
 /// Run one tick.
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    run_mode(
+        config_path,
+        Mode::Tick {
+            retry_failed: args.retry_failed,
+        },
+    )
+}
+
+/// Run one tick of `mode`.
+pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     // A state directory that cannot be made (read-only /var) leaves no state to restore
@@ -71,7 +94,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     for temp in state_file::remove_temps(&config.state_file(), &config.unit_dir) {
         println!("state: removed {temp}, left by a write that was cut off");
     }
-    if args.retry_failed {
+    // A rollback that cannot be done changes nothing and says why.
+    let rollback = match &mode {
+        Mode::Rollback(name) => Some((
+            name.clone(),
+            super::rollback::target(&config, &state, name)?,
+        )),
+        Mode::Tick { .. } => None,
+    };
+    if matches!(mode, Mode::Tick { retry_failed: true }) {
         for (name, q) in std::mem::take(&mut state.quarantine) {
             println!(
                 "{name}: quarantine of {} cleared (--retry-failed)",
@@ -108,11 +139,55 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             settings.dialled = route_step::dialled(routing).await;
             dial_requests = routing.proxy.requests().saturating_sub(before);
         }
-        let mut report = if backends.systemd.booting().await {
+        if let Some((name, t)) = &rollback {
+            backends
+                .store
+                .switch_generation(&t.profile, t.generation)
+                .await
+                .with_context(|| format!("rolling `{name}` back"))?;
+            state.rollbacks.insert(
+                name.clone(),
+                RollbackHold {
+                    store_path: t.store_path.clone(),
+                    from: t.from.clone(),
+                    generation: state.manifest.as_ref().map(|m| m.generation.clone()),
+                    profile_generation: t.generation,
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                },
+            );
+            settings.restore_only = Some(format!(
+                "rollback: {name} from profile generation {} ({}) to {} ({}); the other services are restored as state records them, the bucket is not asked",
+                t.from_generation, t.from, t.generation, t.store_path
+            ));
+        }
+        let mut report = if rollback.is_some() {
+            tick(&settings, &mut state, &backends).await
+        } else if backends.systemd.booting().await {
             boot_tick(&settings, &mut state, &backends, config.timeouts.boot_sec).await
         } else {
             tick(&settings, &mut state, &backends).await
         };
+        if let Some((name, t)) = &rollback {
+            let ok = report
+                .applied
+                .services
+                .iter()
+                .find(|s| s.name == *name)
+                .is_some_and(|s| s.ok);
+            if !ok {
+                state.rollbacks.remove(name);
+                report.lines.push(format!(
+                    "{name}: rollback to {} failed, {} runs again; the next tick applies the manifest",
+                    t.store_path, t.from
+                ));
+            }
+            // Restoring the others is what a rollback does, not a fallback.
+            report.outcome = if report.applied.services.iter().all(|s| s.ok) {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            };
+        }
         // Record the outcome before routing and draining: a tick killed during the drain
         // then leaves the new live instance and what to retire, not a pending mark that
         // would restart the instance Caddy already routes to.
