@@ -18,6 +18,7 @@ pub mod plan;
 pub mod policy;
 pub mod profile_retention;
 pub mod render;
+pub mod rollback_hold;
 pub mod routes;
 pub mod self_usage;
 pub mod state;

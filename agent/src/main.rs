@@ -23,6 +23,9 @@ struct Cli {
 enum Verb {
     /// Run one tick: bring this host in line with the manifest.
     Reconcile(command::reconcile::Args),
+    /// Take a service one profile generation back: restart, health-check, and hold that
+    /// version until the manifest changes again.
+    Rollback(command::rollback::Args),
     /// Show what a tick would do, without doing it.
     Plan(command::plan::Args),
     /// Show what this host runs: services, units, routes, quarantined store paths.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.verb {
         Verb::Reconcile(a) => command::reconcile::run(&cli.config, a),
+        Verb::Rollback(a) => command::rollback::run(&cli.config, a),
         Verb::Plan(a) => command::plan::run(&cli.config, a),
         Verb::Status(a) => command::status::run(&cli.config, a),
         Verb::Render(a) => command::render::run(a),

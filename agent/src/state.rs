@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
 use serde::{Deserialize, Serialize};
+
+use crate::rollback_hold::RollbackHold;
 use thiserror::Error;
 
 /// The state format this agent writes and reads.
@@ -49,6 +51,10 @@ pub struct State {
     /// is deleted `removedProfileRetentionDays` later (`profile_retention`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub removed_profiles: BTreeMap<String, String>,
+    /// Services `ferry-agent rollback` took back a profile generation, by service: held at
+    /// that version until the manifest changes again (`rollback_hold`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollbacks: BTreeMap<String, RollbackHold>,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -134,6 +140,7 @@ impl Default for State {
             quarantine: BTreeMap::new(),
             retiring: BTreeMap::new(),
             removed_profiles: BTreeMap::new(),
+            rollbacks: BTreeMap::new(),
             last_tick: None,
         }
     }

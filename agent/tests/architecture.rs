@@ -24,6 +24,7 @@ const PURE_CORE: &[&str] = &[
     "health::spec",
     "health::quarantine",
     "state",
+    "rollback_hold",
     "generation",
 ];
 

@@ -258,10 +258,18 @@ pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub timeout_sec: Option<u32>,
-    /// Probes to try before the version counts as unhealthy (default 5).
+    /// Probes to try before the version counts as unhealthy. Default: as many as start by
+    /// `deadlineSec`; given alone, exactly this many (and no deadline beyond them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_RETRIES))]
     pub retries: Option<u32>,
+    /// Seconds from start within which the version must pass: probes run every
+    /// `intervalSec` from `startPeriodSec` until one passes, none starting that could end
+    /// after the deadline. Default 60, or what 5 tries take when that is longer; with
+    /// `retries` set and no `deadlineSec`, the end of those tries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
+    pub deadline_sec: Option<u32>,
 }
 
 /// Health check kinds.

@@ -57,7 +57,7 @@ fn a_check_that_could_run_for_weeks_is_refused_naming_service_and_fields() {
     assert!(
         msg.starts_with("service `web`: the health check may take up to 3600002 s")
             && msg.contains(&format!("the limit is {MAX_SERVICE_SEC} s"))
-            && msg.contains("healthCheck.retries"),
+            && msg.contains("healthCheck.deadlineSec, retries"),
         "{msg}"
     );
 }
@@ -77,7 +77,8 @@ fn defaults_and_a_slow_but_sane_check_pass() {
     ]);
     assert!(errors(&doc).is_empty(), "{:?}", errors(&doc));
     let m: Manifest = serde_json::from_value(doc).unwrap();
-    assert_eq!(service_sec(&m.services[0]), 2 + 4 + 2);
+    // The default check probes until its 60 s deadline (issue 22 item 9).
+    assert_eq!(service_sec(&m.services[0]), 60);
     assert_eq!(service_sec(&m.services[1]), 300 + 19 * 30 + 30);
 }
 
@@ -116,4 +117,64 @@ fn a_host_whose_tick_would_wait_too_long_is_refused_but_parallel_services_pass()
         (2640, vec![vec!["a"], vec!["b"], vec!["c"]])
     );
     assert_eq!(tick_sec(&m.services, "elsewhere").0, 0);
+}
+
+#[test]
+fn a_deadline_the_first_probe_cannot_meet_is_refused_and_a_long_one_is_budgeted() {
+    let doc = manifest(vec![service(
+        "web",
+        8000,
+        Some(json!({"type": "http", "startPeriodSec": 10, "deadlineSec": 5})),
+        &[],
+    )]);
+    let errs = errors(&doc);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].pointer, "/services/0/healthCheck/deadlineSec");
+    assert_eq!(
+        errs[0].message,
+        "service `web`: healthCheck.deadlineSec 5 is shorter than the first probe takes (startPeriodSec 10 + timeoutSec 2); raise deadlineSec to at least 12"
+    );
+    // A deadline over the service cap is refused by the budget like any long check.
+    let doc = manifest(vec![service(
+        "web",
+        8000,
+        Some(json!({"type": "http", "deadlineSec": 1000})),
+        &[],
+    )]);
+    let errs = errors(&doc);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .message
+            .starts_with("service `web`: the health check may take up to 1000 s"),
+        "{}",
+        errs[0].message
+    );
+    // Thirty dependsOn levels of default checks fill a tick's budget exactly; a 31st does not fit.
+    let chain = |n: usize| {
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        manifest(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let deps: Vec<&str> = if i == 0 {
+                        vec![]
+                    } else {
+                        vec![names[i - 1].as_str()]
+                    };
+                    service(name, 8000 + u16::try_from(i).unwrap() * 2, None, &deps)
+                })
+                .collect(),
+        )
+    };
+    assert!(errors(&chain(30)).is_empty(), "{:?}", errors(&chain(30)));
+    let errs = errors(&chain(31));
+    assert!(
+        errs.len() == 1
+            && errs[0]
+                .message
+                .starts_with("host `h1`: one tick may wait up to 1860 s"),
+        "{errs:?}"
+    );
 }

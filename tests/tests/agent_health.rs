@@ -433,3 +433,83 @@ async fn depends_on_chain_starts_in_order_and_a_failing_middle_skips_the_last() 
     assert!(state["quarantine"].get("c").is_none());
     Ok(())
 }
+
+/// A test service whose `/health` is probed on `port` with every timing left to the
+/// defaults (no startPeriodSec, intervalSec, timeoutSec, retries or deadlineSec), binding
+/// its port `bind_delay_sec` seconds after it starts.
+fn default_checked(name: &str, store_path: &str, port: u16, bind_delay_sec: u32) -> Value {
+    let mut s = service(name, store_path, port);
+    s["healthCheck"] = json!({"type": "http", "path": "/health", "port": port});
+    s["env"]["FERRY_TESTSVC_BIND_DELAY_SEC"] = json!(bind_delay_sec.to_string());
+    s
+}
+
+/// Issue 22 item 9: a service that binds its port 20 s after starting (a migration at
+/// start) deploys with the default health check instead of being rolled back, and a version
+/// that never becomes healthy is rolled back once the default 60 s deadline has passed: its
+/// probes run from the 2 s start period, a second apart, the last one started so that its
+/// 2 s timeout ends by the deadline (57 tries).
+#[tokio::test]
+async fn a_slow_starter_deploys_with_default_checks_and_a_never_healthy_one_is_rolled_back_at_the_deadline()
+-> Result<()> {
+    let t = AgentBed::start().await?;
+    let c = t.closures;
+    let port = 8231;
+
+    t.publish(&manifest(1, vec![default_checked("web", &c.v1, port, 0)]))
+        .await?;
+    assert_eq!(t.reconcile()?.status, 0, "v1 did not deploy");
+    assert_eq!(t.get(port, "/version")?.trim(), "1.0.0");
+
+    // v2 binds its port only after 20 s.
+    t.publish(&manifest(2, vec![default_checked("web", &c.v2, port, 20)]))
+        .await?;
+    let started = std::time::Instant::now();
+    let out = t.reconcile()?;
+    let took = started.elapsed();
+    eprintln!("the slow starter's tick took {took:?}");
+    assert_eq!(
+        out.status, 0,
+        "the slow starter was not deployed:\n{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "web").contains("healthy after"),
+        "{}",
+        out.stdout
+    );
+    assert!(took.as_secs() >= 20, "healthy before it bound: {took:?}");
+    assert_eq!(t.get(port, "/version")?.trim(), "2.0.0");
+    assert_eq!(profile_target(&t, "web")?, c.v2);
+    assert!(t.state()?.get("quarantine").is_none());
+
+    // A version that never becomes healthy (its /health answers 503) is given the whole
+    // deadline, then rolled back to v2 (which again takes 20 s to come back).
+    t.publish(&manifest(
+        3,
+        vec![default_checked("web", &c.broken, port, 0)],
+    ))
+    .await?;
+    let started = std::time::Instant::now();
+    let out = t.reconcile()?;
+    let took = started.elapsed();
+    eprintln!("the never-healthy version's tick took {took:?}");
+    assert_eq!(out.status, 1, "{}", out.stdout);
+    assert_eq!(
+        line(&out, "web"),
+        format!(
+            "web: FAILED (update closure): {} failed health check (HTTP 503 on /health after 57 tries); rolled back to {}",
+            c.broken, c.v2
+        )
+    );
+    assert!(
+        took.as_secs() >= 60,
+        "rolled back before the deadline: {took:?}"
+    );
+    assert_eq!(t.get(port, "/version")?.trim(), "2.0.0");
+    assert_eq!(
+        t.state()?["quarantine"]["web"]["storePath"],
+        c.broken.as_str()
+    );
+    Ok(())
+}

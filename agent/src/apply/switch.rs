@@ -28,7 +28,7 @@ fn spec_of(p: &ServicePlan) -> HealthSpec {
         start_period: Duration::ZERO,
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
-        retries: 1,
+        tries: 1,
     })
 }
 

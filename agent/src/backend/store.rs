@@ -150,6 +150,46 @@ impl NixCli {
         ]
     }
 
+    /// argv that makes generation `generation` of the profile the current one.
+    pub fn switch_generation_argv(&self, profile: &Path, generation: u32) -> Vec<String> {
+        vec![
+            self.nix_env(),
+            "--profile".into(),
+            profile.display().to_string(),
+            "--switch-generation".into(),
+            generation.to_string(),
+        ]
+    }
+
+    /// Makes generation `generation` of `profile` the current one (`ferry-agent rollback`).
+    pub async fn switch_generation(
+        &self,
+        profile: &Path,
+        generation: u32,
+    ) -> Result<(), StoreError> {
+        let argv = self.switch_generation_argv(profile, generation);
+        let err = |reason: String| StoreError::Profile {
+            profile: profile.to_owned(),
+            reason,
+        };
+        let out = match tokio::time::timeout(self.command_timeout, run(&argv)).await {
+            Err(_) => {
+                return Err(err(format!(
+                    "{} --switch-generation got no answer within {:?} (timeouts.jobSec); is a Nix lock held or nix-daemon stuck?",
+                    argv[0], self.command_timeout
+                )));
+            }
+            Ok(r) => r.map_err(|e| err(format!("cannot run {}: {e}", argv[0])))?,
+        };
+        if !out.status.success() {
+            return Err(err(format!(
+                "--switch-generation {generation} failed: {}",
+                last_lines(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
     /// argv that deletes all but the newest `keep` generations.
     pub fn prune_argv(&self, profile: &Path, keep: u32) -> Vec<String> {
         vec![
@@ -254,6 +294,11 @@ impl Store for NixCli {
             profile: profile.to_owned(),
             reason,
         };
+        // Already there (a `ferry-agent rollback` switched the profile back): a `--set` would
+        // add a generation on top, and the next rollback would go forward instead of back.
+        if profile_target(profile).as_deref() == Some(path) {
+            return Ok(());
+        }
         if let Some(dir) = profile.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -341,6 +386,15 @@ mod tests {
             ]
         );
         assert_eq!(nix().prune_argv(p, 5)[4], "+5");
+        assert_eq!(
+            nix().switch_generation_argv(p, 3)[1..],
+            [
+                "--profile",
+                "/nix/var/nix/profiles/ferry/web",
+                "--switch-generation",
+                "3"
+            ]
+        );
     }
 
     #[tokio::test]

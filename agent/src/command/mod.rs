@@ -4,5 +4,6 @@ pub mod config;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
+pub mod rollback;
 pub mod runtime;
 pub mod status;

@@ -117,6 +117,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         for h in &planned.held {
             println!("! {h}");
         }
+        for (name, h, why) in &planned.rollback_ended {
+            println!(
+                "~ {name}: rollback hold on {} would end ({why})",
+                h.store_path
+            );
+        }
+        for line in &planned.rollback_kept {
+            println!("= {line}");
+        }
         Ok(ExitCode::from(if planned.plan.is_noop() { 0 } else { 1 }))
     })
 }

@@ -32,8 +32,30 @@ pub struct Args {
     retry_failed: bool,
 }
 
+/// What the tick is for.
+pub enum Mode {
+    /// An ordinary tick (`reconcile`).
+    Tick {
+        /// `--retry-failed`.
+        retry_failed: bool,
+    },
+    /// `rollback SERVICE`: that service one profile generation back, the others restored
+    /// from state, the bucket not asked.
+    Rollback(String),
+}
+
 /// Run one tick.
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    run_mode(
+        config_path,
+        Mode::Tick {
+            retry_failed: args.retry_failed,
+        },
+    )
+}
+
+/// Run one tick of `mode`.
+pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = Config::load(config_path)?;
     // A state directory that cannot be made (read-only /var) leaves no state to restore
@@ -63,7 +85,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     for temp in state_file::remove_temps(&config.state_file(), &config.unit_dir) {
         println!("state: removed {temp}, left by a write that was cut off");
     }
-    if args.retry_failed {
+    // A rollback that cannot be done changes nothing and says why.
+    let rollback = match &mode {
+        Mode::Rollback(name) => Some(super::rollback::target(&config, &state, name)?),
+        Mode::Tick { .. } => None,
+    };
+    if matches!(mode, Mode::Tick { retry_failed: true }) {
         for (name, q) in std::mem::take(&mut state.quarantine) {
             println!(
                 "{name}: quarantine of {} cleared (--retry-failed)",
@@ -80,7 +107,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
         dialled: BTreeMap::new(),
-        restore_only: None,
+        restore_only: rollback.as_ref().map(|t| t.restore_note()),
+        rollback,
     };
     let after = AfterSettings {
         drain: Duration::from_secs(config.timeouts.drain_sec),
@@ -98,6 +126,13 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             config.timeouts.tick_sec,
         ));
         let backends = runtime::backends(&config).await?;
+        if let Some(t) = &settings.rollback {
+            backends
+                .store
+                .switch_generation(&t.profile, t.generation)
+                .await
+                .with_context(|| format!("rolling `{}` back", t.service))?;
+        }
         anyhow::Ok(tick::run(&settings, after, &mut state, &backends, routing.as_ref()).await)
     })?;
     for line in &report.lines {

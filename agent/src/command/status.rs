@@ -87,6 +87,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "profileGeneration": generation,
             "appliedAt": state.services.get(name).map(|a| a.applied_at.clone()),
             "quarantined": state.quarantine.get(name).map(|q| q.store_path.clone()),
+            "heldByRollback": state.rollbacks.get(name).map(|h| h.store_path.clone()),
         }));
     }
     let doc = json!({
@@ -97,6 +98,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "lastTick": state.last_tick,
         "services": services,
         "quarantine": state.quarantine,
+        "rollbacks": state.rollbacks,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -143,6 +145,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{name}: quarantined {} since {}: {}; {back} (retry with `ferry-agent reconcile --retry-failed`)",
             q.store_path, q.at, q.reason
+        );
+    }
+    for (name, h) in &state.rollbacks {
+        println!(
+            "{name}: held at {} (profile generation {}) by `ferry-agent rollback` since {}, instead of {}; publishing the manifest again ends the hold",
+            h.store_path, h.profile_generation, h.at, h.from
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,8 @@ use crate::vocab::UnitState;
 
 // The defaults live with the manifest's budget rules, which validation applies.
 pub use ferry_schema::health_budget::{
-    DEFAULT_INTERVAL_SEC, DEFAULT_RETRIES, DEFAULT_START_PERIOD_SEC, DEFAULT_TIMEOUT_SEC,
+    DEFAULT_DEADLINE_SEC, DEFAULT_INTERVAL_SEC, DEFAULT_RETRIES, DEFAULT_START_PERIOD_SEC,
+    DEFAULT_TIMEOUT_SEC, Timings,
 };
 
 /// What is probed, always on 127.0.0.1.
@@ -46,8 +47,9 @@ pub struct HealthSpec {
     pub interval: Duration,
     /// Limit for one probe.
     pub timeout: Duration,
-    /// Probes before giving up (at least 1).
-    pub retries: u32,
+    /// Probes before giving up (at least 1): as many as fit the deadline, or `retries`
+    /// (see [`Timings::tries`]).
+    pub tries: u32,
 }
 
 /// The check a service gets. A `healthCheck` fills its gaps from the defaults (port from
@@ -75,13 +77,14 @@ pub fn effective(service: &Service) -> HealthSpec {
         },
         (Some(_), None) => Check::Systemd,
     };
-    let secs = |v: Option<u32>, default: u32| Duration::from_secs(u64::from(v.unwrap_or(default)));
+    // One schedule for the agent and the budget validation holds manifests to.
+    let t = Timings::of(&hc);
     HealthSpec {
         check,
-        start_period: secs(hc.start_period_sec, DEFAULT_START_PERIOD_SEC),
-        interval: secs(hc.interval_sec, DEFAULT_INTERVAL_SEC),
-        timeout: secs(hc.timeout_sec, DEFAULT_TIMEOUT_SEC),
-        retries: hc.retries.unwrap_or(DEFAULT_RETRIES).max(1),
+        start_period: Duration::from_secs(t.start_period),
+        interval: Duration::from_secs(t.interval),
+        timeout: Duration::from_secs(t.timeout),
+        tries: t.tries(),
     }
 }
 
@@ -92,7 +95,7 @@ impl HealthSpec {
     pub fn schedule(&self) -> Vec<Duration> {
         let tries = match self.check {
             Check::Systemd => 1,
-            _ => self.retries,
+            _ => self.tries,
         };
         (0..tries)
             .map(|i| self.start_period + self.interval * i)
@@ -273,6 +276,10 @@ mod tests {
                 "intervalSec": 3, "timeoutSec": 5, "startPeriodSec": 9}}),
             serde_json::json!({"http": http(), "healthCheck": {"type": "none", "startPeriodSec": 4}}),
             serde_json::json!({"healthCheck": {"type": "http", "retries": 3}}),
+            serde_json::json!({"http": http(), "healthCheck": {"type": "http", "deadlineSec": 45,
+                "intervalSec": 4}}),
+            serde_json::json!({"http": http(), "healthCheck": {"type": "tcp", "startPeriodSec": 300,
+                "intervalSec": 30, "timeoutSec": 30}}),
         ];
         for extra in checks {
             let s = service(extra.clone());
@@ -298,13 +305,74 @@ mod tests {
                 start_period: Duration::from_secs(2),
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_secs(2),
-                retries: 5,
+                tries: 57,
             }
         );
         assert_eq!(
             s.check.to_string(),
             "HTTP GET 127.0.0.1:8000/ expecting a status below 500"
         );
+    }
+
+    /// The seconds at which each probe of `healthCheck` starts, and the worst case.
+    fn schedule_of(hc: serde_json::Value) -> (Vec<u64>, u64) {
+        let s = effective(&service(
+            serde_json::json!({"http": http(), "healthCheck": hc}),
+        ));
+        (
+            s.schedule().iter().map(Duration::as_secs).collect(),
+            s.worst_case().as_secs(),
+        )
+    }
+
+    #[test]
+    fn by_default_probes_run_a_second_apart_until_the_60_s_deadline() {
+        // From the 2 s start period, one a second, the last starting at 58 s so its 2 s
+        // timeout ends at the deadline: a service binding its port after 20 s passes on
+        // the 19th try, one that never answers is given up on at 60 s.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "http", "path": "/health"}));
+        assert_eq!(secs, (2..=58).collect::<Vec<u64>>());
+        assert_eq!(worst, 60);
+        assert_eq!(secs.iter().position(|&t| t >= 20), Some(18));
+        // The same without any healthCheck (the HTTP default of a service with `http`).
+        let s = effective(&service(serde_json::json!({"http": http()})));
+        assert_eq!((s.tries, s.worst_case()), (57, Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn deadline_sec_bounds_the_tries_and_retries_caps_them() {
+        // Every 5 s from 2 s: 27 s is the last start whose 2 s timeout ends by 30 s.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "http", "deadlineSec": 30,
+            "intervalSec": 5}));
+        assert_eq!((secs, worst), (vec![2, 7, 12, 17, 22, 27], 29));
+        // Both: whichever comes first.
+        let (secs, _) = schedule_of(serde_json::json!({"type": "tcp", "deadlineSec": 30,
+            "intervalSec": 5, "retries": 3}));
+        assert_eq!(secs, [2, 7, 12]);
+        let (secs, _) = schedule_of(serde_json::json!({"type": "tcp", "deadlineSec": 6,
+            "retries": 10}));
+        assert_eq!(secs, [2, 3, 4]);
+        // A deadline the first probe cannot meet (validation refuses it) still probes once.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "tcp", "deadlineSec": 1,
+            "startPeriodSec": 5}));
+        assert_eq!((secs, worst), (vec![5], 7));
+    }
+
+    #[test]
+    fn manifests_from_before_deadlines_are_given_up_on_no_sooner_than_before() {
+        // `retries` alone keeps its meaning: exactly that many tries.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "http", "startPeriodSec": 1,
+            "intervalSec": 1, "timeoutSec": 1, "retries": 3}));
+        assert_eq!((secs, worst), (vec![1, 2, 3], 4));
+        // Long intervals and timeouts without retries: the 5 default tries (152 s) are longer
+        // than 60 s, so they still all run.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "http", "intervalSec": 30,
+            "timeoutSec": 30}));
+        assert_eq!((secs, worst), (vec![2, 32, 62, 92, 122], 152));
+        // A long start period alone moves the deadline with it.
+        let (secs, worst) = schedule_of(serde_json::json!({"type": "http",
+            "startPeriodSec": 120}));
+        assert_eq!((secs, worst), (vec![120, 121, 122, 123, 124], 126));
     }
 
     #[test]
@@ -338,7 +406,7 @@ mod tests {
             "healthCheck": {"type": "tcp", "port": 5432},
         })));
         assert_eq!(tcp.check, Check::Tcp { port: 5432 });
-        assert_eq!(tcp.schedule().len(), 5);
+        assert_eq!(tcp.schedule().len(), 57);
         assert_eq!(tcp.on_port(5433).check, Check::Tcp { port: 5433 });
 
         let none = effective(&service(serde_json::json!({

@@ -147,7 +147,7 @@ mod tests {
             start_period: Duration::from_secs(2),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
-            retries: 5,
+            tries: 5,
         }
     }
 
@@ -248,7 +248,7 @@ mod tests {
             path: "/ready".into(),
             expect: Some(200),
         });
-        s.retries = 2;
+        s.tries = 2;
         let e = watch("u", &s, 0, Duration::ZERO, &probe, &sd)
             .await
             .unwrap_err();
@@ -257,7 +257,7 @@ mod tests {
             "failed health check (HTTP 404 on /ready instead of 200 after 2 tries)"
         );
         let mut t = spec(Check::Tcp { port: 5432 });
-        t.retries = 1;
+        t.tries = 1;
         let e = watch("u", &t, 0, Duration::ZERO, &probe, &sd)
             .await
             .unwrap_err();

@@ -29,6 +29,7 @@ pub mod observe;
 pub mod plan;
 pub mod record;
 pub mod retire;
+pub mod rollback;
 pub mod route;
 pub mod verify;
 
@@ -46,6 +47,7 @@ use crate::backend::units::Units;
 use crate::host_facts::FactSources;
 use crate::plan::Plan;
 use crate::policy::HostPolicy;
+use crate::rollback_hold::RollbackTarget;
 use crate::state::{Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::Trust;
@@ -75,8 +77,11 @@ pub struct TickSettings {
     /// routing and at the end; `None` keeps it in memory.
     pub checkpoint: Option<PathBuf>,
     /// Why this tick only restores what state records without asking the bucket (the boot
-    /// tick's fallback after `timeouts.bootSec`); `None`: an ordinary tick.
+    /// tick's fallback after `timeouts.bootSec`, or a rollback); `None`: an ordinary tick.
     pub restore_only: Option<String>,
+    /// `ferry-agent rollback SERVICE`: the service whose profile the verb took one
+    /// generation back (see [`rollback`]); `None`: an ordinary tick.
+    pub rollback: Option<RollbackTarget>,
 }
 
 /// What the steps after `record` need: how long to wait before stopping what a switch
@@ -148,11 +153,19 @@ where
         settings = &with_dials;
         dial_requests = routing.proxy.requests().saturating_sub(before);
     }
-    let mut report = if b.systemd.booting().await {
+    if let Some(t) = &settings.rollback {
+        rollback::begin(t, state);
+    }
+    let mut report = if settings.rollback.is_some() {
+        tick(settings, state, b).await
+    } else if b.systemd.booting().await {
         boot_tick(settings, state, b, after.boot_sec).await
     } else {
         tick(settings, state, b).await
     };
+    if let Some(t) = &settings.rollback {
+        rollback::settle(t, state, &mut report);
+    }
     // Record the outcome before routing and draining: a tick killed during the drain
     // then leaves the new live instance and what to retire, not a pending mark that
     // would restart the instance Caddy already routes to.
@@ -277,6 +290,13 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             q.store_path
         ));
     }
+    for (name, h, why) in &planned.rollback_ended {
+        lines.push(format!(
+            "{name}: rollback hold on {} ended ({why})",
+            h.store_path
+        ));
+    }
+    lines.extend(planned.rollback_kept.iter().cloned());
     let mut the_plan = planned.plan;
 
     let applied = apply::apply_step(settings, state, &mut the_plan, &desired, b, &mut lines).await;

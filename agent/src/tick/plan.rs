@@ -9,6 +9,7 @@ use super::observe::Observation;
 use crate::health::quarantine::{Held, Quarantined, hold_back, lift};
 use crate::plan::{Action, Plan, Policy, plan};
 use crate::policy::HostPolicy;
+use crate::rollback_hold::{self, RollbackHold};
 use crate::state::State;
 
 /// What the plan step gives the apply step.
@@ -19,6 +20,10 @@ pub struct Planned {
     pub held: Vec<Held>,
     /// Quarantines a newer manifest lifted, by service.
     pub lifted: Vec<(String, Quarantined)>,
+    /// Rollback holds a changed manifest ended: service, hold, why.
+    pub rollback_ended: Vec<(String, RollbackHold, String)>,
+    /// One line per service kept on the version `ferry-agent rollback` took it back to.
+    pub rollback_kept: Vec<String>,
 }
 
 /// Plan the tick. `desired` loses the versions held back; `restore` (no trusted manifest)
@@ -32,12 +37,15 @@ pub fn plan_tick(
 ) -> Planned {
     let host = &policy.host;
     let mut refused = std::collections::BTreeMap::new();
-    let (mut held, mut lifted) = (Vec::new(), Vec::new());
+    let (mut held, mut lifted, mut rollback_ended) = (Vec::new(), Vec::new(), Vec::new());
     if let Some(facts) = &observation.facts {
         refused = policy.refusals(desired, facts);
         lifted = lift(&mut state.quarantine, desired, host);
         held = hold_back(desired, host, &state.quarantine, &state.services);
+        rollback_ended = rollback_hold::lift(&mut state.rollbacks, desired, host);
     }
+    // A service `ferry-agent rollback` took back stays there, restored from state too.
+    let rollback_kept = rollback_hold::hold(desired, host, &state.rollbacks);
     let mut the_plan = plan(
         desired,
         &observation.observed,
@@ -54,5 +62,7 @@ pub fn plan_tick(
         plan: the_plan,
         held,
         lifted,
+        rollback_ended,
+        rollback_kept,
     }
 }

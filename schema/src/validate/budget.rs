@@ -18,10 +18,11 @@ pub fn check(services: &[(usize, &Service)], report: &mut Report) {
             report.error(
                 format!("{}/healthCheck", service_pointer(*i)),
                 format!(
-                    "{}: the health check may take up to {sec} s (startPeriodSec, then retries \
-                     tries intervalSec apart, the last one given timeoutSec); the limit is \
-                     {MAX_SERVICE_SEC} s: lower healthCheck.retries, intervalSec, timeoutSec \
-                     or startPeriodSec",
+                    "{}: the health check may take up to {sec} s (startPeriodSec, then tries \
+                     intervalSec apart until deadlineSec or retries, the last one given \
+                     timeoutSec); the limit is {MAX_SERVICE_SEC} s: lower \
+                     healthCheck.deadlineSec, retries, intervalSec, timeoutSec or \
+                     startPeriodSec",
                     who(&s.name)
                 ),
             );

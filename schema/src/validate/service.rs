@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use super::report::{Report, q, service_pointer, token, who};
 use super::text::{check_absolute_path, check_relative_path, check_url_path, first_control};
+use crate::health_budget::Timings;
 use crate::manifest::{Hardening, HealthCheck, HealthCheckKind, Http, Service, SystemdOptions};
 use crate::names::{
     MAX_SERVICE_NAME_LEN, StorePath, describe_char, is_valid_env_key, is_valid_host_name,
@@ -335,6 +336,26 @@ fn check_health(base: &str, who: &str, hc: &HealthCheck, http: Option<&Http>, re
             report.error(
                 format!("{hb}/path"),
                 format!("{who}: healthCheck.path {} is not usable: {why}", q(path)),
+            );
+        }
+    }
+    if let Some(deadline) = hc.deadline_sec {
+        let t = Timings::of(hc);
+        if hc.kind == HealthCheckKind::None {
+            report.warn(
+                format!("{hb}/deadlineSec"),
+                format!("{who}: healthCheck.deadlineSec is only used by `http` and `tcp` checks; remove it"),
+            );
+        } else if u64::from(deadline) < t.start_period + t.timeout {
+            report.error(
+                format!("{hb}/deadlineSec"),
+                format!(
+                    "{who}: healthCheck.deadlineSec {deadline} is shorter than the first probe \
+                     takes (startPeriodSec {} + timeoutSec {}); raise deadlineSec to at least {}",
+                    t.start_period,
+                    t.timeout,
+                    t.start_period + t.timeout
+                ),
             );
         }
     }

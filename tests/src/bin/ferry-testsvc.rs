@@ -8,6 +8,8 @@
 //! - `PORT` (required) and `LISTEN_ADDR` (default `127.0.0.1`);
 //! - `FERRY_TESTSVC_VERSION` (default: the baked file, else `dev`);
 //! - `FERRY_TESTSVC_MODE`: `ok`, `unhealthy` (health answers 503) or `crash` (exit 1 at start);
+//! - `FERRY_TESTSVC_BIND_DELAY_SEC`: seconds to wait before binding the port (a service that
+//!   runs a migration at start), default 0;
 //! - `DATA_DIR`: when set, a directory the service must be able to write, like an app's data
 //!   directory: at start it writes `<DATA_DIR>/ferry-testsvc.written` (its version and PID)
 //!   and exits 1 naming the error when it cannot.
@@ -80,6 +82,20 @@ fn respond(path: &str, mode: Mode, version: &str) -> (u16, &'static str, Vec<u8>
     (404, "Not Found", b"not found\n".to_vec())
 }
 
+/// The wait before binding, from `FERRY_TESTSVC_BIND_DELAY_SEC` (unset: none).
+fn bind_delay(value: Option<&str>) -> Result<std::time::Duration, String> {
+    match value {
+        None => Ok(std::time::Duration::ZERO),
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| {
+                format!("FERRY_TESTSVC_BIND_DELAY_SEC={text:?} is not a number of seconds")
+            }),
+    }
+}
+
 fn serve(stream: TcpStream, mode: Mode, version: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -128,6 +144,21 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let addr = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+    match bind_delay(
+        std::env::var("FERRY_TESTSVC_BIND_DELAY_SEC")
+            .ok()
+            .as_deref(),
+    ) {
+        Ok(delay) if !delay.is_zero() => {
+            eprintln!("ferry-testsvc {version}: waiting {delay:?} before binding {addr}:{port}");
+            std::thread::sleep(delay);
+        }
+        Ok(_) => {}
+        Err(err) => {
+            eprintln!("ferry-testsvc: {err}");
+            return ExitCode::from(2);
+        }
+    }
     let listener = match TcpListener::bind(format!("{addr}:{port}")) {
         Ok(listener) => listener,
         Err(err) => {
@@ -162,6 +193,16 @@ mod tests {
     fn version_and_unknown_paths() {
         assert_eq!(respond("/version", Mode::Ok, "2.0.0").2, b"2.0.0");
         assert_eq!(respond("/nope", Mode::Ok, "2.0.0").0, 404);
+    }
+
+    #[test]
+    fn bind_delay_parses_seconds() {
+        assert_eq!(bind_delay(None), Ok(std::time::Duration::ZERO));
+        assert_eq!(
+            bind_delay(Some("20")),
+            Ok(std::time::Duration::from_secs(20))
+        );
+        assert!(bind_delay(Some("soon")).is_err());
     }
 
     #[test]
