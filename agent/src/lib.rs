@@ -1,5 +1,8 @@
-//! `ferry-agent`'s library: the reconcile tick and everything it is built from. Pure modules
-//! (config, plan, policy, render, state) are separate from the backends that do I/O.
+//! `ferry-agent`'s library: the reconcile tick and everything it is built from. A tick is one
+//! pipeline (`tick`: fetch → verify → observe → plan → apply → record → route → retire). The
+//! pure core (`plan`, `render`, `routes`, `policy`, `health::spec`, `health::quarantine`,
+//! `state`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary both
+//! sides share (`vocab`). `tests/architecture.rs` keeps it so.
 
 // Tests may panic on unexpected errors: that is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -11,14 +14,11 @@ pub mod config;
 pub mod generation;
 pub mod health;
 pub mod host_facts;
-pub mod observe;
 pub mod plan;
 pub mod policy;
 pub mod profile_retention;
 pub mod render;
-pub mod retire_step;
 pub mod rollback_hold;
-pub mod route_step;
 pub mod routes;
 pub mod self_usage;
 pub mod state;
@@ -26,6 +26,7 @@ pub mod state_file;
 pub mod tick;
 pub mod tick_lock;
 pub mod verify;
+pub mod vocab;
 
 /// Prefix of every unit and route the agent owns.
 pub const UNIT_PREFIX: &str = "ferry-";

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::health::spec::{HealthSpec, effective};
 use crate::render::unit::{self, instance_name, instance_ports, is_blue_green, unit_name};
 use crate::state::Retiring;
+pub use crate::vocab::Job;
 
 /// What the host runs now, as far as the plan cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,18 +72,6 @@ pub enum Action {
     Remove,
     /// Nothing to do.
     Unchanged,
-}
-
-/// The systemd job a service needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Job {
-    /// `StartUnit`.
-    Start,
-    /// `RestartUnit`.
-    Restart,
-    /// `StopUnit`.
-    Stop,
 }
 
 /// The plan for one service.

@@ -9,6 +9,34 @@ use std::collections::BTreeMap;
 use ferry_schema::Manifest;
 use serde::{Deserialize, Serialize};
 
+/// Where `ferry-agent rollback SERVICE` goes: the profile generation before the current one
+/// (found on disk by the verb, before anything changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackTarget {
+    /// The service.
+    pub service: String,
+    /// Its profile.
+    pub profile: std::path::PathBuf,
+    /// The profile's current generation.
+    pub from_generation: u32,
+    /// The store path that runs now.
+    pub from: String,
+    /// The generation rolled back to.
+    pub generation: u32,
+    /// Its store path.
+    pub store_path: String,
+}
+
+impl RollbackTarget {
+    /// Why the rollback's tick restores from state instead of asking the bucket.
+    pub fn restore_note(&self) -> String {
+        format!(
+            "rollback: {} from profile generation {} ({}) to {} ({}); the other services are restored as state records them, the bucket is not asked",
+            self.service, self.from_generation, self.from, self.generation, self.store_path
+        )
+    }
+}
+
 /// A service held at an earlier version (kept in the state file, by service name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -1,6 +1,6 @@
 //! Caddy routes as data: the ordered routes Ferry wants for this host's HTTP services, how
 //! they differ from what Caddy has (drift), and the writes that repair the difference. Pure:
-//! values in, values out; `route_step` runs the writes through the `Proxy` backend.
+//! values in, values out; the tick's route step (`tick::route`) runs the writes through the `Proxy` backend.
 //!
 //! Placement rule: Ferry's routes form one block at the *start* of the server's routes
 //! array, in the order [`ordered_routes`] gives. A Caddyfile site without a host (Debian's
@@ -12,6 +12,8 @@
 use serde_json::{Value, json};
 
 use ferry_schema::names::{UNIT_PREFIX, route_id};
+
+pub use crate::vocab::Route;
 
 /// What one service's route needs: its name, the domain and path prefix it answers, and the
 /// loopback port traffic goes to.
@@ -25,19 +27,6 @@ pub struct RouteSpec {
     pub path: String,
     /// Upstream port on 127.0.0.1.
     pub port: u16,
-}
-
-/// One route Ferry wants in Caddy: its `@id` and the full JSON Caddy stores.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// `ferry-<service>`.
-    pub id: String,
-    /// The service it sends traffic to.
-    pub service: String,
-    /// The domain it matches.
-    pub domain: String,
-    /// The route object, `@id` included.
-    pub value: Value,
 }
 
 /// The route object for one service.

@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 use crate::rollback_hold::RollbackHold;
 use thiserror::Error;
 
-use crate::health::quarantine::Quarantined;
-
 /// The state format this agent writes and reads.
 pub const STATE_VERSION: u32 = 1;
 
@@ -194,6 +192,33 @@ impl State {
             signatures: None,
         }
     }
+}
+
+/// A store path that failed on this host (kept in the state file, by service name);
+/// `health::quarantine` decides what holds it back and what lifts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Quarantined {
+    /// The store path that failed.
+    pub store_path: String,
+    /// The digest of the unit rendered for it ([`crate::health::quarantine::unit_digest`]): with the store path, what
+    /// was tried. `None` in entries written before it was recorded (those match the store
+    /// path alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Why, as reported ("failed health check (HTTP 503 on /health after 5 tries)").
+    pub reason: String,
+    /// When it failed (RFC 3339).
+    pub at: String,
+    /// The store path the service was returned to; `None` when it had no earlier version
+    /// (it was stopped instead).
+    #[serde(default)]
+    pub rolled_back_to: Option<String>,
+    /// The generation of the manifest that named the failed store path: only a newer one
+    /// lifts the quarantine. `None` in entries written before it was recorded (any
+    /// manifest naming another path lifts those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 #[cfg(test)]

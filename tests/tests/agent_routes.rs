@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry_agent::backend::caddy::{CaddyAdmin, Proxy};
-use ferry_agent::route_step::{Routing, reassert, server_value};
 use ferry_agent::routes::{RouteSpec, ordered_routes};
+use ferry_agent::tick::route::{Routing, reassert, server_value};
 use ferry_tests::agent_bed::{AGENT, AgentBed, eventually, manifest, route_ids, service, summary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

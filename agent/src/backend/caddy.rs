@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::routes::Route;
+use crate::vocab::Route;
 
 /// Where Caddy's admin API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use thiserror::Error;
 use zbus::proxy::CacheProperties;
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
-use crate::plan::Job;
+pub use crate::vocab::{Job, UnitState};
 
 /// Why a systemd operation failed.
 #[derive(Debug, Error)]
@@ -45,19 +45,6 @@ pub enum SystemdError {
         /// The limit.
         after: Duration,
     },
-}
-
-/// A unit's runtime state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitState {
-    /// `ActiveState` (active, failed, inactive, activating…).
-    pub active_state: String,
-    /// `SubState` (running, exited, dead, auto-restart…).
-    pub sub_state: String,
-    /// `NRestarts`: automatic restarts since the last explicit start.
-    pub n_restarts: u32,
-    /// `ExecMainStatus`: exit status of the main process, when it exited.
-    pub exec_main_status: i32,
 }
 
 /// systemd, as the agent uses it.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
-use crate::render::unit::{header_store_path, service_of_file};
+use crate::vocab::unit::{header_store_path, service_of_file};
 use ferry_bucket::atomic_file;
 
 /// The unit files the agent owns.
@@ -96,7 +96,7 @@ impl Units for UnitDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::unit::HEADER_PREFIX;
+    use crate::vocab::unit::HEADER_PREFIX;
 
     #[test]
     fn write_only_when_changed_list_and_remove() {

@@ -1,23 +1,19 @@
 //! `ferry-agent plan [--manifest FILE]`: what a tick would do, as a readable diff, with the
-//! services the host policy would refuse marked. Reads the host (state, unit files, systemd
-//! when reachable, the facts the policy needs) but changes nothing.
+//! services the host policy would refuse marked. Runs the tick pipeline's steps up to the
+//! plan (fetch, verify, observe, plan: `ferry_agent::tick`) and stops: it reads the host
+//! (state, unit files, systemd when reachable, the facts the policy needs) but changes
+//! nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_agent::backend::bucket::{Fetched, ReadBucket};
-use ferry_agent::backend::systemd::DbusSystemd;
-use ferry_agent::backend::units::UnitDir;
+use ferry_agent::backend::bucket::Fetched;
 use ferry_agent::config::Config;
-use ferry_agent::health::quarantine::{hold_back, lift};
-use ferry_agent::host_facts;
-use ferry_agent::observe::{ferry_services, observe};
-use ferry_agent::plan::{Policy, plan};
-use ferry_agent::policy::HostFacts;
-use ferry_agent::rollback_hold;
 use ferry_agent::state_file;
-use ferry_agent::verify::verify;
+use ferry_agent::tick::{fetch, observe, plan, verify};
 
 use super::runtime;
 
@@ -41,18 +37,16 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
             None => {
                 let bucket = runtime::bucket(&config).await?;
-                let fetch = bucket.get_bounded(
-                    ferry_schema::layout::MANIFEST_KEY,
+                let timeout = Duration::from_secs(config.timeouts.fetch_sec);
+                let fetched = fetch::get_manifest(
+                    &bucket,
                     None,
-                    ferry_schema::DEFAULT_SIZE_CAP as u64,
-                );
-                let deadline = std::time::Duration::from_secs(config.timeouts.fetch_sec);
-                let fetched = tokio::time::timeout(deadline, fetch).await.map_err(|_| {
-                    anyhow::anyhow!(
-                        "no complete answer for manifest.json within {} s (timeouts.fetchSec)",
-                        config.timeouts.fetch_sec
-                    )
-                })?;
+                    ferry_schema::DEFAULT_SIZE_CAP,
+                    timeout,
+                    None,
+                )
+                .await
+                .ok_or_else(|| anyhow::anyhow!(fetch::timed_out(timeout)))?;
                 match fetched? {
                     Fetched::Found { bytes, .. } => bytes,
                     Fetched::Missing | Fetched::Unchanged => {
@@ -68,16 +62,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             println!("state: {note}");
         }
         let trust = runtime::trust(&config);
-        let units = UnitDir {
-            dir: config.unit_dir.clone(),
-        };
-        let running = ferry_services(&state, &units);
-        let accepted = match verify(
+        let units = runtime::units(&config);
+        let running = observe::ferry_services(&state, &units);
+        let accepted = match verify::accept(
             &bytes,
             ferry_schema::DEFAULT_SIZE_CAP,
             &trust,
-            Some((&policy, &running)),
-            state.manifest.as_ref().map(|m| m.generation.as_str()),
+            &policy,
+            &running,
+            &state,
         ) {
             Ok(a) => a,
             Err(reasons) => {
@@ -95,68 +88,44 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-        let observed = observe::<DbusSystemd, _>(
+        let observation = observe::observe_host(
+            &runtime::fact_sources(&config),
             &state,
             &units,
             systemd.as_ref(),
             // A preview: systemd alone says which blue-green instance is live.
-            &std::collections::BTreeMap::new(),
+            &BTreeMap::new(),
+            true,
         )
         .await?;
-        let mut desired = accepted.manifest;
-        let facts = match &systemd {
-            Some(sd) => {
-                host_facts::gather(&runtime::fact_sources(&config), &state, sd, &units).await
-            }
+        if systemd.is_none() {
             // A preview only: a tick without systemd refuses what it cannot check.
-            None => {
-                println!(
-                    "note: without systemd, service names and ports are not checked against \
-                     the host's units and listeners"
-                );
-                HostFacts {
-                    accounts: host_facts::accounts(&runtime::fact_sources(&config)),
-                    ..HostFacts::default()
-                }
-            }
-        };
-        let refused = policy.refusals(&desired, &facts);
-        let lifted = lift(&mut state.quarantine, &desired, &policy.host);
-        let held = hold_back(
-            &mut desired,
-            &policy.host,
-            &state.quarantine,
-            &state.services,
-        );
-        let ended = rollback_hold::lift(&mut state.rollbacks, &desired, &policy.host);
-        let kept = rollback_hold::hold(&mut desired, &policy.host, &state.rollbacks);
-        let p = plan(
-            &desired,
-            &observed,
-            &Policy {
-                host: policy.host.clone(),
-                refused,
-            },
-        );
+            println!(
+                "note: without systemd, service names and ports are not checked against \
+                 the host's units and listeners"
+            );
+        }
+        let mut desired = accepted.manifest;
+        let planned = plan::plan_tick(&mut desired, &observation, &policy, &mut state, false);
         if let Some(line) = policy.nothing_here(&desired) {
             println!("{line}");
         }
-        print!("{p}");
-        for (name, q) in lifted {
+        print!("{}", planned.plan);
+        for (name, q) in planned.lifted {
             println!("~ {name}: quarantine of {} would be lifted", q.store_path);
         }
-        for h in &held {
+        for h in &planned.held {
             println!("! {h}");
         }
-        for (name, h, why) in ended {
+        for (name, h, why) in &planned.rollback_ended {
             println!(
                 "~ {name}: rollback hold on {} would end ({why})",
                 h.store_path
             );
         }
-        for line in kept {
+        for line in &planned.rollback_kept {
             println!("= {line}");
         }
-        Ok(ExitCode::from(if p.is_noop() { 0 } else { 1 }))
+        Ok(ExitCode::from(if planned.plan.is_noop() { 0 } else { 1 }))
     })
 }

@@ -1,5 +1,6 @@
-//! `ferry-agent reconcile`: one tick (then Caddy routes, then retiring old blue-green
-//! instances), under the lock, with the state saved atomically.
+//! `ferry-agent reconcile`: loads the configuration, takes the lock, loads the state and
+//! runs the tick pipeline (`ferry_agent::tick::run`: fetch → … → retire, state saved on the
+//! way), then prints its lines and summary.
 //! Exit codes: 0 host matches the manifest; 1 a service failed or was refused by host policy,
 //! Caddy routes could not be set, the state could not be saved, the tick was cut short at
 //! `timeouts.tickSec`, or the boot tick restored from state after `timeouts.bootSec`; 2 manifest refused (or
@@ -12,22 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ferry_agent::apply::{Backends, Deadline};
-use ferry_agent::backend::bucket::ReadBucket;
-use ferry_agent::backend::caddy::Proxy as _;
-use ferry_agent::backend::probe::Probe;
-use ferry_agent::backend::store::Store;
-use ferry_agent::backend::systemd::Systemd;
-use ferry_agent::backend::units::Units;
+use ferry_agent::apply::Deadline;
 use ferry_agent::config::Config;
-use ferry_agent::render::unit::is_blue_green;
-use ferry_agent::retire_step;
-use ferry_agent::rollback_hold::RollbackHold;
-use ferry_agent::route_step::{self, RouteReport, Routing, after_tick};
 use ferry_agent::state::Outcome;
-use ferry_agent::state::State;
 use ferry_agent::state_file;
-use ferry_agent::tick::{TickReport, TickSettings, tick};
+use ferry_agent::tick::route::Routing;
+use ferry_agent::tick::{self, AfterSettings, RunReport, TickSettings};
 use ferry_agent::tick_lock::{LockError, TickLock};
 
 use super::runtime;
@@ -96,10 +87,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
     }
     // A rollback that cannot be done changes nothing and says why.
     let rollback = match &mode {
-        Mode::Rollback(name) => Some((
-            name.clone(),
-            super::rollback::target(&config, &state, name)?,
-        )),
+        Mode::Rollback(name) => Some(super::rollback::target(&config, &state, name)?),
         Mode::Tick { .. } => None,
     };
     if matches!(mode, Mode::Tick { retry_failed: true }) {
@@ -119,104 +107,34 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         apply: runtime::apply_settings(&config)?,
         checkpoint: Some(config.state_file()),
         dialled: BTreeMap::new(),
-        restore_only: None,
+        restore_only: rollback.as_ref().map(|t| t.restore_note()),
+        rollback,
+    };
+    let after = AfterSettings {
+        drain: Duration::from_secs(config.timeouts.drain_sec),
+        boot_sec: config.timeouts.boot_sec,
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
-    let (report, routed) = rt.block_on(async {
+    let RunReport {
+        tick: report,
+        routed,
+        saved,
+    } = rt.block_on(async {
         settings.apply.deadline = Some(Deadline::after(
             tokio::time::Instant::now(),
             config.timeouts.tick_sec,
         ));
         let backends = runtime::backends(&config).await?;
-        // State that may not know a blue-green service's live instance (lost, or never
-        // written): what Caddy dials helps find it. A converged host skips this read.
-        let mut dial_requests = 0;
-        if let Some(routing) = &routing
-            && may_not_know_live_instances(&state)
-        {
-            let before = routing.proxy.requests();
-            settings.dialled = route_step::dialled(routing).await;
-            dial_requests = routing.proxy.requests().saturating_sub(before);
-        }
-        if let Some((name, t)) = &rollback {
+        if let Some(t) = &settings.rollback {
             backends
                 .store
                 .switch_generation(&t.profile, t.generation)
                 .await
-                .with_context(|| format!("rolling `{name}` back"))?;
-            state.rollbacks.insert(
-                name.clone(),
-                RollbackHold {
-                    store_path: t.store_path.clone(),
-                    from: t.from.clone(),
-                    generation: state.manifest.as_ref().map(|m| m.generation.clone()),
-                    profile_generation: t.generation,
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                },
-            );
-            settings.restore_only = Some(format!(
-                "rollback: {name} from profile generation {} ({}) to {} ({}); the other services are restored as state records them, the bucket is not asked",
-                t.from_generation, t.from, t.generation, t.store_path
-            ));
+                .with_context(|| format!("rolling `{}` back", t.service))?;
         }
-        let mut report = if rollback.is_some() {
-            tick(&settings, &mut state, &backends).await
-        } else if backends.systemd.booting().await {
-            boot_tick(&settings, &mut state, &backends, config.timeouts.boot_sec).await
-        } else {
-            tick(&settings, &mut state, &backends).await
-        };
-        if let Some((name, t)) = &rollback {
-            let ok = report
-                .applied
-                .services
-                .iter()
-                .find(|s| s.name == *name)
-                .is_some_and(|s| s.ok);
-            if !ok {
-                state.rollbacks.remove(name);
-                report.lines.push(format!(
-                    "{name}: rollback to {} failed, {} runs again; the next tick applies the manifest",
-                    t.store_path, t.from
-                ));
-            }
-            // Restoring the others is what a rollback does, not a fallback.
-            report.outcome = if report.applied.services.iter().all(|s| s.ok) {
-                Outcome::Ok
-            } else {
-                Outcome::Failed
-            };
-        }
-        // Record the outcome before routing and draining: a tick killed during the drain
-        // then leaves the new live instance and what to retire, not a pending mark that
-        // would restart the instance Caddy already routes to.
-        if let Err(e) = state_file::save(&config.state_file(), &state) {
-            tracing::warn!("cannot save the state before routing: {e:#}");
-        }
-        let mut routed = RouteReport {
-            ok: true,
-            ..RouteReport::default()
-        };
-        if let Some(routing) = &routing {
-            routed = after_tick(routing, &mut state, &mut report).await;
-        }
-        routed.requests += dial_requests;
-        // Old blue-green instances stop only once traffic reaches the new ones.
-        retire_step::after_routes(
-            &backends.systemd,
-            &backends.units,
-            routed.ok,
-            Duration::from_secs(config.timeouts.drain_sec),
-            &mut state,
-            &mut report,
-        )
-        .await;
-        anyhow::Ok((report, routed))
+        anyhow::Ok(tick::run(&settings, after, &mut state, &backends, routing.as_ref()).await)
     })?;
-    // Saving last: a state directory that cannot be written (full or read-only /var) must
-    // not cost the services their restore, only the record of this tick.
-    let saved = state_file::save(&config.state_file(), &state);
     for line in &report.lines {
         println!("{line}");
     }
@@ -251,50 +169,6 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         Outcome::Refused => 2,
         Outcome::Unreachable => 3,
     }))
-}
-
-/// The boot tick: `multi-user.target` waits for it, so after `boot_sec` it is cut off
-/// wherever it is (a slow bucket, a long health check), like a killed tick: what it marked
-/// pending is redone from state by a restore-only tick (restore is idempotent), which says
-/// so. The next timer tick applies the manifest.
-async fn boot_tick<B, S, D, U, P>(
-    settings: &TickSettings,
-    state: &mut State,
-    backends: &Backends<B, S, D, U, P>,
-    boot_sec: u64,
-) -> TickReport
-where
-    B: ReadBucket,
-    S: Store,
-    D: Systemd,
-    U: Units,
-    P: Probe,
-{
-    let before = state.clone();
-    let limit = Duration::from_secs(boot_sec);
-    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends)).await {
-        return report;
-    }
-    let pending = std::mem::take(&mut state.pending);
-    *state = before;
-    state.pending.extend(pending);
-    let restore = TickSettings {
-        restore_only: Some(format!(
-            "boot tick: the manifest was not applied within timeouts.bootSec ({boot_sec} s); restoring services from state so the boot goes on; the next timer tick applies it (raise timeouts.bootSec to deploy during boot)"
-        )),
-        ..settings.clone()
-    };
-    tick(&restore, state, backends).await
-}
-
-/// Whether the state may not know which blue-green instance is live: it records no service
-/// (a first tick, or `state.json` lost) or a blue-green one without its live port.
-fn may_not_know_live_instances(state: &State) -> bool {
-    state.services.is_empty()
-        || state
-            .services
-            .values()
-            .any(|a| is_blue_green(&a.service) && a.live_port.is_none())
 }
 
 /// A figure for the summary line: `unknown` when `/proc` could not be read, never a 0 that

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use ferry_agent::config::Config;
-use ferry_agent::rollback_hold::{generation_numbers, previous};
+use ferry_agent::rollback_hold::{RollbackTarget, generation_numbers, previous};
 use ferry_agent::state::State;
 
 use super::reconcile::{Mode, run_mode};
@@ -30,24 +30,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     run_mode(config_path, Mode::Rollback(args.service))
 }
 
-/// Where a rollback goes: the profile generation before the current one.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The profile.
-    pub profile: std::path::PathBuf,
-    /// Its current generation.
-    pub from_generation: u32,
-    /// The store path that runs now.
-    pub from: String,
-    /// The generation rolled back to.
-    pub generation: u32,
-    /// Its store path.
-    pub store_path: String,
-}
-
 /// Finds the generation `name` goes back to; changes nothing. Errors name the service and
 /// say what to do.
-pub fn target(config: &Config, state: &State, name: &str) -> anyhow::Result<Target> {
+pub fn target(config: &Config, state: &State, name: &str) -> anyhow::Result<RollbackTarget> {
     let Some(applied) = state.services.get(name) else {
         let known: Vec<&str> = state.services.keys().map(String::as_str).collect();
         if known.is_empty() {
@@ -102,7 +87,8 @@ pub fn target(config: &Config, state: &State, name: &str) -> anyhow::Result<Targ
             "service `{name}`: generation {generation} is {store_path}, the version that already runs: nothing to roll back to"
         );
     }
-    Ok(Target {
+    Ok(RollbackTarget {
+        service: name.to_owned(),
         profile,
         from_generation,
         from,

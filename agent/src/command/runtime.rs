@@ -92,6 +92,13 @@ pub fn fact_sources(config: &Config) -> FactSources {
     )
 }
 
+/// The unit directory.
+pub fn units(config: &Config) -> UnitDir {
+    UnitDir {
+        dir: config.unit_dir.clone(),
+    }
+}
+
 /// All backends.
 pub async fn backends(
     config: &Config,
@@ -100,9 +107,7 @@ pub async fn backends(
         bucket: Arc::new(bucket(config).await?),
         store: store(config),
         systemd: systemd(config).await?,
-        units: UnitDir {
-            dir: config.unit_dir.clone(),
-        },
+        units: units(config),
         probe: NetProbe,
     })
 }

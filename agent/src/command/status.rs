@@ -9,8 +9,8 @@ use ferry_agent::backend::systemd::Systemd;
 use ferry_agent::backend::units::{UnitDir, Units, by_service};
 use ferry_agent::config::Config;
 use ferry_agent::render::unit::{header_store_path, serving_unit};
-use ferry_agent::route_step::specs_from_state;
 use ferry_agent::state_file;
+use ferry_agent::tick::route::specs_from_state;
 use serde_json::json;
 
 use super::runtime;

@@ -14,36 +14,10 @@ use std::fmt;
 
 use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::state::Applied;
-
-/// A store path that failed on this host (kept in the state file, by service name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Quarantined {
-    /// The store path that failed.
-    pub store_path: String,
-    /// The digest of the unit rendered for it ([`unit_digest`]): with the store path, what
-    /// was tried. `None` in entries written before it was recorded (those match the store
-    /// path alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// Why, as reported ("failed health check (HTTP 503 on /health after 5 tries)").
-    pub reason: String,
-    /// When it failed (RFC 3339).
-    pub at: String,
-    /// The store path the service was returned to; `None` when it had no earlier version
-    /// (it was stopped instead).
-    #[serde(default)]
-    pub rolled_back_to: Option<String>,
-    /// The generation of the manifest that named the failed store path: only a newer one
-    /// lifts the quarantine. `None` in entries written before it was recorded (any
-    /// manifest naming another path lifts those).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<String>,
-}
+pub use crate::state::Quarantined;
 
 impl Quarantined {
     /// Whether `service` asks for the version that failed: the same store path rendered

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_schema::manifest::{HealthCheckKind, Service};
 
-use crate::backend::systemd::UnitState;
+use crate::vocab::UnitState;
 
 // The defaults live with the manifest's budget rules, which validation applies.
 pub use ferry_schema::health_budget::{

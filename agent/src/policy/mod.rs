@@ -9,6 +9,7 @@
 //! returns every reason to refuse.
 
 pub mod identity;
+pub mod ports;
 pub mod reserved;
 pub mod routing;
 pub mod secrets;
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use ferry_schema::Manifest;
 use ferry_schema::manifest::Service;
 
-use crate::config::PortRange;
 use identity::{Accounts, IdentityRules};
+use ports::PortRange;
 use reserved::Occupied;
 
 /// The host-side rules a manifest must satisfy.

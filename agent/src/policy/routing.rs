@@ -5,13 +5,13 @@
 //! the host other than Ferry's services listens on — otherwise a signed manifest could
 //! publish a loopback-only database or Caddy's own admin API under a public domain. (That a
 //! domain the host's own Caddy configuration serves is never taken over is decided where
-//! Caddy's routes are read, in `route_step`.) Pure.
+//! Caddy's routes are read, in the tick's route step (`tick::route`).) Pure.
 
 use std::collections::BTreeSet;
 
 use ferry_schema::manifest::Service;
 
-use crate::config::PortRange;
+use super::ports::PortRange;
 use crate::render::unit::{instance_ports, is_blue_green};
 
 /// Whether `pattern` is a domain pattern: `*`, `*.<domain>` or a domain.

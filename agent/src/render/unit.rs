@@ -15,10 +15,10 @@ use ferry_schema::manifest::{
 };
 
 use super::escape;
-
-/// The first line of every unit the agent writes; `observe` reads the store path back from it
-/// when the state file is lost.
-pub const HEADER_PREFIX: &str = "# Managed by ferry-agent; do not edit. service=";
+pub use crate::vocab::unit::{
+    HEADER_PREFIX, header_store_path, instance_name, service_of_file, serving_unit, template_name,
+    unit_name,
+};
 
 /// The second line of a blue-green template: the ports of its instances, so they can be
 /// found and stopped even when the state file is lost.
@@ -40,29 +40,6 @@ pub fn template_ports(text: &str) -> Vec<u16> {
         .unwrap_or_default()
 }
 
-/// The unit file name for a service.
-pub fn unit_name(service: &str) -> String {
-    format!("{}{service}.service", crate::UNIT_PREFIX)
-}
-
-/// The template unit file name of a blue-green service.
-pub fn template_name(service: &str) -> String {
-    format!("{}{service}@.service", crate::UNIT_PREFIX)
-}
-
-/// The instance of a blue-green service that listens on `port`.
-pub fn instance_name(service: &str, port: u16) -> String {
-    format!("{}{service}@{port}.service", crate::UNIT_PREFIX)
-}
-
-/// The unit that serves a service: its live blue-green instance, else its plain unit.
-pub fn serving_unit(service: &str, live_port: Option<u16>) -> String {
-    match live_port {
-        Some(port) => instance_name(service, port),
-        None => unit_name(service),
-    }
-}
-
 /// Whether a service updates blue-green (two instances, traffic switched between them).
 pub fn is_blue_green(service: &Service) -> bool {
     service.http.as_ref().and_then(|h| h.strategy) == Some(Strategy::BlueGreen)
@@ -75,16 +52,6 @@ pub fn unit_file(service: &Service) -> String {
     } else {
         unit_name(&service.name)
     }
-}
-
-/// The service a unit file of this agent belongs to (`ferry-web.service` and
-/// `ferry-web@.service` both give `web`); `None` for other files and for instance files.
-pub fn service_of_file(file: &str) -> Option<&str> {
-    let stem = file
-        .strip_prefix(crate::UNIT_PREFIX)?
-        .strip_suffix(".service")?;
-    let service = stem.strip_suffix('@').unwrap_or(stem);
-    (!service.is_empty() && !service.contains('@')).then_some(service)
 }
 
 /// The absolute program path a service runs: `<storePath>/bin/<command>` for a bare program
@@ -240,14 +207,6 @@ SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
 SystemCallErrorNumber=EPERM
 ";
-
-/// The store path named in a unit's header line, if the text is a unit this agent wrote.
-pub fn header_store_path(text: &str) -> Option<(&str, &str)> {
-    let first = text.lines().next()?;
-    let rest = first.strip_prefix(HEADER_PREFIX)?;
-    let (service, path) = rest.split_once(" storePath=")?;
-    Some((service, path))
-}
 
 #[cfg(test)]
 mod tests {

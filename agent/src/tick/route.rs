@@ -1,4 +1,4 @@
-//! Tick step after apply: make Caddy hold exactly Ferry's routes for the services this host
+//! Route step (after record): make Caddy hold exactly Ferry's routes for the services this host
 //! runs successfully, every tick (Caddy forgets API changes on a restart or reload). A
 //! converged host costs one GET and no writes. Routes come from the recorded (last good)
 //! services, so a service whose update failed keeps routing to the version that still runs,
@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::TickReport;
 use crate::backend::caddy::{AdminAddressError, CaddyAdmin, Proxy, ProxyError};
 use crate::config::Caddy;
 use crate::plan::Action;
+use crate::render::unit::is_blue_green;
 use crate::routes::{
     Drift, Route, RouteSpec, RouteWrite, claimed_by, dialled_ports, drift, drift_lines, ferry_id,
     host_claims, ordered_routes, repairs,
 };
 use crate::state::{Outcome, State};
-use crate::tick::TickReport;
 
 /// Routing for a tick: the proxy and the server that holds Ferry's routes.
 #[derive(Debug, Clone)]
@@ -80,6 +81,16 @@ pub async fn after_tick<P: Proxy>(
         last.duration_ms = last.duration_ms.saturating_add(ms);
     }
     routed
+}
+
+/// Whether the state may not know which blue-green instance is live: it records no service
+/// (a first tick, or `state.json` lost) or a blue-green one without its live port.
+pub fn may_not_know_live_instances(state: &State) -> bool {
+    state.services.is_empty()
+        || state
+            .services
+            .values()
+            .any(|a| is_blue_green(&a.service) && a.live_port.is_none())
 }
 
 /// The port each of Ferry's routes dials now, by service (empty when Caddy cannot be read:

@@ -11,6 +11,10 @@
 //! back, stopped with its unit deleted. Its store path is reported for quarantine. A failed
 //! service skips the services that depend on it (their units are put back untouched) and
 //! never stops the others.
+//!
+//! Each part has its file: `pull` (copy and trust-check closures), `switch` (start a level,
+//! health-check it), `put_back` (return what failed to its previous version); this file holds
+//! the order of the whole, the unit writes and the report.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,21 +23,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_schema::PublicKey;
-use futures_util::future::join_all;
 // tokio's clock, so the phases follow a paused clock in tests.
 use tokio::time::Instant;
 
 use crate::backend::bucket::ReadBucket;
-use crate::backend::cache_proxy::CacheProxy;
 use crate::backend::probe::{NetProbe, Probe};
 use crate::backend::store::Store;
-use crate::backend::systemd::{Systemd, stop};
+use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
-use crate::closure_trust::untrusted;
 use crate::health::quarantine::Quarantined;
-use crate::health::spec::{Check, HealthSpec};
-use crate::health::watch::watch;
-use crate::plan::{Action, Job, Plan, ServicePlan};
+use crate::plan::{Action, Plan, ServicePlan};
+
+mod pull;
+mod put_back;
+mod switch;
+
+use pull::{check_closures, pull_all};
+use switch::{clear_away, run_level};
 
 /// Host settings the apply step needs.
 #[derive(Debug, Clone)]
@@ -324,427 +330,6 @@ pub fn levels(plan: &Plan) -> Vec<Vec<&ServicePlan>> {
     out
 }
 
-/// The check a planned service gets (a plan always carries one for services it starts; the
-/// fallback is systemd's view after the settle time).
-fn spec_of(p: &ServicePlan) -> HealthSpec {
-    p.health.clone().unwrap_or(HealthSpec {
-        check: Check::Systemd,
-        start_period: Duration::ZERO,
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        tries: 1,
-    })
-}
-
-/// Whether a plan puts a different version in place (so failing means putting one back).
-fn changes_version(p: &ServicePlan) -> bool {
-    matches!(
-        p.action,
-        Action::Add | Action::UpdateClosure | Action::UpdateUnit
-    )
-}
-
-/// Start one level's services in parallel, health-check them in parallel, then put back
-/// what failed or was skipped.
-async fn run_level<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
-    level: &[&ServicePlan],
-    b: &Backends<B, S, D, U, P>,
-    settings: &ApplySettings,
-    cut: Option<String>,
-    fates: &mut BTreeMap<String, Fate>,
-    report: &mut ApplyReport,
-) {
-    let mut runnable = Vec::new();
-    // (service, whether its process was touched, why it failed)
-    let mut undo: Vec<(&ServicePlan, bool, String)> = Vec::new();
-    for p in level.iter().copied() {
-        if fates.contains_key(&p.name) {
-            continue;
-        }
-        let blocker = p.depends_on.iter().find_map(|d| match fates.get(d) {
-            Some(Fate::Skipped(_)) => Some(format!("skipped: depends on {d}, which was skipped")),
-            Some(Fate::Failed(_) | Fate::Reverted { .. }) => {
-                Some(format!("skipped: depends on {d}, which failed"))
-            }
-            _ => None,
-        });
-        // Past the tick's deadline the level is not started: its new units are put back
-        // unstarted, like a skipped service's.
-        let blocker = blocker.or_else(|| {
-            cut.clone()
-                .inspect(|_| report.cut_short.push(p.name.clone()))
-        });
-        match blocker {
-            Some(why) => {
-                fates.insert(p.name.clone(), Fate::Skipped(why.clone()));
-                if changes_version(p) {
-                    undo.push((p, false, why));
-                }
-            }
-            None => runnable.push(p),
-        }
-    }
-
-    let t = Instant::now();
-    let jobs = join_all(runnable.iter().map(|p| start(p, b))).await;
-    report.phases.systemd += t.elapsed();
-    let mut started = Vec::new();
-    for (p, job) in runnable.into_iter().zip(jobs) {
-        match job {
-            Ok(restarts) => started.push((p, restarts)),
-            Err(why) if changes_version(p) => undo.push((p, true, why)),
-            Err(why) => {
-                fates.insert(p.name.clone(), Fate::Failed(why));
-            }
-        }
-    }
-
-    let t = Instant::now();
-    let verdicts = join_all(started.iter().map(|(p, restarts)| {
-        let spec = spec_of(p);
-        async move {
-            watch(
-                &p.unit,
-                &spec,
-                *restarts,
-                settings.settle,
-                &b.probe,
-                &b.systemd,
-            )
-            .await
-        }
-    }))
-    .await;
-    report.phases.health += t.elapsed();
-    for ((p, _), verdict) in started.into_iter().zip(verdicts) {
-        match verdict {
-            Ok(h) => {
-                let tries = if h.tries == 1 { "try" } else { "tries" };
-                fates.insert(
-                    p.name.clone(),
-                    Fate::Healthy(format!(
-                        "healthy after {} {tries} ({:.1}s)",
-                        h.tries,
-                        h.took.as_secs_f64()
-                    )),
-                );
-            }
-            Err(f) if changes_version(p) => undo.push((p, true, f.to_string())),
-            Err(f) => {
-                fates.insert(p.name.clone(), Fate::Failed(f.to_string()));
-            }
-        }
-    }
-
-    if !undo.is_empty() {
-        put_back(&undo, b, settings, fates, report).await;
-    }
-}
-
-/// Stop a plan's `stop_first` units and delete its `delete_first` files; returns how many
-/// files were deleted. A unit systemd no longer knows is already stopped.
-async fn clear_away<B, S, D: Systemd, U: Units, P>(
-    p: &ServicePlan,
-    b: &Backends<B, S, D, U, P>,
-) -> Result<u32, String> {
-    for unit in &p.stop_first {
-        stop(&b.systemd, unit).await?;
-    }
-    let mut deleted = 0;
-    for file in &p.delete_first {
-        match b.units.remove(file) {
-            Ok(gone) => deleted += u32::from(gone),
-            Err(e) => return Err(format!("cannot delete {file}: {e}")),
-        }
-    }
-    Ok(deleted)
-}
-
-/// Run a service's start/restart job (after clearing away the units of a form it replaces);
-/// `NRestarts` right after it, for the health check.
-async fn start<B, S, D: Systemd, U: Units, P>(
-    p: &ServicePlan,
-    b: &Backends<B, S, D, U, P>,
-) -> Result<u32, String> {
-    let Some(job) = p.job() else {
-        return Ok(0);
-    };
-    clear_away(p, b).await?;
-    run_job(&b.systemd, &p.unit, job).await
-}
-
-/// Run a start/restart job on `unit`; its `NRestarts` right after, for the health check.
-async fn run_job<D: Systemd>(systemd: &D, unit: &str, job: Job) -> Result<u32, String> {
-    match systemd.run_job(unit, job).await {
-        Ok(r) if r == "done" => Ok(match systemd.unit_state(unit).await {
-            Ok(Some(s)) => s.n_restarts,
-            _ => 0,
-        }),
-        Ok(r) => Err(format!(
-            "{job:?} job of {unit} ended with {r}; see journalctl -u {unit}"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Put back the services of one level that failed or were skipped: stop the new services
-/// that ran, point profiles back, write the previous units (or delete new ones), one
-/// `Reload`, then restart the previous versions that had been replaced and confirm them.
-async fn put_back<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
-    undo: &[(&ServicePlan, bool, String)],
-    b: &Backends<B, S, D, U, P>,
-    settings: &ApplySettings,
-    fates: &mut BTreeMap<String, Fate>,
-    report: &mut ApplyReport,
-) {
-    let t = Instant::now();
-    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let mut notes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let mut changed_files = false;
-    let mut restart: Vec<&ServicePlan> = Vec::new();
-    for (p, touched, _) in undo {
-        let note = notes.entry(p.name.as_str()).or_default();
-        // The new version's unit goes when nothing else will replace it: with nothing to
-        // roll back to, for a switch (the old instance serves on), or when the previous
-        // version ran from another unit (a strategy change).
-        let stop_new = *touched
-            && p.rollback
-                .as_ref()
-                .is_none_or(|r| p.switch || r.unit != p.unit);
-        if stop_new && let Err(e) = stop(&b.systemd, &p.unit).await {
-            note.push(e);
-        }
-        // The new version's file goes when nothing takes its place: nothing to roll back to
-        // (except for a switch: the same service, re-rendered, whose instance still serves),
-        // or a previous version that ran from another file (a strategy change).
-        let delete_new = match &p.rollback {
-            None => !p.switch,
-            Some(r) => r.unit_file != p.unit_file,
-        };
-        if delete_new {
-            match b.units.remove(&p.unit_file) {
-                Ok(changed) => {
-                    changed_files |= changed;
-                    report.units_touched += u32::from(changed);
-                }
-                Err(e) => note.push(format!("cannot delete {}: {e}", p.unit_file)),
-            }
-        }
-        let Some(r) = &p.rollback else {
-            continue;
-        };
-        if p.pulls() {
-            let profile = settings.profile_dir.join(&p.name);
-            if let Err(e) = b
-                .store
-                .pin(&profile, &r.store_path, settings.generations_to_keep)
-                .await
-            {
-                note.push(format!("profile not pointed back: {e}"));
-            }
-        }
-        match b.units.write(&r.unit_file, &r.unit_text) {
-            Ok(changed) => {
-                changed_files |= changed;
-                report.units_touched += u32::from(changed);
-                // A switch never touched the serving instance: nothing to restart.
-                if *touched && !p.switch {
-                    restart.push(p);
-                }
-            }
-            Err(e) => note.push(format!("cannot write back {}: {e}", r.unit_file)),
-        }
-    }
-    if changed_files {
-        report.reloads += 1;
-        if let Err(e) = b.systemd.reload().await {
-            for (p, _, _) in undo {
-                notes
-                    .entry(p.name.as_str())
-                    .or_default()
-                    .push(format!("reload failed: {e}"));
-            }
-        }
-    }
-    let jobs = join_all(restart.iter().map(|p| {
-        let unit = p.rollback.as_ref().map_or(&p.unit, |r| &r.unit);
-        run_job(&b.systemd, unit, Job::Restart)
-    }))
-    .await;
-    report.phases.systemd += t.elapsed();
-
-    let t = Instant::now();
-    let confirmations = join_all(restart.iter().zip(&jobs).map(|(p, job)| async move {
-        let restarts = match job {
-            Ok(n) => *n,
-            Err(e) => return Err(e.clone()),
-        };
-        let Some(r) = &p.rollback else {
-            return Ok(());
-        };
-        watch(
-            &r.unit,
-            &r.health,
-            restarts,
-            settings.settle,
-            &b.probe,
-            &b.systemd,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|f| f.to_string())
-    }))
-    .await;
-    report.phases.health += t.elapsed();
-    for (p, confirmed) in restart.iter().zip(confirmations) {
-        if let Err(e) = confirmed {
-            let back = p.rollback.as_ref().map_or("", |r| r.store_path.as_str());
-            notes
-                .entry(p.name.as_str())
-                .or_default()
-                .push(format!("{back} did not come back healthy either: {e}"));
-        }
-    }
-
-    for (p, touched, why) in undo {
-        let mut note = notes.remove(p.name.as_str()).unwrap_or_default();
-        if !touched {
-            // Skipped: nothing ran, the files are as before the tick.
-            if !note.is_empty()
-                && let Some(Fate::Skipped(reason)) = fates.get_mut(&p.name)
-            {
-                reason.push_str(&format!("; {}", note.join("; ")));
-            }
-            continue;
-        }
-        let to = p.to.clone().unwrap_or_default();
-        let put = match (&p.rollback, p.switch) {
-            (Some(r), true) => format!(
-                "stopped {}; nothing switched, {} keeps serving {}",
-                p.unit, r.unit, r.store_path
-            ),
-            (None, true) => format!("stopped {}; nothing switched", p.unit),
-            (Some(r), false) => format!("rolled back to {}", r.store_path),
-            (None, false) => format!(
-                "stopped and {} deleted (nothing to roll back to)",
-                p.unit_file
-            ),
-        };
-        note.insert(0, put);
-        fates.insert(
-            p.name.clone(),
-            Fate::Reverted {
-                why: format!("{to} {why}"),
-                put_back: note.join("; "),
-                quarantine: Quarantined {
-                    store_path: to,
-                    // The tick knows which unit was rendered for it.
-                    unit: None,
-                    reason: why.clone(),
-                    at: at.clone(),
-                    rolled_back_to: p.rollback.as_ref().map(|r| r.store_path.clone()),
-                    // The tick knows which manifest named it.
-                    generation: None,
-                },
-            },
-        );
-    }
-}
-
-async fn pull_all<B: ReadBucket, S: Store, D, U, P>(
-    plan: &Plan,
-    b: &Backends<B, S, D, U, P>,
-    failed: &mut BTreeMap<String, String>,
-) {
-    let pulls: Vec<&ServicePlan> = plan.services.iter().filter(|p| p.pulls()).collect();
-    if pulls.is_empty() {
-        return;
-    }
-    // The proxy lives exactly as long as this function: the duration of the copies.
-    let mut _proxy = None;
-    let url = match b.bucket.direct_cache_url() {
-        Some(url) => url,
-        None => match CacheProxy::start(b.bucket.clone()).await {
-            Ok(proxy) => {
-                let url = proxy.url().to_owned();
-                _proxy = Some(proxy);
-                url
-            }
-            Err(e) => {
-                for p in pulls {
-                    failed.insert(
-                        p.name.clone(),
-                        format!("cannot start the loopback cache proxy: {e}"),
-                    );
-                }
-                return;
-            }
-        },
-    };
-    let mut paths: Vec<String> = pulls.iter().filter_map(|p| p.to.clone()).collect();
-    paths.sort();
-    paths.dedup();
-    if b.store.pull(&url, &paths).await.is_ok() {
-        return;
-    }
-    // The batch failed: pull path by path to say which service's closure is at fault.
-    let mut errors: BTreeMap<String, String> = BTreeMap::new();
-    for path in &paths {
-        if let Err(e) = b.store.pull(&url, std::slice::from_ref(path)).await {
-            errors.insert(path.clone(), e.to_string());
-        }
-    }
-    for p in pulls {
-        if let Some(e) = p.to.as_ref().and_then(|to| errors.get(to)) {
-            failed.insert(p.name.clone(), e.clone());
-        }
-    }
-}
-
-/// Fails every service about to run a closure with a path no trusted key signed, whether it
-/// was pulled now or already in the store. One `nix path-info` for all of them; when that
-/// fails, one per closure, so the error names the service.
-async fn check_closures<B, S: Store, D, U, P>(
-    plan: &Plan,
-    b: &Backends<B, S, D, U, P>,
-    settings: &ApplySettings,
-    failed: &mut BTreeMap<String, String>,
-) {
-    let runs: Vec<&ServicePlan> = plan
-        .services
-        .iter()
-        .filter(|p| p.action != Action::Remove && p.job().is_some())
-        .filter(|p| p.to.is_some() && !failed.contains_key(&p.name))
-        .collect();
-    let mut roots: Vec<String> = runs.iter().filter_map(|p| p.to.clone()).collect();
-    roots.sort();
-    roots.dedup();
-    if roots.is_empty() {
-        return;
-    }
-    let verdicts = match b.store.closure_info(&roots).await {
-        Ok(infos) => untrusted(&roots, &infos, &settings.trusted_keys),
-        Err(_) => {
-            let mut verdicts = BTreeMap::new();
-            for root in &roots {
-                let one = std::slice::from_ref(root);
-                match b.store.closure_info(one).await {
-                    Ok(infos) => verdicts.extend(untrusted(one, &infos, &settings.trusted_keys)),
-                    Err(e) => {
-                        verdicts.insert(root.clone(), e.to_string());
-                    }
-                }
-            }
-            verdicts
-        }
-    };
-    for p in runs {
-        if let Some(why) = p.to.as_ref().and_then(|to| verdicts.get(to)) {
-            failed.insert(p.name.clone(), why.clone());
-        }
-    }
-}
-
 /// The summary entry of one service from how its turn ended.
 fn outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
     let mut o = fate_outcome(p, fate);
@@ -847,7 +432,7 @@ mod tests {
     use crate::backend::probe::ProbeError;
     use crate::backend::store::StoreError;
     use crate::backend::systemd::{SystemdError, UnitState};
-    use crate::plan::{Observed, ObservedService, Policy, plan};
+    use crate::plan::{Job, Observed, ObservedService, Policy, plan};
     use crate::render::unit::{instance_ports, is_blue_green, render, serving_unit, unit_file};
     use ferry_schema::Manifest;
     use ferry_schema::manifest::Service;

@@ -1,6 +1,6 @@
-//! Observe step: what the host runs now, from the state file, the unit directory and
-//! systemd. Services the agent manages are those in its state or with a `ferry-*` unit file
-//! (a plain unit or a blue-green template).
+//! Observe step: the host facts the policy needs, and what the host runs now, from the state
+//! file, the unit directory and systemd. Services the agent manages are those in its state
+//! or with a `ferry-*` unit file (a plain unit or a blue-green template).
 //!
 //! A blue-green service's live instance is the one the state file records while systemd
 //! says it is active. When state does not know it (lost, or an older copy put back) it is
@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backend::systemd::Systemd;
 use crate::backend::units::{Units, by_service};
+use crate::host_facts::{self, FactSources};
 use crate::plan::{Observed, ObservedService};
+use crate::policy::HostFacts;
 use crate::render::unit::{
     header_store_path, instance_name, serving_unit, template_name, template_ports, unit_name,
 };
@@ -30,6 +32,39 @@ pub fn ferry_services<U: Units>(state: &State, units: &U) -> crate::policy::Runn
         .cloned()
         .chain(by_service(files).into_keys())
         .collect())
+}
+
+/// What the observe step gives the plan step.
+pub struct Observation {
+    /// What the host runs now.
+    pub observed: Observed,
+    /// The facts the host policy judges a trusted manifest against; `None` when no trusted
+    /// manifest is judged (the tick only restores what state records).
+    pub facts: Option<HostFacts>,
+}
+
+/// Observe step: the host facts the policy needs (only when `judge`: a trusted manifest is
+/// planned), then the services the host runs. Reads state, the unit directory, systemd (when
+/// given) and the host's account and listener files; writes nothing. Without systemd (a
+/// preview), the facts hold only the accounts.
+pub async fn observe_host<D: Systemd, U: Units>(
+    sources: &FactSources,
+    state: &State,
+    units: &U,
+    systemd: Option<&D>,
+    dialled: &BTreeMap<String, u16>,
+    judge: bool,
+) -> std::io::Result<Observation> {
+    let facts = match (judge, systemd) {
+        (false, _) => None,
+        (true, Some(sd)) => Some(host_facts::gather(sources, state, sd, units).await),
+        (true, None) => Some(HostFacts {
+            accounts: host_facts::accounts(sources),
+            ..HostFacts::default()
+        }),
+    };
+    let observed = observe(state, units, systemd, dialled).await?;
+    Ok(Observation { observed, facts })
 }
 
 /// `ActiveState`s that count as serving.

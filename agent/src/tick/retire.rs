@@ -1,4 +1,4 @@
-//! Tick step after routing: finish blue-green switches. Once Caddy routes a service to its
+//! Retire step (after route): finish blue-green switches. Once Caddy routes a service to its
 //! new instance (or no Caddy is managed here), wait the drain period so requests in flight
 //! on the old instance finish, then stop it and delete the unit files the switch replaced.
 //! While the route could not be written, the old instance keeps serving (Caddy still sends
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::TickReport;
 use crate::backend::systemd::{Systemd, stop};
 use crate::backend::units::Units;
 use crate::render::unit::{serving_unit, unit_file};
 use crate::state::{Outcome, State};
-use crate::tick::TickReport;
 
 /// Stop what `state.retiring` lists, after `drain`, when `routed` says Caddy holds the
 /// routes to the live instances. Lines join the tick's report and the recorded last tick;

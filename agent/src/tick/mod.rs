@@ -1,0 +1,351 @@
+//! A tick as one pipeline. `reconcile` loads the configuration, takes the lock and calls
+//! [`run`]; `ferry-agent plan` runs the same steps up to the plan and stops, changing
+//! nothing. Each step is a module with a typed output the next one reads:
+//!
+//! ```text
+//!  fetch ──▶ verify ──▶ observe ──▶ plan ──▶ apply ──▶ record ══▶ route ──▶ retire ══▶
+//!  bucket    manifest   state,      policy,   pending   state      Caddy     old         state
+//!  GET       judged,    units,      quarantine mark ══▶ (services, routes   instances   saved
+//!  (ETag)    or restore systemd,    planner   host      quarantine,          stopped
+//!            from state host facts            changed   retiring)
+//! ```
+//!
+//! (`══▶`: state saved there. The pending mark is saved before the host changes, the
+//! recorded outcome before routing, and the whole tick last.) `record` comes before
+//! `route`: routes are made from what state records as healthy, so a failed update keeps
+//! its route to the version that still runs.
+//!
+//! An unreachable bucket or a refused manifest falls back to the services recorded in
+//! state, so a rebooted host brings its last known-good services back, and a healthy host
+//! is left alone. A manifest is refused whole only when it cannot be trusted at all
+//! (unsigned, unparsable, older than allowed, empties a host that runs services without
+//! decommissioning it); the host policy then refuses services one by one, and the planner
+//! keeps each refused service on its last good version. The stored manifest a 304
+//! re-applies is judged again, so a tightened agent.toml takes effect on the next tick.
+
+pub mod apply;
+pub mod fetch;
+pub mod observe;
+pub mod plan;
+pub mod record;
+pub mod retire;
+pub mod rollback;
+pub mod route;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::apply::{ApplyReport, ApplySettings, Backends};
+use crate::backend::bucket::ReadBucket;
+use crate::backend::caddy::Proxy;
+use crate::backend::probe::Probe;
+use crate::backend::store::Store;
+use crate::backend::systemd::Systemd;
+use crate::backend::units::Units;
+use crate::host_facts::FactSources;
+use crate::plan::Plan;
+use crate::policy::HostPolicy;
+use crate::rollback_hold::RollbackTarget;
+use crate::state::{Outcome, State, TickRecord};
+use crate::state_file;
+use crate::verify::Trust;
+use route::{RouteReport, Routing};
+
+/// Everything a tick needs besides the backends and the state.
+#[derive(Debug, Clone)]
+pub struct TickSettings {
+    /// Host policy (host name, identities, units, secrets, routes, reserved names).
+    pub policy: HostPolicy,
+    /// Whose manifests are applied (keys, unsigned, rollback by copy).
+    pub trust: Trust,
+    /// Where the facts the policy judges against are read.
+    pub facts: FactSources,
+    /// Manifest size cap in bytes: a larger manifest is refused having read at most this
+    /// much of it.
+    pub size_cap: usize,
+    /// One deadline for the whole manifest GET, retries, headers and body together
+    /// (`timeouts.fetchSec`): a bucket that trickles its answer cannot hold the tick.
+    pub fetch_timeout: Duration,
+    /// Apply settings.
+    pub apply: ApplySettings,
+    /// The port Caddy's route dials now, by service, when it was read before the tick
+    /// (state may not know a blue-green service's live instance); empty otherwise.
+    pub dialled: BTreeMap<String, u16>,
+    /// Where to save the state (with its `pending` mark) before the host is changed, before
+    /// routing and at the end; `None` keeps it in memory.
+    pub checkpoint: Option<PathBuf>,
+    /// Why this tick only restores what state records without asking the bucket (the boot
+    /// tick's fallback after `timeouts.bootSec`, or a rollback); `None`: an ordinary tick.
+    pub restore_only: Option<String>,
+    /// `ferry-agent rollback SERVICE`: the service whose profile the verb took one
+    /// generation back (see [`rollback`]); `None`: an ordinary tick.
+    pub rollback: Option<RollbackTarget>,
+}
+
+/// What the steps after `record` need: how long to wait before stopping what a switch
+/// replaced, and how long the boot tick may take.
+#[derive(Debug, Clone, Copy)]
+pub struct AfterSettings {
+    /// `timeouts.drainSec`.
+    pub drain: Duration,
+    /// `timeouts.bootSec`: the boot tick is cut off after it and restores from state.
+    pub boot_sec: u64,
+}
+
+/// What a tick did.
+#[derive(Debug, Clone)]
+pub struct TickReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Refusal reasons / notes, then one line per service.
+    pub lines: Vec<String>,
+    /// The plan that was applied, if one was made.
+    pub plan: Option<Plan>,
+    /// The apply step's report.
+    pub applied: ApplyReport,
+    /// Bucket requests made.
+    pub requests: u64,
+}
+
+/// What the whole pipeline did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The tick, with the route and retire steps' lines and outcome folded in.
+    pub tick: TickReport,
+    /// The route step (requests include reading Caddy's dials before the tick).
+    pub routed: RouteReport,
+    /// Whether the state was saved at the end.
+    pub saved: anyhow::Result<()>,
+}
+
+/// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
+/// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save.
+pub async fn run<B, S, D, U, P, X>(
+    settings: &TickSettings,
+    after: AfterSettings,
+    state: &mut State,
+    b: &Backends<B, S, D, U, P>,
+    routing: Option<&Routing<X>>,
+) -> RunReport
+where
+    B: ReadBucket,
+    S: Store,
+    D: Systemd,
+    U: Units,
+    P: Probe,
+    X: Proxy,
+{
+    // State that may not know a blue-green service's live instance (lost, or never
+    // written): what Caddy dials helps find it. A converged host skips this read.
+    let mut dial_requests = 0;
+    let with_dials;
+    let mut settings = settings;
+    if let Some(routing) = routing
+        && route::may_not_know_live_instances(state)
+    {
+        let before = routing.proxy.requests();
+        with_dials = TickSettings {
+            dialled: route::dialled(routing).await,
+            ..settings.clone()
+        };
+        settings = &with_dials;
+        dial_requests = routing.proxy.requests().saturating_sub(before);
+    }
+    if let Some(t) = &settings.rollback {
+        rollback::begin(t, state);
+    }
+    let mut report = if settings.rollback.is_some() {
+        tick(settings, state, b).await
+    } else if b.systemd.booting().await {
+        boot_tick(settings, state, b, after.boot_sec).await
+    } else {
+        tick(settings, state, b).await
+    };
+    if let Some(t) = &settings.rollback {
+        rollback::settle(t, state, &mut report);
+    }
+    // Record the outcome before routing and draining: a tick killed during the drain
+    // then leaves the new live instance and what to retire, not a pending mark that
+    // would restart the instance Caddy already routes to.
+    if let Some(path) = &settings.checkpoint
+        && let Err(e) = state_file::save(path, state)
+    {
+        tracing::warn!("cannot save the state before routing: {e:#}");
+    }
+    let mut routed = RouteReport {
+        ok: true,
+        ..RouteReport::default()
+    };
+    if let Some(routing) = routing {
+        routed = route::after_tick(routing, state, &mut report).await;
+    }
+    routed.requests += dial_requests;
+    // Old blue-green instances stop only once traffic reaches the new ones.
+    retire::after_routes(
+        &b.systemd,
+        &b.units,
+        routed.ok,
+        after.drain,
+        state,
+        &mut report,
+    )
+    .await;
+    // Saving last: a state directory that cannot be written (full or read-only /var) must
+    // not cost the services their restore, only the record of this tick.
+    let saved = match &settings.checkpoint {
+        Some(path) => state_file::save(path, state),
+        None => Ok(()),
+    };
+    RunReport {
+        tick: report,
+        routed,
+        saved,
+    }
+}
+
+/// The boot tick: `multi-user.target` waits for it, so after `boot_sec` it is cut off
+/// wherever it is (a slow bucket, a long health check), like a killed tick: what it marked
+/// pending is redone from state by a restore-only tick (restore is idempotent), which says
+/// so. The next timer tick applies the manifest.
+async fn boot_tick<B, S, D, U, P>(
+    settings: &TickSettings,
+    state: &mut State,
+    backends: &Backends<B, S, D, U, P>,
+    boot_sec: u64,
+) -> TickReport
+where
+    B: ReadBucket,
+    S: Store,
+    D: Systemd,
+    U: Units,
+    P: Probe,
+{
+    let before = state.clone();
+    let limit = Duration::from_secs(boot_sec);
+    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends)).await {
+        return report;
+    }
+    let pending = std::mem::take(&mut state.pending);
+    *state = before;
+    state.pending.extend(pending);
+    let restore = TickSettings {
+        restore_only: Some(format!(
+            "boot tick: the manifest was not applied within timeouts.bootSec ({boot_sec} s); restoring services from state so the boot goes on; the next timer tick applies it (raise timeouts.bootSec to deploy during boot)"
+        )),
+        ..settings.clone()
+    };
+    tick(&restore, state, backends).await
+}
+
+/// One tick up to `record`: fetch → verify → observe → plan → apply → record (in memory;
+/// [`run`] saves it around routing).
+pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
+    settings: &TickSettings,
+    state: &mut State,
+    b: &Backends<B, S, D, U, P>,
+) -> TickReport {
+    let started = Instant::now();
+    let clock = chrono::Utc::now();
+    let at = clock.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut lines = Vec::new();
+
+    let fetched = fetch::fetch(settings, state, &*b.bucket).await;
+    let running = observe::ferry_services(state, &b.units);
+    let source = verify::judge(fetched, settings, state, &running, &mut lines);
+    let restore = source.restore_outcome();
+    let (mut desired, notes) = verify::desired(&source, settings, state);
+    lines.extend(notes);
+
+    let observation = match observe::observe_host(
+        &settings.facts,
+        state,
+        &b.units,
+        Some(&b.systemd),
+        &settings.dialled,
+        restore.is_none(),
+    )
+    .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            lines.push(format!(
+                "cannot read the unit directory: {e}; nothing changed"
+            ));
+            let (outcome, applied) = (Outcome::Failed, ApplyReport::default());
+            return finish(state, at, outcome, lines, None, applied, started, b);
+        }
+    };
+    let planned = plan::plan_tick(
+        &mut desired,
+        &observation,
+        &settings.policy,
+        state,
+        restore.is_some(),
+    );
+    for (name, q) in &planned.lifted {
+        lines.push(format!(
+            "{name}: quarantine of {} lifted (a newer manifest asks for another version)",
+            q.store_path
+        ));
+    }
+    for (name, h, why) in &planned.rollback_ended {
+        lines.push(format!(
+            "{name}: rollback hold on {} ended ({why})",
+            h.store_path
+        ));
+    }
+    lines.extend(planned.rollback_kept.iter().cloned());
+    let mut the_plan = planned.plan;
+
+    let applied = apply::apply_step(settings, state, &mut the_plan, &desired, b, &mut lines).await;
+
+    let input = record::RecordInput {
+        source,
+        desired: &desired,
+        plan: &the_plan,
+        applied: &applied,
+        held: planned.held,
+        clock,
+        at: &at,
+    };
+    let outcome = record::record(settings, state, input, &mut lines);
+    finish(
+        state,
+        at,
+        outcome,
+        lines,
+        Some(the_plan),
+        applied.report,
+        started,
+        b,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish<B: ReadBucket, S, D, U, P>(
+    state: &mut State,
+    at: String,
+    outcome: Outcome,
+    lines: Vec<String>,
+    plan: Option<Plan>,
+    applied: ApplyReport,
+    started: Instant,
+    b: &Backends<B, S, D, U, P>,
+) -> TickReport {
+    state.last_tick = Some(TickRecord {
+        at,
+        outcome,
+        generation: state.manifest.as_ref().map(|m| m.generation.clone()),
+        lines: lines.clone(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    TickReport {
+        outcome,
+        lines,
+        plan,
+        applied,
+        requests: b.bucket.requests(),
+    }
+}
