@@ -359,9 +359,18 @@ impl Host {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
+        // In a cgroup of its own (see `cgroup`): through a shell that enters it and then
+        // becomes nspawn, so the child's PID is nspawn's.
+        let cgroups = crate::cgroup::host_dirs(&self.name());
+        crate::cgroup::create(&cgroups)?;
+        let joined = std::env::join_paths(&cgroups).context("joining the cgroup folders")?;
         let mut nspawn = cmd(
-            "systemd-nspawn",
+            "/bin/sh",
             [
+                "-c",
+                crate::cgroup::ENTER_AND_EXEC,
+                "sh",
+                "systemd-nspawn",
                 "--register=no",
                 "--keep-unit",
                 "--boot",
@@ -371,6 +380,7 @@ impl Host {
             ],
         );
         nspawn
+            .env("FERRY_BED_CGROUPS", joined)
             .arg(format!("--machine={}", self.name()))
             .arg(format!(
                 "--network-namespace-path=/run/netns/{}",
@@ -543,6 +553,7 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         self.poweroff_now();
+        crate::cgroup::remove(&crate::cgroup::host_dirs(&self.name()));
         network::host_down(&self.names, self.index);
         if self.overlay {
             let mut umount = cmd("umount", [&self.root]);

@@ -8,6 +8,7 @@ pub mod agent_bed;
 pub mod agent_config;
 pub mod bed;
 pub mod binaries;
+pub mod cgroup;
 pub mod closures;
 pub mod footprint;
 pub mod garage;
