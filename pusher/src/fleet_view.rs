@@ -98,10 +98,11 @@ pub fn view(
         .map(|host| match (wanted.get(host), reports.get(host)) {
             (_, None) => row(host, Verdict::Silent, vec!["never reported".to_owned()]),
             (_, Some(Err(e))) => row(host, Verdict::Unreadable, vec![e.clone()]),
-            (None, Some(Ok(r))) => judged(host, Verdict::NotNamed, Vec::new(), r, now),
+            (None, Some(Ok(r))) => judged(host, Verdict::NotNamed, Vec::new(), r, age_sec(r, now)),
             (Some(want), Some(Ok(r))) => {
-                let (verdict, problems) = judge(want, live_sha256, &manifest.generation, r, now);
-                judged(host, verdict, problems, r, now)
+                let age = age_sec(r, now);
+                let (verdict, problems) = judge(want, live_sha256, &manifest.generation, r, age);
+                judged(host, verdict, problems, r, age)
             }
         })
         .collect()
@@ -182,9 +183,9 @@ fn judge(
     live_sha256: &str,
     generation: &str,
     r: &HostStatus,
-    now: DateTime<Utc>,
+    age: Option<i64>,
 ) -> (Verdict, Vec<String>) {
-    if let Some(age) = age_sec(r, now) {
+    if let Some(age) = age {
         let limit = STALE_INTERVALS.saturating_mul(r.every_sec.max(1));
         if u64::try_from(age).unwrap_or(0) > limit {
             return (
@@ -273,6 +274,8 @@ fn reported_after(time: &str, generation: &str) -> bool {
     }
 }
 
+/// Seconds since the report was written (`None` when its time does not parse), read once
+/// per report for both the stale check and the row.
 fn age_sec(r: &HostStatus, now: DateTime<Utc>) -> Option<i64> {
     DateTime::parse_from_rfc3339(&r.time)
         .ok()
@@ -296,10 +299,10 @@ fn judged(
     verdict: Verdict,
     problems: Vec<String>,
     r: &HostStatus,
-    now: DateTime<Utc>,
+    age: Option<i64>,
 ) -> HostRow {
     HostRow {
-        age_sec: age_sec(r, now),
+        age_sec: age,
         generation: r.manifest.as_ref().map(|m| m.generation.clone()),
         revision: r.manifest.as_ref().and_then(|m| m.revision.clone()),
         quarantined: r.quarantined.clone(),
