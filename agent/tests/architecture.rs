@@ -26,6 +26,7 @@ const PURE_CORE: &[&str] = &[
     "state",
     "rollback_hold",
     "generation",
+    "tick::summary",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.
