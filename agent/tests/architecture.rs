@@ -27,6 +27,7 @@ const PURE_CORE: &[&str] = &[
     "rollback_hold",
     "generation",
     "tick::summary",
+    "host_report",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.
