@@ -224,8 +224,11 @@ fn has_line(out: &Output, prefix: &str) -> bool {
 #[tokio::test]
 async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store_outage()
 -> Result<()> {
+    let t = Instant::now();
+    let step = |what: &str| eprintln!("=== {what} at {:.1} s", t.elapsed().as_secs_f64());
     let closures = Closures::get()?;
     let ferry = built_binary("ferry", "FERRY_BIN")?;
+    step("closures and binaries ready");
     let mut bed = Bed::start(BedOptions {
         hosts: 2,
         bind_ro: vec![BindRo {
@@ -234,6 +237,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         }],
         ..Default::default()
     })?;
+    step("bed up");
     let deploy = bed.s3().clone();
     let status = bed.add_bucket("ferry-status")?;
     // Host B reports every 5 s when idle, so once powered off it is stale within seconds.
@@ -271,6 +275,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         );
     }
 
+    step("v1 on both hosts");
     // (a) A good push: --wait returns 0 once both hosts report v2 healthy.
     let before = object(&deploy, "manifest.json").await?.unwrap_or_default();
     let push = dev.spawn(&["push", "web", &closures.v2, "--wait=180s"])?;
@@ -311,6 +316,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
     ensure!(a["services"][0]["storePath"] == closures.v2.as_str(), "{a}");
     ensure!(a["services"][0]["state"] == "running", "{a}");
 
+    step("(a) done");
     // Between reports a no-op tick makes exactly one bucket request (the manifest GET) and
     // leaves the status store alone.
     let noop = tick(bed.host(0), HOST_A)?;
@@ -326,6 +332,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         "the report was rewritten"
     );
 
+    step("no-op checked");
     // (b) A broken version: both hosts roll back; --wait exits 1 naming them, web and the
     // health failure; status shows it rolled back and quarantined.
     let before = live;
@@ -374,6 +381,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         shown.stdout
     );
 
+    step("(b) done");
     // (c) Host B powered off: --wait gives up naming it; status shows it stale.
     bed.host_mut(1).poweroff()?;
     let before = object(&deploy, "manifest.json").await?.unwrap_or_default();
@@ -410,6 +418,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         shown.stdout
     );
 
+    step("(c) done");
     // (d) The status store's key revoked: the tick deploys and exits 0, saying the report
     // could not be written; the first tick after the key is back writes it.
     bed.set_bucket_access(&status, false)?;
@@ -454,6 +463,7 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
             && a["services"][0]["state"] == "running",
         "{a}"
     );
+    step("(d) done");
     let problems = bed.tear_down()?;
     ensure!(problems.is_empty(), "{problems:?}");
     Ok(())
