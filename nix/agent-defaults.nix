@@ -49,4 +49,12 @@
     timeoutSec = 5;
     domains = ["*"];
   };
+  status = {
+    bucket = null;
+    credentials = {
+      profile = null;
+      file = null;
+    };
+    everySec = 300;
+  };
 }

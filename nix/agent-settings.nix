@@ -37,6 +37,13 @@
   # where Caddy's admin API listens.
   caddyEnable ? null,
   caddyAdmin ? null,
+  # The agent's [status] table: the status store's URL (passed on as it is), where the
+  # agent reads its credentials file at run time (its LoadCredential= path) and which
+  # profile of it, and how often a quiet host reports.
+  statusBucket ? null,
+  statusCredentialsPath ? null,
+  statusCredentialsProfile ? null,
+  statusEverySec ? null,
   settings ? {},
 }: let
   # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
@@ -81,6 +88,14 @@
       enable = caddyEnable;
       admin = caddyAdmin;
       domains = caddyDomains;
+    };
+    status = {
+      bucket = statusBucket;
+      credentials = {
+        file = statusCredentialsPath;
+        profile = statusCredentialsProfile;
+      };
+      everySec = statusEverySec;
     };
   };
 

@@ -3,15 +3,18 @@
 //! nothing. Each step is a module with a typed output the next one reads:
 //!
 //! ```text
-//!  fetch ──▶ verify ──▶ observe ──▶ plan ──▶ apply ──▶ record ══▶ route ──▶ retire ══▶
-//!  bucket    manifest   state,      policy,   pending   state      Caddy     old         state
-//!  GET       judged,    units,      quarantine mark ══▶ (services, routes   instances   saved
-//!  (ETag)    or restore systemd,    planner   host      quarantine,          stopped
-//!            from state host facts            changed   retiring)
+//!  fetch ──▶ verify ──▶ observe ──▶ plan ──▶ apply ──▶ record ══▶ route ──▶ retire ══▶ report
+//!  bucket    manifest   state,      policy,   pending   state      Caddy     old         status
+//!  GET       judged,    units,      quarantine mark ══▶ (services, routes   instances   store
+//!  (ETag)    or restore systemd,    planner   host      quarantine,          stopped     (when
+//!            from state host facts            changed   retiring,                        due)
+//!                                                       status records)
 //! ```
 //!
 //! (`══▶`: state saved there. The pending mark is saved before the host changes, the
-//! recorded outcome before routing, and the whole tick last.) `record` comes before
+//! recorded outcome before routing, and the whole tick last; a report due is written after
+//! that, and state saved again with when it was.) The tick's [`summary::TickSummary`] is
+//! made once the tick is saved; the report step and the verb read it. `record` comes before
 //! `route`: routes are made from what state records as healthy, so a failed update keeps
 //! its route to the version that still runs.
 //!
@@ -28,9 +31,11 @@ pub mod fetch;
 pub mod observe;
 pub mod plan;
 pub mod record;
+pub mod report;
 pub mod retire;
 pub mod rollback;
 pub mod route;
+pub mod summary;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -41,6 +46,7 @@ use crate::apply::{ApplyReport, ApplySettings, Backends};
 use crate::backend::bucket::ReadBucket;
 use crate::backend::caddy::Proxy;
 use crate::backend::probe::Probe;
+use crate::backend::status_store::StatusStore;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
@@ -51,7 +57,9 @@ use crate::rollback_hold::RollbackTarget;
 use crate::state::{Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::Trust;
+use report::{Reported, Reporting};
 use route::{RouteReport, Routing};
+use summary::TickSummary;
 
 /// Everything a tick needs besides the backends and the state.
 #[derive(Debug, Clone)]
@@ -107,6 +115,9 @@ pub struct TickReport {
     pub applied: ApplyReport,
     /// Bucket requests made.
     pub requests: u64,
+    /// Services the manifest asks to change that this tick held back: their version is
+    /// quarantined, or their change waits until the state can be saved.
+    pub held: Vec<String>,
 }
 
 /// What the whole pipeline did.
@@ -118,16 +129,29 @@ pub struct RunReport {
     pub routed: RouteReport,
     /// Whether the state was saved at the end.
     pub saved: anyhow::Result<()>,
+    /// The tick in figures, for the steps after it and the verb.
+    pub summary: TickSummary,
+    /// The status report, when one was due (`None` without a status store).
+    pub reported: Option<Reported>,
+}
+
+impl RunReport {
+    /// The exit code of `ferry-agent reconcile` for this tick.
+    pub fn exit_code(&self) -> u8 {
+        self.summary.exit_code
+    }
 }
 
 /// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
-/// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save.
-pub async fn run<B, S, D, U, P, X>(
+/// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save,
+/// report (saving again when state records the report).
+pub async fn run<B, S, D, U, P, X, R>(
     settings: &TickSettings,
     after: AfterSettings,
     state: &mut State,
     b: &Backends<B, S, D, U, P>,
     routing: Option<&Routing<X>>,
+    reporting: Option<&Reporting<R>>,
 ) -> RunReport
 where
     B: ReadBucket,
@@ -136,7 +160,16 @@ where
     U: Units,
     P: Probe,
     X: Proxy,
+    R: StatusStore,
 {
+    let started = Instant::now();
+    // The report names the applied manifest by the digest of its bytes; state written
+    // before the digest was recorded has none, so this once the manifest is fetched whole
+    // (unconditionally) to see its bytes again. Only with a status store: nothing else
+    // changes without one.
+    if reporting.is_some() && state.manifest_sha256.is_none() {
+        state.manifest_etag = None;
+    }
     // State that may not know a blue-green service's live instance (lost, or never
     // written): what Caddy dials helps find it. A converged host skips this read.
     let mut dial_requests = 0;
@@ -198,10 +231,89 @@ where
         Some(path) => state_file::save(path, state),
         None => Ok(()),
     };
+    let summary = summarize(&report, &routed, saved.is_ok(), state, started);
+    let mut reported = None;
+    if let Some(reporting) = reporting {
+        reported = report::after_save(
+            reporting,
+            &settings.policy.host,
+            &summary,
+            state,
+            &mut report.lines,
+        )
+        .await;
+        // When it last reported, or that a report is owed: a lost save only costs an
+        // early report next tick.
+        if reported.is_some()
+            && let Some(path) = &settings.checkpoint
+            && let Err(e) = state_file::save(path, state)
+        {
+            tracing::warn!("cannot save the state after reporting: {e:#}");
+        }
+    }
     RunReport {
         tick: report,
         routed,
         saved,
+        summary,
+        reported,
+    }
+}
+
+/// The tick in figures, once it is saved.
+fn summarize(
+    report: &TickReport,
+    routed: &RouteReport,
+    saved: bool,
+    state: &State,
+    started: Instant,
+) -> TickSummary {
+    let (mut changed, mut failed, mut fine) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(plan) = &report.plan {
+        for (p, o) in plan.services.iter().zip(&report.applied.services) {
+            if !o.ok {
+                failed.push(p.name.clone());
+            } else if p.action != crate::plan::Action::Unchanged {
+                changed.push(p.name.clone());
+            } else {
+                fine.push(p.name.clone());
+            }
+        }
+    }
+    for name in &report.held {
+        if !failed.contains(name) {
+            failed.push(name.clone());
+        }
+        fine.retain(|n| n != name);
+    }
+    let phases = &report.applied.phases;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let phase_ms = [
+        ("pull", phases.pull),
+        ("systemd", phases.systemd),
+        ("health", phases.health),
+        ("route", phases.route),
+        ("drain", phases.drain),
+    ]
+    .into_iter()
+    .map(|(name, d)| (name.to_owned(), ms(d)))
+    .collect();
+    TickSummary {
+        at: state.last_tick.as_ref().map_or_else(
+            || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            |t| t.at.clone(),
+        ),
+        outcome: report.outcome,
+        exit_code: summary::exit_code(report.outcome, saved),
+        wall_ms: ms(started.elapsed()),
+        phase_ms,
+        bucket_requests: report.requests,
+        caddy_requests: routed.requests,
+        peak_rss_kib: crate::self_usage::peak_rss_kib(),
+        message: summary::message(report.outcome, &report.lines, &failed, &fine),
+        changed,
+        failed,
+        generation: state.manifest.as_ref().map(|m| m.generation.clone()),
     }
 }
 
@@ -300,6 +412,12 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut the_plan = planned.plan;
 
     let applied = apply::apply_step(settings, state, &mut the_plan, &desired, b, &mut lines).await;
+    let held: Vec<String> = planned
+        .held
+        .iter()
+        .map(|h| h.name.clone())
+        .chain(applied.waiting.iter().cloned())
+        .collect();
 
     let input = record::RecordInput {
         source,
@@ -311,7 +429,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         at: &at,
     };
     let outcome = record::record(settings, state, input, &mut lines);
-    finish(
+    let mut report = finish(
         state,
         at,
         outcome,
@@ -320,7 +438,9 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         applied.report,
         started,
         b,
-    )
+    );
+    report.held = held;
+    report
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -347,5 +467,6 @@ fn finish<B: ReadBucket, S, D, U, P>(
         plan,
         applied,
         requests: b.bucket.requests(),
+        held: Vec::new(),
     }
 }
