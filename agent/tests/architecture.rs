@@ -26,6 +26,8 @@ const PURE_CORE: &[&str] = &[
     "state",
     "rollback_hold",
     "generation",
+    "metrics",
+    "hooks",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.
