@@ -421,4 +421,132 @@ ferry_last_success_timestamp_seconds 1796119000
         );
         assert_eq!(unix_seconds("yesterday"), None);
     }
+
+    /// A family's value for `labels` (any order), as a real Prometheus text-format parser
+    /// reads the file; `None` when the family or the series is missing.
+    fn parsed(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        use openmetrics_parser::PrometheusValue;
+        let exposition = openmetrics_parser::prometheus::parse_prometheus(text).unwrap();
+        let f = exposition.families.get(family)?;
+        let values: Vec<String> = f
+            .get_label_names()
+            .iter()
+            .map(|name| {
+                labels
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| (*v).to_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        match &f.get_sample_by_label_values(&values)?.value {
+            PrometheusValue::Gauge(n) => Some(n.as_f64()),
+            other => panic!("{family} is not a gauge: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_prometheus_parser_reads_every_family_as_a_typed_gauge() {
+        use openmetrics_parser::PrometheusType;
+        let mut f = figures();
+        // Label values that need escaping survive the round trip.
+        f.services[0].name = "we\"ird\\name".into();
+        let text = render(&f);
+        let exposition = openmetrics_parser::prometheus::parse_prometheus(&text).unwrap();
+        let mut names: Vec<&str> = exposition.families.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "ferry_agent_info",
+                "ferry_last_success_timestamp_seconds",
+                "ferry_service_healthy",
+                "ferry_service_info",
+                "ferry_service_last_change_timestamp_seconds",
+                "ferry_service_quarantined",
+                "ferry_tick_bucket_requests",
+                "ferry_tick_duration_seconds",
+                "ferry_tick_exit_code",
+                "ferry_tick_outcome",
+                "ferry_tick_peak_rss_bytes",
+                "ferry_tick_phase_duration_seconds",
+                "ferry_tick_services_changed",
+                "ferry_tick_services_failed",
+                "ferry_tick_timestamp_seconds",
+            ]
+        );
+        for (name, family) in &exposition.families {
+            assert!(name.starts_with("ferry_") && !name.ends_with("_total"));
+            assert!(!family.help.is_empty(), "{name} has no HELP");
+            assert!(
+                matches!(family.family_type, PrometheusType::Gauge),
+                "{name}: {:?}",
+                family.family_type
+            );
+        }
+        let api = "we\"ird\\name";
+        assert_eq!(
+            parsed(
+                &text,
+                "ferry_service_info",
+                &[
+                    ("service", api),
+                    ("store_path", "/nix/store/aaaa-api-2"),
+                    ("generation", "2026-12-01T10:00:00Z"),
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_service_healthy", &[("service", api)]),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_service_quarantined", &[("service", "web")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_tick_outcome", &[("outcome", "failed")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_tick_outcome", &[("outcome", "ok")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_tick_duration_seconds", &[]),
+            Some(1.831)
+        );
+        assert_eq!(
+            parsed(
+                &text,
+                "ferry_tick_phase_duration_seconds",
+                &[("phase", "pull")]
+            ),
+            Some(0.221)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_tick_peak_rss_bytes", &[]),
+            Some(17_715_200.0)
+        );
+        assert_eq!(
+            parsed(&text, "ferry_last_success_timestamp_seconds", &[]),
+            Some(1_796_119_000.0)
+        );
+    }
+
+    #[test]
+    fn the_parser_is_strict_enough_to_catch_what_escaping_prevents() {
+        // What the file would say without escaping, or with a broken line: refused.
+        for broken in [
+            "# TYPE a gauge\na{s=\"we\"ird\"} 1\n",
+            "# TYPE a gauge\na{s=\"x\"}\n",
+            "# TYPE a gauge\na 1 2 3 4\n",
+        ] {
+            assert!(
+                openmetrics_parser::prometheus::parse_prometheus(broken).is_err(),
+                "{broken:?} parsed"
+            );
+        }
+    }
 }

@@ -25,6 +25,8 @@
 
 pub mod apply;
 pub mod fetch;
+pub mod hooks;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod record;
