@@ -26,6 +26,7 @@ const PURE_CORE: &[&str] = &[
     "state",
     "rollback_hold",
     "generation",
+    "tick::summary",
     "metrics",
     "hooks",
 ];

@@ -116,11 +116,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
     };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
-    let RunReport {
-        tick: report,
-        routed,
-        saved,
-    } = rt.block_on(async {
+    let run = rt.block_on(async {
         settings.apply.deadline = Some(Deadline::after(
             tokio::time::Instant::now(),
             config.timeouts.tick_sec,
@@ -135,16 +131,22 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         }
         anyhow::Ok(tick::run(&settings, after, &mut state, &backends, routing.as_ref()).await)
     })?;
+    let RunReport {
+        tick: report,
+        routed,
+        saved,
+        ..
+    } = &run;
     for line in &report.lines {
         println!("{line}");
     }
-    if let Err(e) = &saved {
+    if let Err(e) = saved {
         println!(
             "cannot save the state: {e:#}; the services were brought back from it, but this tick is not recorded: make {} writable",
             config.state_dir.display()
         );
     }
-    let outcome = match report.outcome {
+    let outcome = match run.summary.outcome {
         Outcome::Ok => "ok",
         Outcome::Failed => "failed",
         Outcome::Refused => "refused",
@@ -159,16 +161,10 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         routed.writes,
         started.elapsed().as_millis(),
         known(ferry_agent::self_usage::cpu_ms()),
-        known(ferry_agent::self_usage::peak_rss_kib()),
+        known(run.summary.peak_rss_kib),
     );
     println!("phases: {}", report.applied.phases);
-    Ok(ExitCode::from(match report.outcome {
-        _ if saved.is_err() => 1,
-        Outcome::Ok => 0,
-        Outcome::Failed => 1,
-        Outcome::Refused => 2,
-        Outcome::Unreachable => 3,
-    }))
+    Ok(ExitCode::from(run.exit_code()))
 }
 
 /// A figure for the summary line: `unknown` when `/proc` could not be read, never a 0 that

@@ -33,6 +33,7 @@ pub mod record;
 pub mod retire;
 pub mod rollback;
 pub mod route;
+pub mod summary;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ use crate::state::{Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::Trust;
 use route::{RouteReport, Routing};
+use summary::TickSummary;
 
 /// Everything a tick needs besides the backends and the state.
 #[derive(Debug, Clone)]
@@ -109,6 +111,9 @@ pub struct TickReport {
     pub applied: ApplyReport,
     /// Bucket requests made.
     pub requests: u64,
+    /// Services the manifest asks to change that this tick held back: their version is
+    /// quarantined, or their change waits until the state can be saved.
+    pub held: Vec<String>,
 }
 
 /// What the whole pipeline did.
@@ -120,6 +125,15 @@ pub struct RunReport {
     pub routed: RouteReport,
     /// Whether the state was saved at the end.
     pub saved: anyhow::Result<()>,
+    /// The tick in figures, for the steps after it and the verb.
+    pub summary: TickSummary,
+}
+
+impl RunReport {
+    /// The exit code of `ferry-agent reconcile` for this tick.
+    pub fn exit_code(&self) -> u8 {
+        self.summary.exit_code
+    }
 }
 
 /// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
@@ -139,6 +153,7 @@ where
     P: Probe,
     X: Proxy,
 {
+    let started = Instant::now();
     // State that may not know a blue-green service's live instance (lost, or never
     // written): what Caddy dials helps find it. A converged host skips this read.
     let mut dial_requests = 0;
@@ -200,10 +215,69 @@ where
         Some(path) => state_file::save(path, state),
         None => Ok(()),
     };
+    let summary = summarize(&report, &routed, saved.is_ok(), state, started);
     RunReport {
         tick: report,
         routed,
         saved,
+        summary,
+    }
+}
+
+/// The tick in figures, once it is saved.
+fn summarize(
+    report: &TickReport,
+    routed: &RouteReport,
+    saved: bool,
+    state: &State,
+    started: Instant,
+) -> TickSummary {
+    let (mut changed, mut failed, mut fine) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(plan) = &report.plan {
+        for (p, o) in plan.services.iter().zip(&report.applied.services) {
+            if !o.ok {
+                failed.push(p.name.clone());
+            } else if p.action != crate::plan::Action::Unchanged {
+                changed.push(p.name.clone());
+            } else {
+                fine.push(p.name.clone());
+            }
+        }
+    }
+    for name in &report.held {
+        if !failed.contains(name) {
+            failed.push(name.clone());
+        }
+        fine.retain(|n| n != name);
+    }
+    let phases = &report.applied.phases;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let phase_ms = [
+        ("pull", phases.pull),
+        ("systemd", phases.systemd),
+        ("health", phases.health),
+        ("route", phases.route),
+        ("drain", phases.drain),
+    ]
+    .into_iter()
+    .map(|(name, d)| (name.to_owned(), ms(d)))
+    .collect();
+    TickSummary {
+        at: state.last_tick.as_ref().map_or_else(
+            || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            |t| t.at.clone(),
+        ),
+        outcome: report.outcome,
+        exit_code: summary::exit_code(report.outcome, saved),
+        wall_ms: ms(started.elapsed()),
+        phase_ms,
+        bucket_requests: report.requests,
+        caddy_requests: routed.requests,
+        peak_rss_kib: crate::self_usage::peak_rss_kib(),
+        message: summary::message(report.outcome, &report.lines, &failed, &fine),
+        changed,
+        failed,
+        generation: state.manifest.as_ref().map(|m| m.generation.clone()),
     }
 }
 
@@ -302,6 +376,12 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
     let mut the_plan = planned.plan;
 
     let applied = apply::apply_step(settings, state, &mut the_plan, &desired, b, &mut lines).await;
+    let held: Vec<String> = planned
+        .held
+        .iter()
+        .map(|h| h.name.clone())
+        .chain(applied.waiting.iter().cloned())
+        .collect();
 
     let input = record::RecordInput {
         source,
@@ -313,7 +393,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         at: &at,
     };
     let outcome = record::record(settings, state, input, &mut lines);
-    finish(
+    let mut report = finish(
         state,
         at,
         outcome,
@@ -322,7 +402,9 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         applied.report,
         started,
         b,
-    )
+    );
+    report.held = held;
+    report
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -349,5 +431,6 @@ fn finish<B: ReadBucket, S, D, U, P>(
         plan,
         applied,
         requests: b.bucket.requests(),
+        held: Vec::new(),
     }
 }

@@ -218,6 +218,7 @@ mod tests {
             plan: None,
             applied: ApplyReport::default(),
             requests: 0,
+            held: Vec::new(),
         }
     }
 
