@@ -49,4 +49,11 @@
     timeoutSec = 5;
     domains = ["*"];
   };
+  metrics.file = null;
+  hooks = {
+    onChange = [];
+    onFailure = [];
+    webhook = null;
+    timeoutSec = 10;
+  };
 }

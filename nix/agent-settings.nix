@@ -37,6 +37,8 @@
   # where Caddy's admin API listens.
   caddyEnable ? null,
   caddyAdmin ? null,
+  # agent.toml `metrics.file`: where the agent writes its Prometheus metrics.
+  metricsFile ? null,
   settings ? {},
 }: let
   # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
@@ -82,6 +84,7 @@
       admin = caddyAdmin;
       domains = caddyDomains;
     };
+    metrics.file = metricsFile;
   };
 
   # Right wins; attribute sets are merged key by key, anything else is replaced.
