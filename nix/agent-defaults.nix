@@ -56,4 +56,12 @@
     webhook = null;
     timeoutSec = 10;
   };
+  status = {
+    bucket = null;
+    credentials = {
+      profile = null;
+      file = null;
+    };
+    everySec = 300;
+  };
 }

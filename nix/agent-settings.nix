@@ -39,6 +39,13 @@
   caddyAdmin ? null,
   # agent.toml `metrics.file`: where the agent writes its Prometheus metrics.
   metricsFile ? null,
+  # The agent's [status] table: the status store's URL (passed on as it is), where the
+  # agent reads its credentials file at run time (its LoadCredential= path) and which
+  # profile of it, and how often a quiet host reports.
+  statusBucket ? null,
+  statusCredentialsPath ? null,
+  statusCredentialsProfile ? null,
+  statusEverySec ? null,
   settings ? {},
 }: let
   # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
@@ -85,6 +92,14 @@
       domains = caddyDomains;
     };
     metrics.file = metricsFile;
+    status = {
+      bucket = statusBucket;
+      credentials = {
+        file = statusCredentialsPath;
+        profile = statusCredentialsProfile;
+      };
+      everySec = statusEverySec;
+    };
   };
 
   # Right wins; attribute sets are merged key by key, anything else is replaced.

@@ -15,6 +15,19 @@
   # cannot expand `%d`, so agent.toml names the resolved path.
   credentialName = "aws";
   credentialsPath = "/run/credentials/${unitName}/${credentialName}";
+  # The status store's own key, handed over the same way.
+  statusCredentialName = "aws-status";
+  statusCredentialsPath = "/run/credentials/${unitName}/${statusCredentialName}";
+  # A `file://` status store is a directory the sandboxed unit must be able to write.
+  statusDir =
+    if cfg.status.bucket == null
+    then null
+    else let
+      m = builtins.match "file://(/.*)" cfg.status.bucket;
+    in
+      if m == null
+      then null
+      else builtins.head m;
 
   # Where caddy.enable puts Caddy's admin API, and so where the agent adds its routes: a unix
   # socket in Caddy's runtime directory (0750 caddy:caddy), which only Caddy and members of
@@ -111,6 +124,13 @@
       then caddyAdmin
       else null;
     metricsFile = cfg.metrics.file;
+    statusBucket = cfg.status.bucket;
+    statusCredentialsPath =
+      if cfg.status.credentialsFile == null
+      then null
+      else statusCredentialsPath;
+    statusCredentialsProfile = cfg.status.credentialsProfile;
+    statusEverySec = cfg.status.everySec;
   };
   configFile = toml.generate "agent.toml" agentSettings;
 
@@ -407,6 +427,49 @@ in {
         `*`. A domain the host's own Caddy configuration serves is never taken over.
       '';
     };
+
+    status.bucket = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = defaults.status.bucket;
+      example = "s3://acme-status?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3";
+      description = ''
+        The status store: a bucket URL of the same forms as `bucket` (`s3://…` or
+        `file:///DIR`) where the agent writes `hosts/<hostName>.json` after its ticks, read
+        by `ferry status` and `ferry push --wait`. Use a second bucket with a key of its
+        own that may write it: the host keeps read-only access to the deploy bucket. A
+        failed write never fails a tick; the next tick tries again. Null: nothing is
+        reported.
+      '';
+    };
+
+    status.credentialsFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/keys/ferry-status";
+      description = ''
+        Absolute path of the AWS shared-credentials file with the status store's key,
+        handed to the agent with `LoadCredential=` like `credentialsFile` (never copied into
+        the Nix store). Null: the AWS default chain.
+      '';
+    };
+
+    status.credentialsProfile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "status";
+      description = "Profile (section) of the status store's credentials file to use.";
+    };
+
+    status.everySec = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = defaults.status.everySec;
+      example = 60;
+      description = ''
+        Seconds between reports while nothing happens (a tick that changed or failed
+        something reports at once). `ferry status` calls a host stale after three of these
+        without a report, so keep it above `interval`.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable (lib.mkMerge [
@@ -423,6 +486,10 @@ in {
         {
           assertion = cfg.credentialsFile == null || !(lib.hasPrefix builtins.storeDir cfg.credentialsFile);
           message = "services.ferry-agent.credentialsFile is in the Nix store, which every user can read; keep the S3 credentials outside it (e.g. /run/keys or /var/lib/ferry-secrets)";
+        }
+        {
+          assertion = cfg.status.credentialsFile == null || (lib.hasPrefix "/" cfg.status.credentialsFile && !(lib.hasPrefix builtins.storeDir cfg.status.credentialsFile));
+          message = "services.ferry-agent.status.credentialsFile must be an absolute path outside the Nix store (which every user can read), got ${toString cfg.status.credentialsFile}";
         }
         {
           assertion = lowGidGroups == [];
@@ -480,13 +547,17 @@ in {
         serviceConfig = {
           Type = "oneshot";
           ExecStart = "${lib.getExe' cfg.package "ferry-agent"} --config /etc/ferry/agent.toml reconcile";
-          LoadCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}";
+          LoadCredential =
+            lib.optional (cfg.credentialsFile != null) "${credentialName}:${cfg.credentialsFile}"
+            ++ lib.optional (cfg.status.credentialsFile != null) "${statusCredentialName}:${cfg.status.credentialsFile}";
           # The fallback when that file is missing (e.g. /run/keys after a reboot, until the
           # keys are deployed again): without it systemd fails the unit before the agent
           # starts (243/CREDENTIALS) and the boot tick restores nothing. A comment, since
           # systemd refuses an empty value; the agent reads a file of comments as "no
           # credentials", makes no request and restores the services from its state.
-          SetCredential = lib.optional (cfg.credentialsFile != null) "${credentialName}:# no credentials: ${cfg.credentialsFile} was missing";
+          SetCredential =
+            lib.optional (cfg.credentialsFile != null) "${credentialName}:# no credentials: ${cfg.credentialsFile} was missing"
+            ++ lib.optional (cfg.status.credentialsFile != null) "${statusCredentialName}:# no credentials: ${cfg.status.credentialsFile} was missing";
           # Relaxed: root, not DynamicUser. The agent asks systemd over D-Bus to reload and
           # start units, and writes unit files and Nix profiles, all of which need root.
           User = "root";
@@ -508,7 +579,8 @@ in {
           # written by nix-daemon, not by this unit.
           # And the directory of metrics.file, which the agent replaces atomically (a temp
           # file beside it, then a rename).
-          ReadWritePaths = [stateDir unitDir profileDir] ++ lib.optional (metricsDir != null) metricsDir;
+          # (And a `file://` status store's directory, when that is where it reports.)
+          ReadWritePaths = [stateDir unitDir profileDir] ++ lib.optional (metricsDir != null) metricsDir ++ lib.optional (statusDir != null) statusDir;
           ProtectHome = true;
           PrivateTmp = true;
           PrivateDevices = true;

@@ -130,6 +130,10 @@ pub struct Config {
     /// (`[hooks]`).
     #[serde(default)]
     pub hooks: Hooks,
+    /// Where the agent reports what it did (`[status]`), for `ferry status` and
+    /// `ferry push --wait`. Default: nowhere.
+    #[serde(default)]
+    pub status: Status,
 }
 
 /// Metrics for Prometheus (`[metrics]`).
@@ -165,6 +169,44 @@ impl Metrics {
         }
         None
     }
+}
+
+/// The status store (`[status]`): where the agent writes `hosts/<hostName>.json` after its
+/// ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Status {
+    /// The status store, a bucket URL of the same forms as `bucket` (`s3://…` or
+    /// `file:///DIR`). Use a second bucket: the host needs write access here, and keeps
+    /// read-only access to the deploy bucket. A failed write never fails a tick; it is
+    /// reported in the tick's lines and tried again on the next tick. Default: none —
+    /// nothing is reported and nothing else changes.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Where the status store's S3 credentials come from, like `credentials` for the
+    /// deploy bucket (`profile`, `file`). Default: the AWS default chain.
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Seconds between reports while nothing happens: a tick that changed or failed
+    /// something reports at once, a quiet one only when this long has passed since the last
+    /// report. `ferry status` calls a host stale after three of these without a report.
+    /// Default: 300.
+    #[serde(default = "default_status_every_sec")]
+    pub every_sec: u64,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            bucket: None,
+            credentials: Credentials::default(),
+            every_sec: default_status_every_sec(),
+        }
+    }
+}
+
+fn default_status_every_sec() -> u64 {
+    300
 }
 
 /// Where S3 credentials come from. Both unset: the AWS default chain.
@@ -267,6 +309,7 @@ impl Default for Config {
             caddy: Caddy::default(),
             metrics: Metrics::default(),
             hooks: Hooks::default(),
+            status: Status::default(),
         }
     }
 }
@@ -540,6 +583,13 @@ impl Config {
         if let Some(bucket) = &self.bucket {
             ferry_bucket::BucketUrl::parse(bucket).map_err(|e| invalid(format!("bucket: {e}")))?;
         }
+        if let Some(bucket) = &self.status.bucket {
+            ferry_bucket::BucketUrl::parse(bucket)
+                .map_err(|e| invalid(format!("status.bucket: {e}")))?;
+        }
+        if self.status.every_sec == 0 {
+            return Err(invalid("status.everySec must be at least 1".to_owned()));
+        }
         for (key, dir) in [
             ("stateDir", &self.state_dir),
             ("unitDir", &self.unit_dir),
@@ -689,6 +739,28 @@ pullSec = 60
         assert_eq!(c.timeouts.job_sec, 90);
         assert_eq!(c.generations_to_keep, 3);
         assert_eq!(c.removed_profile_retention_days, 0);
+    }
+
+    #[test]
+    fn status_table_parses_and_checks() {
+        let c = Config::parse("", Path::new("t")).unwrap();
+        assert_eq!(c.status.bucket, None);
+        assert_eq!(c.status.every_sec, 300);
+        let text = "[status]\nbucket = \"s3://ferry-status?endpoint=http://127.0.0.1:3900&region=garage\"\neverySec = 60\n[status.credentials]\nfile = \"/etc/ferry/status-credentials\"\n";
+        let c = Config::parse(text, Path::new("t")).unwrap();
+        assert_eq!(c.status.every_sec, 60);
+        assert_eq!(
+            c.status.credentials.file.as_deref(),
+            Some(Path::new("/etc/ferry/status-credentials"))
+        );
+        for (bad, names) in [
+            ("[status]\nbucket = \"ftp://x\"", "status.bucket"),
+            ("[status]\neverySec = 0", "status.everySec"),
+            ("[status]\nevery = 5", "every"),
+        ] {
+            let e = Config::parse(bad, Path::new("t")).unwrap_err().to_string();
+            assert!(e.contains(names), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_schema::Manifest;
+use ferry_schema::host_status::ServiceState;
 use ferry_schema::manifest::Service;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,11 @@ pub struct State {
     /// The manifest last accepted; re-planned on a 304 so failed pulls are retried.
     #[serde(default)]
     pub manifest: Option<Manifest>,
+    /// SHA-256 of that manifest's bytes as fetched (lowercase hex), for the status report:
+    /// the developer's tools tell manifests apart by it. Absent in state written before it
+    /// was recorded (the next tick with a status store fetches the bytes again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
     /// Services deployed on this host, as last successfully applied. This is what the agent
     /// re-renders and starts when the bucket is unreachable (e.g. at boot).
     #[serde(default)]
@@ -58,6 +64,31 @@ pub struct State {
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
+    /// Where each service stands as the status report says it, by service: kept across
+    /// ticks for since when and the last message (`host_report`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_status: BTreeMap<String, ServiceStatusRecord>,
+    /// When the status report was last written to the status store (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<String>,
+    /// A report is owed: the last write failed, so the next tick writes one whatever it did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_owed: bool,
+}
+
+/// Where one service stands, as the status report says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceStatusRecord {
+    /// Its state (`running`, `rolled-back`, …).
+    pub state: ServiceState,
+    /// The store path it runs (when pending or refused: the one the manifest asked for).
+    pub store_path: String,
+    /// Since when it is in this state (RFC 3339).
+    pub since: String,
+    /// The last thing the agent said about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One service as applied.
@@ -135,6 +166,7 @@ impl Default for State {
             version: STATE_VERSION,
             manifest_etag: None,
             manifest: None,
+            manifest_sha256: None,
             services: BTreeMap::new(),
             pending: BTreeSet::new(),
             quarantine: BTreeMap::new(),
@@ -142,6 +174,9 @@ impl Default for State {
             removed_profiles: BTreeMap::new(),
             rollbacks: BTreeMap::new(),
             last_tick: None,
+            service_status: BTreeMap::new(),
+            reported_at: None,
+            report_owed: false,
         }
     }
 }
@@ -267,6 +302,18 @@ mod tests {
                 generation: Some("2025-01-01T00:00:00Z".into()),
             },
         );
+        s.manifest_sha256 = Some("ab".repeat(32));
+        s.service_status.insert(
+            "podcastitlater-web".into(),
+            ServiceStatusRecord {
+                state: ServiceState::RolledBack,
+                store_path: m.services[0].artifact.store_path.clone(),
+                since: "2025-01-01T00:00:00Z".into(),
+                message: Some("failed health check".into()),
+            },
+        );
+        s.reported_at = Some("2025-01-01T00:00:00Z".into());
+        s.report_owed = true;
         let back = State::parse(&s.to_bytes()).unwrap();
         assert_eq!(back, s);
         assert_eq!(back.applied_manifest("biz").services.len(), 1);

@@ -29,6 +29,7 @@ const PURE_CORE: &[&str] = &[
     "tick::summary",
     "metrics",
     "hooks",
+    "host_report",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.

@@ -42,6 +42,7 @@
       attrsOf = _: "attrsOf";
       submodule = _: "submodule";
       ints.between = _: _: "int";
+      ints.positive = "int";
     };
     mkIf = cond: content:
       if cond

@@ -72,6 +72,10 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "rollbackByCopy",
             "secretsDir",
             "settings",
+            "status.bucket",
+            "status.credentialsFile",
+            "status.credentialsProfile",
+            "status.everySec",
             "trustedKeys",
         ]
     );
@@ -209,6 +213,66 @@ fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
     assert!(value.starts_with('#'), "{fallback}");
     // The secret's path is in the unit, never its content, and not in agent.toml.
     assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
+    Ok(())
+}
+
+#[test]
+fn the_status_store_and_its_own_key_reach_the_agent() -> Result<()> {
+    // Off by default: no [status] bucket, nothing reported.
+    let eval = eval_module(SPACES)?;
+    assert_eq!(eval["agentToml"]["status"], json!({"everySec": 300}));
+    let user = r#"{ enable = true; bucket = "acme-deploys"; credentialsFile = "/run/keys/ferry-s3"; manifestKeys = ["k:x"];
+        status = { bucket = "s3://acme-status?endpoint=http://10.0.0.1:3900&region=garage"; credentialsFile = "/run/keys/ferry-status"; credentialsProfile = "status"; everySec = 60; }; }"#;
+    let eval = eval_module(user)?;
+    assert_eq!(failed_assertions(&eval), Vec::<String>::new());
+    assert_eq!(
+        eval["agentToml"]["status"],
+        json!({
+            "bucket": "s3://acme-status?endpoint=http://10.0.0.1:3900&region=garage",
+            "credentials": {"file": "/run/credentials/ferry-agent.service/aws-status", "profile": "status"},
+            "everySec": 60,
+        })
+    );
+    let service = &eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"];
+    assert_eq!(
+        service["LoadCredential"],
+        json!([
+            "aws:/run/keys/ferry-s3",
+            "aws-status:/run/keys/ferry-status"
+        ])
+    );
+    let fallbacks = service["SetCredential"]
+        .as_array()
+        .context("SetCredential=")?;
+    assert!(
+        fallbacks.len() == 2
+            && fallbacks[1]
+                .as_str()
+                .is_some_and(|f| f.starts_with("aws-status:#")),
+        "{fallbacks:?}"
+    );
+    assert!(
+        !eval["agentToml"]
+            .to_string()
+            .contains("/run/keys/ferry-status")
+    );
+    // A status store in a directory is one the sandboxed unit may write.
+    let user = r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; status.bucket = "file:///srv/ferry-status"; }"#;
+    let eval = eval_module(user)?;
+    let rw =
+        &eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"]["ReadWritePaths"];
+    assert!(
+        rw.as_array()
+            .is_some_and(|p| p.iter().any(|d| d == "/srv/ferry-status")),
+        "{rw}"
+    );
+    // Its key, like the deploy bucket's, never from the Nix store.
+    let user = r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; status.credentialsFile = "/nix/store/x-creds"; }"#;
+    let failed = failed_assertions(&eval_module(user)?);
+    assert!(
+        failed.iter().any(|m| m.contains("status.credentialsFile")),
+        "{failed:?}"
+    );
     Ok(())
 }
 

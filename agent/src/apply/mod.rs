@@ -102,6 +102,9 @@ pub struct ServiceOutcome {
     pub message: String,
     /// A store path that failed on this host and must not be retried (the tick records it).
     pub quarantine: Option<Quarantined>,
+    /// Not started, through no fault of its own: a dependency failed or the tick's deadline
+    /// passed. It runs as before this tick; a later tick carries on.
+    pub skipped: bool,
 }
 
 /// Wall time of the apply step's phases.
@@ -353,6 +356,7 @@ fn outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
 }
 
 fn fate_outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
+    let skipped = matches!(fate, Some(Fate::Skipped(_)));
     let (ok, message, quarantine) = match fate {
         None => (true, success_message(p), None),
         Some(Fate::Healthy(note)) => (true, format!("{}; {note}", success_message(p)), None),
@@ -374,6 +378,7 @@ fn fate_outcome(p: &ServicePlan, fate: Option<Fate>) -> ServiceOutcome {
         ok,
         message,
         quarantine,
+        skipped,
     }
 }
 

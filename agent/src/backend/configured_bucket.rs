@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_bucket::{AnyBucket, BucketUrl, DirBucket, S3Bucket, S3Settings};
 
 use super::bucket::{BucketError, Fetched, ObjectReader, ReadBucket};
-use crate::config::Config;
+use crate::config::{Config, Credentials};
 
 /// The configured bucket (S3 or a directory), read-only.
 #[derive(Debug)]
@@ -33,14 +33,13 @@ impl ConfiguredBucket {
                 AnyBucket::S3(S3Bucket::new(&settings).await)
             }
         };
-        let no_credentials = match url {
-            BucketUrl::S3 { .. } => config
-                .credentials
-                .file
-                .as_deref()
-                .and_then(|f| credentials_file_problem(f, std::fs::read(f))),
-            BucketUrl::Dir(_) => None,
-        };
+        let no_credentials =
+            match url {
+                BucketUrl::S3 { .. } => config.credentials.file.as_deref().and_then(|f| {
+                    credentials_file_problem("credentials.file", f, std::fs::read(f))
+                }),
+                BucketUrl::Dir(_) => None,
+            };
         Self {
             store,
             direct_cache_url: direct_cache_url(url),
@@ -56,16 +55,19 @@ impl ConfiguredBucket {
     }
 }
 
-/// What is wrong with the credentials file `file`, given what reading it gave; `None` when
-/// it has content (whether the content is right is the store's to say). A file of nothing
-/// but blank and comment lines counts as empty: it is what the NixOS module hands the agent
-/// when the file `LoadCredential=` names is missing. Pure.
+/// What is wrong with the credentials file `file` (agent.toml's `key`), given what reading
+/// it gave; `None` when it has content (whether the content is right is the store's to
+/// say). A file of nothing but blank and comment lines counts as empty: it is what the NixOS
+/// module hands the agent when the file `LoadCredential=` names is missing. Pure.
 pub fn credentials_file_problem(
+    key: &str,
     file: &std::path::Path,
     read: std::io::Result<Vec<u8>>,
 ) -> Option<String> {
-    let hint = "credentials.file in agent.toml; a file systemd's LoadCredential= reads (e.g. \
-                under /run/keys) is missing after a reboot until the keys are deployed again";
+    let hint = format!(
+        "{key} in agent.toml; a file systemd's LoadCredential= reads (e.g. under /run/keys) \
+         is missing after a reboot until the keys are deployed again"
+    );
     match read {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
             "the credentials file {} is missing ({hint})",
@@ -90,6 +92,20 @@ pub fn credentials_file_problem(
 /// and the whole fetch (retries included) is bounded by `timeouts.fetchSec`. `None` for a
 /// `file://` URL.
 pub fn s3_settings(url: &BucketUrl, config: &Config) -> Option<S3Settings> {
+    s3_settings_with(
+        url,
+        &config.credentials,
+        Duration::from_secs(config.timeouts.fetch_sec),
+    )
+}
+
+/// The S3 client settings for `url` with `credentials` (whose profile wins over the URL's)
+/// and `timeout` over each whole operation. `None` for a `file://` URL.
+pub fn s3_settings_with(
+    url: &BucketUrl,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Option<S3Settings> {
     let BucketUrl::S3 {
         bucket,
         endpoint,
@@ -103,13 +119,9 @@ pub fn s3_settings(url: &BucketUrl, config: &Config) -> Option<S3Settings> {
         bucket: bucket.clone(),
         endpoint: endpoint.clone(),
         region: Some(region.clone()),
-        profile: config
-            .credentials
-            .profile
-            .clone()
-            .or_else(|| profile.clone()),
-        credentials_file: config.credentials.file.clone(),
-        timeout: Duration::from_secs(config.timeouts.fetch_sec),
+        profile: credentials.profile.clone().or_else(|| profile.clone()),
+        credentials_file: credentials.file.clone(),
+        timeout,
     })
 }
 
@@ -174,17 +186,22 @@ mod tests {
     fn missing_or_empty_credentials_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("aws");
-        let missing = credentials_file_problem(&file, std::fs::read(&file)).unwrap();
+        let missing =
+            credentials_file_problem("credentials.file", &file, std::fs::read(&file)).unwrap();
         assert!(
             missing.contains("is missing") && missing.contains("/aws"),
             "{missing}"
         );
         for empty in ["", "\n", "# no credentials: the file was missing\n"] {
-            let problem = credentials_file_problem(&file, Ok(empty.into())).unwrap();
+            let problem =
+                credentials_file_problem("credentials.file", &file, Ok(empty.into())).unwrap();
             assert!(problem.contains("is empty"), "{problem}");
         }
         let good = b"[default]\naws_access_key_id = GK1\n".to_vec();
-        assert_eq!(credentials_file_problem(&file, Ok(good)), None);
+        assert_eq!(
+            credentials_file_problem("credentials.file", &file, Ok(good)),
+            None
+        );
     }
 
     #[tokio::test]

@@ -54,6 +54,10 @@ fn with_understood_bucket(mut config: Config) -> anyhow::Result<Config> {
         let url = BucketUrl::parse(text).context("bucket in agent.toml")?;
         config.bucket = Some(url.to_string());
     }
+    if let Some(text) = &config.status.bucket {
+        let url = BucketUrl::parse(text).context("status.bucket in agent.toml")?;
+        config.status.bucket = Some(url.to_string());
+    }
     Ok(config)
 }
 

@@ -129,7 +129,18 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("rolling `{}` back", t.service))?;
         }
-        anyhow::Ok(tick::run(&settings, after, &mut state, &backends, routing.as_ref()).await)
+        let reporting = runtime::reporting(&config).await?;
+        anyhow::Ok(
+            tick::run(
+                &settings,
+                after,
+                &mut state,
+                &backends,
+                routing.as_ref(),
+                reporting.as_ref(),
+            )
+            .await,
+        )
     })?;
     let RunReport {
         tick: report,

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use ferry_agent::apply::{ApplySettings, Backends};
 use ferry_agent::backend::configured_bucket::ConfiguredBucket;
 use ferry_agent::backend::probe::NetProbe;
+use ferry_agent::backend::status_store::StatusBucket;
 use ferry_agent::backend::store::NixCli;
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
@@ -14,6 +15,7 @@ use ferry_agent::config::Config;
 use ferry_agent::host_facts::FactSources;
 use ferry_agent::policy::HostPolicy;
 use ferry_agent::policy::identity::IdentityRules;
+use ferry_agent::tick::report::Reporting;
 use ferry_agent::verify::Trust;
 use ferry_bucket::BucketUrl;
 use ferry_schema::PublicKey;
@@ -110,6 +112,21 @@ pub async fn backends(
         units: units(config),
         probe: NetProbe,
     })
+}
+
+/// The report step's settings from `[status]`; `None` without a status store. Makes no
+/// request.
+pub async fn reporting(config: &Config) -> anyhow::Result<Option<Reporting<StatusBucket>>> {
+    let Some(text) = &config.status.bucket else {
+        return Ok(None);
+    };
+    let url = BucketUrl::parse(text).context("status.bucket in agent.toml")?;
+    let timeout = Duration::from_secs(config.timeouts.fetch_sec);
+    Ok(Some(Reporting {
+        store: StatusBucket::open(&url, &config.status, timeout).await,
+        every_sec: config.status.every_sec,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
 }
 
 /// Apply settings from the configuration.

@@ -3,15 +3,18 @@
 //! nothing. Each step is a module with a typed output the next one reads:
 //!
 //! ```text
-//!  fetch ──▶ verify ──▶ observe ──▶ plan ──▶ apply ──▶ record ══▶ route ──▶ retire ══▶
-//!  bucket    manifest   state,      policy,   pending   state      Caddy     old         state
-//!  GET       judged,    units,      quarantine mark ══▶ (services, routes   instances   saved
-//!  (ETag)    or restore systemd,    planner   host      quarantine,          stopped
-//!            from state host facts            changed   retiring)
+//!  fetch ──▶ verify ──▶ observe ──▶ plan ──▶ apply ──▶ record ══▶ route ──▶ retire ══▶ report
+//!  bucket    manifest   state,      policy,   pending   state      Caddy     old         status
+//!  GET       judged,    units,      quarantine mark ══▶ (services, routes   instances   store
+//!  (ETag)    or restore systemd,    planner   host      quarantine,          stopped     (when
+//!            from state host facts            changed   retiring,                        due)
+//!                                                       status records)
 //! ```
 //!
 //! (`══▶`: state saved there. The pending mark is saved before the host changes, the
-//! recorded outcome before routing, and the whole tick last.) `record` comes before
+//! recorded outcome before routing, and the whole tick last; a report due is written after
+//! that, and state saved again with when it was.) The tick's [`summary::TickSummary`] is
+//! made once the tick is saved; the report step and the verb read it. `record` comes before
 //! `route`: routes are made from what state records as healthy, so a failed update keeps
 //! its route to the version that still runs.
 //!
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod record;
+pub mod report;
 pub mod retire;
 pub mod rollback;
 pub mod route;
@@ -44,6 +48,7 @@ use crate::apply::{ApplyReport, ApplySettings, Backends};
 use crate::backend::bucket::ReadBucket;
 use crate::backend::caddy::Proxy;
 use crate::backend::probe::Probe;
+use crate::backend::status_store::StatusStore;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
@@ -54,6 +59,7 @@ use crate::rollback_hold::RollbackTarget;
 use crate::state::{Outcome, State, TickRecord};
 use crate::state_file;
 use crate::verify::Trust;
+use report::{Reported, Reporting};
 use route::{RouteReport, Routing};
 use summary::TickSummary;
 
@@ -127,6 +133,8 @@ pub struct RunReport {
     pub saved: anyhow::Result<()>,
     /// The tick in figures, for the steps after it and the verb.
     pub summary: TickSummary,
+    /// The status report, when one was due (`None` without a status store).
+    pub reported: Option<Reported>,
 }
 
 impl RunReport {
@@ -137,13 +145,15 @@ impl RunReport {
 }
 
 /// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
-/// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save.
-pub async fn run<B, S, D, U, P, X>(
+/// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save,
+/// report (saving again when state records the report).
+pub async fn run<B, S, D, U, P, X, R>(
     settings: &TickSettings,
     after: AfterSettings,
     state: &mut State,
     b: &Backends<B, S, D, U, P>,
     routing: Option<&Routing<X>>,
+    reporting: Option<&Reporting<R>>,
 ) -> RunReport
 where
     B: ReadBucket,
@@ -152,8 +162,16 @@ where
     U: Units,
     P: Probe,
     X: Proxy,
+    R: StatusStore,
 {
     let started = Instant::now();
+    // The report names the applied manifest by the digest of its bytes; state written
+    // before the digest was recorded has none, so this once the manifest is fetched whole
+    // (unconditionally) to see its bytes again. Only with a status store: nothing else
+    // changes without one.
+    if reporting.is_some() && state.manifest_sha256.is_none() {
+        state.manifest_etag = None;
+    }
     // State that may not know a blue-green service's live instance (lost, or never
     // written): what Caddy dials helps find it. A converged host skips this read.
     let mut dial_requests = 0;
@@ -216,11 +234,31 @@ where
         None => Ok(()),
     };
     let summary = summarize(&report, &routed, saved.is_ok(), state, started);
+    let mut reported = None;
+    if let Some(reporting) = reporting {
+        reported = report::after_save(
+            reporting,
+            &settings.policy.host,
+            &summary,
+            state,
+            &mut report.lines,
+        )
+        .await;
+        // When it last reported, or that a report is owed: a lost save only costs an
+        // early report next tick.
+        if reported.is_some()
+            && let Some(path) = &settings.checkpoint
+            && let Err(e) = state_file::save(path, state)
+        {
+            tracing::warn!("cannot save the state after reporting: {e:#}");
+        }
+    }
     RunReport {
         tick: report,
         routed,
         saved,
         summary,
+        reported,
     }
 }
 

@@ -13,7 +13,9 @@ use ferry_schema::manifest::Service;
 use super::TickSettings;
 use super::apply::ApplyOutput;
 use super::verify::Source;
+use crate::apply::ApplyReport;
 use crate::health::quarantine::{Held, Quarantined, unit_digest};
+use crate::host_report::{self, Event, ServiceEvent};
 use crate::plan::{Action, Plan};
 use crate::profile_retention;
 use crate::state::{Applied, Outcome, State};
@@ -126,9 +128,15 @@ pub fn record(
             }
         }
     }
-    if let Source::Fetched(m, etag) = source {
-        state.manifest = Some(*m);
+    if let Source::Fetched {
+        manifest,
+        etag,
+        sha256,
+    } = source
+    {
+        state.manifest = Some(*manifest);
         state.manifest_etag = etag;
+        state.manifest_sha256 = Some(sha256);
     }
     // Removed services' profiles: only a trusted manifest says a service has left.
     if restore_outcome.is_none() {
@@ -162,6 +170,13 @@ pub fn record(
             applied.cut_short.join(", ")
         ));
     }
+    let events = status_events(the_plan, applied, &held, waiting, &by_name);
+    host_report::update(
+        &mut state.service_status,
+        events,
+        at,
+        restore_outcome.is_none(),
+    );
     // A held-back or waiting service does not match the manifest either: the tick is not ok.
     let any_failed =
         applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();
@@ -184,5 +199,96 @@ pub fn record(
         (true, _) => Outcome::Failed,
         (false, Some(o)) => o,
         (false, None) => Outcome::Ok,
+    }
+}
+
+/// What the tick did to each service, for the status report's records.
+fn status_events(
+    the_plan: &Plan,
+    applied: &ApplyReport,
+    held: &[Held],
+    waiting: &[String],
+    by_name: &BTreeMap<&str, &Service>,
+) -> Vec<ServiceEvent> {
+    let asked = |name: &str, fallback: Option<&String>| {
+        by_name
+            .get(name)
+            .map(|s| s.artifact.store_path.clone())
+            .or_else(|| fallback.cloned())
+            .unwrap_or_default()
+    };
+    let mut events = Vec::new();
+    for (p, o) in the_plan.services.iter().zip(&applied.services) {
+        let held_back = held.iter().find(|h| h.name == p.name);
+        let (event, store_path, message) = if !p.refused.is_empty() {
+            (
+                Event::Refused,
+                asked(&p.name, p.to.as_ref()),
+                Some(&o.message),
+            )
+        } else if !o.ok {
+            match (&o.quarantine, o.skipped) {
+                (Some(q), _) => match &q.rolled_back_to {
+                    Some(back) => (Event::RolledBack, back.clone(), Some(&o.message)),
+                    None => (Event::Failed, q.store_path.clone(), Some(&o.message)),
+                },
+                (None, true) => (
+                    Event::Pending,
+                    asked(&p.name, p.to.as_ref()),
+                    Some(&o.message),
+                ),
+                (None, false) => (
+                    Event::Failed,
+                    p.to.clone().or_else(|| p.from.clone()).unwrap_or_default(),
+                    Some(&o.message),
+                ),
+            }
+        } else if let Some(h) = held_back {
+            let keeps = h.keeps.clone().unwrap_or_else(|| h.store_path.clone());
+            events.push(held_event(h, keeps));
+            continue;
+        } else if p.action == Action::Remove {
+            (Event::Removed, String::new(), None)
+        } else {
+            let changed = p.action != Action::Unchanged;
+            (
+                Event::Running,
+                p.to.clone().unwrap_or_default(),
+                changed.then_some(&o.message),
+            )
+        };
+        events.push(ServiceEvent {
+            name: p.name.clone(),
+            event,
+            store_path,
+            message: message.cloned(),
+        });
+    }
+    // Held back with nothing earlier to run, or waiting: not in the plan at all.
+    for h in held {
+        if !events.iter().any(|e| e.name == h.name) {
+            events.push(held_event(h, h.store_path.clone()));
+        }
+    }
+    for name in waiting {
+        events.push(ServiceEvent {
+            name: name.clone(),
+            event: Event::Pending,
+            store_path: asked(name, None),
+            message: Some(
+                "waiting until the state can be saved (make the state directory writable)"
+                    .to_owned(),
+            ),
+        });
+    }
+    events
+}
+
+fn held_event(h: &Held, store_path: String) -> ServiceEvent {
+    ServiceEvent {
+        name: h.name.clone(),
+        event: Event::Held,
+        store_path,
+        message: Some(format!("{} is quarantined: {}", h.store_path, h.reason)),
     }
 }

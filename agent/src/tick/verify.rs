@@ -16,8 +16,15 @@ use crate::verify::{Accepted, Trust, recheck, verify};
 
 /// Where the desired state came from.
 pub enum Source {
-    /// A newly fetched, accepted manifest (with its ETag).
-    Fetched(Box<Manifest>, Option<String>),
+    /// A newly fetched, accepted manifest.
+    Fetched {
+        /// The manifest.
+        manifest: Box<Manifest>,
+        /// Its ETag, for the next conditional GET.
+        etag: Option<String>,
+        /// SHA-256 of its bytes as fetched (`host_status::manifest_sha256`).
+        sha256: String,
+    },
     /// `manifest.json` unchanged (304): the stored manifest.
     Unchanged(Box<Manifest>),
     /// No usable manifest: restore what state says is deployed, never remove anything.
@@ -29,7 +36,7 @@ impl Source {
     pub fn restore_outcome(&self) -> Option<Outcome> {
         match self {
             Self::Restore(o) => Some(*o),
-            Self::Fetched(..) | Self::Unchanged(_) => None,
+            Self::Fetched { .. } | Self::Unchanged(_) => None,
         }
     }
 }
@@ -75,7 +82,11 @@ pub fn judge(
                 for w in &accepted.warnings {
                     lines.push(format!("manifest warning: {w}"));
                 }
-                Source::Fetched(Box::new(accepted.manifest), etag)
+                Source::Fetched {
+                    manifest: Box::new(accepted.manifest),
+                    etag,
+                    sha256: ferry_schema::host_status::manifest_sha256(&bytes),
+                }
             }
             Err(reasons) => refuse(lines, "manifest", reasons),
         },
@@ -116,7 +127,7 @@ pub fn judge(
 /// this host does not run from it), or the one state records as applied.
 pub fn desired(source: &Source, settings: &TickSettings, state: &State) -> (Manifest, Vec<String>) {
     match source {
-        Source::Fetched(m, _) | Source::Unchanged(m) => (
+        Source::Fetched { manifest: m, .. } | Source::Unchanged(m) => (
             (**m).clone(),
             settings.policy.nothing_here(m).into_iter().collect(),
         ),

@@ -1,0 +1,114 @@
+//! The status store (`[status]` in agent.toml): the bucket the agent writes its host status
+//! report to, `hosts/<host>.json`, read by `ferry status` and `ferry push --wait`. A bucket
+//! of its own with credentials of its own: on Spaces and Garage a key reaches whole buckets,
+//! so the host's write access stays away from the deploy bucket. Writing is one PUT through
+//! `ferry-bucket` (S3 or a directory), bounded in time so a status store that hangs cannot
+//! hold a tick.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ferry_bucket::{AnyBucket, Bucket as _, BucketError, BucketUrl, DirBucket, S3Bucket};
+
+use super::configured_bucket::{credentials_file_problem, s3_settings_with};
+use crate::config::Status;
+
+/// Where host status reports are written.
+pub trait StatusStore: Send + Sync {
+    /// Replaces the object at `key` with `bytes`.
+    fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// Requests made so far.
+    fn requests(&self) -> u64;
+}
+
+/// The configured status store.
+#[derive(Debug)]
+pub struct StatusBucket {
+    store: AnyBucket,
+    /// Why the configured credentials cannot be used, when they cannot.
+    no_credentials: Option<String>,
+    /// One write's whole time, retries included.
+    timeout: Duration,
+}
+
+impl StatusBucket {
+    /// Opens the status store `url` with `[status]`'s credentials; each write may take
+    /// `timeout` in all. Makes no request.
+    pub async fn open(url: &BucketUrl, status: &Status, timeout: Duration) -> Self {
+        let store = match url {
+            BucketUrl::Dir(dir) => AnyBucket::Dir(DirBucket::new(dir.clone())),
+            BucketUrl::S3 { .. } => {
+                // Always `Some` for an `s3://` URL.
+                let settings =
+                    s3_settings_with(url, &status.credentials, timeout).unwrap_or_default();
+                AnyBucket::S3(S3Bucket::new(&settings).await)
+            }
+        };
+        let no_credentials = match url {
+            BucketUrl::S3 { .. } => status.credentials.file.as_deref().and_then(|f| {
+                credentials_file_problem("status.credentials.file", f, std::fs::read(f))
+            }),
+            BucketUrl::Dir(_) => None,
+        };
+        Self {
+            store,
+            no_credentials,
+            timeout,
+        }
+    }
+}
+
+impl StatusStore for StatusBucket {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), BucketError> {
+        if let Some(why) = &self.no_credentials {
+            return Err(BucketError::Credentials(why.clone()));
+        }
+        match tokio::time::timeout(self.timeout, self.store.put(key, bytes)).await {
+            Ok(done) => done,
+            Err(_) => Err(BucketError::Unreachable(format!(
+                "no answer to the write of {key} within {} s",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.store.requests()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_directory_store_gets_the_report_and_counts_the_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = BucketUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+        let store = StatusBucket::open(&url, &Status::default(), Duration::from_secs(5)).await;
+        store.put("hosts/web-1.json", b"{}".to_vec()).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("hosts/web-1.json")).unwrap(),
+            b"{}"
+        );
+        assert_eq!(store.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_request_without_the_credentials_file_and_the_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let url =
+            BucketUrl::parse("s3://status?endpoint=http://127.0.0.1:9&region=garage").unwrap();
+        let mut status = Status::default();
+        status.credentials.file = Some(dir.path().join("absent"));
+        let store = StatusBucket::open(&url, &status, Duration::from_secs(5)).await;
+        let err = store.put("hosts/a.json", vec![]).await.unwrap_err();
+        assert!(err.to_string().contains("status.credentials.file"), "{err}");
+        assert_eq!(store.requests(), 0);
+    }
+}
