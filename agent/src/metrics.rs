@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::state::Outcome;
+use ferry_schema::host_status::ServiceState;
+
+use crate::state::{Outcome, State};
+use crate::tick::summary::TickSummary;
 
 /// One service's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,56 @@ pub struct Figures {
     /// When the last tick with outcome `ok` started, Unix seconds (this one or an earlier
     /// one); `None` when none has been seen.
     pub last_success: Option<i64>,
+}
+
+/// The figures after a tick: every service state knows (applied, reported on, or
+/// quarantined) and the tick's summary. A service is healthy when the status report calls
+/// it `running` (a record written before reports existed: when it is applied and did not
+/// fail in this tick).
+pub fn figures(state: &State, summary: &TickSummary, agent_version: &str) -> Figures {
+    let mut names: Vec<&String> = state
+        .services
+        .keys()
+        .chain(state.service_status.keys())
+        .chain(state.quarantine.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let services = names
+        .into_iter()
+        .map(|name| {
+            let applied = state.services.get(name);
+            let healthy = match state.service_status.get(name) {
+                Some(r) => r.state == ServiceState::Running,
+                None => applied.is_some() && !summary.failed.contains(name),
+            };
+            ServiceFigures {
+                name: name.clone(),
+                store_path: applied.map(|a| a.service.artifact.store_path.clone()),
+                generation: summary.generation.clone(),
+                healthy,
+                quarantined: state.quarantine.contains_key(name),
+                last_change: applied.and_then(|a| unix_seconds(&a.applied_at)),
+            }
+        })
+        .collect();
+    let count = |v: &[String]| u64::try_from(v.len()).unwrap_or(u64::MAX);
+    Figures {
+        agent_version: agent_version.to_owned(),
+        services,
+        tick: TickFigures {
+            outcome: summary.outcome,
+            exit_code: i32::from(summary.exit_code),
+            started: unix_seconds(&summary.at).unwrap_or_default(),
+            wall_ms: summary.wall_ms,
+            phases: summary.phase_ms.clone(),
+            bucket_requests: summary.bucket_requests,
+            peak_rss_kib: summary.peak_rss_kib,
+            services_changed: count(&summary.changed),
+            services_failed: count(&summary.failed),
+        },
+        last_success: state.last_ok_at.as_deref().and_then(unix_seconds),
+    }
 }
 
 /// Unix seconds of an RFC 3339 time, as state records them.
@@ -548,5 +601,105 @@ ferry_last_success_timestamp_seconds 1796119000
                 "{broken:?} parsed"
             );
         }
+    }
+
+    #[test]
+    fn figures_come_from_state_and_the_tick_summary() {
+        use crate::state::{Applied, Quarantined, ServiceStatusRecord};
+        let m: ferry_schema::Manifest =
+            serde_json::from_str(include_str!("../../schema/tests/fixtures/example.json")).unwrap();
+        let mut state = State {
+            last_ok_at: Some("2026-12-01T09:00:00Z".into()),
+            ..State::default()
+        };
+        let record = |s: ServiceState| ServiceStatusRecord {
+            state: s,
+            store_path: "/nix/store/x".into(),
+            since: "2026-12-01T10:00:00Z".into(),
+            message: None,
+        };
+        let quarantined = Quarantined {
+            store_path: "/nix/store/bad".into(),
+            unit: None,
+            reason: "failed health check".into(),
+            at: "2026-12-01T10:00:00Z".into(),
+            rolled_back_to: None,
+            generation: None,
+        };
+        // `up` runs healthy; `back` was rolled back and its new version is held back;
+        // `new` failed with nothing to go back to.
+        for name in ["up", "back"] {
+            state.services.insert(
+                name.into(),
+                Applied {
+                    service: m.services[0].clone(),
+                    applied_at: "2026-12-01T10:00:00Z".into(),
+                    live_port: None,
+                },
+            );
+        }
+        state
+            .service_status
+            .insert("up".into(), record(ServiceState::Running));
+        state
+            .service_status
+            .insert("back".into(), record(ServiceState::RolledBack));
+        state
+            .service_status
+            .insert("new".into(), record(ServiceState::Failed));
+        state.quarantine.insert("back".into(), quarantined.clone());
+        state.quarantine.insert("new".into(), quarantined);
+        let summary = TickSummary {
+            at: "2026-12-01T10:00:00Z".into(),
+            outcome: Outcome::Failed,
+            exit_code: 1,
+            wall_ms: 2_500,
+            phase_ms: BTreeMap::from([("pull".to_owned(), 100)]),
+            bucket_requests: 1,
+            caddy_requests: 2,
+            peak_rss_kib: Some(20_000),
+            changed: vec!["up".into()],
+            failed: vec!["back".into(), "new".into()],
+            generation: Some("7".into()),
+            message: None,
+        };
+        let f = super::figures(&state, &summary, "0.1.0");
+        let by_name: BTreeMap<&str, &ServiceFigures> =
+            f.services.iter().map(|s| (s.name.as_str(), s)).collect();
+        assert_eq!(
+            by_name.keys().copied().collect::<Vec<_>>(),
+            ["back", "new", "up"]
+        );
+        let path = &m.services[0].artifact.store_path;
+        assert_eq!(
+            *by_name["up"],
+            ServiceFigures {
+                name: "up".into(),
+                store_path: Some(path.clone()),
+                generation: Some("7".into()),
+                healthy: true,
+                quarantined: false,
+                last_change: Some(1_796_119_200),
+            }
+        );
+        assert!(!by_name["back"].healthy && by_name["back"].quarantined);
+        assert_eq!(by_name["back"].store_path.as_deref(), Some(path.as_str()));
+        assert!(!by_name["new"].healthy && by_name["new"].quarantined);
+        assert_eq!(by_name["new"].store_path, None);
+        assert_eq!(
+            f.tick,
+            TickFigures {
+                outcome: Outcome::Failed,
+                exit_code: 1,
+                started: 1_796_119_200,
+                wall_ms: 2_500,
+                phases: BTreeMap::from([("pull".to_owned(), 100)]),
+                bucket_requests: 1,
+                peak_rss_kib: Some(20_000),
+                services_changed: 1,
+                services_failed: 2,
+            }
+        );
+        assert_eq!(f.last_success, Some(1_796_115_600));
     }
 }
