@@ -26,8 +26,9 @@ use crate::vocab::HookRun;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Hooks {
-    /// A command run after a tick that changed a service (deployed, updated, rolled back,
-    /// removed), as an argument list: the program (an absolute path) and its arguments,
+    /// A command run after a tick that changed a service and came out healthy (deployed,
+    /// updated, restarted, removed; a change that failed and was put back counts as a
+    /// failure), as an argument list: the program (an absolute path) and its arguments,
     /// run as they are, never through a shell. Its environment is only `PATH` and
     /// `FERRY_HOOK` (`onChange` or `onFailure`), `FERRY_HOST`, `FERRY_OUTCOME` (`ok`,
     /// `failed`, `refused`, `unreachable`), `FERRY_EXIT_CODE`, `FERRY_GENERATION` (the
