@@ -2,6 +2,11 @@
 //! against the bed's Garage, manifest unchanged since the last tick. Run
 //! `bench/agent_noop_tick.sh` (root; `BENCH_ROUNDS`, default 30).
 //!
+//! With `FERRY_AGENT_BASELINE_BIN` naming another build (`bench/before_after.sh` sets it),
+//! both agents tick the same host in alternating order, round by round, on the same state,
+//! and a last table gives each figure's after ÷ before ratio of medians: machine load that
+//! drifts during the run falls on both alike.
+//!
 //! The host runs two services deployed by a first tick; then every tick finds the manifest
 //! unchanged (a conditional GET answered 304) and only checks drift. The figures come from
 //! the agent's own `tick:` line (requests, wall ms from the start of `reconcile`, CPU ms and
@@ -14,12 +19,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Table, summarize};
-use ferry_tests::agent_bed::{AGENT, bed_with_agent, sign};
-use ferry_tests::{Closures, Output, TickSummary, install_agent_config};
+use ferry_tests::agent_bed::{AGENT, sign};
+use ferry_tests::{
+    Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary, install_agent_config,
+};
 use serde_json::{Value, json};
 
 /// The name the manifest uses for the bed host.
 const HOST: &str = "bedhost";
+/// Where the baseline agent appears inside the host, beside [`AGENT`].
+const BASELINE: &str = "/usr/local/bin/ferry-agent-baseline";
 
 /// The agent's `tick:` line of a no-op tick; an error unless the tick succeeded and
 /// changed nothing (a benchmark of a tick that did work would time the wrong thing).
@@ -74,11 +83,147 @@ fn row(table: &mut Table, what: &str, unit: &str, values: Option<Vec<f64>>, goal
     ]);
 }
 
+/// The figures of one agent's measured ticks.
+#[derive(Default)]
+struct Measured {
+    ticks: Vec<TickSummary>,
+    /// Wall ms seen from the machine, entering the host included.
+    outside: Vec<f64>,
+}
+
+/// One timed no-op tick of the agent at `path` inside the host.
+fn timed_tick(host: &Host, path: &str, round: usize) -> Result<(TickSummary, f64)> {
+    let started = Instant::now();
+    let out = host.exec(&[path, "reconcile"])?;
+    let outside_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !out.success() {
+        bail!(
+            "no-op tick {round} of {path} failed ({}):\n{}{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+    let tick = noop_tick(&out).with_context(|| format!("no-op tick {round} of {path}"))?;
+    Ok((tick, outside_ms))
+}
+
+/// The table of one agent's figures; `enter` (the median cost of entering the host) is
+/// taken off the wall time seen from outside.
+fn table(m: &Measured, enter: f64) -> Result<Table> {
+    let mut table = Table::new(&[
+        "no-op tick",
+        "median",
+        "p90",
+        "max",
+        "goal",
+        "median ÷ goal",
+    ]);
+    let outside_net: Vec<f64> = m.outside.iter().map(|o| o - enter).collect();
+    row(
+        &mut table,
+        "requests",
+        "",
+        figure(&m.ticks, "requests", 1.0)?,
+        Some(1.0),
+    );
+    row(
+        &mut table,
+        "wall ms (agent's ms=)",
+        "ms",
+        figure(&m.ticks, "ms", 1.0)?,
+        Some(50.0),
+    );
+    row(
+        &mut table,
+        "wall ms incl. process start",
+        "ms",
+        Some(outside_net),
+        Some(50.0),
+    );
+    row(
+        &mut table,
+        "CPU ms (user+sys)",
+        "ms",
+        figure(&m.ticks, "cpuMs", 1.0)?,
+        None,
+    );
+    row(
+        &mut table,
+        "peak RSS MiB",
+        "MiB",
+        figure(&m.ticks, "peakRssKiB", 1024.0)?,
+        Some(30.0),
+    );
+    Ok(table)
+}
+
+/// After ÷ before of the medians of each figure.
+fn ratios(after: &Measured, before: &Measured, enter: f64) -> Result<Table> {
+    let mut table = Table::new(&["no-op tick", "before", "after", "after ÷ before"]);
+    let net = |m: &Measured| Some(m.outside.iter().map(|o| o - enter).collect::<Vec<_>>());
+    let figures = [
+        (
+            "requests",
+            figure(&before.ticks, "requests", 1.0)?,
+            figure(&after.ticks, "requests", 1.0)?,
+        ),
+        (
+            "wall ms (agent's ms=)",
+            figure(&before.ticks, "ms", 1.0)?,
+            figure(&after.ticks, "ms", 1.0)?,
+        ),
+        ("wall ms incl. process start", net(before), net(after)),
+        (
+            "CPU ms (user+sys)",
+            figure(&before.ticks, "cpuMs", 1.0)?,
+            figure(&after.ticks, "cpuMs", 1.0)?,
+        ),
+        (
+            "peak RSS MiB",
+            figure(&before.ticks, "peakRssKiB", 1024.0)?,
+            figure(&after.ticks, "peakRssKiB", 1024.0)?,
+        ),
+    ];
+    for (what, b, a) in figures {
+        let median = |v: Option<Vec<f64>>| v.as_deref().and_then(summarize).map(|s| s.median);
+        match (median(b), median(a)) {
+            (Some(b), Some(a)) => table.row(vec![
+                what.to_owned(),
+                format!("{b:.1}"),
+                format!("{a:.1}"),
+                if b > 0.0 {
+                    format!("{:.2}", a / b)
+                } else {
+                    String::new()
+                },
+            ]),
+            _ => table.row(vec![what.to_owned(), "unknown".to_owned()]),
+        }
+    }
+    Ok(table)
+}
+
 fn main() -> Result<()> {
     let rounds = ferry_bench::stats::rounds(30)?;
     let agent: PathBuf = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let baseline: Option<PathBuf> = std::env::var_os("FERRY_AGENT_BASELINE_BIN").map(PathBuf::from);
     let closures = Closures::get()?;
-    let bed = bed_with_agent(agent.clone())?;
+    let mut bind_ro = vec![BindRo {
+        source: agent.clone(),
+        target: AGENT.into(),
+    }];
+    if let Some(b) = &baseline {
+        bind_ro.push(BindRo {
+            source: b.clone(),
+            target: BASELINE.into(),
+        });
+    }
+    let bed = Bed::start(BedOptions {
+        hosts: 1,
+        bind_ro,
+        ..Default::default()
+    })?;
     let host = bed.host(0);
     let s3 = bed.s3();
     let rt = tokio::runtime::Runtime::new()?;
@@ -117,85 +262,46 @@ fn main() -> Result<()> {
     }
 
     let mut enter = Vec::new();
-    let mut ticks = Vec::new();
-    let mut outside = Vec::new();
-    // One untimed warm-up tick, then the measured ones.
+    let mut measured = Measured::default();
+    let mut before = Measured::default();
+    // One untimed warm-up round, then the measured ones; with a baseline, the two agents
+    // take turns going first.
     for round in 0..=rounds {
         let started = Instant::now();
         host.exec(&["true"])?;
-        let enter_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let started = Instant::now();
-        let out = host.exec(&[AGENT, "reconcile"])?;
-        let outside_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if !out.success() {
-            bail!(
-                "no-op tick {round} failed ({}):\n{}{}",
-                out.status,
-                out.stdout,
-                out.stderr
-            );
+        enter.push(started.elapsed().as_secs_f64() * 1000.0);
+        let mut order = vec![(AGENT, &mut measured)];
+        if baseline.is_some() {
+            order.push((BASELINE, &mut before));
+            if round % 2 == 1 {
+                order.reverse();
+            }
         }
-        let tick = noop_tick(&out).with_context(|| format!("no-op tick {round}"))?;
-        if round == 0 {
-            continue;
+        for (path, into) in order {
+            let (tick, outside_ms) = timed_tick(host, path, round)?;
+            if round > 0 {
+                into.ticks.push(tick);
+                into.outside.push(outside_ms);
+            }
         }
-        ticks.push(tick);
-        enter.push(enter_ms);
-        outside.push(outside_ms);
     }
-    let enter_median = summarize(&enter)
+    let enter_median = summarize(enter.get(1..).unwrap_or_default())
         .context("no round was measured (BENCH_ROUNDS = 0?)")?
         .median;
-    let outside_net: Vec<f64> = outside.iter().map(|o| o - enter_median).collect();
-
-    let mut table = Table::new(&[
-        "no-op tick",
-        "median",
-        "p90",
-        "max",
-        "goal",
-        "median ÷ goal",
-    ]);
-    row(
-        &mut table,
-        "requests",
-        "",
-        figure(&ticks, "requests", 1.0)?,
-        Some(1.0),
-    );
-    row(
-        &mut table,
-        "wall ms (agent's ms=)",
-        "ms",
-        figure(&ticks, "ms", 1.0)?,
-        Some(50.0),
-    );
-    row(
-        &mut table,
-        "wall ms incl. process start",
-        "ms",
-        Some(outside_net),
-        Some(50.0),
-    );
-    row(
-        &mut table,
-        "CPU ms (user+sys)",
-        "ms",
-        figure(&ticks, "cpuMs", 1.0)?,
-        None,
-    );
-    row(
-        &mut table,
-        "peak RSS MiB",
-        "MiB",
-        figure(&ticks, "peakRssKiB", 1024.0)?,
-        Some(30.0),
-    );
     println!(
         "{rounds} no-op ticks of {} in bed host {} against Garage (entering the host: {enter_median:.1} ms, subtracted)\n",
         agent.display(),
         host.name()
     );
-    print!("{}", table.render());
+    print!("{}", table(&measured, enter_median)?.render());
+    if let Some(b) = &baseline {
+        println!(
+            "\nbaseline: {rounds} no-op ticks of {}, taking turns with the one above\n",
+            b.display()
+        );
+        print!("{}", table(&before, enter_median)?.render());
+        println!("\nafter ÷ before (medians; below 1: the first agent is faster)\n");
+        print!("{}", ratios(&measured, &before, enter_median)?.render());
+    }
     Ok(())
 }

@@ -22,7 +22,6 @@ pub mod nar_dump;
 pub mod nar_stream;
 pub mod narinfo_text;
 pub mod nix_cli;
-pub mod path_info;
 pub mod progress;
 pub mod resolve;
 pub mod retry;

@@ -6,7 +6,7 @@
 use ferry_schema::narinfo::fingerprint;
 use ferry_schema::{PublicKey, SecretKey};
 
-use crate::path_info::PathInfo;
+use ferry_schema::path_info::PathInfo;
 
 /// What uploading a NAR produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,7 @@ mod tests {
             ],
             deriver: Some("/nix/store/z2ds-ferry-testlib-1.drv".into()),
             ca: None,
+            signatures: Vec::new(),
         };
         let nar = UploadedNar {
             url: "nar/0f00.nar.zst".into(),
@@ -148,6 +149,7 @@ mod tests {
             references: vec!["/nix/store/p8za439lmhdjgj2gqx06njz2s6fach8z-ferry-testdata-1".into()],
             deriver: None,
             ca: None,
+            signatures: Vec::new(),
         };
         let nar = UploadedNar {
             url: "nar/0f00.nar.zst".into(),

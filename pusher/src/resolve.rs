@@ -8,7 +8,7 @@ use ferry_schema::StorePath;
 use ferry_schema::names::STORE_DIR;
 
 use crate::nix_cli::{build_command, built_path, path_info_command, run};
-use crate::path_info::{self, PathInfo};
+use ferry_schema::path_info::{self, PathInfo};
 
 /// The top-level store path of a store path, a symlink into the store, or an installable.
 pub fn resolve(arg: &str) -> Result<String> {

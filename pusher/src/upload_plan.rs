@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::path_info::PathInfo;
+use ferry_schema::path_info::PathInfo;
 
 /// What an upload will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,7 @@ mod tests {
             references: refs.iter().map(|r| (*r).to_owned()).collect(),
             deriver: None,
             ca: None,
+            signatures: Vec::new(),
         }
     }
 

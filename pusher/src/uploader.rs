@@ -16,9 +16,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render, signed_by};
-use crate::path_info::PathInfo;
 use crate::progress::{Mode, Progress};
 use crate::upload_plan::{UploadPlan, plan};
+use ferry_schema::path_info::PathInfo;
 
 /// How many narinfo lookups run at once.
 const LOOKUPS_AT_ONCE: usize = 16;

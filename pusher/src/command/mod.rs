@@ -15,3 +15,4 @@ pub mod status;
 pub mod upload;
 pub mod validate;
 pub mod verify;
+pub mod writing;

@@ -12,14 +12,15 @@ use ferry_schema::{
 };
 
 use crate::cli::EXIT_FAILED;
-use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
+use crate::command::writing::Writing;
+use crate::fleet_wait::WaitArgs;
 use crate::live_manifest::to_bytes;
 use crate::manifest_edit::{
     decommission, emptied_hosts, is_later, next_generation, service_changes, store_paths,
 };
 use crate::manifest_trust::Trusted;
 use crate::manifest_write::{Planned, WriteError, WriteOptions, read_current, write_manifest};
-use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
 
 /// Publish a manifest file as the bucket's live manifest.
 ///
@@ -87,7 +88,6 @@ pub async fn missing_closures(bucket: &impl Bucket, m: &Manifest) -> Result<Vec<
 
 /// Runs `ferry publish`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
-    let config = load_config()?;
     let bytes = std::fs::read(&args.manifest)
         .with_context(|| format!("reading {}", args.manifest.display()))?;
     let manifest = match validate_bytes(&bytes, DEFAULT_SIZE_CAP) {
@@ -103,28 +103,26 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILED));
         }
     };
-    let key = if args.dry_run {
-        None
-    } else {
-        Some(load_key(&args.key, &config)?)
-    };
-    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let waiter = if args.dry_run {
-        None
-    } else {
-        Waiter::prepare(&args.wait, &config).await?
-    };
+    let mut w = Writing::open(
+        &args.key,
+        &args.bucket,
+        &args.wait,
+        !args.dry_run,
+        !args.dry_run,
+    )
+    .await?;
+    let options = WriteOptions::default();
     let code = run_with(
         args,
         manifest,
-        &bucket,
-        &url.to_string(),
-        key,
-        &config,
-        &WriteOptions::default(),
+        &w.bucket,
+        &w.url,
+        w.key.take(),
+        &w.config,
+        &options,
     )
     .await?;
-    follow_if_waiting(waiter, &bucket, code).await
+    w.follow(code).await
 }
 
 /// `ferry publish` of the validated `manifest` (read from `args.manifest`) on an opened

@@ -10,13 +10,14 @@ use ferry_schema::{SecretKey, sign_manifest, validate_manifest};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::upload::{CompressionArg, prepare, print_report};
-use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
+use crate::command::writing::Writing;
+use crate::fleet_wait::WaitArgs;
 use crate::live_manifest::{parse, read_live, to_bytes};
 use crate::manifest_edit::{next_generation, reapply_push, service_changes, set_service};
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
 use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest};
 use crate::revision::git_head;
-use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
 use crate::uploader::{UploadOptions, execute};
 
 /// How often a push uploads again what `ferry gc` deleted while it was under way.
@@ -77,28 +78,17 @@ pub struct Args {
 
 /// Runs `ferry push`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
-    let config = load_config()?;
-    let key = if args.dry_run {
-        None
-    } else {
-        Some(load_key(&args.key, &config)?)
-    };
-    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let waiter = if args.dry_run {
-        None
-    } else {
-        Waiter::prepare(&args.wait, &config).await?
-    };
-    let code = run_with(
-        args,
-        &bucket,
-        &url.to_string(),
-        key,
-        &config,
-        &WriteOptions::default(),
+    let mut w = Writing::open(
+        &args.key,
+        &args.bucket,
+        &args.wait,
+        !args.dry_run,
+        !args.dry_run,
     )
     .await?;
-    follow_if_waiting(waiter, &bucket, code).await
+    let options = WriteOptions::default();
+    let code = run_with(args, &w.bucket, &w.url, w.key.take(), &w.config, &options).await?;
+    w.follow(code).await
 }
 
 /// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.

@@ -10,12 +10,13 @@ use ferry_schema::{DEFAULT_SIZE_CAP, SecretKey, sign_manifest, validate_bytes};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::publish::missing_closures;
-use crate::fleet_wait::{WaitArgs, Waiter, follow_if_waiting};
+use crate::command::writing::Writing;
+use crate::fleet_wait::WaitArgs;
 use crate::live_manifest::{archived_generations, read, to_bytes};
 use crate::manifest_edit::{next_generation, service_changes, store_paths};
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
 use crate::manifest_write::{Planned, WriteError, WriteOptions, read_current, write_manifest};
-use crate::settings::{BucketArgs, ConfigFile, KeyArgs, load_config, load_key, open_bucket};
+use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
 
 /// Roll the live manifest back to an archived one.
 ///
@@ -58,24 +59,10 @@ pub struct Args {
 
 /// Runs `ferry rollback`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
-    let config = load_config()?;
-    let key = if args.exact {
-        None
-    } else {
-        Some(load_key(&args.key, &config)?)
-    };
-    let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    let waiter = Waiter::prepare(&args.wait, &config).await?;
-    let code = run_with(
-        args,
-        &bucket,
-        &url.to_string(),
-        key,
-        &config,
-        &WriteOptions::default(),
-    )
-    .await?;
-    follow_if_waiting(waiter, &bucket, code).await
+    let mut w = Writing::open(&args.key, &args.bucket, &args.wait, !args.exact, true).await?;
+    let options = WriteOptions::default();
+    let code = run_with(args, &w.bucket, &w.url, w.key.take(), &w.config, &options).await?;
+    w.follow(code).await
 }
 
 /// `ferry rollback` on an opened bucket (`url` names it in messages); `key` is needed
