@@ -168,6 +168,15 @@ impl Bed {
         }
     }
 
+    /// Revokes (`allow = false`) or grants again the access of `bucket`'s own key to it
+    /// (see [`Garage::set_access`]): a status store whose key was revoked, then restored.
+    pub fn set_bucket_access(&self, bucket: &S3, allow: bool) -> Result<()> {
+        match self.garage.as_ref() {
+            Some(garage) => garage.set_access(bucket, allow),
+            None => bail!("Garage is not running"),
+        }
+    }
+
     /// Stops Garage but keeps its data, so [`Bed::resume_garage`] brings the same bucket
     /// back: an outage that ends. Hosts keep running.
     pub fn halt_garage(&mut self) {

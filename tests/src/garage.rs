@@ -221,6 +221,29 @@ impl Garage {
     }
 
     /// The PID of the Garage process, while it runs.
+    /// Grants (`allow`) or revokes read and write access to `bucket.bucket` for its own key,
+    /// as an operator would with `garage bucket allow|deny`: revoked, every request with that
+    /// key is refused (403) while the bucket and its objects stay.
+    pub fn set_access(&self, bucket: &S3, allow: bool) -> Result<()> {
+        let binary = garage_binary()?;
+        let verb = if allow { "allow" } else { "deny" };
+        let mut cmd = Command::new(&binary);
+        cmd.arg("-c").arg(self.dir.join("garage.toml")).args([
+            "bucket",
+            verb,
+            "--read",
+            "--write",
+            &bucket.bucket,
+            "--key",
+            &bucket.access_key,
+        ]);
+        let out = capture(&mut cmd, b"")?;
+        if !out.success() {
+            bail!("garage bucket {verb} failed: {}{}", out.stdout, out.stderr);
+        }
+        Ok(())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
