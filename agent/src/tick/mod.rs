@@ -14,7 +14,9 @@
 //! (`══▶`: state saved there. The pending mark is saved before the host changes, the
 //! recorded outcome before routing, and the whole tick last; a report due is written after
 //! that, and state saved again with when it was.) The tick's [`summary::TickSummary`] is
-//! made once the tick is saved; the report step and the verb read it. `record` comes before
+//! made once the tick is saved; the report step, the metrics and hooks steps after it
+//! (`metrics.file` rewritten; the hooks a tick that changed or failed something calls for)
+//! and the verb read it. Neither of the last two can fail the tick. `record` comes before
 //! `route`: routes are made from what state records as healthy, so a failed update keeps
 //! its route to the version that still runs.
 //!
