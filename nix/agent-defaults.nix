@@ -49,6 +49,13 @@
     timeoutSec = 5;
     domains = ["*"];
   };
+  metrics.file = null;
+  hooks = {
+    onChange = [];
+    onFailure = [];
+    webhook = null;
+    timeoutSec = 10;
+  };
   status = {
     bucket = null;
     credentials = {

@@ -37,6 +37,8 @@
   # where Caddy's admin API listens.
   caddyEnable ? null,
   caddyAdmin ? null,
+  # agent.toml `metrics.file`: where the agent writes its Prometheus metrics.
+  metricsFile ? null,
   # The agent's [status] table: the status store's URL (passed on as it is), where the
   # agent reads its credentials file at run time (its LoadCredential= path) and which
   # profile of it, and how often a quiet host reports.
@@ -89,6 +91,7 @@
       admin = caddyAdmin;
       domains = caddyDomains;
     };
+    metrics.file = metricsFile;
     status = {
       bucket = statusBucket;
       credentials = {

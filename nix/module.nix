@@ -43,6 +43,42 @@
     then "${caddyAdmin}|0220"
     else caddyAdmin;
 
+  # node_exporter's textfile collector reads the directory its
+  # `--collector.textfile.directory` flag names; nixpkgs' module has no option for it (the
+  # flag goes in `extraFlags`, one string or two) and sets none, so the collector reads
+  # nothing until the host names one. The module reads it from there (without adding to
+  # the exporter's flags: a second such flag is an error to node_exporter).
+  nodeExporter = config.services.prometheus.exporters.node;
+  textfileFlag = "--collector.textfile.directory";
+  textfileDir = let
+    words = builtins.filter (w: builtins.isString w && w != "") (
+      builtins.split "[ \t\n]+" (builtins.concatStringsSep " " nodeExporter.extraFlags)
+    );
+    find = ws:
+      if ws == []
+      then null
+      else let
+        w = builtins.head ws;
+        rest = builtins.tail ws;
+        joined = builtins.match "--collector\\.textfile\\.directory=(.+)" w;
+      in
+        if joined != null
+        then builtins.head joined
+        else if w == textfileFlag && rest != []
+        then builtins.head rest
+        else find rest;
+  in
+    if nodeExporter.enable
+    then find words
+    else null;
+  # The directory the agent writes metrics.file in (whoever set it): writable in its
+  # sandbox, and made if missing.
+  metricsFile = (agentSettings.metrics or {}).file or null;
+  metricsDir =
+    if metricsFile == null
+    then null
+    else dirOf metricsFile;
+
   # The agent's own time limits (agent.toml), which the unit's TimeoutStartSec follows.
   tickSec = (agentSettings.timeouts or {}).tickSec or defaults.timeouts.tickSec;
   bootSec = (agentSettings.timeouts or {}).bootSec or defaults.timeouts.bootSec;
@@ -87,6 +123,7 @@
       if cfg.caddy.enable
       then caddyAdmin
       else null;
+    metricsFile = cfg.metrics.file;
     statusBucket = cfg.status.bucket;
     statusCredentialsPath =
       if cfg.status.credentialsFile == null
@@ -352,6 +389,26 @@ in {
       description = "Profile generations kept per service (at least 2, so rollback has a target).";
     };
 
+    metrics.file = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default =
+        if textfileDir == null
+        then null
+        else "${textfileDir}/ferry.prom";
+      defaultText = lib.literalExpression ''"<the directory of --collector.textfile.directory in services.prometheus.exporters.node.extraFlags>/ferry.prom" when the node exporter is enabled, else null'';
+      example = "/var/lib/prometheus-node-exporter-text-files/ferry.prom";
+      description = ''
+        Where the agent writes its Prometheus metrics after every tick (agent.toml
+        `metrics.file`; the name must end in `.prom`), replaced atomically. With
+        `services.prometheus.exporters.node` enabled it defaults to `ferry.prom` in the
+        directory of node_exporter's textfile collector. nixpkgs sets no such directory:
+        name one explicitly, e.g. `services.prometheus.exporters.node.extraFlags =
+        [ "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text-files" ];`
+        (until then the module warns and no metrics are written). The directory is made
+        if missing (root's, 0755) and is writable in the agent's sandbox. Null: no metrics.
+      '';
+    };
+
     caddy.enable = lib.mkEnableOption ''
       Caddy as the reverse proxy for Ferry's services: its admin API is a unix socket
       (${caddySocket}) only Caddy and the agent can open (deployed services cannot change
@@ -448,16 +505,21 @@ in {
         }
       ];
 
+      warnings = lib.optional (nodeExporter.enable && textfileDir == null && metricsFile == null) "services.ferry-agent: services.prometheus.exporters.node is enabled, but its extraFlags name no ${textfileFlag}, so node_exporter reads no textfile metrics and Ferry writes none; add \"${textfileFlag}=/var/lib/prometheus-node-exporter-text-files\" to services.prometheus.exporters.node.extraFlags (Ferry then writes ferry.prom there), or set services.ferry-agent.metrics.file";
+
       environment.etc."ferry/agent.toml".source = configFile;
       environment.systemPackages = [cfg.package];
 
       nix.settings.trusted-public-keys = cfg.trustedKeys;
 
-      systemd.tmpfiles.rules = [
-        "d ${stateDir} 0700 root root -"
-        "d ${secretsDir} 0700 root root -"
-        "d ${profileDir} 0755 root root -"
-      ];
+      systemd.tmpfiles.rules =
+        [
+          "d ${stateDir} 0700 root root -"
+          "d ${secretsDir} 0700 root root -"
+          "d ${profileDir} 0755 root root -"
+        ]
+        # Made (root's, 0755) when missing; an existing directory keeps its mode and owner.
+        ++ lib.optional (metricsDir != null) "d ${metricsDir} - - - -";
 
       systemd.services.ferry-agent = {
         description = "Ferry agent: bring this host in line with the deployment manifest";
@@ -515,8 +577,10 @@ in {
           # Relaxed: exactly what the agent writes — its state, the unit files it
           # generates and the per-service Nix profiles (GC roots). The store itself is
           # written by nix-daemon, not by this unit.
+          # And the directory of metrics.file, which the agent replaces atomically (a temp
+          # file beside it, then a rename).
           # (And a `file://` status store's directory, when that is where it reports.)
-          ReadWritePaths = [stateDir unitDir profileDir] ++ lib.optional (statusDir != null) statusDir;
+          ReadWritePaths = [stateDir unitDir profileDir] ++ lib.optional (metricsDir != null) metricsDir ++ lib.optional (statusDir != null) statusDir;
           ProtectHome = true;
           PrivateTmp = true;
           PrivateDevices = true;

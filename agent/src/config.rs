@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::hooks::Hooks;
 pub use crate::policy::ports::PortRange;
 
 /// Where the configuration lives unless `--config` says otherwise.
@@ -122,10 +123,52 @@ pub struct Config {
     /// How the agent routes HTTP services through Caddy's admin API.
     #[serde(default)]
     pub caddy: Caddy,
+    /// Metrics for Prometheus, in node_exporter's textfile format (`[metrics]`).
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Commands and a webhook run after a tick that changed or failed something
+    /// (`[hooks]`).
+    #[serde(default)]
+    pub hooks: Hooks,
     /// Where the agent reports what it did (`[status]`), for `ferry status` and
     /// `ferry push --wait`. Default: nowhere.
     #[serde(default)]
     pub status: Status,
+}
+
+/// Metrics for Prometheus (`[metrics]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metrics {
+    /// The file the agent writes its metrics to after every tick, in Prometheus' text
+    /// format, replaced atomically (a reader never sees half a file): put it in the
+    /// directory node_exporter's textfile collector reads (`--collector.textfile.directory`);
+    /// the name must end in `.prom`, the only files the collector reads. A write that
+    /// fails is reported in the tick's lines and never fails the tick. Default: none (no
+    /// metrics written).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl Metrics {
+    /// Checks the values that `serde` cannot: returns what is wrong, naming the key.
+    fn problems(&self) -> Option<String> {
+        let file = self.file.as_ref()?;
+        if !file.is_absolute() {
+            return Some(format!(
+                "metrics.file must be an absolute path, got {}",
+                file.display()
+            ));
+        }
+        if file.extension().is_none_or(|e| e != "prom") || file.file_stem().is_none() {
+            return Some(format!(
+                "metrics.file {} must end in `.prom`: node_exporter's textfile collector reads no other file (e.g. {}/ferry.prom)",
+                file.display(),
+                file.parent().unwrap_or(Path::new("/")).display()
+            ));
+        }
+        None
+    }
 }
 
 /// The status store (`[status]`): where the agent writes `hosts/<hostName>.json` after its
@@ -264,6 +307,8 @@ impl Default for Config {
             bus_address: default_bus_address(),
             nix_bin: default_nix_bin(),
             caddy: Caddy::default(),
+            metrics: Metrics::default(),
+            hooks: Hooks::default(),
             status: Status::default(),
         }
     }
@@ -566,7 +611,12 @@ impl Config {
                 return Err(invalid(format!("{key} must be at least 1")));
             }
         }
-        if let Some(problem) = self.caddy.problems() {
+        if let Some(problem) = self
+            .caddy
+            .problems()
+            .or_else(|| self.metrics.problems())
+            .or_else(|| self.hooks.problems())
+        {
             return Err(invalid(problem));
         }
         for (key, list) in [
@@ -742,6 +792,64 @@ pullSec = 60
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn metrics_and_hooks_tables_parse_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.metrics.file, None);
+        assert!(c.hooks.on_change.is_empty() && c.hooks.on_failure.is_empty());
+        assert_eq!(
+            (c.hooks.webhook.as_deref(), c.hooks.timeout_sec),
+            (None, 10)
+        );
+        let text = r#"
+[metrics]
+file = "/var/lib/prometheus-node-exporter-text-files/ferry.prom"
+[hooks]
+onChange = ["/run/current-system/sw/bin/logger", "-t", "ferry", "deployed"]
+onFailure = ["/usr/local/bin/page-oncall"]
+webhook = "https://hooks.example.com/ferry?token=abc"
+timeoutSec = 30
+"#;
+        let c = Config::parse(text, Path::new("t")).unwrap();
+        assert_eq!(
+            c.metrics.file.as_deref(),
+            Some(Path::new(
+                "/var/lib/prometheus-node-exporter-text-files/ferry.prom"
+            ))
+        );
+        assert_eq!(c.hooks.on_change.len(), 4);
+        assert_eq!(c.hooks.timeout_sec, 30);
+        for (bad, says) in [
+            (
+                "[metrics]\nfile = \"ferry.prom\"",
+                "metrics.file must be an absolute path",
+            ),
+            (
+                "[metrics]\nfile = \"/var/lib/node/ferry.txt\"",
+                "metrics.file /var/lib/node/ferry.txt must end in `.prom`",
+            ),
+            (
+                "[hooks]\nonChange = [\"curl\", \"-d\", \"x\"]",
+                "hooks.onChange: the program \"curl\" must be an absolute path",
+            ),
+            ("[hooks]\ntimeoutSec = 0", "hooks.timeoutSec is 0"),
+            (
+                "[hooks]\nwebhook = \"mailto:ops@example.com\"",
+                "hooks.webhook",
+            ),
+            (
+                "[hooks]\nonSuccess = [\"/bin/true\"]",
+                "unknown field `onSuccess`",
+            ),
+            ("[metrics]\ndir = \"/x\"", "unknown field `dir`"),
+        ] {
+            let e = Config::parse(bad, Path::new("agent.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `ferry-agent`'s library: the reconcile tick and everything it is built from. A tick is one
 //! pipeline (`tick`: fetch → verify → observe → plan → apply → record → route → retire →
-//! report). The pure core (`plan`, `render`, `routes`, `policy`, `health::spec`,
-//! `health::quarantine`, `state`, `tick::summary`, `host_report`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary both
-//! sides share (`vocab`). `tests/architecture.rs` keeps it so.
+//! report → metrics → hooks). The pure core (`plan`, `render`, `routes`, `policy`,
+//! `health::spec`, `health::quarantine`, `state`, `tick::summary`, `host_report`, `metrics`,
+//! `hooks`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary
+//! both sides share (`vocab`). `tests/architecture.rs` keeps it so.
 
 // Tests may panic on unexpected errors: that is how they fail.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -13,8 +14,10 @@ pub mod closure_trust;
 pub mod config;
 pub mod generation;
 pub mod health;
+pub mod hooks;
 pub mod host_facts;
 pub mod host_report;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod profile_retention;

@@ -64,6 +64,10 @@ pub struct State {
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
+    /// When the last tick whose outcome was `ok` started (RFC 3339): the metrics'
+    /// `ferry_last_success_timestamp_seconds`, which must survive failed ticks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok_at: Option<String>,
     /// Where each service stands as the status report says it, by service: kept across
     /// ticks for since when and the last message (`host_report`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -174,6 +178,7 @@ impl Default for State {
             removed_profiles: BTreeMap::new(),
             rollbacks: BTreeMap::new(),
             last_tick: None,
+            last_ok_at: None,
             service_status: BTreeMap::new(),
             reported_at: None,
             report_owed: false,

@@ -27,6 +27,8 @@ const PURE_CORE: &[&str] = &[
     "rollback_hold",
     "generation",
     "tick::summary",
+    "metrics",
+    "hooks",
     "host_report",
 ];
 

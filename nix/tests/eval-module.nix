@@ -20,6 +20,9 @@
   # attributes the module reads: group, ferry.allowServices, gid).
   users ? {},
   groups ? {},
+  # services.prometheus.exporters.node as the host sets it.
+  nodeExporter ? false,
+  nodeExporterFlags ? [],
 }: let
   isOption = v: builtins.isAttrs v && v ? _option;
 
@@ -123,6 +126,10 @@
       enable = caddyElsewhere;
       group = "caddy";
       package.version = caddyVersion;
+    };
+    services.prometheus.exporters.node = {
+      enable = nodeExporter;
+      extraFlags = nodeExporterFlags;
     };
     nix.package = nixPackage;
     systemd.package = systemdPackage;

@@ -3,16 +3,124 @@
 //! removals, refused manifests and services, untrusted closures, env escaping, and the
 //! rendered units checked by the host's own `systemd-analyze`.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ferry_tests::agent_bed::{AGENT, AgentBed, HOST, eventually, manifest, service, sign, summary};
 use serde_json::{Value, json};
 
+/// One HTTP request a listener received: its request line and headers, and its body.
+type Received = (String, Vec<u8>);
+
+/// A plain HTTP/1.1 listener on `ip` (the bed's bridge, which the hosts reach) answering
+/// every request 204 and keeping what it got: the webhook's other end.
+fn webhook_listener(ip: &str) -> Result<(u16, Arc<Mutex<Vec<Received>>>)> {
+    let socket = TcpListener::bind((ip, 0)).with_context(|| format!("listening on {ip}"))?;
+    let port = socket.local_addr()?.port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for stream in socket.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut data = Vec::new();
+            let mut buf = [0u8; 8192];
+            let head_end = loop {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+                if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(i + 4);
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            while data.len() < head_end + length {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => data.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = data[head_end..].to_vec();
+            if let Ok(mut g) = keep.lock() {
+                g.push((head, body));
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    Ok((port, got))
+}
+
+/// The value of one series in the metrics file, as a real Prometheus text-format parser
+/// reads it; labels in any order.
+fn metric(text: &str, family: &str, labels: &[(&str, &str)]) -> Result<f64> {
+    use openmetrics_parser::PrometheusValue;
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(text)
+        .map_err(|e| anyhow::anyhow!("the metrics file does not parse: {e:?}\n{text}"))?;
+    let f = exposition
+        .families
+        .get(family)
+        .with_context(|| format!("no {family} in\n{text}"))?;
+    let values: Vec<String> = f
+        .get_label_names()
+        .iter()
+        .map(|name| {
+            labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| (*v).to_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    match &f
+        .get_sample_by_label_values(&values)
+        .with_context(|| format!("no {family}{labels:?} in\n{text}"))?
+        .value
+    {
+        PrometheusValue::Gauge(n) => Ok(n.as_f64()),
+        other => anyhow::bail!("{family} is not a gauge: {other:?}"),
+    }
+}
+
+fn unix_seconds(rfc3339: &Value) -> Result<f64> {
+    let text = rfc3339.as_str().context("not a time")?;
+    let t = chrono::DateTime::parse_from_rfc3339(text).with_context(|| text.to_owned())?;
+    Ok(t.timestamp() as f64)
+}
+
 #[tokio::test]
 async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result<()> {
     let t = AgentBed::start().await?;
     let c = t.closures;
+    // Metrics, a hook and a webhook ride along (issue 16 items 4 and 5): the hook records
+    // its environment and each run, the webhook goes to a listener on the bed's bridge.
+    let (port, webhook) = webhook_listener(&t.bed.names().bridge_ip())?;
+    t.host().sh_ok("mkdir -p /var/lib/node-text")?;
+    t.configure(&format!(
+        r#"
+[metrics]
+file = "/var/lib/node-text/ferry.prom"
+[hooks]
+onChange = ["/bin/sh", "-c", "/usr/bin/env > /tmp/hook.env; echo run >> /tmp/hook.runs"]
+webhook = "http://{ip}:{port}/ferry?token=s3cret"
+timeoutSec = 5
+"#,
+        ip = t.bed.names().bridge_ip()
+    ))?;
 
     // Fresh host, two services.
     t.publish(&manifest(
@@ -41,6 +149,59 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
         c.v1.as_str()
     );
     assert_eq!(state["lastTick"]["outcome"], "ok");
+    // The deploy ran the hook once, with what item 5 says, and posted the status document.
+    let env: std::collections::BTreeMap<String, String> = t
+        .host()
+        .sh_ok("cat /tmp/hook.env")?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("FERRY_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let want: std::collections::BTreeMap<String, String> = [
+        ("FERRY_HOOK", "onChange"),
+        ("FERRY_HOST", HOST),
+        ("FERRY_OUTCOME", "ok"),
+        ("FERRY_EXIT_CODE", "0"),
+        ("FERRY_GENERATION", "2025-01-01T00:00:01Z"),
+        ("FERRY_SERVICES_CHANGED", "alpha beta"),
+        ("FERRY_SERVICES_FAILED", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(env, want);
+    assert!(
+        out.stdout.contains("hooks.onChange: /bin/sh ran (")
+            && out.stdout.contains(&format!(
+                "hooks.webhook: POST http://{}:{port}/ferry answered 204 (",
+                t.bed.names().bridge_ip()
+            ))
+            && !out.stdout.contains("s3cret"),
+        "{}",
+        out.stdout
+    );
+    let posts = webhook.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let (head, body) = &posts[0];
+    assert!(
+        head.starts_with("POST /ferry?token=s3cret HTTP/1.1")
+            && head
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+        "{head}"
+    );
+    let report =
+        ferry_schema::host_status::parse_report(&format!("hooks/{HOST}.json"), HOST, body)?;
+    assert_eq!(report.last_tick.outcome.as_str(), "ok");
+    assert_eq!(report.last_tick.exit_code, 0);
+    let mut running: Vec<(&str, &str)> = report
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.state.as_str()))
+        .collect();
+    running.sort_unstable();
+    assert_eq!(running, [("alpha", "running"), ("beta", "running")]);
 
     // No change: one conditional GET, no unit touched, no Reload.
     let files_before = t.unit_files()?;
@@ -71,6 +232,68 @@ async fn agent_deploys_noops_restarts_only_changed_units_and_removes() -> Result
     assert_eq!(alpha["storePath"], c.v1.as_str());
     assert_eq!(alpha["profileGeneration"], 1);
     assert_eq!(status["lastTick"]["outcome"], "ok");
+    // The no-op tick ran no hook and posted nothing; it rewrote the metrics file, which a
+    // Prometheus parser reads and which says what `status --json` and the tick say.
+    assert_eq!(t.host().sh_ok("cat /tmp/hook.runs")?, "run\n");
+    assert_eq!(webhook.lock().map(|g| g.len()).unwrap_or_default(), 1);
+    let text = t.host().sh_ok("cat /var/lib/node-text/ferry.prom")?;
+    let mode = t.host().sh_ok("stat -c %a /var/lib/node-text/ferry.prom")?;
+    assert_eq!(mode.trim(), "644");
+    for svc in status["services"].as_array().context("no services")? {
+        let name = svc["name"].as_str().context("no name")?;
+        let path = svc["storePath"].as_str().context("no storePath")?;
+        let generation = status["manifestGeneration"]
+            .as_str()
+            .context("no generation")?;
+        let one = [("service", name)];
+        assert_eq!(
+            metric(
+                &text,
+                "ferry_service_info",
+                &[
+                    ("service", name),
+                    ("store_path", path),
+                    ("generation", generation)
+                ]
+            )?,
+            1.0
+        );
+        assert_eq!(svc["activeState"], "active");
+        assert_eq!(metric(&text, "ferry_service_healthy", &one)?, 1.0);
+        assert!(svc["quarantined"].is_null());
+        assert_eq!(metric(&text, "ferry_service_quarantined", &one)?, 0.0);
+        assert_eq!(
+            metric(&text, "ferry_service_last_change_timestamp_seconds", &one)?,
+            unix_seconds(&svc["appliedAt"])?
+        );
+    }
+    let outcome = status["lastTick"]["outcome"]
+        .as_str()
+        .context("no outcome")?;
+    assert_eq!(
+        metric(&text, "ferry_tick_outcome", &[("outcome", outcome)])?,
+        1.0
+    );
+    assert_eq!(metric(&text, "ferry_tick_exit_code", &[])?, 0.0);
+    let started = unix_seconds(&status["lastTick"]["at"])?;
+    assert_eq!(metric(&text, "ferry_tick_timestamp_seconds", &[])?, started);
+    assert_eq!(
+        metric(&text, "ferry_last_success_timestamp_seconds", &[])?,
+        started
+    );
+    // The pipeline's wall time holds the tick's own (status' durationMs) and more.
+    let duration = metric(&text, "ferry_tick_duration_seconds", &[])?;
+    let tick_ms = status["lastTick"]["durationMs"]
+        .as_f64()
+        .context("no durationMs")?;
+    assert!(duration * 1000.0 >= tick_ms, "{duration} s < {tick_ms} ms");
+    assert_eq!(metric(&text, "ferry_tick_bucket_requests", &[])?, 1.0);
+    let s = summary(&out)?;
+    assert_eq!(
+        metric(&text, "ferry_tick_peak_rss_bytes", &[])?,
+        (s.get("peakRssKiB")? * 1024) as f64
+    );
+    assert_eq!(metric(&text, "ferry_tick_services_changed", &[])?, 0.0);
     let plan = t.host().exec(&[AGENT, "plan"])?;
     assert_eq!(
         plan.status, 0,

@@ -65,6 +65,7 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "hostName",
             "interval",
             "manifestKeys",
+            "metrics.file",
             "package",
             "randomizedDelay",
             "region",
@@ -379,6 +380,115 @@ fn agent_accepts_the_modules_agent_toml() -> Result<()> {
         "s3://acme-deploys?endpoint=https://nyc3.digitaloceanspaces.com&region=nyc3"
     );
     assert_eq!(c["generationsToKeep"], 5);
+    Ok(())
+}
+
+/// With the node exporter enabled, agent.toml's `metrics.file` is `ferry.prom` in the
+/// directory the exporter's `--collector.textfile.directory` names (nixpkgs has no option
+/// for it: the flag sits in `extraFlags`, as one word, one string or two), the directory is
+/// writable in the agent's sandbox and made if missing; without that flag the module warns
+/// and writes no metrics; without the exporter nothing changes.
+#[test]
+fn metrics_go_to_the_node_exporters_textfile_directory() -> Result<()> {
+    let user = r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; }"#;
+    let with_flags = |flags: &str| {
+        eval_module_with(
+            user,
+            &format!("nodeExporter = true; nodeExporterFlags = {flags};"),
+        )
+    };
+    let dir = "/var/lib/prometheus-node-exporter-text-files";
+    for flags in [
+        format!(r#"["--collector.systemd" "--collector.textfile.directory={dir}"]"#),
+        format!(r#"["--collector.textfile.directory {dir}" "--collector.systemd"]"#),
+        format!(r#"["--collector.textfile.directory" "{dir}"]"#),
+    ] {
+        let eval = with_flags(&flags)?;
+        assert_eq!(
+            eval["agentToml"]["metrics"]["file"],
+            format!("{dir}/ferry.prom"),
+            "{flags}"
+        );
+        let service = &eval["config"]["systemd"]["services"]["ferry-agent"];
+        assert_eq!(
+            service["serviceConfig"]["ReadWritePaths"],
+            json!([
+                "/var/lib/ferry",
+                "/run/systemd/system",
+                "/nix/var/nix/profiles/ferry",
+                dir
+            ])
+        );
+        let rules = &eval["config"]["systemd"]["tmpfiles"]["rules"];
+        assert!(
+            rules
+                .as_array()
+                .is_some_and(|r| r.contains(&json!(format!("d {dir} - - - -")))),
+            "{rules}"
+        );
+        assert_eq!(eval["config"]["warnings"], json!([]));
+    }
+    // The exporter without a textfile directory: no metrics, and a warning saying what to add.
+    let eval = with_flags(r#"["--collector.systemd"]"#)?;
+    assert!(
+        eval["agentToml"].get("metrics").is_none(),
+        "{}",
+        eval["agentToml"]
+    );
+    let warnings = eval["config"]["warnings"].to_string();
+    assert!(
+        warnings.contains(
+            "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text-files"
+        ) && warnings.contains("services.prometheus.exporters.node.extraFlags"),
+        "{warnings}"
+    );
+    // No exporter: nothing about metrics at all.
+    let eval = eval_module(user)?;
+    assert!(eval["agentToml"].get("metrics").is_none());
+    assert_eq!(eval["config"]["warnings"], json!([]));
+    // Set by hand (the option or the freeform settings), the file's directory is writable.
+    for set in [
+        r#"metrics.file = "/srv/metrics/ferry.prom";"#,
+        r#"settings.metrics.file = "/srv/metrics/ferry.prom";"#,
+    ] {
+        let eval = eval_module(&format!(
+            r#"{{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; {set} }}"#
+        ))?;
+        assert_eq!(
+            eval["agentToml"]["metrics"]["file"],
+            "/srv/metrics/ferry.prom"
+        );
+        let rw = &eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"]["ReadWritePaths"];
+        assert!(
+            rw.as_array()
+                .is_some_and(|r| r.contains(&json!("/srv/metrics"))),
+            "{set}: {rw}"
+        );
+    }
+    // And the agent reads what the module wrote.
+    let eval = eval_module_with(
+        SPACES,
+        &format!(
+            r#"nodeExporter = true; nodeExporterFlags = ["--collector.textfile.directory={dir}"];"#
+        ),
+    )?;
+    let text = toml::to_string(&nix_common::json_to_toml(&eval["agentToml"], "agent.toml")?)?;
+    let tmp = tempfile::tempdir()?;
+    let path = tmp.path().join("agent.toml");
+    std::fs::write(&path, &text)?;
+    let agent = ferry_tests::agent_bed::agent_binary()?;
+    let output = Command::new(&agent)
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "--json"])
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "ferry-agent refused the module's agent.toml:\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(c["metrics"]["file"], format!("{dir}/ferry.prom"));
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use ferry_agent::config::Config;
 use ferry_agent::state::Outcome;
 use ferry_agent::state_file;
 use ferry_agent::tick::route::Routing;
-use ferry_agent::tick::{self, AfterSettings, RunReport, TickSettings};
+use ferry_agent::tick::{self, AfterSettings, Notify, RunReport, TickSettings};
 use ferry_agent::tick_lock::{LockError, TickLock};
 
 use super::runtime;
@@ -114,6 +114,12 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         drain: Duration::from_secs(config.timeouts.drain_sec),
         boot_sec: config.timeouts.boot_sec,
     };
+    let notify = Notify {
+        metrics_file: config.metrics.file.clone(),
+        hooks: config.hooks.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        every_sec: config.status.every_sec,
+    };
     let routing = Routing::from_config(&config.caddy).context("caddy.admin in agent.toml")?;
     let rt = runtime::runtime()?;
     let run = rt.block_on(async {
@@ -138,6 +144,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
                 &backends,
                 routing.as_ref(),
                 reporting.as_ref(),
+                &notify,
             )
             .await,
         )

@@ -14,7 +14,9 @@
 //! (`══▶`: state saved there. The pending mark is saved before the host changes, the
 //! recorded outcome before routing, and the whole tick last; a report due is written after
 //! that, and state saved again with when it was.) The tick's [`summary::TickSummary`] is
-//! made once the tick is saved; the report step and the verb read it. `record` comes before
+//! made once the tick is saved; the report step, the metrics and hooks steps after it
+//! (`metrics.file` rewritten; the hooks a tick that changed or failed something calls for)
+//! and the verb read it. Neither of the last two can fail the tick. `record` comes before
 //! `route`: routes are made from what state records as healthy, so a failed update keeps
 //! its route to the version that still runs.
 //!
@@ -28,6 +30,8 @@
 
 pub mod apply;
 pub mod fetch;
+pub mod hooks;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod record;
@@ -50,7 +54,9 @@ use crate::backend::status_store::StatusStore;
 use crate::backend::store::Store;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
+use crate::hooks::{Hooks, TickEvent};
 use crate::host_facts::FactSources;
+use crate::host_report::{self, Reporter};
 use crate::plan::Plan;
 use crate::policy::HostPolicy;
 use crate::rollback_hold::RollbackTarget;
@@ -102,6 +108,20 @@ pub struct AfterSettings {
     pub boot_sec: u64,
 }
 
+/// What the last two steps need: where the metrics go, which hooks run, and what the
+/// status document a webhook gets says about the agent when no status store is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Notify {
+    /// `metrics.file`; `None`: no metrics are written.
+    pub metrics_file: Option<PathBuf>,
+    /// `[hooks]`.
+    pub hooks: Hooks,
+    /// `ferry-agent --version`.
+    pub agent_version: String,
+    /// `status.everySec`.
+    pub every_sec: u64,
+}
+
 /// What a tick did.
 #[derive(Debug, Clone)]
 pub struct TickReport {
@@ -144,7 +164,7 @@ impl RunReport {
 
 /// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
 /// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save,
-/// report (saving again when state records the report).
+/// report (saving again when state records the report), metrics, hooks.
 pub async fn run<B, S, D, U, P, X, R>(
     settings: &TickSettings,
     after: AfterSettings,
@@ -152,6 +172,7 @@ pub async fn run<B, S, D, U, P, X, R>(
     b: &Backends<B, S, D, U, P>,
     routing: Option<&Routing<X>>,
     reporting: Option<&Reporting<R>>,
+    notify: &Notify,
 ) -> RunReport
 where
     B: ReadBucket,
@@ -225,6 +246,9 @@ where
         &mut report,
     )
     .await;
+    if report.outcome == Outcome::Ok {
+        state.last_ok_at = state.last_tick.as_ref().map(|t| t.at.clone());
+    }
     // Saving last: a state directory that cannot be written (full or read-only /var) must
     // not cost the services their restore, only the record of this tick.
     let saved = match &settings.checkpoint {
@@ -250,6 +274,39 @@ where
         {
             tracing::warn!("cannot save the state after reporting: {e:#}");
         }
+    }
+    // Metrics, then hooks: neither can fail the tick, a failure of either is a line.
+    if let Some(file) = &notify.metrics_file {
+        let figures = crate::metrics::figures(state, &summary, &notify.agent_version);
+        report
+            .lines
+            .extend(metrics::write(file, &crate::metrics::render(&figures)));
+    }
+    let event = TickEvent {
+        host: &settings.policy.host,
+        outcome: summary.outcome,
+        exit_code: i32::from(summary.exit_code),
+        generation: summary.generation.as_deref(),
+        changed: &summary.changed,
+        failed: &summary.failed,
+    };
+    if !notify.hooks.due(&event).is_empty() {
+        // The report just written, or the same document built for the webhook alone.
+        let status = match &reported {
+            Some(r) => r.status.clone(),
+            None => {
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let who = Reporter {
+                    host: &settings.policy.host,
+                    agent_version: &notify.agent_version,
+                    every_sec: notify.every_sec,
+                    now: &now,
+                };
+                host_report::build(state, &summary, &who)
+            }
+        };
+        let lines = hooks::after_tick(&notify.hooks, &event, &status).await;
+        report.lines.extend(lines);
     }
     RunReport {
         tick: report,

@@ -1,12 +1,14 @@
 //! The small vocabulary the pure core and the backends share: the systemd job a service
-//! needs, unit names and a unit's runtime state, and a proxy route. The planner, renderer
-//! and route computation produce these; the backends take them. Neither side imports the
-//! other: both import this.
+//! needs, unit names and a unit's runtime state, a proxy route, and how a hook run ended.
+//! The planner, renderer and route computation produce these; the backends take them.
+//! Neither side imports the other: both import this.
 
+pub mod hook;
 pub mod job;
 pub mod route;
 pub mod unit;
 
+pub use hook::HookRun;
 pub use job::Job;
 pub use route::Route;
 pub use unit::UnitState;
