@@ -229,6 +229,7 @@ impl State {
                 })
                 .collect(),
             decommission: Vec::new(),
+            rollout: None,
             signatures: None,
         }
     }
