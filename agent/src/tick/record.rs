@@ -251,8 +251,13 @@ fn status_events(
             (Event::Removed, String::new(), None)
         } else {
             let changed = p.action != Action::Unchanged;
+            let event = if changed {
+                Event::Restarted
+            } else {
+                Event::Running
+            };
             (
-                Event::Running,
+                event,
                 p.to.clone().unwrap_or_default(),
                 changed.then_some(&o.message),
             )
