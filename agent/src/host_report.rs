@@ -418,6 +418,8 @@ mod tests {
             changed: vec![],
             failed: vec!["web".into()],
             generation: Some(T0.into()),
+            status_requests: 0,
+            records_changed: false,
             message: Some("web: FAILED (update closure): failed health check".into()),
         }
     }

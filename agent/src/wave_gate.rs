@@ -20,7 +20,7 @@ use ferry_schema::host_status::{HostStatus, ServiceState};
 use ferry_schema::manifest::{OnStale, Rollout, Service};
 
 use crate::health::quarantine::unit_digest;
-use crate::state::Applied;
+use crate::state::{Applied, ServiceStatusRecord};
 
 /// A service whose new version waits on hosts of earlier waves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +351,23 @@ pub fn soak_end(manifest: &Manifest, name: &str, since: &str) -> Option<DateTime
     Some(parse(since)? + chrono::Duration::seconds(i64::from(rollout.soak_sec())))
 }
 
+/// Whether a service's soak ended since the last report (`reported_at`) and by `now`: the
+/// host reports then even on a quiet tick, so the hosts of later waves see the soak over
+/// without waiting for `status.everySec`.
+pub fn soak_ended(
+    manifest: &Manifest,
+    records: &BTreeMap<String, ServiceStatusRecord>,
+    reported_at: Option<&str>,
+    now: DateTime<Utc>,
+) -> bool {
+    let last = reported_at.and_then(parse);
+    records.iter().any(|(name, r)| {
+        r.state == ServiceState::Running
+            && soak_end(manifest, name, &r.since)
+                .is_some_and(|end| end <= now && last.is_none_or(|l| l < end))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,5 +688,47 @@ mod tests {
             soak_end(&manifest(V2, serde_json::Value::Null), "web", G2),
             None
         );
+    }
+
+    #[test]
+    fn a_host_reports_again_when_a_soak_ends() {
+        let m = manifest(V2, waves());
+        let records = BTreeMap::from([(
+            "web".to_owned(),
+            ServiceStatusRecord {
+                state: ServiceState::Running,
+                store_path: V2.into(),
+                since: "2026-12-01T10:01:00Z".into(),
+                message: None,
+            },
+        )]);
+        let reported = Some("2026-12-01T10:01:02Z");
+        assert!(!soak_ended(
+            &m,
+            &records,
+            reported,
+            t("2026-12-01T10:01:59Z")
+        ));
+        assert!(soak_ended(
+            &m,
+            &records,
+            reported,
+            t("2026-12-01T10:02:00Z")
+        ));
+        // Once reported after it, no more.
+        assert!(!soak_ended(
+            &m,
+            &records,
+            Some("2026-12-01T10:02:01Z"),
+            t("2026-12-01T10:09:00Z")
+        ));
+        // Without a rollout there is no soak to tell.
+        let plain = manifest(V2, serde_json::Value::Null);
+        assert!(!soak_ended(
+            &plain,
+            &records,
+            reported,
+            t("2026-12-01T10:09:00Z")
+        ));
     }
 }
