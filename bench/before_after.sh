@@ -127,6 +127,10 @@ done
 
 echo
 echo "no-op tick ($after against baseline $before, one bed host, taking turns)"
+# Built in AFTER's tree (with this checkout's example), so the bed writes the agent.toml
+# AFTER's tests write; both agents read that one file, so both revisions must accept it.
+cp bench/examples/agent_noop_tick.rs "$work/src-$after/bench/examples/"
+cd "$work/src-$after"
 cargo build --locked --quiet --release -p ferry-tests --bin ferry-testsvc
 FERRY_AGENT_BIN="$work/ferry-agent-$after" FERRY_AGENT_BASELINE_BIN="$work/ferry-agent-$before" \
     cargo run --locked --quiet --release -p ferry-bench --example agent_noop_tick
