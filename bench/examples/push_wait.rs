@@ -27,8 +27,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -38,9 +37,9 @@ use anyhow::{Context, Result, bail, ensure};
 use ferry_bench::stats::{Table, summarize};
 use ferry_tests::agent_bed::eventually;
 use ferry_tests::agent_config::{install_module_agent_config, module_unit_options};
+use ferry_tests::fleet_dev::FleetDev;
 use ferry_tests::module_unit::{self, AGENT};
-use ferry_tests::process::capture;
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, S3, TickSummary};
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary};
 use serde_json::{Value, json};
 
 /// The hosts' names in the manifest (bed hosts 0 and 1).
@@ -106,93 +105,22 @@ fn service(s: &Strategy, store_path: &str) -> Value {
     })
 }
 
-/// The developer: `ferry` with the deploy bucket's key in the environment and the status
-/// store's key as the `status` profile of a shared-credentials file.
-struct Dev {
-    ferry: PathBuf,
-    bucket_url: String,
-    status_url: String,
-    env: Vec<(&'static str, String)>,
-    key_file: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Dev {
-    fn new(ferry: PathBuf, deploy: &S3, status: &S3, key_file: &Path) -> Result<Dev> {
-        let dir = tempfile::tempdir()?;
-        let credentials = dir.path().join("credentials");
-        std::fs::write(
-            &credentials,
-            format!(
-                "[status]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                status.access_key, status.secret_key
-            ),
-        )?;
-        Ok(Dev {
-            ferry,
-            bucket_url: deploy.url(),
-            status_url: format!("{}&profile=status", status.url()),
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", deploy.access_key.clone()),
-                ("AWS_SECRET_ACCESS_KEY", deploy.secret_key.clone()),
-                (
-                    "AWS_SHARED_CREDENTIALS_FILE",
-                    credentials.to_string_lossy().into_owned(),
-                ),
-            ],
-            key_file: key_file.to_path_buf(),
-            dir,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.ferry);
-        cmd.args(args).arg("--bucket").arg(&self.bucket_url);
-        if matches!(args[0], "upload" | "push" | "publish") {
-            cmd.arg("--key-file").arg(&self.key_file);
-        }
-        if args.iter().any(|a| a.starts_with("--wait")) || args[0] == "status" {
-            cmd.arg("--status-bucket").arg(&self.status_url);
-        }
-        cmd.env("NO_COLOR", "1");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Runs `ferry ARGS`; fails with what it printed unless it exits 0.
-    fn ok(&self, args: &[&str]) -> Result<Output> {
-        let out = capture(&mut self.command(args), b"")?;
-        if !out.success() {
-            bail!(
-                "`ferry {}` exited {}:\n{}{}",
-                args.join(" "),
-                out.status,
-                out.stdout,
-                out.stderr
-            );
-        }
-        Ok(out)
-    }
-
-    /// Runs `ferry ARGS` and times it from launch to return.
-    fn timed(&self, args: &[&str]) -> Result<(Output, Instant, Instant)> {
-        let mut cmd = self.command(args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let launched = Instant::now();
-        let child = cmd.spawn().context("starting ferry")?;
-        let out = child.wait_with_output().context("waiting for ferry")?;
-        let returned = Instant::now();
-        let out = Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        Ok((out, launched, returned))
-    }
+/// Runs `ferry ARGS` and times it from launch to return.
+fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
+    let mut cmd = dev.command(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let launched = Instant::now();
+    let child = cmd.spawn().context("starting ferry")?;
+    let out = child.wait_with_output().context("waiting for ferry")?;
+    let returned = Instant::now();
+    let out = Output {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    Ok((out, launched, returned))
 }
 
 /// `GET /version` with `Host: domain` on `addr`; the body of a 200, else `None`.
@@ -245,7 +173,7 @@ struct Round {
 }
 
 /// One `ferry push service path --wait`, timed, with a poller on each host's Caddy.
-fn push(dev: &Dev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Result<Round> {
+fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Result<Round> {
     let addrs = [caddy(bed.host(0))?, caddy(bed.host(1))?];
     for (addr, name) in addrs.iter().zip(HOSTS) {
         if version(*addr, s.domain).as_deref() == Some(want) {
@@ -261,7 +189,7 @@ fn push(dev: &Dev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Result<Ro
         .map(|addr| first_answer(*addr, s.domain, want.to_owned(), stop.clone()))
         .collect();
     let args = ["push", s.service, path, WAIT];
-    let (out, launched, returned) = dev.timed(&args)?;
+    let (out, launched, returned) = timed(dev, &args)?;
     // A healthy report comes after the new version listens, so the pollers have seen it by
     // now unless something is wrong; give them a moment anyway.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -446,11 +374,11 @@ fn main() -> Result<()> {
     // Every tick from the timers' first on (whole seconds, so from the second before).
     let started = format!("@{}", unix_now()?.as_secs().saturating_sub(1));
     let run_started = Instant::now();
-    let dev = Dev::new(ferry.clone(), &deploy, &status, &closures.secret_key_file)?;
+    let dev = FleetDev::new(ferry.clone(), &deploy, &status, &closures.secret_key_file)?;
     let (v1, v2) = (closures.v1.as_str(), closures.v2.as_str());
     dev.ok(&["upload", v1])?;
     dev.ok(&["upload", v2])?;
-    let file = dev.dir.path().join("manifest.json");
+    let file = dev.dir().join("manifest.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&manifest([v1, v1]))?)?;
     dev.ok(&["publish", &file.to_string_lossy()])?;
     for (i, name) in HOSTS.iter().enumerate() {
