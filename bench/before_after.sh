@@ -4,6 +4,11 @@
 # in one run, reported as after ÷ before. Usage: bench/before_after.sh BEFORE [AFTER]
 # (AFTER defaults to HEAD). Issue 15's check: bench/before_after.sh 2d8d95d b350718.
 #
+# The planner is measured twice: in time (criterion) and in instructions (callgrind, via
+# bench/examples/plan_calls.rs, copied with bench/shared/plan_fixture.rs into each
+# revision's tree so both run the very same calls): instruction counts do not move with the
+# machine's load, so they settle a small difference that timings on a busy machine cannot.
+#
 # The profile: Cargo's stock release profile (no LTO, 16 codegen units) for both sides, so
 # the comparison is of the code and the builds take minutes, not the shipping profile's
 # fat LTO; BENCH_SHIPPING_PROFILE=1 uses the workspace's own [profile.release] instead.
@@ -53,6 +58,24 @@ build() {
         --message-format=json | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
     [ -n "$exe" ] || { echo "before_after: no plan benchmark built for $rev" >&2; exit 1; }
     cp "$exe" "$work/plan-$rev"
+    mkdir -p "$src/bench/shared"
+    cp bench/shared/plan_fixture.rs "$src/bench/shared/"
+    cp bench/examples/plan_calls.rs "$src/bench/examples/"
+    (cd "$src" && cargo build --locked --quiet --release -p ferry-bench --example plan_calls)
+    cp "$CARGO_TARGET_DIR/release/examples/plan_calls" "$work/plan_calls-$rev"
+}
+
+# Instructions of N calls of a case minus those of none: the calls alone.
+instructions() { # REV CASE N
+    local n total0 totaln
+    for n in 0 "$3"; do
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$work/plan_calls-$1" "$n" "$2" \
+            2>"$work/callgrind.err" || { cat "$work/callgrind.err" >&2; exit 1; }
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/callgrind.err" >"$work/callgrind.$n"
+    done
+    total0=$(cat "$work/callgrind.0")
+    totaln=$(cat "$work/callgrind.$3")
+    awk -v a="$total0" -v b="$totaln" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'
 }
 build "$before"
 build "$after"
@@ -62,7 +85,7 @@ build "$after"
 plan_run() {
     local rev=$1 round=$2 home="$work/criterion-$1-$2"
     rm -rf "$home"
-    CRITERION_HOME="$home" "$work/plan-$rev" --bench --noplot >/dev/null
+    CRITERION_HOME="$home" "$work/plan-$rev" --bench --noplot >/dev/null 2>&1
     find "$home" -path '*/new/estimates.json' | while read -r f; do
         name=$(sed -n 's/.*"title":"\([^"]*\)".*/\1/p' "$(dirname "$f")/benchmark.json")
         est=$(sed -n 's/.*"median":{"confidence_interval":{[^}]*},"point_estimate":\([0-9.e+-]*\).*/\1/p' "$f")
@@ -93,7 +116,21 @@ awk -F'\t' -v b="$before" -v a="$after" '
         printf "%-36s %12.1f %12.1f %15.3f\n", n, mb / 1000, ma / 1000, ma / mb } }' "$work/plan.tsv" | sort
 
 echo
+echo "plan, instructions per call (callgrind; the same calls, set-up not counted)"
+printf '%-36s %14s %14s %15s\n' benchmark "before" "after" "after ÷ before"
+for case in no-change one-changed; do
+    b=$(instructions "$before" "$case" 5)
+    a=$(instructions "$after" "$case" 5)
+    printf '%-36s %14s %14s %15s\n' "plan/1000 services, ${case/-/ }" "$b" "$a" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", a / b }')"
+done
+
+echo
 echo "no-op tick ($after against baseline $before, one bed host, taking turns)"
+# Built in AFTER's tree (with this checkout's example), so the bed writes the agent.toml
+# AFTER's tests write; both agents read that one file, so both revisions must accept it.
+cp bench/examples/agent_noop_tick.rs "$work/src-$after/bench/examples/"
+cd "$work/src-$after"
 cargo build --locked --quiet --release -p ferry-tests --bin ferry-testsvc
 FERRY_AGENT_BIN="$work/ferry-agent-$after" FERRY_AGENT_BASELINE_BIN="$work/ferry-agent-$before" \
     cargo run --locked --quiet --release -p ferry-bench --example agent_noop_tick

@@ -2,7 +2,6 @@
 //! hosts' reports in the status store until every host it names has answered it (applied
 //! it, healthy or not, or refused it), or until the timeout.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::fleet_reports::read_reports;
 use crate::fleet_view::{HostRow, Verdict, all_converged, settled, view};
 use crate::live_manifest::read_live;
 use crate::settings::{ConfigFile, StatusBucketArgs, open_status_bucket};
+use crate::wait_view::WaitView;
 
 /// How often the reports are read again while waiting.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -24,10 +24,11 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// The `--wait` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
-    /// After writing the manifest, follow the hosts' reports in the status store (every 2 s,
-    /// a line per change) until every host the manifest names has applied or refused it:
-    /// exit 0 when all run it healthy, 1 naming each failed host and service. After TIMEOUT
-    /// (default 10m; `--wait=90s`) exit 1 naming the hosts that did not answer.
+    /// After writing the manifest, follow the hosts' reports in the status store (every 2 s;
+    /// a live line per host on a terminal, else a line per change) until every host the
+    /// manifest names has applied or refused it: exit 0 when all run it healthy, 1 naming
+    /// each failed host and service. After TIMEOUT (default 10m; `--wait=90s`) exit 1
+    /// naming the hosts that did not answer.
     #[arg(
         long,
         value_name = "TIMEOUT",
@@ -72,7 +73,7 @@ impl Waiter {
     pub async fn follow(&self, manifest: &Manifest, bytes: &[u8]) -> Result<ExitCode> {
         let sha = manifest_sha256(bytes);
         let deadline = Instant::now() + self.timeout;
-        let mut shown: BTreeMap<String, String> = BTreeMap::new();
+        let mut shown = WaitView::for_stderr();
         let mut store_error: Option<String> = None;
         eprintln!(
             "waiting up to {} for the hosts of generation {} to report (status store {})",
@@ -89,7 +90,7 @@ impl Waiter {
                 Err(e) => {
                     let e = format!("{e:#}");
                     if store_error.as_ref() != Some(&e) {
-                        eprintln!("status store {}: {e} (trying again)", self.url);
+                        shown.note(&format!("status store {}: {e} (trying again)", self.url));
                     }
                     store_error = Some(e);
                     None
@@ -101,13 +102,10 @@ impl Waiter {
                     .filter(|r| r.verdict != Verdict::NotNamed)
                     .collect();
                 for r in &named {
-                    let line = describe(r);
-                    if shown.get(&r.host) != Some(&line) {
-                        eprintln!("{}: {line}", r.host);
-                        shown.insert(r.host.clone(), line);
-                    }
+                    shown.show(&r.host, &describe(r));
                 }
                 if named.iter().all(|r| settled(r)) {
+                    shown.finish();
                     return Ok(verdict(manifest, &rows));
                 }
                 if Instant::now() >= deadline {
@@ -116,6 +114,7 @@ impl Waiter {
                         .filter(|r| !settled(r))
                         .map(|r| format!("{} ({})", r.host, describe(r)))
                         .collect();
+                    shown.finish();
                     eprintln!(
                         "timed out after {}: no answer to generation {} from {}",
                         humantime::format_duration(self.timeout),
@@ -125,6 +124,7 @@ impl Waiter {
                     return Ok(ExitCode::from(EXIT_FAILED));
                 }
             } else if Instant::now() >= deadline {
+                shown.finish();
                 eprintln!(
                     "timed out after {}: the status store could not be read",
                     humantime::format_duration(self.timeout)

@@ -31,3 +31,4 @@ pub mod signing_key;
 pub mod starter;
 pub mod upload_plan;
 pub mod uploader;
+pub mod wait_view;

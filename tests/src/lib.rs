@@ -10,6 +10,7 @@ pub mod bed;
 pub mod binaries;
 pub mod cgroup;
 pub mod closures;
+pub mod fleet_dev;
 pub mod footprint;
 pub mod garage;
 pub mod host;

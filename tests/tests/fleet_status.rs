@@ -6,15 +6,14 @@
 //! are run by hand (`ferry-agent reconcile` in each host), so every step knows exactly
 //! which ticks happened.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferry_schema::host_status::manifest_sha256;
 use ferry_tests::agent_bed::{AGENT, agent_binary, summary};
 use ferry_tests::binaries::built_binary;
-use ferry_tests::process::capture;
+use ferry_tests::fleet_dev::FleetDev;
 use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, S3, install_agent_config};
 use serde_json::{Value, json};
 
@@ -23,90 +22,6 @@ const HOST_B: &str = "host-b";
 const WEB_PORT: u16 = 8300;
 /// Where each host keeps the status store's key.
 const STATUS_CREDENTIALS: &str = "/etc/ferry/status-credentials";
-
-/// The developer: `ferry` with the deploy bucket's key in the environment and the status
-/// store's key as the `status` profile of a shared-credentials file.
-struct Dev {
-    ferry: PathBuf,
-    bucket_url: String,
-    status_url: String,
-    env: Vec<(&'static str, String)>,
-    key_file: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Dev {
-    fn new(ferry: PathBuf, deploy: &S3, status: &S3, key_file: &Path) -> Result<Dev> {
-        let dir = tempfile::tempdir()?;
-        let credentials = dir.path().join("credentials");
-        std::fs::write(
-            &credentials,
-            format!(
-                "[status]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                status.access_key, status.secret_key
-            ),
-        )?;
-        Ok(Dev {
-            ferry,
-            bucket_url: deploy.url(),
-            status_url: format!("{}&profile=status", status.url()),
-            env: vec![
-                ("AWS_ACCESS_KEY_ID", deploy.access_key.clone()),
-                ("AWS_SECRET_ACCESS_KEY", deploy.secret_key.clone()),
-                (
-                    "AWS_SHARED_CREDENTIALS_FILE",
-                    credentials.to_string_lossy().into_owned(),
-                ),
-            ],
-            key_file: key_file.to_path_buf(),
-            dir,
-        })
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.ferry);
-        cmd.args(args).arg("--bucket").arg(&self.bucket_url);
-        if matches!(args[0], "upload" | "push" | "publish" | "rollback") {
-            cmd.arg("--key-file").arg(&self.key_file);
-        }
-        if args.iter().any(|a| a.starts_with("--wait")) || args[0] == "status" {
-            cmd.arg("--status-bucket").arg(&self.status_url);
-        }
-        cmd.env("NO_COLOR", "1");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Runs `ferry ARGS`, echoing what it printed; any exit status.
-    fn run(&self, args: &[&str]) -> Result<Output> {
-        let out = capture(&mut self.command(args), b"")?;
-        eprintln!(
-            "--- ferry {} (exit {})\n{}{}",
-            args.join(" "),
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-        Ok(out)
-    }
-
-    fn ok(&self, args: &[&str]) -> Result<Output> {
-        let out = self.run(args)?;
-        ensure!(out.success(), "`ferry {}` failed", args.join(" "));
-        Ok(out)
-    }
-
-    /// Starts `ferry ARGS` (a `--wait` that returns once the hosts answered).
-    fn spawn(&self, args: &[&str]) -> Result<Child> {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting ferry")
-    }
-}
 
 /// What a spawned `ferry` printed, once it returned (at most `limit` from now).
 fn finished(child: Child, what: &str, limit: Duration) -> Result<Output> {
@@ -257,13 +172,13 @@ async fn hosts_report_and_ferry_waits_for_them_sees_failures_silence_and_a_store
         &closures.public_key,
         5,
     )?;
-    let dev = Dev::new(ferry, &deploy, &status, &closures.secret_key_file)?;
+    let dev = FleetDev::new(ferry, &deploy, &status, &closures.secret_key_file)?;
 
     // v1 on both hosts; their first ticks report it.
     dev.ok(&["upload", &closures.v1])?;
     let manifest = json!({"version": 1, "generation": "2026-01-01T00:00:00Z",
                           "services": [web(&closures.v1)]});
-    let file = dev.dir.path().join("manifest.json");
+    let file = dev.dir().join("manifest.json");
     std::fs::write(&file, serde_json::to_vec_pretty(&manifest)?)?;
     dev.ok(&["publish", &file.to_string_lossy()])?;
     for (i, name) in [HOST_A, HOST_B].iter().enumerate() {

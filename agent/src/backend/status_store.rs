@@ -153,4 +153,45 @@ mod tests {
         assert!(err.to_string().contains("status.credentials.file"), "{err}");
         assert_eq!(store.requests(), 0);
     }
+
+    /// A status store that takes the connection and never answers (down behind a proxy, or
+    /// trickling on purpose) costs a tick at most the write's bound, then is a line.
+    #[tokio::test]
+    async fn a_silent_status_store_cannot_hold_the_tick() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and holds every connection, reading nothing and answering nothing.
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("status-credentials");
+        std::fs::write(
+            &creds,
+            "[default]\naws_access_key_id = GK1\naws_secret_access_key = s\n",
+        )
+        .unwrap();
+        let url = BucketUrl::parse(&format!(
+            "s3://status?endpoint=http://127.0.0.1:{port}&region=garage"
+        ))
+        .unwrap();
+        let mut status = Status::default();
+        status.credentials.file = Some(creds);
+        let bound = Duration::from_secs(2);
+        let store = StatusBucket::open(&url, &status, bound).await;
+        let started = std::time::Instant::now();
+        let err = store.put("hosts/a.json", b"{}".to_vec()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, BucketError::Unreachable(_)), "{err}");
+        assert!(err.to_string().contains("hosts/a.json"), "{err}");
+        assert!(took >= bound, "gave up before its bound: {took:?}");
+        assert!(
+            took < bound + Duration::from_secs(2),
+            "held the tick {took:?}"
+        );
+        silent.abort();
+    }
 }

@@ -1,0 +1,521 @@
+//! Benchmark (issue 16): `ferry push --wait` wall time, from the launch of `ferry push` to its
+//! return, against the moment the new version first answers through both hosts' Caddy;
+//! `restart` against `blue-green`; and the agent's no-op ticks with status reporting on.
+//! Run `bench/push_wait.sh` (root; `BENCH_ROUNDS`, default 5).
+//!
+//! Two bed hosts run the release-built `ferry-agent` from the systemd units the NixOS module
+//! renders (`ferry-agent.timer` every 5 s, no random delay), each reporting to a status store
+//! (a second Garage bucket with its own key, handed in through the module's
+//! `status.credentialsFile`). Both hosts run two services from the signed test closures, one
+//! per strategy, on their own domains. Each round is one `ferry push <service> <v1|v2>
+//! --wait` by the release-built `ferry` (the versions alternate, the strategies take turns),
+//! timed from its launch to its return; it must exit 0 saying every host runs the version
+//! healthy. Meanwhile one poller per host asks that host's Caddy for `/version` as the
+//! service's domain (a fresh connection every 5 ms): "serving on both hosts" is the later of
+//! the two first answers naming the new version — the baseline the wait for the reports adds
+//! to. `--wait` reads the reports every 2 s, and a host reports at the end of the tick that
+//! applied the version (after the health settle and, for blue-green, the drain).
+//!
+//! Both closures are uploaded before anything is timed, and one untimed push per strategy
+//! puts v2 in the hosts' stores. Between pushes the run waits for two no-op ticks on each
+//! host, then for an offset that steps through the timer interval from round to round (so
+//! the pushes do not all start at the same point of the hosts' timer cycles). At the end the
+//! hosts' journals give every tick's `tick:` line and whether it wrote a report: every no-op
+//! tick must have made exactly one bucket request (the manifest GET), and a quiet tick may
+//! write a report only `status.everySec` after the host's previous one.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferry_bench::stats::{Table, summarize};
+use ferry_tests::agent_bed::eventually;
+use ferry_tests::agent_config::{install_module_agent_config, module_unit_options};
+use ferry_tests::fleet_dev::FleetDev;
+use ferry_tests::module_unit::{self, AGENT};
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary};
+use serde_json::{Value, json};
+
+/// The hosts' names in the manifest (bed hosts 0 and 1).
+const HOSTS: [&str; 2] = ["host-a", "host-b"];
+/// The agent timer's interval.
+const INTERVAL: Duration = Duration::from_secs(5);
+/// `status.everySec`: the module's default, written out so the check below can name it.
+const EVERY_SEC: u64 = 300;
+/// Where each host keeps the status store's key (handed to the unit by `LoadCredential=`).
+const STATUS_CREDENTIALS: &str = "/etc/ferry/status-credentials";
+/// agent.toml additions: a 1 s settle and a 1 s drain, as in update_to_serving.
+const EXTRA: &str = "[timeouts]\nsettleSec = 1\ndrainSec = 1\nfetchSec = 10\n";
+/// `ferry push --wait`'s own timeout.
+const WAIT: &str = "--wait=120s";
+/// How long a wait for the hosts (first deploy, quiet ticks) may take.
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// One strategy under test: its service and domain.
+struct Strategy {
+    label: &'static str,
+    service: &'static str,
+    domain: &'static str,
+    port: u16,
+    blue_green: bool,
+}
+
+const STRATEGIES: [Strategy; 2] = [
+    Strategy {
+        label: "restart",
+        service: "plain",
+        domain: "restart.bench",
+        port: 8401,
+        blue_green: false,
+    },
+    Strategy {
+        label: "blue-green",
+        service: "web",
+        domain: "bg.bench",
+        port: 8411,
+        blue_green: true,
+    },
+];
+
+fn service(s: &Strategy, store_path: &str) -> Value {
+    let mut http = json!({"domain": s.domain, "path": "/", "internalPort": s.port});
+    let mut env = json!({});
+    if s.blue_green {
+        http["strategy"] = json!("blue-green");
+    } else {
+        env["PORT"] = json!(s.port.to_string());
+    }
+    json!({
+        "name": s.service,
+        "artifact": {"type": "nix-closure", "storePath": store_path},
+        "hosts": HOSTS,
+        "exec": {"command": "ferry-testsvc"},
+        "env": env,
+        "http": http,
+        "healthCheck": {
+            "type": "http", "path": "/health",
+            "startPeriodSec": 0, "intervalSec": 1, "timeoutSec": 1, "retries": 5,
+        },
+    })
+}
+
+/// Runs `ferry ARGS` and times it from launch to return.
+fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
+    let mut cmd = dev.command(args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let launched = Instant::now();
+    let child = cmd.spawn().context("starting ferry")?;
+    let out = child.wait_with_output().context("waiting for ferry")?;
+    let returned = Instant::now();
+    let out = Output {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    Ok((out, launched, returned))
+}
+
+/// `GET /version` with `Host: domain` on `addr`; the body of a 200, else `None`.
+fn version(addr: SocketAddr, domain: &str) -> Option<String> {
+    let timeout = Duration::from_millis(500);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET /version HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200 ").then(|| body.to_owned())
+}
+
+/// Polls until Caddy answers `want` for `domain` (or `stop` is set); the moment it did.
+fn first_answer(
+    addr: SocketAddr,
+    domain: &'static str,
+    want: String,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Option<Instant>> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if version(addr, domain).as_deref() == Some(want.as_str()) {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    })
+}
+
+fn caddy(host: &Host) -> Result<SocketAddr> {
+    format!("{}:80", host.ip())
+        .parse()
+        .context("the host's bridge address")
+}
+
+/// What one timed push measured.
+struct Round {
+    /// Push launch → the new version answering through the later of the two hosts' Caddy.
+    serving_ms: f64,
+    /// Push launch → `ferry push --wait` returned.
+    wait_ms: f64,
+}
+
+/// One `ferry push service path --wait`, timed, with a poller on each host's Caddy.
+fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Result<Round> {
+    let addrs = [caddy(bed.host(0))?, caddy(bed.host(1))?];
+    for (addr, name) in addrs.iter().zip(HOSTS) {
+        if version(*addr, s.domain).as_deref() == Some(want) {
+            bail!(
+                "{name} already serves {want} for {} before the push",
+                s.domain
+            );
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let pollers: Vec<_> = addrs
+        .iter()
+        .map(|addr| first_answer(*addr, s.domain, want.to_owned(), stop.clone()))
+        .collect();
+    let args = ["push", s.service, path, WAIT];
+    let (out, launched, returned) = timed(dev, &args)?;
+    // A healthy report comes after the new version listens, so the pollers have seen it by
+    // now unless something is wrong; give them a moment anyway.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pollers.iter().any(|p| !p.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut served = Vec::new();
+    for (poller, name) in pollers.into_iter().zip(HOSTS) {
+        let first = poller
+            .join()
+            .map_err(|_| anyhow::anyhow!("the poller of {name} panicked"))?;
+        served.push((name, first));
+    }
+    let said = format!(
+        "`ferry {}` (exit {}):\n{}{}",
+        args.join(" "),
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    if !out.success() {
+        bail!("{said}");
+    }
+    if !out.stderr.contains("runs healthy on all 2 host(s)") {
+        bail!("push --wait returned 0 without saying both hosts run it healthy: {said}");
+    }
+    let mut last = launched;
+    for (name, first) in served {
+        let first = first.with_context(|| {
+            format!(
+                "{name}'s Caddy never answered {want} for {} although {said}",
+                s.domain
+            )
+        })?;
+        last = last.max(first);
+    }
+    let ms = |to: Instant| to.duration_since(launched).as_secs_f64() * 1000.0;
+    Ok(Round {
+        serving_ms: ms(last),
+        wait_ms: ms(returned),
+    })
+}
+
+/// A tick the timer ran, from a host's journal.
+#[derive(Debug)]
+struct Tick {
+    host: &'static str,
+    /// When its `tick:` line was logged (µs since the epoch).
+    at_us: u64,
+    summary: TickSummary,
+    /// It wrote a report to the status store (a `status: reported to` line).
+    reported: bool,
+}
+
+/// The agent's lines in `host`'s journal since `since` (`@unix seconds`), with their times.
+fn journal_lines(host: &Host, since: &str) -> Result<Vec<(u64, String)>> {
+    let text = host.sh_ok(&format!(
+        "journalctl -q -u ferry-agent.service -o json --output-fields=MESSAGE,__REALTIME_TIMESTAMP --no-pager --since '{since}'"
+    ))?;
+    let mut lines = Vec::new();
+    for entry in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(entry)
+            .with_context(|| format!("a journal entry is not JSON: {entry}"))?;
+        // MESSAGE is an array of bytes when it is not printable text: not an agent line.
+        let (Some(at), Some(message)) = (v["__REALTIME_TIMESTAMP"].as_str(), v["MESSAGE"].as_str())
+        else {
+            continue;
+        };
+        let at: u64 = at
+            .parse()
+            .with_context(|| format!("a journal timestamp is not a number: {entry}"))?;
+        lines.push((at, message.to_owned()));
+    }
+    Ok(lines)
+}
+
+/// The ticks in `host`'s journal since `since`, oldest first.
+fn ticks(host: &Host, name: &'static str, since: &str) -> Result<Vec<Tick>> {
+    let mut ticks = Vec::new();
+    let mut reported = false;
+    for (at_us, line) in journal_lines(host, since)? {
+        if line.starts_with("status: reported to ") {
+            reported = true;
+        } else if line.starts_with("tick:") {
+            ticks.push(Tick {
+                host: name,
+                at_us,
+                summary: TickSummary::parse(&line)?,
+                reported,
+            });
+            reported = false;
+        }
+    }
+    Ok(ticks)
+}
+
+/// Waits until each host's timer has run `n` no-op ticks since `since`.
+fn quiet_ticks(bed: &Bed, since: &str, n: usize) -> Result<()> {
+    for (i, name) in HOSTS.iter().enumerate() {
+        let host = bed.host(i);
+        let mut seen = Vec::new();
+        eventually(&format!("{n} no-op ticks on {name}"), LIMIT, || {
+            seen = ticks(host, name, since)?;
+            let mut noops = 0;
+            for t in &seen {
+                noops += usize::from(t.summary.is_noop()?);
+            }
+            Ok(noops >= n)
+        })
+        .with_context(|| {
+            let seen: Vec<String> = seen.iter().map(|t| t.summary.to_string()).collect();
+            format!("{name}'s ticks since {since}: {seen:#?}")
+        })?;
+    }
+    Ok(())
+}
+
+fn unix_now() -> Result<Duration> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")
+}
+
+/// A `journalctl --since` value for the next whole second (nothing logged before now).
+fn since_now() -> Result<String> {
+    Ok(format!("@{}", unix_now()?.as_secs() + 1))
+}
+
+/// median / p90 / max of `values`, formatted.
+fn cells(values: &[f64], decimals: usize) -> Vec<String> {
+    match summarize(values) {
+        Some(s) => [s.median, s.p90, s.max]
+            .iter()
+            .map(|v| format!("{v:.decimals$}"))
+            .collect(),
+        None => vec!["-".to_owned(); 3],
+    }
+}
+
+fn manifest(versions: [&str; 2]) -> Value {
+    json!({
+        "version": 1,
+        "generation": "2026-01-01T00:00:00Z",
+        "services": [service(&STRATEGIES[0], versions[0]), service(&STRATEGIES[1], versions[1])],
+    })
+}
+
+fn main() -> Result<()> {
+    let rounds = ferry_bench::stats::rounds(5)?;
+    ensure!(rounds > 0, "BENCH_ROUNDS must be at least 1");
+    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+    let ferry = ferry_tests::workspace_binary("ferry", "FERRY_BIN")?;
+    let closures = Closures::get()?;
+    let bed = Bed::start(BedOptions {
+        hosts: 2,
+        bind_ro: vec![BindRo {
+            source: agent.clone(),
+            target: AGENT.into(),
+        }],
+        ..Default::default()
+    })?;
+    let deploy = bed.s3().clone();
+    let status = bed.add_bucket("ferry-status")?;
+    let key = [closures.public_key.clone()];
+    for (i, name) in HOSTS.iter().enumerate() {
+        let mut options = module_unit_options(&deploy, name, &key, &key, EXTRA, INTERVAL)?;
+        options["status"] = json!({
+            "bucket": status.url(),
+            "credentialsFile": STATUS_CREDENTIALS,
+            "everySec": EVERY_SEC,
+        });
+        let host = bed.host(i);
+        host.put_bytes(
+            STATUS_CREDENTIALS,
+            status.credentials_text().as_bytes(),
+            0o600,
+        )?;
+        install_module_agent_config(host, &deploy, &options)?;
+        module_unit::install(host, &options)?;
+    }
+    // Every tick from the timers' first on (whole seconds, so from the second before).
+    let started = format!("@{}", unix_now()?.as_secs().saturating_sub(1));
+    let run_started = Instant::now();
+    let dev = FleetDev::new(ferry.clone(), &deploy, &status, &closures.secret_key_file)?;
+    let (v1, v2) = (closures.v1.as_str(), closures.v2.as_str());
+    dev.ok(&["upload", v1])?;
+    dev.ok(&["upload", v2])?;
+    let file = dev.dir().join("manifest.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&manifest([v1, v1]))?)?;
+    dev.ok(&["publish", &file.to_string_lossy()])?;
+    for (i, name) in HOSTS.iter().enumerate() {
+        let addr = caddy(bed.host(i))?;
+        for s in &STRATEGIES {
+            eventually(
+                &format!("{} v1 through {name}'s Caddy", s.service),
+                LIMIT,
+                || Ok(version(addr, s.domain).as_deref() == Some("1.0.0")),
+            )?;
+        }
+    }
+    quiet_ticks(&bed, &since_now()?, 2)?;
+    eprintln!(
+        "both services run v1 on both hosts ({:.0} s)",
+        run_started.elapsed().as_secs_f64()
+    );
+
+    let answer = |path: &str| if path == v1 { "1.0.0" } else { "2.0.0" };
+    let mut versions = [v1, v1];
+    let mut measured: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    // Round 0 of each strategy is the untimed warm-up (v2 into the hosts' stores).
+    for round in 0..=rounds {
+        for (i, s) in STRATEGIES.iter().enumerate() {
+            // Step through the timer's cycle: round r starts (r-1)/rounds of an interval
+            // after the hosts' quiet ticks were seen.
+            let offset = INTERVAL.mul_f64(round.saturating_sub(1) as f64 / rounds as f64);
+            std::thread::sleep(offset);
+            versions[i] = if versions[i] == v1 { v2 } else { v1 };
+            let r = push(&dev, &bed, s, versions[i], answer(versions[i]))
+                .with_context(|| format!("{} round {round}", s.label))?;
+            eprintln!(
+                "{} round {round}{}: serving on both hosts {:.0} ms, --wait returned {:.0} ms",
+                s.label,
+                if round == 0 { " (warm-up)" } else { "" },
+                r.serving_ms,
+                r.wait_ms
+            );
+            if round > 0 {
+                measured[i].push(r);
+            }
+            quiet_ticks(&bed, &since_now()?, 2)?;
+        }
+    }
+    let run_secs = run_started.elapsed().as_secs_f64();
+
+    // The ticks: every no-op tick made one request; a quiet tick reported only when due.
+    let mut all = Vec::new();
+    for (i, name) in HOSTS.iter().enumerate() {
+        all.extend(ticks(bed.host(i), name, &started)?);
+    }
+    let mut noop_requests = Vec::new();
+    let mut noop_ms = Vec::new();
+    let mut quiet_reports = Vec::new();
+    let mut last_report: BTreeMap<&str, u64> = BTreeMap::new();
+    all.sort_by_key(|t| t.at_us);
+    for t in &all {
+        if t.summary.is_noop()? {
+            let requests = t.summary.get("requests")?;
+            ensure!(
+                requests == 1,
+                "a no-op tick on {} made {requests} bucket requests, not 1: {}",
+                t.host,
+                t.summary
+            );
+            noop_requests.push(requests as f64);
+            noop_ms.push(t.summary.get("ms")? as f64);
+            if t.reported {
+                let since_last = last_report
+                    .get(t.host)
+                    .map(|prev| (t.at_us.saturating_sub(*prev)) / 1_000_000);
+                ensure!(
+                    since_last.is_none_or(|s| s + 1 >= EVERY_SEC),
+                    "a quiet tick on {} reported {since_last:?} s after the previous report (everySec {EVERY_SEC}): {}",
+                    t.host,
+                    t.summary
+                );
+                quiet_reports.push(t);
+            }
+        }
+        if t.reported {
+            last_report.insert(t.host, t.at_us);
+        }
+    }
+    let deploying = all
+        .iter()
+        .filter(|t| t.summary.get("unitsTouched").unwrap_or(0) > 0);
+    let reported_deploys = deploying.clone().filter(|t| t.reported).count();
+    let deploying = deploying.count();
+
+    println!(
+        "{rounds} pushes per strategy (v1 ↔ v2, one service on 2 hosts, after one untimed push each) with {} and {}; each host's agent from the module's timer every {} s, reporting to a status store (everySec {EVERY_SEC}); health: first probe at once, then every 1 s, settle 1 s; drain 1 s; --wait reads the reports every 2 s\n",
+        ferry.display(),
+        agent.display(),
+        INTERVAL.as_secs()
+    );
+    let mut table = Table::new(&["from `ferry push` launch, ms", "median", "p90", "max"]);
+    for (i, s) in STRATEGIES.iter().enumerate() {
+        let rs = &measured[i];
+        let serving: Vec<f64> = rs.iter().map(|r| r.serving_ms).collect();
+        let wait: Vec<f64> = rs.iter().map(|r| r.wait_ms).collect();
+        let overhead: Vec<f64> = rs.iter().map(|r| r.wait_ms - r.serving_ms).collect();
+        let ratio: Vec<f64> = rs.iter().map(|r| r.wait_ms / r.serving_ms).collect();
+        let mut row = |what: String, values: Vec<String>| {
+            let mut cells = vec![what];
+            cells.extend(values);
+            table.row(cells);
+        };
+        row(
+            format!("{}: new version via Caddy on both hosts", s.label),
+            cells(&serving, 0),
+        );
+        row(
+            format!("{}: `ferry push --wait` returns", s.label),
+            cells(&wait, 0),
+        );
+        row(
+            format!("{}:   --wait − serving (waiting for reports)", s.label),
+            cells(&overhead, 0),
+        );
+        row(format!("{}:   --wait ÷ serving", s.label), cells(&ratio, 2));
+    }
+    print!("{}", table.render());
+    let mut ticks_table = Table::new(&["timer ticks", "count", "median", "p90", "max"]);
+    let count = noop_requests.len().to_string();
+    let mut row = vec!["no-op ticks: bucket requests".to_owned(), count.clone()];
+    row.extend(cells(&noop_requests, 0));
+    ticks_table.row(row);
+    let mut row = vec!["no-op ticks: wall ms".to_owned(), count];
+    row.extend(cells(&noop_ms, 0));
+    ticks_table.row(row);
+    println!();
+    print!("{}", ticks_table.render());
+    println!(
+        "\n{} ticks on 2 hosts in {run_secs:.0} s; {deploying} touched units ({reported_deploys} of them reported); quiet ticks that wrote a report: {} (due only every {EVERY_SEC} s)",
+        all.len(),
+        quiet_reports.len()
+    );
+    Ok(())
+}

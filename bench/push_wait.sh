@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `ferry push --wait` wall time (launch to return) against the new version first answering
+# through both hosts' Caddy, restart and blue-green, with two bed hosts running the
+# release-built ferry-agent from the NixOS module's timer (every 5 s) and reporting to a
+# status store: median/p90/max of BENCH_ROUNDS pushes per strategy (default 5), and the
+# no-op ticks' bucket requests with status reporting on (must be 1).
+# Installs what the bed needs (idempotent), builds release, prints a table. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench/push_wait.sh: run as root: the benchmark runs on the test bed" >&2
+    exit 2
+fi
+tests/bed/install.sh >/dev/null
+cargo build --locked --quiet --release -p ferry-agent --bin ferry-agent -p ferry-tests --bin ferry-testsvc -p ferry-pusher --bin ferry
+exec cargo run --locked --quiet --release -p ferry-bench --example push_wait
