@@ -37,6 +37,10 @@ pub struct ServiceEvent {
 pub enum Event {
     /// Runs healthy.
     Running,
+    /// Runs healthy, started or restarted by this tick: a new running period, so `since`
+    /// starts again even when the store path is the same (a configuration change), which
+    /// the waves' soak is measured from.
+    Restarted,
     /// Its new version failed and the previous one runs again.
     RolledBack,
     /// It failed with nothing to put back (or its removal failed).
@@ -48,6 +52,10 @@ pub enum Event {
     /// Not applied yet: a dependency failed, the tick ran out of time, or the state could
     /// not be saved first.
     Pending,
+    /// Kept on its current version until the earlier waves report the new one healthy.
+    Waiting,
+    /// Kept on its current version: an earlier wave reported the new one failed.
+    Halted,
     /// Removed from the host.
     Removed,
 }
@@ -86,7 +94,7 @@ fn next(
 ) -> Option<ServiceStatusRecord> {
     let state = match e.event {
         Event::Removed => return None,
-        Event::Running if !trusted && prev.is_some() => return prev,
+        Event::Running | Event::Restarted if !trusted && prev.is_some() => return prev,
         Event::Held
             if prev.as_ref().is_some_and(|p| {
                 matches!(p.state, ServiceState::RolledBack | ServiceState::Failed)
@@ -94,12 +102,22 @@ fn next(
         {
             return prev;
         }
+        Event::Restarted => {
+            return Some(ServiceStatusRecord {
+                state: ServiceState::Running,
+                store_path: e.store_path,
+                since: at.to_owned(),
+                message: e.message,
+            });
+        }
         Event::Running => ServiceState::Running,
         Event::RolledBack => ServiceState::RolledBack,
         Event::Failed => ServiceState::Failed,
         Event::Held => ServiceState::Quarantined,
         Event::Refused => ServiceState::Refused,
         Event::Pending => ServiceState::Pending,
+        Event::Waiting => ServiceState::Waiting,
+        Event::Halted => ServiceState::Halted,
     };
     Some(match prev {
         Some(p) if p.state == state && p.store_path == e.store_path => ServiceStatusRecord {
@@ -400,6 +418,8 @@ mod tests {
             changed: vec![],
             failed: vec!["web".into()],
             generation: Some(T0.into()),
+            status_requests: 0,
+            records_changed: false,
             message: Some("web: FAILED (update closure): failed health check".into()),
         }
     }

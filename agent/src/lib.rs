@@ -2,7 +2,7 @@
 //! pipeline (`tick`: fetch → verify → observe → plan → apply → record → route → retire →
 //! report → metrics → hooks). The pure core (`plan`, `render`, `routes`, `policy`,
 //! `health::spec`, `health::quarantine`, `state`, `tick::summary`, `host_report`, `metrics`,
-//! `hooks`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary
+//! `hooks`, `wave_gate`) does no I/O; the backends (`backend`) do, behind traits over the vocabulary
 //! both sides share (`vocab`). `tests/architecture.rs` keeps it so.
 
 // Tests may panic on unexpected errors: that is how they fail.
@@ -31,6 +31,7 @@ pub mod tick;
 pub mod tick_lock;
 pub mod verify;
 pub mod vocab;
+pub mod wave_gate;
 
 /// Prefix of every unit and route the agent owns.
 pub const UNIT_PREFIX: &str = "ferry-";

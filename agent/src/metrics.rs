@@ -661,6 +661,8 @@ ferry_last_success_timestamp_seconds 1796119000
             changed: vec!["up".into()],
             failed: vec!["back".into(), "new".into()],
             generation: Some("7".into()),
+            status_requests: 0,
+            records_changed: false,
             message: None,
         };
         let f = super::figures(&state, &summary, "0.1.0");

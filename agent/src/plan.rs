@@ -616,6 +616,7 @@ mod tests {
             generation: "2025-01-01T00:00:00Z".into(),
             services,
             decommission: Vec::new(),
+            rollout: None,
             signatures: None,
         }
     }

@@ -158,6 +158,7 @@ mod tests {
             generation: generation.into(),
             services,
             decommission: Vec::new(),
+            rollout: None,
             signatures: None,
         }
     }

@@ -78,6 +78,21 @@ pub struct State {
     /// A report is owed: the last write failed, so the next tick writes one whatever it did.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub report_owed: bool,
+    /// The reports of the hosts of earlier waves the wave gate last read, by host, with
+    /// their ETags: the next read is a conditional GET. Only while a service waits on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub wave_reports: BTreeMap<String, WaveReport>,
+}
+
+/// A report of a host of an earlier wave, as the wave gate last read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WaveReport {
+    /// Its ETag, for the next conditional GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The report.
+    pub report: ferry_schema::host_status::HostStatus,
 }
 
 /// Where one service stands, as the status report says it.
@@ -182,6 +197,7 @@ impl Default for State {
             service_status: BTreeMap::new(),
             reported_at: None,
             report_owed: false,
+            wave_reports: BTreeMap::new(),
         }
     }
 }
@@ -229,6 +245,7 @@ impl State {
                 })
                 .collect(),
             decommission: Vec::new(),
+            rollout: None,
             signatures: None,
         }
     }

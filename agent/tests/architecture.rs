@@ -30,6 +30,7 @@ const PURE_CORE: &[&str] = &[
     "metrics",
     "hooks",
     "host_report",
+    "wave_gate",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.

@@ -20,6 +20,7 @@ pub fn synthetic_manifest(n: usize) -> Manifest {
         generation: "2025-01-15T12:34:56Z".to_owned(),
         services: (0..n).map(synthetic_service).collect(),
         decommission: Vec::new(),
+        rollout: None,
         signatures: None,
     }
 }
@@ -67,6 +68,7 @@ fn synthetic_service(i: usize) -> Service {
         }),
         revision: Some(format!("rev{i}")),
         health_check: None,
+        rollout: None,
         depends_on: (i % 10 == 9).then(|| vec![format!("svc-{}", i - 1)]),
         name,
     }

@@ -218,14 +218,24 @@ fn judge(
         return (verdict, vec![why]);
     }
     let by_name: BTreeMap<&str, _> = r.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    // Pending, or waiting for the earlier waves of its rollout: on its way, not an answer
+    // (a halted service is one: it falls through to the problems below, failing).
     let pending: Vec<String> = want
         .keys()
-        .filter(|n| {
-            by_name
-                .get(n.as_str())
-                .is_some_and(|s| s.state == ServiceState::Pending)
+        .filter_map(|n| {
+            let s = by_name.get(n.as_str())?;
+            match s.state {
+                ServiceState::Pending => Some(format!("{n}: pending")),
+                ServiceState::Waiting => Some(format!(
+                    "{n}: waiting{}",
+                    s.message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                )),
+                _ => None,
+            }
         })
-        .map(|n| format!("{n}: pending"))
         .collect();
     if !pending.is_empty() {
         return (Verdict::Behind, pending);
@@ -564,6 +574,56 @@ mod tests {
             (Verdict::Behind, &["web: pending".to_owned()][..])
         );
         assert!(!settled(&rows[0]));
+    }
+
+    /// A service waiting for an earlier wave is on its way (behind, not settled); one an
+    /// earlier wave's failure halted is an answer: failing, naming why.
+    #[test]
+    fn waiting_is_behind_and_halted_is_failing() {
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            "a".into(),
+            report(
+                "a",
+                "2026-12-01T10:04:30Z",
+                "live",
+                vec![web(
+                    ServiceState::Waiting,
+                    OLD,
+                    Some("web: wave 2: waiting"),
+                )],
+            ),
+        );
+        reports.insert(
+            "b".into(),
+            report(
+                "b",
+                "2026-12-01T10:04:30Z",
+                "live",
+                vec![web(
+                    ServiceState::Halted,
+                    OLD,
+                    Some("canary reports web rolled-back"),
+                )],
+            ),
+        );
+        let rows = view(&manifest(), "live", &reports, now());
+        assert_eq!(
+            (rows[0].verdict, rows[0].problems.as_slice()),
+            (
+                Verdict::Behind,
+                &["web: waiting: web: wave 2: waiting".to_owned()][..]
+            )
+        );
+        assert!(!settled(&rows[0]));
+        assert_eq!(
+            (rows[1].verdict, rows[1].problems.as_slice()),
+            (
+                Verdict::Failing,
+                &["web: halted: canary reports web rolled-back".to_owned()][..]
+            )
+        );
+        assert!(settled(&rows[1]));
     }
 
     #[test]

@@ -126,8 +126,15 @@ pub enum ServiceState {
     Quarantined,
     /// The host's policy refused it.
     Refused,
-    /// Not applied yet (waiting for a dependency, a wave or the next tick).
+    /// Not applied yet (waiting for a dependency or the next tick).
     Pending,
+    /// Keeps its current version until the hosts of the earlier waves of its `rollout`
+    /// report the new one healthy for `soakSec` (the message says for whom). Not a failure.
+    Waiting,
+    /// Keeps its current version because a host of an earlier wave reported the new one
+    /// failed or rolled back (the message names the host); the next generation starts the
+    /// waves again.
+    Halted,
 }
 
 impl ServiceState {
@@ -140,6 +147,8 @@ impl ServiceState {
             ServiceState::Quarantined => "quarantined",
             ServiceState::Refused => "refused",
             ServiceState::Pending => "pending",
+            ServiceState::Waiting => "waiting",
+            ServiceState::Halted => "halted",
         }
     }
 }
@@ -301,6 +310,8 @@ mod tests {
             ServiceState::Quarantined,
             ServiceState::Refused,
             ServiceState::Pending,
+            ServiceState::Waiting,
+            ServiceState::Halted,
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }

@@ -33,6 +33,12 @@ pub struct Manifest {
     /// listed here must not be in any service's `hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decommission: Vec<String>,
+    /// Health-gated waves for every service (a service's own `rollout` replaces it): a host
+    /// applies a new version only once the hosts of the waves before its own report it
+    /// healthy. Absent: every host applies as soon as it sees the manifest. An agent older
+    /// than this field refuses the whole manifest, so a wave is never skipped by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// Signatures over the RFC 8785 canonical form of this manifest without this field,
     /// each `keyname:base64` (ed25519, Nix key format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +84,113 @@ pub struct Service {
     /// Names of services in this manifest that must be healthy before this one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<String>>,
+    /// This service's own waves, in place of the manifest's `rollout` (whole, not field by
+    /// field). `{"waves": [["*"]]}` lets every host apply at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// Upper bound for `rollout.soakSec`: a day.
+pub const MAX_SOAK_SEC: u32 = 86_400;
+
+/// Upper bound for `rollout.staleSec`: a week.
+pub const MAX_STALE_SEC: u32 = 604_800;
+
+/// Default `rollout.soakSec`.
+pub const DEFAULT_SOAK_SEC: u32 = 60;
+
+/// Default `rollout.staleSec`: three of the agents' default report intervals
+/// (`status.everySec`, 300), the age at which `ferry status` calls a report stale.
+pub const DEFAULT_STALE_SEC: u32 = 900;
+
+/// Health-gated waves across hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rollout {
+    /// Ordered waves, each a list of host names or patterns (`*` matches any run of
+    /// characters: `web-*`, `*`). A host belongs to the first wave that matches it and
+    /// applies a new version once every host of the earlier waves that runs the service
+    /// has reported it healthy for `soakSec`.
+    pub waves: Vec<Vec<String>>,
+    /// Seconds a host of an earlier wave must have run the new version healthy, as its own
+    /// report shows, before the next wave applies it (default 60, at most 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_SOAK_SEC))]
+    pub soak_sec: Option<u32>,
+    /// Seconds after which a host of an earlier wave that has not reported the new version
+    /// (no report, or none since the manifest was published) counts as not answering
+    /// (default 900, 1-604800; keep it above the hosts' `status.everySec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_STALE_SEC))]
+    pub stale_sec: Option<u32>,
+    /// What later waves do about a host that does not answer: `wait` (default) holds them,
+    /// `skip` goes on without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stale: Option<OnStale>,
+}
+
+impl Rollout {
+    /// `soakSec` with its default.
+    pub fn soak_sec(&self) -> u32 {
+        self.soak_sec.unwrap_or(DEFAULT_SOAK_SEC)
+    }
+
+    /// `staleSec` with its default.
+    pub fn stale_sec(&self) -> u32 {
+        self.stale_sec.unwrap_or(DEFAULT_STALE_SEC)
+    }
+
+    /// `onStale` with its default.
+    pub fn on_stale(&self) -> OnStale {
+        self.on_stale.unwrap_or_default()
+    }
+
+    /// The index of the first wave that matches `host`, if any.
+    pub fn wave_of(&self, host: &str) -> Option<usize> {
+        self.waves
+            .iter()
+            .position(|wave| wave.iter().any(|p| wave_pattern_matches(p, host)))
+    }
+}
+
+/// What later waves do about a host of an earlier wave that does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStale {
+    /// Hold later waves until the host answers.
+    #[default]
+    Wait,
+    /// Go on without the host once `staleSec` has passed.
+    Skip,
+}
+
+impl OnStale {
+    /// The name as written in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStale::Wait => "wait",
+            OnStale::Skip => "skip",
+        }
+    }
+}
+
+/// Whether a wave entry (a host name, or a pattern where `*` matches any run of
+/// characters, none included) matches `host`.
+pub fn wave_pattern_matches(pattern: &str, host: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return pattern == host;
+    };
+    let Some(mut rest) = host.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// The deployable artifact.
@@ -283,4 +396,29 @@ pub enum HealthCheckKind {
     Tcp,
     /// No probe: the unit being active and not restarting is enough.
     None,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wave_patterns_match_like_shell_globs_with_star_only() {
+        for (p, h, yes) in [
+            ("web-1", "web-1", true),
+            ("web-1", "web-10", false),
+            ("*", "anything", true),
+            ("web-*", "web-", true),
+            ("web-*", "web-eu-1", true),
+            ("web-*", "db-1", false),
+            ("*-1", "web-1", true),
+            ("*-1", "web-2", false),
+            ("w*b*1", "web-1", true),
+            ("w*b*1", "wb1", true),
+            ("a*a", "a", false),
+            ("*eu*", "web-eu-1", true),
+        ] {
+            assert_eq!(wave_pattern_matches(p, h), yes, "{p} vs {h}");
+        }
+    }
 }

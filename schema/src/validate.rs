@@ -12,6 +12,7 @@ mod budget;
 mod decommission;
 mod depends;
 mod report;
+mod rollout;
 mod routes;
 mod salvage;
 mod service;
@@ -191,6 +192,7 @@ fn check_typed(m: &Manifest, report: &mut Report) {
     top::check_signatures(m.signatures.as_deref(), report);
     check_services(&services, report);
     decommission::check(&m.decommission, &services, report);
+    rollout::check(m.rollout.as_ref(), &services, &m.decommission, report);
 }
 
 /// Runs the semantic checks on whatever parts of an ill-shaped document have the right
@@ -226,6 +228,12 @@ fn check_partial(value: &Value, report: &mut Report) {
     }
     check_services(&services, report);
     decommission::check(&decommission, &services, report);
+    // A rollout the schema layer refused is left out.
+    let rollout = value
+        .get("rollout")
+        .filter(|_| !bad.iter().any(|p| p.starts_with("/rollout")))
+        .and_then(|v| crate::manifest::Rollout::deserialize(v).ok());
+    rollout::check(rollout.as_ref(), &services, &decommission, report);
 }
 
 fn check_services(services: &[(usize, &Service)], report: &mut Report) {

@@ -560,6 +560,69 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "/decommission",
             "write a JSON array",
         ),
+        (
+            "rollout without waves",
+            vec![Set("/rollout", json!({"waves": []}))],
+            "/rollout/waves",
+            "waves is empty",
+        ),
+        (
+            "an empty wave",
+            vec![Set("/rollout", json!({"waves": [["biz"], []]}))],
+            "/rollout/waves/1",
+            "wave 1 is empty",
+        ),
+        (
+            "a misspelt canary",
+            vec![Set("/rollout", json!({"waves": [["bix"], ["*"]]}))],
+            "/rollout/waves/0/0",
+            "names host `bix`, which no service of the manifest runs on",
+        ),
+        (
+            "a wave entry that is no host name",
+            vec![Set("/rollout", json!({"waves": [["Web 1"], ["*"]]}))],
+            "/rollout/waves/0/0",
+            "neither a host name nor a pattern",
+        ),
+        (
+            "a host of a gated service in no wave",
+            vec![
+                Set("/services/0/hosts", json!(["biz", "web-1"])),
+                Set("/rollout", json!({"waves": [["biz"]]})),
+            ],
+            "/services/0/hosts/1",
+            "host `web-1` is in no wave of the manifest's rollout",
+        ),
+        (
+            "a service's own rollout without its host",
+            vec![Set("/services/0/rollout", json!({"waves": [["web-*"]]}))],
+            "/services/0/hosts/0",
+            "in no wave of its own rollout",
+        ),
+        (
+            "onStale not wait or skip",
+            vec![Set("/rollout", json!({"waves": [["*"]], "onStale": "go"}))],
+            "/rollout/onStale",
+            "use one of",
+        ),
+        (
+            "soakSec over a day",
+            vec![Set("/rollout", json!({"waves": [["*"]], "soakSec": 86401}))],
+            "/rollout/soakSec",
+            "86400",
+        ),
+        (
+            "staleSec zero",
+            vec![Set("/rollout", json!({"waves": [["*"]], "staleSec": 0}))],
+            "/rollout/staleSec",
+            "under the minimum",
+        ),
+        (
+            "a misspelt rollout field",
+            vec![Set("/rollout", json!({"waves": [["*"]], "soakSecs": 5}))],
+            "/rollout/soakSecs",
+            "did you mean `soakSec`?",
+        ),
     ]
 }
 
@@ -609,6 +672,56 @@ fn decommission_beside_services_elsewhere_is_valid() {
         serde_json::to_value(&plain)
             .unwrap()
             .get("decommission")
+            .is_none()
+    );
+}
+
+/// Waves that are allowed but probably not meant are warnings; a good rollout is valid,
+/// round-trips and stays out of a manifest without one.
+#[test]
+fn rollout_warnings_and_a_valid_rollout() {
+    let mut doc = example();
+    set(
+        &mut doc,
+        "/services/0/hosts",
+        json!(["biz", "web-1", "web-2"]),
+    );
+    set(
+        &mut doc,
+        "/rollout",
+        json!({"waves": [["biz"], ["web-*", "db-*"], ["web-1"], ["*"], ["web-*"]], "soakSec": 5, "onStale": "skip"}),
+    );
+    let v = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP).unwrap();
+    let at = |pointer: &str, text: &str| {
+        assert!(
+            v.warnings
+                .iter()
+                .any(|p| p.pointer == pointer && p.message.contains(text)),
+            "no warning at {pointer} with {text:?}: {:#?}",
+            v.warnings
+        );
+    };
+    at("/rollout/waves/1/1", "pattern `db-*` matches no host");
+    at("/rollout/waves/2", "wave 2 has no host of its own");
+    at("/rollout/waves/4/0", "listed twice");
+    let r = v.manifest.rollout.as_ref().unwrap();
+    assert_eq!(r.wave_of("biz"), Some(0));
+    assert_eq!(r.wave_of("web-2"), Some(1));
+    assert_eq!(r.wave_of("other"), Some(3));
+    assert_eq!((r.soak_sec(), r.stale_sec()), (5, 900));
+    assert_eq!(r.on_stale(), ferry_schema::manifest::OnStale::Skip);
+    let back: Value = serde_json::to_value(&v.manifest).unwrap();
+    assert_eq!(back["rollout"]["onStale"], "skip");
+    let plain: Manifest = serde_json::from_value(example()).unwrap();
+    assert!(
+        serde_json::to_value(&plain)
+            .unwrap()
+            .get("rollout")
+            .is_none()
+    );
+    assert!(
+        serde_json::to_value(&plain).unwrap()["services"][0]
+            .get("rollout")
             .is_none()
     );
 }

@@ -3,12 +3,14 @@
 //! of its own with credentials of its own: on Spaces and Garage a key reaches whole buckets,
 //! so the host's write access stays away from the deploy bucket. Writing is one PUT through
 //! `ferry-bucket` (S3 or a directory), bounded in time so a status store that hangs cannot
-//! hold a tick.
+//! hold a tick. The wave gate reads the reports of the hosts of earlier waves back with
+//! conditional GETs (ETag), each bounded in time and size the same way.
 
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_bucket::{AnyBucket, Bucket as _, BucketError, BucketUrl, DirBucket, S3Bucket};
+use ferry_bucket::{AnyBucket, Bucket as _, BucketError, BucketUrl, DirBucket, Fetched, S3Bucket};
+use ferry_schema::host_status::MAX_REPORT_BYTES;
 
 use super::configured_bucket::{credentials_file_problem, s3_settings_with};
 use crate::config::Status;
@@ -21,6 +23,14 @@ pub trait StatusStore: Send + Sync {
         key: &str,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<(), BucketError>> + Send;
+
+    /// GET the report at `key` (at most [`MAX_REPORT_BYTES`]); with `if_none_match`, a
+    /// matching ETag gives [`Fetched::Unchanged`].
+    fn get(
+        &self,
+        key: &str,
+        if_none_match: Option<&str>,
+    ) -> impl Future<Output = Result<Fetched, BucketError>> + Send;
 
     /// Requests made so far.
     fn requests(&self) -> u64;
@@ -77,6 +87,20 @@ impl StatusStore for StatusBucket {
         }
     }
 
+    async fn get(&self, key: &str, if_none_match: Option<&str>) -> Result<Fetched, BucketError> {
+        if let Some(why) = &self.no_credentials {
+            return Err(BucketError::Credentials(why.clone()));
+        }
+        let read = self.store.get_bounded(key, if_none_match, MAX_REPORT_BYTES);
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(done) => done,
+            Err(_) => Err(BucketError::Unreachable(format!(
+                "no answer to the read of {key} within {} s",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+
     fn requests(&self) -> u64 {
         self.store.requests()
     }
@@ -97,6 +121,24 @@ mod tests {
             b"{}"
         );
         assert_eq!(store.requests(), 1);
+        // Read back: found with an ETag, then unchanged under it, then missing elsewhere.
+        let Fetched::Found { bytes, etag } = store.get("hosts/web-1.json", None).await.unwrap()
+        else {
+            panic!("the report is there")
+        };
+        assert_eq!(bytes, b"{}");
+        assert_eq!(
+            store
+                .get("hosts/web-1.json", etag.as_deref())
+                .await
+                .unwrap(),
+            Fetched::Unchanged
+        );
+        assert_eq!(
+            store.get("hosts/db-1.json", None).await.unwrap(),
+            Fetched::Missing
+        );
+        assert_eq!(store.requests(), 4);
     }
 
     #[tokio::test]

@@ -106,6 +106,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         let mut desired = accepted.manifest;
+        // A preview reads no report: it names what the wave gate would judge.
+        let gated = ferry_agent::wave_gate::gated(&desired, &policy.host, &state.services);
         let planned = plan::plan_tick(&mut desired, &observation, &policy, &mut state, false);
         if let Some(line) = policy.nothing_here(&desired) {
             println!("{line}");
@@ -125,6 +127,20 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
         for line in &planned.rollback_kept {
             println!("= {line}");
+        }
+        for g in &gated {
+            println!(
+                "? {}: rollout wave {}: reconcile applies {} only once {} report it healthy for {} s (plan reads no report)",
+                g.name,
+                g.wave + 1,
+                g.store_path,
+                g.earlier
+                    .iter()
+                    .map(|(_, h)| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                g.rollout.soak_sec()
+            );
         }
         Ok(ExitCode::from(if planned.plan.is_noop() { 0 } else { 1 }))
     })

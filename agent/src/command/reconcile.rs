@@ -171,7 +171,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         Outcome::Unreachable => "unreachable",
     };
     println!(
-        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} caddyRequests={} routeWrites={} ms={} cpuMs={} peakRssKiB={}",
+        "tick: outcome={outcome} reloads={} unitsTouched={} requests={} caddyRequests={} routeWrites={} ms={} cpuMs={} peakRssKiB={} statusReads={}",
         report.applied.reloads,
         report.applied.units_touched,
         report.requests,
@@ -180,6 +180,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
         started.elapsed().as_millis(),
         known(ferry_agent::self_usage::cpu_ms()),
         known(run.summary.peak_rss_kib),
+        run.summary.status_requests,
     );
     println!("phases: {}", report.applied.phases);
     Ok(ExitCode::from(run.exit_code()))

@@ -164,6 +164,7 @@ mod tests {
             generation: "g".into(),
             services,
             decommission: Vec::new(),
+            rollout: None,
             signatures: None,
         }
     }

@@ -30,6 +30,7 @@
 
 pub mod apply;
 pub mod fetch;
+pub mod gate;
 pub mod hooks;
 pub mod metrics;
 pub mod observe;
@@ -136,8 +137,11 @@ pub struct TickReport {
     /// Bucket requests made.
     pub requests: u64,
     /// Services the manifest asks to change that this tick held back: their version is
-    /// quarantined, or their change waits until the state can be saved.
+    /// quarantined, their change waits until the state can be saved, or an earlier wave
+    /// halted it. (A service waiting for earlier waves is not held: it is on its way.)
     pub held: Vec<String>,
+    /// Requests the wave gate made to the status store.
+    pub status_requests: u64,
 }
 
 /// What the whole pipeline did.
@@ -210,12 +214,14 @@ where
     if let Some(t) = &settings.rollback {
         rollback::begin(t, state);
     }
+    let status = reporting.map(|r| &r.store);
+    let records_before = state.service_status.clone();
     let mut report = if settings.rollback.is_some() {
-        tick(settings, state, b).await
+        tick(settings, state, b, status).await
     } else if b.systemd.booting().await {
-        boot_tick(settings, state, b, after.boot_sec).await
+        boot_tick(settings, state, b, status, after.boot_sec).await
     } else {
-        tick(settings, state, b).await
+        tick(settings, state, b, status).await
     };
     if let Some(t) = &settings.rollback {
         rollback::settle(t, state, &mut report);
@@ -255,7 +261,10 @@ where
         Some(path) => state_file::save(path, state),
         None => Ok(()),
     };
-    let summary = summarize(&report, &routed, saved.is_ok(), state, started);
+    let mut summary = summarize(&report, &routed, saved.is_ok(), state, started);
+    // A service that starts or stops waiting changes nothing on the host, but its report
+    // must say so.
+    summary.records_changed = state.service_status != records_before;
     let mut reported = None;
     if let Some(reporting) = reporting {
         reported = report::after_save(
@@ -371,6 +380,8 @@ fn summarize(
         changed,
         failed,
         generation: state.manifest.as_ref().map(|m| m.generation.clone()),
+        status_requests: report.status_requests,
+        records_changed: false,
     }
 }
 
@@ -378,10 +389,11 @@ fn summarize(
 /// wherever it is (a slow bucket, a long health check), like a killed tick: what it marked
 /// pending is redone from state by a restore-only tick (restore is idempotent), which says
 /// so. The next timer tick applies the manifest.
-async fn boot_tick<B, S, D, U, P>(
+async fn boot_tick<B, S, D, U, P, R>(
     settings: &TickSettings,
     state: &mut State,
     backends: &Backends<B, S, D, U, P>,
+    status: Option<&R>,
     boot_sec: u64,
 ) -> TickReport
 where
@@ -390,10 +402,11 @@ where
     D: Systemd,
     U: Units,
     P: Probe,
+    R: StatusStore,
 {
     let before = state.clone();
     let limit = Duration::from_secs(boot_sec);
-    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends)).await {
+    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends, status)).await {
         return report;
     }
     let pending = std::mem::take(&mut state.pending);
@@ -405,15 +418,17 @@ where
         )),
         ..settings.clone()
     };
-    tick(&restore, state, backends).await
+    tick(&restore, state, backends, status).await
 }
 
-/// One tick up to `record`: fetch → verify → observe → plan → apply → record (in memory;
-/// [`run`] saves it around routing).
-pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
+/// One tick up to `record`: fetch → verify → observe → plan (holds, wave gate, planner) →
+/// apply → record (in memory; [`run`] saves it around routing). `status`: the status store
+/// the wave gate reads earlier waves' reports from.
+pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe, R: StatusStore>(
     settings: &TickSettings,
     state: &mut State,
     b: &Backends<B, S, D, U, P>,
+    status: Option<&R>,
 ) -> TickReport {
     let started = Instant::now();
     let clock = chrono::Utc::now();
@@ -446,11 +461,26 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
             return finish(state, at, outcome, lines, None, applied, started, b);
         }
     };
-    let planned = plan::plan_tick(
-        &mut desired,
+    let holds = plan::hold(&mut desired, &observation, &settings.policy, state);
+    // Waves: only a trusted manifest is gated (state's services were applied already).
+    let gated = if restore.is_none() {
+        gate::gate(
+            status,
+            &mut desired,
+            &settings.policy.host,
+            state,
+            clock,
+            &mut lines,
+        )
+        .await
+    } else {
+        gate::Gate::default()
+    };
+    let planned = plan::finish(
+        &desired,
         &observation,
         &settings.policy,
-        state,
+        holds,
         restore.is_some(),
     );
     for (name, q) in &planned.lifted {
@@ -474,6 +504,13 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         .iter()
         .map(|h| h.name.clone())
         .chain(applied.waiting.iter().cloned())
+        .chain(
+            gated
+                .held
+                .iter()
+                .filter(|h| h.halted())
+                .map(|h| h.name.clone()),
+        )
         .collect();
 
     let input = record::RecordInput {
@@ -482,6 +519,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         plan: &the_plan,
         applied: &applied,
         held: planned.held,
+        gated: &gated.held,
         clock,
         at: &at,
     };
@@ -497,6 +535,7 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe>(
         b,
     );
     report.held = held;
+    report.status_requests = gated.requests;
     report
 }
 
@@ -525,5 +564,6 @@ fn finish<B: ReadBucket, S, D, U, P>(
         applied,
         requests: b.bucket.requests(),
         held: Vec::new(),
+        status_requests: 0,
     }
 }

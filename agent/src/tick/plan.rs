@@ -1,5 +1,6 @@
 //! Plan step: the host policy's refusals and the quarantine (only for a trusted manifest:
-//! what state restores passed them when it was applied), then the planner. Pure apart from
+//! what state restores passed them when it was applied), then (after the wave gate, in
+//! the tick) the planner. Pure apart from
 //! the quarantine it updates in state: reads the desired manifest, the observed host and the
 //! host facts; writes the plan, the versions held back and the quarantines lifted.
 
@@ -27,7 +28,8 @@ pub struct Planned {
 }
 
 /// Plan the tick. `desired` loses the versions held back; `restore` (no trusted manifest)
-/// keeps the plan from removing anything.
+/// keeps the plan from removing anything. The tick runs the two halves with the wave gate
+/// between them ([`hold`], then [`finish`]); `ferry-agent plan` runs them back to back.
 pub fn plan_tick(
     desired: &mut Manifest,
     observation: &Observation,
@@ -35,6 +37,28 @@ pub fn plan_tick(
     state: &mut State,
     restore: bool,
 ) -> Planned {
+    let holds = hold(desired, observation, policy, state);
+    finish(desired, observation, policy, holds, restore)
+}
+
+/// What the holds decided before planning: the policy's refusals and the versions held
+/// back, quarantines lifted and rollback holds ended or kept.
+pub struct Holds {
+    refused: crate::policy::Refusals,
+    held: Vec<Held>,
+    lifted: Vec<(String, Quarantined)>,
+    rollback_ended: Vec<(String, RollbackHold, String)>,
+    rollback_kept: Vec<String>,
+}
+
+/// The first half: the host policy's refusals, the quarantine and the rollback holds
+/// (`desired` loses what they hold back).
+pub fn hold(
+    desired: &mut Manifest,
+    observation: &Observation,
+    policy: &HostPolicy,
+    state: &mut State,
+) -> Holds {
     let host = &policy.host;
     let mut refused = std::collections::BTreeMap::new();
     let (mut held, mut lifted, mut rollback_ended) = (Vec::new(), Vec::new(), Vec::new());
@@ -46,12 +70,29 @@ pub fn plan_tick(
     }
     // A service `ferry-agent rollback` took back stays there, restored from state too.
     let rollback_kept = rollback_hold::hold(desired, host, &state.rollbacks);
+    Holds {
+        refused,
+        held,
+        lifted,
+        rollback_ended,
+        rollback_kept,
+    }
+}
+
+/// The second half: the planner, on what is left of `desired`.
+pub fn finish(
+    desired: &Manifest,
+    observation: &Observation,
+    policy: &HostPolicy,
+    holds: Holds,
+    restore: bool,
+) -> Planned {
     let mut the_plan = plan(
         desired,
         &observation.observed,
         &Policy {
-            host: host.clone(),
-            refused,
+            host: policy.host.clone(),
+            refused: holds.refused,
         },
     );
     if restore {
@@ -60,9 +101,9 @@ pub fn plan_tick(
     }
     Planned {
         plan: the_plan,
-        held,
-        lifted,
-        rollback_ended,
-        rollback_kept,
+        held: holds.held,
+        lifted: holds.lifted,
+        rollback_ended: holds.rollback_ended,
+        rollback_kept: holds.rollback_kept,
     }
 }

@@ -12,6 +12,7 @@ use ferry_schema::manifest::Service;
 
 use super::TickSettings;
 use super::apply::ApplyOutput;
+use super::gate::GateHold;
 use super::verify::Source;
 use crate::apply::ApplyReport;
 use crate::health::quarantine::{Held, Quarantined, unit_digest};
@@ -32,6 +33,8 @@ pub struct RecordInput<'a> {
     pub applied: &'a ApplyOutput,
     /// Versions held back by the quarantine.
     pub held: Vec<Held>,
+    /// Services the wave gate kept on their current version (waiting or halted).
+    pub gated: &'a [GateHold],
     /// When the tick started.
     pub clock: DateTime<Utc>,
     /// The same, as written in state.
@@ -51,6 +54,7 @@ pub fn record(
         plan: the_plan,
         applied,
         mut held,
+        gated,
         clock,
         at,
     } = input;
@@ -170,16 +174,35 @@ pub fn record(
             applied.cut_short.join(", ")
         ));
     }
-    let events = status_events(the_plan, applied, &held, waiting, &by_name);
+    let mut events = status_events(the_plan, applied, &held, waiting, &by_name);
+    // The gate's holds replace what the plan says of those services (it kept them as they
+    // were): waiting or halted, with the line that says for whom.
+    events.retain(|e| !gated.iter().any(|g| g.name == e.name));
+    events.extend(gated.iter().map(|g| ServiceEvent {
+        name: g.name.clone(),
+        event: if g.halted() {
+            Event::Halted
+        } else {
+            Event::Waiting
+        },
+        store_path: g.keeps.clone().unwrap_or_else(|| g.asked.clone()),
+        message: Some(g.line.clone()),
+    }));
+    // Records change when the service is healthy, not when the tick began (a soak is
+    // measured from them).
+    let recorded = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     host_report::update(
         &mut state.service_status,
         events,
-        at,
+        &recorded,
         restore_outcome.is_none(),
     );
-    // A held-back or waiting service does not match the manifest either: the tick is not ok.
-    let any_failed =
-        applied.services.iter().any(|s| !s.ok) || !held.is_empty() || !waiting.is_empty();
+    // A held-back or waiting-for-state or halted service does not match the manifest
+    // either: the tick is not ok. One waiting for an earlier wave is on its way: it is.
+    let any_failed = applied.services.iter().any(|s| !s.ok)
+        || !held.is_empty()
+        || !waiting.is_empty()
+        || gated.iter().any(GateHold::halted);
     for s in &applied.services {
         let h = held
             .iter()
@@ -251,8 +274,13 @@ fn status_events(
             (Event::Removed, String::new(), None)
         } else {
             let changed = p.action != Action::Unchanged;
+            let event = if changed {
+                Event::Restarted
+            } else {
+                Event::Running
+            };
             (
-                Event::Running,
+                event,
                 p.to.clone().unwrap_or_default(),
                 changed.then_some(&o.message),
             )

@@ -1,6 +1,7 @@
 //! Report step (last, after the final save): write the host status report
 //! (`host_report::build`) to the status store as `hosts/<host>.json`, after every tick that
-//! changed or failed something, when the last write failed, and otherwise once
+//! changed or failed something, when the last write failed, when a service's rollout soak
+//! ended since the last report (so later waves see it), and otherwise once
 //! `status.everySec` has passed since the last report; a quiet tick in between writes
 //! nothing and makes no request. A failed write never fails the tick: it becomes a line of
 //! the tick's and a report owed, written by the next tick. Reads the tick's summary and
@@ -46,8 +47,11 @@ pub async fn after_save<T: StatusStore>(
     lines: &mut Vec<String>,
 ) -> Option<Reported> {
     let now = chrono::Utc::now();
+    let soak_ended = state.manifest.as_ref().is_some_and(|m| {
+        crate::wave_gate::soak_ended(m, &state.service_status, state.reported_at.as_deref(), now)
+    });
     if !host_report::due(
-        summary.eventful(),
+        summary.eventful() || soak_ended,
         state.reported_at.as_deref(),
         state.report_owed,
         now,

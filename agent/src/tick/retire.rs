@@ -219,6 +219,7 @@ mod tests {
             applied: ApplyReport::default(),
             requests: 0,
             held: Vec::new(),
+            status_requests: 0,
         }
     }
 

@@ -38,17 +38,27 @@ pub struct TickSummary {
     pub generation: Option<String>,
     /// Why the tick did not end ok, in one line (`None` when it did).
     pub message: Option<String>,
+    /// Requests the wave gate made to the status store (reading earlier waves' reports).
+    pub status_requests: u64,
+    /// Whether a service's status record changed (a service began or stopped waiting for
+    /// an earlier wave): the report must say so even when the host did not change.
+    pub records_changed: bool,
 }
 
 impl TickSummary {
     /// Whether the tick changed or failed something (as opposed to a no-op).
     pub fn eventful(&self) -> bool {
-        self.outcome != Outcome::Ok || !self.changed.is_empty() || !self.failed.is_empty()
+        self.outcome != Outcome::Ok
+            || !self.changed.is_empty()
+            || !self.failed.is_empty()
+            || self.records_changed
     }
 }
 
-/// The exit code of `ferry-agent reconcile`: 0 the host matches the manifest; 1 a service
-/// failed or was refused by host policy, Caddy routes could not be set, the state could not
+/// The exit code of `ferry-agent reconcile`: 0 the host matches the manifest, or a service
+/// waits for the earlier waves of its rollout (a wait is not a failure: the host gets there
+/// by itself); 1 a service failed, was refused by host policy or halted by an earlier
+/// wave's failure (like a quarantined version, it stays off until a new generation), Caddy routes could not be set, the state could not
 /// be saved, the tick was cut short or the boot tick restored from state; 2 the manifest
 /// was refused; 3 the bucket was unreachable (services restored from state). (75, another
 /// tick holds the lock, is the verb's: no tick runs then.)
@@ -176,6 +186,8 @@ mod tests {
             changed: vec![],
             failed: vec![],
             generation: None,
+            status_requests: 0,
+            records_changed: false,
             message: None,
         };
         assert!(!s.eventful());
