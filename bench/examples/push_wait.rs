@@ -115,11 +115,7 @@ fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
     let child = cmd.spawn().context("starting ferry")?;
     let out = child.wait_with_output().context("waiting for ferry")?;
     let returned = Instant::now();
-    let out = Output {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let out = Output::from(out);
     Ok((out, launched, returned))
 }
 

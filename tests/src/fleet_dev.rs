@@ -1,16 +1,20 @@
 //! The developer of a fleet with a status store: the real `ferry` with the deploy bucket's
 //! key in its environment and the status store's key as the `status` profile of a
 //! shared-credentials file, adding `--key-file` to the verbs that sign and
-//! `--status-bucket` to `status` and `--wait`. Shared by the fleet status test and the
-//! `push --wait` benchmark.
+//! `--status-bucket` to `status` and `--wait`; and what the fleet tests do beside it: wait
+//! for a spawned `ferry`, tick a host by hand, read a host's report. Shared by the fleet
+//! status and waves tests and the `push --wait` benchmark.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
+use crate::agent_bed::AGENT;
 use crate::process::capture;
-use crate::{Output, S3};
+use crate::{Host, Output, S3};
 
 /// `ferry` as the developer runs it against a deploy bucket and a status store.
 pub struct FleetDev {
@@ -114,4 +118,47 @@ impl FleetDev {
             .spawn()
             .context("starting ferry")
     }
+}
+
+/// What a spawned `ferry` printed, once it returned (at most `limit` from now), echoed on
+/// stderr; killed and an error past `limit`.
+pub fn finished(mut child: Child, what: &str, limit: Duration) -> Result<Output> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{what} did not return within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Output::from(child.wait_with_output()?);
+    eprintln!(
+        "--- {what} (exit {})\n{}{}",
+        out.status, out.stdout, out.stderr
+    );
+    Ok(out)
+}
+
+/// One `ferry-agent reconcile` in `host` (called `name` in the echo), echoed on stderr.
+pub fn tick(host: &Host, name: &str) -> Result<Output> {
+    let out = host.exec(&[AGENT, "reconcile"])?;
+    eprintln!(
+        "--- reconcile on {name} (exit {})\n{}{}",
+        out.status, out.stdout, out.stderr
+    );
+    Ok(out)
+}
+
+/// `host`'s report in the status store, as JSON; an error when it has written none.
+pub async fn report(status: &S3, host: &str) -> Result<Value> {
+    let got = status
+        .client()
+        .get_object()
+        .bucket(&status.bucket)
+        .key(format!("hosts/{host}.json"))
+        .send()
+        .await
+        .with_context(|| format!("{host} has written no report"))?;
+    let bytes = got.body.collect().await?.into_bytes();
+    serde_json::from_slice(&bytes).context("the report is not JSON")
 }

@@ -17,6 +17,16 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Output {
     /// Whether the command exited with status 0.
     pub fn success(&self) -> bool {
@@ -52,11 +62,7 @@ pub fn capture(cmd: &mut Command, stdin: &[u8]) -> Result<Output> {
     let out = child
         .wait_with_output()
         .with_context(|| format!("waiting for `{shown}`"))?;
-    Ok(Output {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(out.into())
 }
 
 /// Runs `cmd` and fails, naming it and quoting its stderr, unless it exits with 0.

@@ -6,14 +6,13 @@
 //! are run by hand (`ferry-agent reconcile` in each host), so every step knows exactly
 //! which ticks happened.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use ferry_schema::host_status::manifest_sha256;
 use ferry_tests::agent_bed::{AGENT, agent_binary, summary};
 use ferry_tests::binaries::built_binary;
-use ferry_tests::fleet_dev::FleetDev;
+use ferry_tests::fleet_dev::{FleetDev, finished, report, tick};
 use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, S3, install_agent_config};
 use serde_json::{Value, json};
 
@@ -22,30 +21,6 @@ const HOST_B: &str = "host-b";
 const WEB_PORT: u16 = 8300;
 /// Where each host keeps the status store's key.
 const STATUS_CREDENTIALS: &str = "/etc/ferry/status-credentials";
-
-/// What a spawned `ferry` printed, once it returned (at most `limit` from now).
-fn finished(child: Child, what: &str, limit: Duration) -> Result<Output> {
-    let deadline = Instant::now() + limit;
-    let mut child = child;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("{what} did not return within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output()?;
-    let out = Output {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "--- {what} (exit {})\n{}{}",
-        out.status, out.stdout, out.stderr
-    );
-    Ok(out)
-}
 
 /// An object of `s3`'s bucket, `None` when missing.
 async fn object(s3: &S3, key: &str) -> Result<Option<Vec<u8>>> {
@@ -80,23 +55,6 @@ async fn next_live(s3: &S3, before: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// The report `host` last wrote to the status store, parsed.
-async fn report(status: &S3, host: &str) -> Result<Value> {
-    let bytes = object(status, &format!("hosts/{host}.json"))
-        .await?
-        .with_context(|| format!("{host} has written no report"))?;
-    serde_json::from_slice(&bytes).context("the report is not JSON")
-}
-
-/// One `ferry-agent reconcile` in `host`, echoed.
-fn tick(host: &Host, name: &str) -> Result<Output> {
-    let out = host.exec(&[AGENT, "reconcile"])?;
-    eprintln!(
-        "--- reconcile on {name} (exit {})\n{}{}",
-        out.status, out.stdout, out.stderr
-    );
-    Ok(out)
-}
-
 fn web(path: &str) -> Value {
     json!({
         "name": "web",

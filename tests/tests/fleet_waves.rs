@@ -9,62 +9,18 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::DateTime;
 use ferry_tests::agent_bed::{AGENT, agent_binary};
 use ferry_tests::binaries::built_binary;
-use ferry_tests::fleet_dev::FleetDev;
-use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, S3, install_agent_config};
+use ferry_tests::fleet_dev::{FleetDev, finished, report, tick};
+use ferry_tests::{Bed, BedOptions, BindRo, Closures, S3, install_agent_config};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 const WEB_PORT: u16 = 8310;
 const SOAK_SEC: i64 = 3;
 const STATUS_CREDENTIALS: &str = "/etc/ferry/status-credentials";
-
-fn tick(host: &Host, name: &str) -> Result<Output> {
-    let out = host.exec(&[AGENT, "reconcile"])?;
-    eprintln!(
-        "--- reconcile on {name} (exit {})\n{}{}",
-        out.status, out.stdout, out.stderr
-    );
-    Ok(out)
-}
-
-fn finished(mut child: Child, what: &str, limit: Duration) -> Result<Output> {
-    let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("{what} did not return within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output()?;
-    let out = Output {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    eprintln!(
-        "--- {what} (exit {})\n{}{}",
-        out.status, out.stdout, out.stderr
-    );
-    Ok(out)
-}
-
-async fn report(status: &S3, host: &str) -> Result<Value> {
-    let got = status
-        .client()
-        .get_object()
-        .bucket(&status.bucket)
-        .key(format!("hosts/{host}.json"))
-        .send()
-        .await
-        .with_context(|| format!("{host} has written no report"))?;
-    let bytes = got.body.collect().await?.into_bytes();
-    serde_json::from_slice(&bytes).context("the report is not JSON")
-}
 
 /// `web` in `host`'s report: (state, store path, since, message).
 async fn web_of(status: &S3, host: &str) -> Result<(String, String, String, String)> {
