@@ -24,6 +24,9 @@
 //! tick must have made exactly one bucket request (the manifest GET), and a quiet tick may
 //! write a report only `status.everySec` after the host's previous one.
 
+#[path = "../shared/strategies.rs"]
+mod strategies;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strategies::{STRATEGIES, Strategy, service};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferry_bench::stats::{Table, summarize};
@@ -56,54 +60,6 @@ const EXTRA: &str = "[timeouts]\nsettleSec = 1\ndrainSec = 1\nfetchSec = 10\n";
 const WAIT: &str = "--wait=120s";
 /// How long a wait for the hosts (first deploy, quiet ticks) may take.
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// One strategy under test: its service and domain.
-struct Strategy {
-    label: &'static str,
-    service: &'static str,
-    domain: &'static str,
-    port: u16,
-    blue_green: bool,
-}
-
-const STRATEGIES: [Strategy; 2] = [
-    Strategy {
-        label: "restart",
-        service: "plain",
-        domain: "restart.bench",
-        port: 8401,
-        blue_green: false,
-    },
-    Strategy {
-        label: "blue-green",
-        service: "web",
-        domain: "bg.bench",
-        port: 8411,
-        blue_green: true,
-    },
-];
-
-fn service(s: &Strategy, store_path: &str) -> Value {
-    let mut http = json!({"domain": s.domain, "path": "/", "internalPort": s.port});
-    let mut env = json!({});
-    if s.blue_green {
-        http["strategy"] = json!("blue-green");
-    } else {
-        env["PORT"] = json!(s.port.to_string());
-    }
-    json!({
-        "name": s.service,
-        "artifact": {"type": "nix-closure", "storePath": store_path},
-        "hosts": HOSTS,
-        "exec": {"command": "ferry-testsvc"},
-        "env": env,
-        "http": http,
-        "healthCheck": {
-            "type": "http", "path": "/health",
-            "startPeriodSec": 0, "intervalSec": 1, "timeoutSec": 1, "retries": 5,
-        },
-    })
-}
 
 /// Runs `ferry ARGS` and times it from launch to return.
 fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
@@ -330,7 +286,7 @@ fn manifest(versions: [&str; 2]) -> Value {
     json!({
         "version": 1,
         "generation": "2026-01-01T00:00:00Z",
-        "services": [service(&STRATEGIES[0], versions[0]), service(&STRATEGIES[1], versions[1])],
+        "services": [service(&STRATEGIES[0], versions[0], &HOSTS), service(&STRATEGIES[1], versions[1], &HOSTS)],
     })
 }
 

@@ -17,6 +17,9 @@
 //! per strategy comes first, so both closures are in the host's store before any timed
 //! round.
 
+#[path = "../shared/strategies.rs"]
+mod strategies;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use strategies::{STRATEGIES, service};
 
 use anyhow::{Context, Result, bail};
 use ferry_bench::stats::{Table, summarize};
@@ -37,54 +41,6 @@ const HOST: &str = "bedhost";
 const CONFIG: &str = "[timeouts]\nsettleSec = 1\ndrainSec = 1\n[caddy]\nserver = \"srv0\"\n";
 /// How long a round may take before the poller gives up.
 const ROUND_LIMIT: Duration = Duration::from_secs(60);
-
-/// One strategy under test: its service and domain.
-struct Strategy {
-    label: &'static str,
-    service: &'static str,
-    domain: &'static str,
-    port: u16,
-    blue_green: bool,
-}
-
-const STRATEGIES: [Strategy; 2] = [
-    Strategy {
-        label: "restart",
-        service: "plain",
-        domain: "restart.bench",
-        port: 8401,
-        blue_green: false,
-    },
-    Strategy {
-        label: "blue-green",
-        service: "web",
-        domain: "bg.bench",
-        port: 8411,
-        blue_green: true,
-    },
-];
-
-fn service(s: &Strategy, store_path: &str) -> Value {
-    let mut http = json!({"domain": s.domain, "path": "/", "internalPort": s.port});
-    let mut env = json!({});
-    if s.blue_green {
-        http["strategy"] = json!("blue-green");
-    } else {
-        env["PORT"] = json!(s.port.to_string());
-    }
-    json!({
-        "name": s.service,
-        "artifact": {"type": "nix-closure", "storePath": store_path},
-        "hosts": [HOST],
-        "exec": {"command": "ferry-testsvc"},
-        "env": env,
-        "http": http,
-        "healthCheck": {
-            "type": "http", "path": "/health",
-            "startPeriodSec": 0, "intervalSec": 1, "timeoutSec": 1, "retries": 5,
-        },
-    })
-}
 
 /// The numbers of the line of `out` that starts with `prefix` (`key=value` pairs).
 fn fields(out: &Output, prefix: &str) -> Result<BTreeMap<String, f64>> {
@@ -247,7 +203,7 @@ fn manifest(generation: u32, versions: [&str; 2]) -> Value {
     json!({
         "version": 1,
         "generation": format!("2025-01-01T{:02}:{:02}:{:02}Z", generation / 3600, generation / 60 % 60, generation % 60),
-        "services": [service(&STRATEGIES[0], versions[0]), service(&STRATEGIES[1], versions[1])],
+        "services": [service(&STRATEGIES[0], versions[0], &[HOST]), service(&STRATEGIES[1], versions[1], &[HOST])],
     })
 }
 
