@@ -24,16 +24,17 @@
 //! tick must have made exactly one bucket request (the manifest GET), and a quiet tick may
 //! write a report only `status.everySec` after the host's previous one.
 
+#[path = "../shared/serving.rs"]
+mod serving;
 #[path = "../shared/strategies.rs"]
 mod strategies;
 
+use serving::{first_answer, version};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strategies::{STRATEGIES, Strategy, service};
 
@@ -75,41 +76,6 @@ fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
     Ok((out, launched, returned))
 }
 
-/// `GET /version` with `Host: domain` on `addr`; the body of a 200, else `None`.
-fn version(addr: SocketAddr, domain: &str) -> Option<String> {
-    let timeout = Duration::from_millis(500);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        stream,
-        "GET /version HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200 ").then(|| body.to_owned())
-}
-
-/// Polls until Caddy answers `want` for `domain` (or `stop` is set); the moment it did.
-fn first_answer(
-    addr: SocketAddr,
-    domain: &'static str,
-    want: String,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<Option<Instant>> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            if version(addr, domain).as_deref() == Some(want.as_str()) {
-                return Some(Instant::now());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
-    })
-}
-
 fn caddy(host: &Host) -> Result<SocketAddr> {
     format!("{}:80", host.ip())
         .parse()
@@ -138,7 +104,16 @@ fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Resu
     let stop = Arc::new(AtomicBool::new(false));
     let pollers: Vec<_> = addrs
         .iter()
-        .map(|addr| first_answer(*addr, s.domain, want.to_owned(), stop.clone()))
+        .map(|addr| {
+            first_answer(
+                *addr,
+                s.domain,
+                want.to_owned(),
+                stop.clone(),
+                Duration::from_millis(5),
+                None,
+            )
+        })
         .collect();
     let args = ["push", s.service, path, WAIT];
     let (out, launched, returned) = timed(dev, &args)?;

@@ -17,15 +17,16 @@
 //! per strategy comes first, so both closures are in the host's store before any timed
 //! round.
 
+#[path = "../shared/serving.rs"]
+mod serving;
 #[path = "../shared/strategies.rs"]
 mod strategies;
 
+use serving::{first_answer, version};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use strategies::{STRATEGIES, service};
 
@@ -54,42 +55,6 @@ fn fields(out: &Output, prefix: &str) -> Result<BTreeMap<String, f64>> {
         .filter_map(|pair| pair.split_once('='))
         .filter_map(|(k, v)| Some((k.to_owned(), v.parse::<f64>().ok()?)))
         .collect())
-}
-
-/// `GET /version` with `Host: domain` on `addr`; the body of a 200, else `None`.
-fn version(addr: SocketAddr, domain: &str) -> Option<String> {
-    let timeout = Duration::from_millis(500);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.set_write_timeout(Some(timeout)).ok()?;
-    write!(
-        stream,
-        "GET /version HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200 ").then(|| body.to_owned())
-}
-
-/// Polls until Caddy answers `want` for `domain` (or `stop` is set); the moment it did.
-fn first_answer(
-    addr: SocketAddr,
-    domain: &'static str,
-    want: String,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<Option<Instant>> {
-    std::thread::spawn(move || {
-        let limit = Instant::now() + ROUND_LIMIT;
-        while !stop.load(Ordering::Relaxed) && Instant::now() < limit {
-            if version(addr, domain).as_deref() == Some(want.as_str()) {
-                return Some(Instant::now());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        None
-    })
 }
 
 /// What one timed update measured.
@@ -142,7 +107,14 @@ fn update(
         bail!("{domain} already serves {want} before the update");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let poller = first_answer(addr, domain, want.to_owned(), stop.clone());
+    let poller = first_answer(
+        addr,
+        domain,
+        want.to_owned(),
+        stop.clone(),
+        Duration::from_millis(1),
+        Some(ROUND_LIMIT),
+    );
     let started = Instant::now();
     let out = host.exec(&[AGENT, "reconcile"])?;
     // The new version serves before the tick ends; give the poller a moment to see it.
