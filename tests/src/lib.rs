@@ -14,6 +14,7 @@ pub mod fleet_dev;
 pub mod footprint;
 pub mod garage;
 pub mod host;
+pub mod latency;
 pub mod module_render;
 pub mod module_unit;
 pub mod network;
