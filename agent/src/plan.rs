@@ -617,6 +617,7 @@ mod tests {
             services,
             decommission: Vec::new(),
             rollout: None,
+            systems: Default::default(),
             signatures: None,
         }
     }

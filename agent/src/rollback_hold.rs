@@ -159,6 +159,7 @@ mod tests {
             services,
             decommission: Vec::new(),
             rollout: None,
+            systems: Default::default(),
             signatures: None,
         }
     }

@@ -246,6 +246,7 @@ impl State {
                 .collect(),
             decommission: Vec::new(),
             rollout: None,
+            systems: Default::default(),
             signatures: None,
         }
     }

@@ -21,6 +21,7 @@ pub fn synthetic_manifest(n: usize) -> Manifest {
         services: (0..n).map(synthetic_service).collect(),
         decommission: Vec::new(),
         rollout: None,
+        systems: Default::default(),
         signatures: None,
     }
 }

@@ -39,6 +39,12 @@ pub struct Manifest {
     /// than this field refuses the whole manifest, so a wave is never skipped by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Whole NixOS systems, by host name: the host's agent, when its agent.toml has
+    /// `system.enable = true`, pulls the system closure, switches to it and keeps it only if
+    /// the host stays healthy, before it deploys services. Hosts not listed keep whatever
+    /// system they run. An agent older than this field refuses the whole manifest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub systems: BTreeMap<String, HostSystem>,
     /// Signatures over the RFC 8785 canonical form of this manifest without this field,
     /// each `keyname:base64` (ed25519, Nix key format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +197,19 @@ pub fn wave_pattern_matches(pattern: &str, host: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// A whole NixOS system for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostSystem {
+    /// The system's top store path (`config.system.build.toplevel`, named
+    /// `nixos-system-<host>-<version>`), whose `bin/switch-to-configuration` the agent runs.
+    /// It must be in the bucket's binary cache, signed by a key the host trusts.
+    pub store_path: String,
+    /// Free-form source revision (usually a git commit), for humans and `ferry history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// The deployable artifact.

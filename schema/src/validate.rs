@@ -17,6 +17,7 @@ mod routes;
 mod salvage;
 mod service;
 mod structure;
+mod systems;
 mod text;
 mod top;
 
@@ -193,6 +194,7 @@ fn check_typed(m: &Manifest, report: &mut Report) {
     check_services(&services, report);
     decommission::check(&m.decommission, &services, report);
     rollout::check(m.rollout.as_ref(), &services, &m.decommission, report);
+    systems::check(&m.systems, m.rollout.as_ref(), &services, report);
 }
 
 /// Runs the semantic checks on whatever parts of an ill-shaped document have the right
@@ -234,6 +236,13 @@ fn check_partial(value: &Value, report: &mut Report) {
         .filter(|_| !bad.iter().any(|p| p.starts_with("/rollout")))
         .and_then(|v| crate::manifest::Rollout::deserialize(v).ok());
     rollout::check(rollout.as_ref(), &services, &decommission, report);
+    // So are systems the schema layer refused.
+    let systems: std::collections::BTreeMap<String, crate::manifest::HostSystem> = value
+        .get("systems")
+        .filter(|_| !bad.iter().any(|p| p.starts_with("/systems")))
+        .and_then(|v| Deserialize::deserialize(v).ok())
+        .unwrap_or_default();
+    systems::check(&systems, rollout.as_ref(), &services, report);
 }
 
 fn check_services(services: &[(usize, &Service)], report: &mut Report) {

@@ -34,6 +34,28 @@ fn changed_field_fails() {
     assert!(err.to_string().contains("does not match"), "{err}");
 }
 
+/// The system a host switches to is signed like everything else: swapping it, or adding
+/// one to a signed manifest that had none, breaks the signature.
+#[test]
+fn a_swapped_or_added_system_fails() {
+    let good = ferry_schema::manifest::HostSystem {
+        store_path: "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-biz-1".to_owned(),
+        revision: None,
+    };
+    let key = SecretKey::generate("ferry-test-1").unwrap();
+    let mut m: Manifest = serde_json::from_str(EXAMPLE).unwrap();
+    m.systems.insert("biz".to_owned(), good);
+    sign_manifest(&mut m, &key).unwrap();
+    assert!(verify_manifest(&m, &[key.public()]).is_ok());
+    let mut swapped = m.clone();
+    swapped.systems.get_mut("biz").unwrap().store_path =
+        "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-biz-evil".to_owned();
+    assert!(verify_manifest(&swapped, &[key.public()]).is_err());
+    let (mut plain, key) = signed();
+    plain.systems = m.systems.clone();
+    assert!(verify_manifest(&plain, &[key.public()]).is_err());
+}
+
 #[test]
 fn reordered_keys_and_whitespace_still_verify() {
     let (m, key) = signed();

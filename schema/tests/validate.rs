@@ -623,7 +623,60 @@ fn invalid_cases() -> Vec<(&'static str, Vec<Edit>, &'static str, &'static str)>
             "/rollout/soakSecs",
             "did you mean `soakSec`?",
         ),
+        (
+            "a system keyed by something not a host name",
+            vec![Set(
+                "/systems",
+                json!({"biz": {"storePath": SYSTEM}, "Biz Host": {"storePath": SYSTEM}}),
+            )],
+            "/systems/Biz Host",
+            "is not a valid host name",
+        ),
+        (
+            "a system without a store path",
+            vec![Set("/systems", json!({"biz": {"revision": "abc"}}))],
+            "/systems/biz/storePath",
+            "missing",
+        ),
+        (
+            "a system path outside the store",
+            vec![Set("/systems", json!({"biz": {"storePath": "/etc/nixos"}}))],
+            "/systems/biz/storePath",
+            "host `biz`",
+        ),
+        (
+            "a misspelt system field",
+            vec![Set("/systems", json!({"biz": {"storepath": SYSTEM}}))],
+            "/systems/biz/storepath",
+            "did you mean `storePath`?",
+        ),
     ]
+}
+
+const SYSTEM: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-biz-24.05";
+
+/// A system for a host is valid beside its services; a path not named like a NixOS system
+/// and systems beside waves (which do not order them) are warnings.
+#[test]
+fn systems_valid_and_their_warnings() {
+    let mut doc = example();
+    let base = problems_of(&doc).len();
+    doc["systems"] = json!({"biz": {"storePath": SYSTEM, "revision": "abc123"}});
+    let validated = validate_bytes(&serde_json::to_vec(&doc).unwrap(), DEFAULT_SIZE_CAP).unwrap();
+    assert_eq!(validated.warnings.len(), base);
+    assert_eq!(validated.manifest.systems["biz"].store_path, SYSTEM);
+    doc["systems"]["biz"]["storePath"] =
+        json!("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-web-1.2.3");
+    doc["rollout"] = json!({"waves": [["*"]]});
+    let warnings: Vec<String> = problems_of(&doc)
+        .into_iter()
+        .filter(|p| p.pointer.starts_with("/systems"))
+        .map(|p| format!("{} {:?}", p.pointer, p.severity))
+        .collect();
+    assert_eq!(
+        warnings,
+        ["/systems/biz/storePath Warning", "/systems Warning"]
+    );
 }
 
 /// An empty `services` list is valid; its warning says what the agents will do with it,

@@ -651,6 +651,7 @@ mod tests {
             services,
             decommission: Vec::new(),
             rollout: None,
+            systems: Default::default(),
             signatures: None,
         }
     }

@@ -341,14 +341,16 @@ fn allowed_fields(schema: &Value, pointer: &str) -> Vec<String> {
 }
 
 /// The subschema describing the value at the instance location `pointer` (following
-/// `properties`, `items` and local `$ref`s).
+/// `properties`, `items`, a map's `additionalProperties` and local `$ref`s).
 fn node_at<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
     let mut node = resolve(schema, schema);
     for part in pointer.split('/').skip(1) {
         let next = node
             .get("properties")
             .and_then(|p| p.get(part))
-            .or_else(|| node.get("items").filter(|_| part.parse::<usize>().is_ok()))?;
+            .or_else(|| node.get("items").filter(|_| part.parse::<usize>().is_ok()))
+            // A map such as `systems`: any key, each value the same subschema.
+            .or_else(|| node.get("additionalProperties").filter(|v| v.is_object()))?;
         node = resolve(schema, next);
     }
     Some(node)
