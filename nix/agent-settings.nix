@@ -46,6 +46,10 @@
   statusCredentialsPath ? null,
   statusCredentialsProfile ? null,
   statusEverySec ? null,
+  # The agent's [system] table: whole NixOS system deploys, and the bound of one
+  # switch-to-configuration.
+  systemEnable ? null,
+  systemSwitchTimeoutSec ? null,
   settings ? {},
 }: let
   # "a=1&b=2" from the non-null entries, in a fixed order so the file is reproducible.
@@ -99,6 +103,10 @@
         profile = statusCredentialsProfile;
       };
       everySec = statusEverySec;
+    };
+    system = {
+      enable = systemEnable;
+      switchTimeoutSec = systemSwitchTimeoutSec;
     };
   };
 

@@ -86,6 +86,12 @@
     if tickSec > bootSec
     then tickSec
     else bootSec;
+  # A tick that switches the system may run switch-to-configuration three times (test,
+  # boot; or test, then the previous system's test after a failed check).
+  systemSwitchSec =
+    if cfg.system.enable
+    then 3 * ((agentSettings.system or {}).switchTimeoutSec or cfg.system.switchTimeoutSec)
+    else 0;
 
   # Accounts the host's own NixOS config lets Ferry's services use
   # (`users.users.<name>.ferry.allowServices`), next to where it declares them.
@@ -131,6 +137,15 @@
       else statusCredentialsPath;
     statusCredentialsProfile = cfg.status.credentialsProfile;
     statusEverySec = cfg.status.everySec;
+    # Only when on: an agent older than [system] refuses an agent.toml that has it.
+    systemEnable =
+      if cfg.system.enable
+      then true
+      else null;
+    systemSwitchTimeoutSec =
+      if cfg.system.enable
+      then cfg.system.switchTimeoutSec
+      else null;
   };
   configFile = toml.generate "agent.toml" agentSettings;
 
@@ -460,6 +475,20 @@ in {
       description = "Profile (section) of the status store's credentials file to use.";
     };
 
+    system.enable = lib.mkEnableOption ''
+      whole-system deploys: this host switches to the NixOS system that the manifest's
+      `systems` names for it (`ferry push --system HOST TARGET`), pulled and signature-checked
+      like a service's closure. The agent runs `switch-to-configuration test`, checks the
+      host (the bucket still answers, no unit newly failed, Ferry's services still up), and
+      only then `boot`; a system that fails is switched back and quarantined. A reboot the
+      new system needs is reported, never done'';
+
+    system.switchTimeoutSec = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 600;
+      description = "Seconds one `switch-to-configuration` may run before it counts as failed.";
+    };
+
     status.everySec = lib.mkOption {
       type = lib.types.ints.positive;
       default = defaults.status.everySec;
@@ -567,7 +596,8 @@ in {
           # validation) ends; the boot tick gives up after timeouts.bootSec and restores from
           # state. systemd's limit is the later of the two plus that step, so it only ever
           # ends an agent that is itself stuck (30 min with the defaults).
-          TimeoutStartSec = "${toString (longerTickSec + 900)}s";
+          # With system deploys, the switches' own bound comes on top.
+          TimeoutStartSec = "${toString (longerTickSec + 900 + systemSwitchSec)}s";
           # A tick peaks at about 50 MB (the manifest is read to at most its 4 MiB cap) and
           # `nix copy` streams NARs; the cap is ten times that, and ends a runaway (the issue
           # saw 615 MB for one oversized manifest) before it starves the host's services.

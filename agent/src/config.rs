@@ -134,6 +134,41 @@ pub struct Config {
     /// `ferry push --wait`. Default: nowhere.
     #[serde(default)]
     pub status: Status,
+    /// Whole NixOS system deploys (`[system]`): whether this host switches to the system
+    /// the manifest's `systems` names for it. Default: off.
+    #[serde(default)]
+    pub system: SystemDeploys,
+}
+
+/// Whole NixOS system deploys (`[system]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SystemDeploys {
+    /// Switch this host to the NixOS system the manifest's `systems` names for it: pull
+    /// it (signatures checked as for services), make it the system profile's next
+    /// generation, run its `switch-to-configuration test`, check the host (the bucket still
+    /// answers, no unit newly failed, Ferry's services still up), and only then `boot` (the
+    /// default boot entry); on a failed check, switch back and quarantine it. Default:
+    /// false — an entry for this host is ignored, with a line saying so.
+    #[serde(default)]
+    pub enable: bool,
+    /// Seconds one `switch-to-configuration` may run before systemd stops it and the switch
+    /// counts as failed. Default: 600.
+    #[serde(default = "default_switch_timeout_sec")]
+    pub switch_timeout_sec: u64,
+}
+
+impl Default for SystemDeploys {
+    fn default() -> Self {
+        Self {
+            enable: false,
+            switch_timeout_sec: default_switch_timeout_sec(),
+        }
+    }
+}
+
+fn default_switch_timeout_sec() -> u64 {
+    600
 }
 
 /// Metrics for Prometheus (`[metrics]`).
@@ -310,6 +345,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             hooks: Hooks::default(),
             status: Status::default(),
+            system: SystemDeploys::default(),
         }
     }
 }
@@ -606,6 +642,7 @@ impl Config {
         for (key, sec) in [
             ("timeouts.tickSec", self.timeouts.tick_sec),
             ("timeouts.bootSec", self.timeouts.boot_sec),
+            ("system.switchTimeoutSec", self.system.switch_timeout_sec),
         ] {
             if sec == 0 {
                 return Err(invalid(format!("{key} must be at least 1")));
@@ -739,6 +776,27 @@ pullSec = 60
         assert_eq!(c.timeouts.job_sec, 90);
         assert_eq!(c.generations_to_keep, 3);
         assert_eq!(c.removed_profile_retention_days, 0);
+    }
+
+    #[test]
+    fn system_table_is_off_by_default_and_checked() {
+        let c = Config::parse("", Path::new("t")).unwrap();
+        assert!(!c.system.enable);
+        assert_eq!(c.system.switch_timeout_sec, 600);
+        let c = Config::parse(
+            "[system]\nenable = true\nswitchTimeoutSec = 120\n",
+            Path::new("t"),
+        )
+        .unwrap();
+        assert!(c.system.enable);
+        assert_eq!(c.system.switch_timeout_sec, 120);
+        for (bad, names) in [
+            ("[system]\nswitchTimeoutSec = 0", "system.switchTimeoutSec"),
+            ("[system]\nenabled = true", "enabled"),
+        ] {
+            let e = Config::parse(bad, Path::new("t")).unwrap_err().to_string();
+            assert!(e.contains(names), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use ferry_schema::host_status::{
-    AppliedManifest, HOST_STATUS_VERSION, HostStatus, LastTick, ServiceState, ServiceStatus,
-    TickOutcome,
+    AppliedManifest, FailedSystem, HOST_STATUS_VERSION, HostStatus, LastTick, ServiceState,
+    ServiceStatus, SystemStatus, TickOutcome,
 };
 
 use crate::state::{Outcome, ServiceStatusRecord, State};
+use crate::system_deploy::SystemRecord;
 use crate::tick::summary::TickSummary;
 
 /// What a tick did to one service, as the record step tells it.
@@ -164,6 +165,8 @@ pub struct Reporter<'a> {
     pub every_sec: u64,
     /// The report's time, RFC 3339 UTC.
     pub now: &'a str,
+    /// agent.toml's `system.enable`.
+    pub system_enabled: bool,
 }
 
 /// The report after a tick: the tick's summary, the manifest state records as applied
@@ -215,7 +218,31 @@ pub fn build(state: &State, summary: &TickSummary, who: &Reporter<'_>) -> HostSt
         manifest,
         services,
         quarantined: quarantined.into_iter().collect(),
+        system: system(state, who),
     }
+}
+
+/// The host's system: once the manifest names one for it, or once the agent switched one
+/// (a manifest that no longer names one leaves the host on it).
+fn system(state: &State, who: &Reporter<'_>) -> Option<SystemStatus> {
+    let named = state
+        .manifest
+        .as_ref()
+        .is_some_and(|m| m.systems.contains_key(who.host));
+    let r = &state.system;
+    if !named && *r == SystemRecord::default() {
+        return None;
+    }
+    Some(SystemStatus {
+        enabled: who.system_enabled,
+        store_path: r.running.clone(),
+        since: r.since.clone(),
+        failed: r.quarantined.as_ref().map(|(path, why)| FailedSystem {
+            store_path: path.clone(),
+            message: why.clone(),
+        }),
+        reboot_needed: r.reboot_needed,
+    })
 }
 
 /// The manifest's revision as this host sees it: the distinct `revision`s of the services it
@@ -467,6 +494,7 @@ mod tests {
             agent_version: "0.1.0",
             every_sec: 300,
             now: T2,
+            system_enabled: false,
         };
         let report = build(&state, &summary(), &who);
         let text = serde_json::to_string(&report).unwrap();
@@ -505,6 +533,7 @@ mod tests {
             agent_version: "0.1.0",
             every_sec: 300,
             now: T2,
+            system_enabled: false,
         };
         let report = build(&state, &summary(), &who);
         assert_eq!(report.manifest, None);

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod self_usage;
 pub mod state;
 pub mod state_file;
+pub mod system_deploy;
 pub mod tick;
 pub mod tick_lock;
 pub mod verify;

@@ -61,6 +61,9 @@ pub struct State {
     /// that version until the manifest changes again (`rollback_hold`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollbacks: BTreeMap<String, RollbackHold>,
+    /// The host's whole NixOS system, as the system step left it (`system_deploy`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub system: crate::system_deploy::SystemRecord,
     /// The last tick's outcome.
     #[serde(default)]
     pub last_tick: Option<TickRecord>,
@@ -192,6 +195,7 @@ impl Default for State {
             retiring: BTreeMap::new(),
             removed_profiles: BTreeMap::new(),
             rollbacks: BTreeMap::new(),
+            system: crate::system_deploy::SystemRecord::default(),
             last_tick: None,
             last_ok_at: None,
             service_status: BTreeMap::new(),
@@ -277,6 +281,10 @@ pub struct Quarantined {
     /// manifest naming another path lifts those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 #[cfg(test)]

@@ -447,6 +447,7 @@ mod tests {
                 message: (state != ServiceState::Running).then(|| "GET /health: 503".into()),
             }],
             quarantined: Vec::new(),
+            system: None,
         }
     }
 

@@ -31,6 +31,7 @@ const PURE_CORE: &[&str] = &[
     "hooks",
     "host_report",
     "wave_gate",
+    "system_deploy",
 ];
 
 /// What a backend may reach: other backends, the shared vocabulary, its configuration.

@@ -101,7 +101,12 @@ pub fn view(
             (None, Some(Ok(r))) => judged(host, Verdict::NotNamed, Vec::new(), r, age_sec(r, now)),
             (Some(want), Some(Ok(r))) => {
                 let age = age_sec(r, now);
-                let (verdict, problems) = judge(want, live_sha256, &manifest.generation, r, age);
+                let system = manifest
+                    .systems
+                    .get(host.as_str())
+                    .map(|s| s.store_path.as_str());
+                let (verdict, problems) =
+                    judge(want, system, live_sha256, &manifest.generation, r, age);
                 judged(host, verdict, problems, r, age)
             }
         })
@@ -172,14 +177,49 @@ fn wanted_by_host(manifest: &Manifest) -> BTreeMap<String, BTreeMap<String, Stri
                 .insert(s.name.clone(), s.artifact.store_path.clone());
         }
     }
-    for h in &manifest.decommission {
+    for h in manifest.decommission.iter().chain(manifest.systems.keys()) {
         wanted.entry(h.clone()).or_default();
     }
     wanted
 }
 
+/// Where a host's whole system stands against the manifest's `systems` entry for it.
+enum SystemVerdict {
+    /// None wanted, or it runs the one wanted.
+    Done,
+    /// On its way.
+    Pending(String),
+    /// An answer, and a bad one.
+    Failing(String),
+}
+
+fn judge_system(wanted: Option<&str>, r: &HostStatus) -> SystemVerdict {
+    let Some(wanted) = wanted else {
+        return SystemVerdict::Done;
+    };
+    let Some(s) = &r.system else {
+        return SystemVerdict::Pending(format!("system: not reported yet ({wanted})"));
+    };
+    if !s.enabled {
+        return SystemVerdict::Failing(format!(
+            "system: system deploys are off on this host (agent.toml [system] enable = false); it keeps its system instead of {wanted}"
+        ));
+    }
+    if s.store_path.as_deref() == Some(wanted) {
+        return SystemVerdict::Done;
+    }
+    match &s.failed {
+        Some(f) if f.store_path == wanted => SystemVerdict::Failing(format!(
+            "system: {wanted} failed: {}; the host switched back",
+            f.message
+        )),
+        _ => SystemVerdict::Pending(format!("system: switching to {wanted}")),
+    }
+}
+
 fn judge(
     want: &BTreeMap<String, String>,
+    system: Option<&str>,
     live_sha256: &str,
     generation: &str,
     r: &HostStatus,
@@ -220,7 +260,8 @@ fn judge(
     let by_name: BTreeMap<&str, _> = r.services.iter().map(|s| (s.name.as_str(), s)).collect();
     // Pending, or waiting for the earlier waves of its rollout: on its way, not an answer
     // (a halted service is one: it falls through to the problems below, failing).
-    let pending: Vec<String> = want
+    let system = judge_system(system, r);
+    let mut pending: Vec<String> = want
         .keys()
         .filter_map(|n| {
             let s = by_name.get(n.as_str())?;
@@ -237,10 +278,16 @@ fn judge(
             }
         })
         .collect();
+    if let SystemVerdict::Pending(why) = &system {
+        pending.insert(0, why.clone());
+    }
     if !pending.is_empty() {
         return (Verdict::Behind, pending);
     }
     let mut problems = Vec::new();
+    if let SystemVerdict::Failing(why) = system {
+        problems.push(why);
+    }
     for (name, path) in want {
         match by_name.get(name.as_str()) {
             None => problems.push(format!("{name}: not on the host")),
@@ -365,6 +412,7 @@ mod tests {
             }),
             services,
             quarantined: Vec::new(),
+            system: None,
         })
     }
 
@@ -631,6 +679,70 @@ mod tests {
         assert_eq!(
             [0, 119, 120, 7199, 7200, 172_799, 172_800, -5].map(human_age),
             ["0s", "119s", "2m", "119m", "2h", "47h", "2d", "0s"]
+        );
+    }
+
+    /// A host whose manifest entry names a whole system converges only once it runs it;
+    /// a system that failed there, or a host with system deploys off, is an answer.
+    #[test]
+    fn a_hosts_system_is_part_of_its_verdict() {
+        use ferry_schema::host_status::{FailedSystem, SystemStatus};
+        const SYS: &str = "/nix/store/5c8z8wyh1dd6d2ixb5q4w7s4rxw6hvw8-nixos-system-a-2";
+        let mut m = manifest();
+        m.systems.insert(
+            "a".into(),
+            serde_json::from_value(json!({"storePath": SYS})).unwrap(),
+        );
+        let t = "2026-12-01T10:04:30Z";
+        let with = |system: Option<SystemStatus>| {
+            let mut r = report("a", t, "live", vec![web(ServiceState::Running, WEB, None)]);
+            if let Ok(r) = &mut r {
+                r.system = system;
+            }
+            r
+        };
+        let verdict = |r: Read| {
+            let rows = view(&m, "live", &BTreeMap::from([("a".to_owned(), r)]), now());
+            let a = rows.into_iter().find(|r| r.host == "a").unwrap();
+            (a.verdict, a.problems)
+        };
+        let on = SystemStatus {
+            enabled: true,
+            ..SystemStatus::default()
+        };
+        assert_eq!(
+            verdict(with(Some(SystemStatus {
+                store_path: Some(SYS.into()),
+                ..on.clone()
+            }))),
+            (Verdict::Converged, vec![])
+        );
+        assert_eq!(
+            verdict(with(Some(on.clone()))),
+            (Verdict::Behind, vec![format!("system: switching to {SYS}")])
+        );
+        assert_eq!(verdict(with(None)).0, Verdict::Behind);
+        let failed = verdict(with(Some(SystemStatus {
+            store_path: Some("/nix/store/old-nixos-system-a-1".into()),
+            failed: Some(FailedSystem {
+                store_path: SYS.into(),
+                message: "units failed by the switch: x.service".into(),
+            }),
+            ..on.clone()
+        })));
+        assert_eq!(failed.0, Verdict::Failing);
+        assert!(
+            failed.1[0].contains("units failed by the switch"),
+            "{failed:?}"
+        );
+        let off = verdict(with(Some(SystemStatus::default())));
+        assert_eq!(off.0, Verdict::Failing);
+        assert!(off.1[0].contains("system deploys are off"), "{off:?}");
+        // A host with only a system and no service is named too.
+        let rows = view(&m, "live", &BTreeMap::new(), now());
+        assert!(
+            rows.iter()
+                .any(|r| r.host == "a" && r.verdict == Verdict::Silent)
         );
     }
 }

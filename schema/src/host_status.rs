@@ -44,6 +44,43 @@ pub struct HostStatus {
     /// Store paths the host refuses to deploy again after they failed their health check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<String>,
+    /// The host's whole NixOS system (the manifest's `systems`): present once the
+    /// manifest names one for this host or the agent switched one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemStatus>,
+}
+
+/// The whole NixOS system of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemStatus {
+    /// Whether agent.toml enables system deploys (`[system] enable`); when not, the
+    /// manifest's system for this host is not applied.
+    pub enabled: bool,
+    /// The system the agent switched to and kept (it passed the check after the switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_path: Option<String>,
+    /// Since when it runs, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// A system that failed here and was switched back from; the host does not try it
+    /// again until the manifest names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<FailedSystem>,
+    /// The running system has another kernel, initrd or kernel modules than the booted one:
+    /// the host needs a reboot, which the agent never does by itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_needed: bool,
+}
+
+/// A system that failed on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedSystem {
+    /// Its store path.
+    pub store_path: String,
+    /// Why it failed.
+    pub message: String,
 }
 
 /// The last tick of a host.

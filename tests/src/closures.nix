@@ -46,8 +46,73 @@
         ''
       ];
     };
+  # Stand-ins for NixOS systems, for the system step's bed tests (NixOS cannot boot on the
+  # bed): `bin/switch-to-configuration` records each call in
+  # /var/lib/ferry-bed-system/calls and, on `test`, does what `mode` says: ok (brings eth0
+  # up and clears the broken unit, as the good system it stands for would), fail (exits 1),
+  # unit (leaves a failed unit behind), network (takes eth0 down). `kernel` links into a
+  # kernel package that systems with the same `kernelVersion` share, as on NixOS.
+  kernel = version:
+    plain {
+      name = "linux-bed-${version}";
+      args = ["-c" "mkdir -p $out && echo ${version} > $out/bzImage"];
+    };
+  standInSystem = {
+    version,
+    mode,
+    kernelVersion ? "6.1",
+  }:
+    plain {
+      name = "nixos-system-bed-${version}";
+      inherit mode;
+      kernel = kernel kernelVersion;
+      args = [
+        "-c"
+        ''
+          set -e
+          mkdir -p $out/bin
+          ln -s $kernel/bzImage $out/kernel
+          cat > $out/bin/switch-to-configuration <<EOF
+          #!/bin/sh
+          # A stand-in for NixOS's switch-to-configuration (mode $mode).
+          mkdir -p /var/lib/ferry-bed-system
+          echo "$out \$1" >> /var/lib/ferry-bed-system/calls
+          if [ "\$1" = test ] || [ "\$1" = switch ]; then
+            case $mode in
+              ok) ip link set eth0 up; systemctl reset-failed ferry-bed-broken.service 2>/dev/null || true ;;
+              fail) echo "activation failed (stand-in)" >&2; exit 1 ;;
+              unit) systemd-run --wait --unit=ferry-bed-broken.service /bin/false || true ;;
+              network) ip link set eth0 down ;;
+            esac
+          fi
+          EOF
+          chmod 0555 $out/bin/switch-to-configuration
+        ''
+      ];
+    };
 in {
   inherit data lib;
+  system_ok = standInSystem {
+    version = "1";
+    mode = "ok";
+  };
+  system_ok_new_kernel = standInSystem {
+    version = "2";
+    mode = "ok";
+    kernelVersion = "6.6";
+  };
+  system_fails = standInSystem {
+    version = "3-fails";
+    mode = "fail";
+  };
+  system_fails_a_unit = standInSystem {
+    version = "4-unit";
+    mode = "unit";
+  };
+  system_breaks_network = standInSystem {
+    version = "5-network";
+    mode = "network";
+  };
   v1 = service {
     version = "1.0.0";
     mode = "ok";

@@ -56,6 +56,9 @@ pub struct Closures {
     pub multi_deps: Vec<String>,
     /// Seven healthy versions, `6.1.0` to `6.7.0`, in order.
     pub series: Vec<String>,
+    /// Stand-ins for NixOS systems (a `bin/switch-to-configuration` that records its calls
+    /// in the host's `/var/lib/ferry-bed-system/calls`), for the system step.
+    pub systems: StandInSystems,
     /// `ferry-test-1:<base64>`, for `trusted-public-keys`.
     pub public_key: String,
     /// The secret key file (`nix-store --generate-binary-cache-key` format).
@@ -65,6 +68,33 @@ pub struct Closures {
     /// The same closures without signatures (a host must refuse them).
     pub unsigned_cache: PathBuf,
 }
+
+/// Stand-ins for NixOS systems (`closures.nix`: `standInSystem`). On `test`, each does what
+/// its name says; all record every call.
+#[derive(Debug, Clone)]
+pub struct StandInSystems {
+    /// A good system: activating it brings `eth0` up and clears the failed unit the `unit`
+    /// one leaves, as switching back to a good system would.
+    pub ok: String,
+    /// A good system with another kernel (needs a reboot).
+    pub ok_new_kernel: String,
+    /// `switch-to-configuration test` exits 1.
+    pub fails: String,
+    /// Activates, but leaves the unit `ferry-bed-broken.service` failed.
+    pub fails_a_unit: String,
+    /// Activates and takes `eth0` down: the bucket is out of reach.
+    pub breaks_network: String,
+}
+
+/// The attributes of `closures.nix` that are stand-in systems, as [`StandInSystems`] names
+/// them.
+const SYSTEM_ATTRS: [&str; 5] = [
+    "system_ok",
+    "system_ok_new_kernel",
+    "system_fails",
+    "system_fails_a_unit",
+    "system_breaks_network",
+];
 
 static CLOSURES: OnceLock<std::result::Result<Closures, String>> = OnceLock::new();
 
@@ -223,7 +253,8 @@ fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
         .context("the ferry-testsvc path is not UTF-8")?;
     let mut paths = serde_json::Map::new();
     std::fs::create_dir_all(GC_ROOTS).with_context(|| format!("creating {GC_ROOTS}"))?;
-    for attr in ["v1", "v2", "broken", "crashing", "multi", "lib", "data"] {
+    let attrs = ["v1", "v2", "broken", "crashing", "multi", "lib", "data"];
+    for attr in attrs.into_iter().chain(SYSTEM_ATTRS) {
         let mut build = cmd("nix-build", NIX_BUILD_FLAGS);
         build
             .arg("--no-out-link")
@@ -260,6 +291,7 @@ fn build(binary: &Path, temp: &Path, dir: &Path, digest: &str) -> Result<()> {
     run(&mut keygen).context("generating the test signing key")?;
     let tops: Vec<String> = ["v1", "v2", "broken", "crashing", "multi"]
         .iter()
+        .chain(SYSTEM_ATTRS.iter())
         .filter_map(|attr| paths.get(*attr).and_then(Value::as_str).map(str::to_string))
         .chain(series.iter().cloned())
         .collect();
@@ -311,6 +343,13 @@ fn load(dir: &Path) -> Result<Closures> {
         crashing: path("crashing")?,
         multi: path("multi")?,
         multi_deps: vec![path("lib")?, path("data")?],
+        systems: StandInSystems {
+            ok: path("system_ok")?,
+            ok_new_kernel: path("system_ok_new_kernel")?,
+            fails: path("system_fails")?,
+            fails_a_unit: path("system_fails_a_unit")?,
+            breaks_network: path("system_breaks_network")?,
+        },
         series: manifest["paths"]["series"]
             .as_array()
             .with_context(|| format!("{} lacks the series", manifest_path.display()))?

@@ -377,6 +377,9 @@ impl Host {
                 "--console=pipe",
                 "--link-journal=no",
                 "--resolv-conf=off",
+                // Root on a real host can change its own network, and the host has a
+                // namespace of its own here: the system tests' stand-in takes eth0 down.
+                "--capability=CAP_NET_ADMIN",
             ],
         );
         nspawn

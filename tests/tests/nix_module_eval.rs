@@ -76,6 +76,8 @@ fn options_are_the_ones_the_issue_lists() -> Result<()> {
             "status.credentialsFile",
             "status.credentialsProfile",
             "status.everySec",
+            "system.enable",
+            "system.switchTimeoutSec",
             "trustedKeys",
         ]
     );
@@ -213,6 +215,33 @@ fn credentials_reach_the_agent_only_through_load_credential() -> Result<()> {
     assert!(value.starts_with('#'), "{fallback}");
     // The secret's path is in the unit, never its content, and not in agent.toml.
     assert!(!eval["agentToml"].to_string().contains("/run/keys/ferry-s3"));
+    Ok(())
+}
+
+#[test]
+fn system_deploys_are_off_unless_asked_and_their_switches_extend_the_units_limit() -> Result<()> {
+    let limit = |eval: &Value| {
+        eval["config"]["systemd"]["services"]["ferry-agent"]["serviceConfig"]["TimeoutStartSec"]
+            .as_str()
+            .and_then(|s| s.strip_suffix('s'))
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    // Off: no [system] table at all, so an agent older than it still reads agent.toml.
+    let off = eval_module(SPACES)?;
+    assert_eq!(off["agentToml"].get("system"), None, "{}", off["agentToml"]);
+    let user = r#"{ enable = true; bucket = "b"; manifestKeys = ["k:x"]; system = { enable = true; switchTimeoutSec = 100; }; }"#;
+    let on = eval_module(user)?;
+    assert_eq!(failed_assertions(&on), Vec::<String>::new());
+    assert_eq!(
+        on["agentToml"]["system"],
+        json!({"enable": true, "switchTimeoutSec": 100})
+    );
+    // Test, boot or the previous system's test: three switches on top of the tick's bound.
+    let (off, on) = (
+        limit(&off).context("TimeoutStartSec off")?,
+        limit(&on).context("TimeoutStartSec on")?,
+    );
+    assert_eq!(on, off + 300);
     Ok(())
 }
 

@@ -13,5 +13,6 @@ pub mod hook;
 pub mod probe;
 pub mod status_store;
 pub mod store;
+pub mod system;
 pub mod systemd;
 pub mod units;

@@ -132,7 +132,7 @@ impl NixCli {
     }
 
     /// The `nix-env` beside `nix` (same directory when `nix` is a path).
-    fn nix_env(&self) -> String {
+    pub fn nix_env(&self) -> String {
         match Path::new(&self.nix).parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.join("nix-env").display().to_string(),
             _ => "nix-env".to_owned(),

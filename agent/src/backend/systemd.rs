@@ -145,6 +145,87 @@ impl DbusSystemd {
     }
 }
 
+impl DbusSystemd {
+    /// Runs `commands` one after the other as a transient `Type=oneshot` service `name`,
+    /// started by systemd itself and so outside the agent's own sandbox, bounded by `limit`
+    /// (systemd kills it there). Returns the start job's result: `done` when every command
+    /// exited 0, `failed` or `timeout` otherwise (what they printed is in the journal under
+    /// `name`). The unit is garbage-collected once it ends, failed or not.
+    pub async fn run_transient(
+        &self,
+        name: &str,
+        commands: &[Vec<String>],
+        limit: Duration,
+    ) -> Result<String, SystemdError> {
+        let err = call_err("StartTransientUnit", name);
+        let exec: Vec<(String, Vec<String>, bool)> = commands
+            .iter()
+            .filter_map(|argv| Some((argv.first()?.clone(), argv.clone(), false)))
+            .collect();
+        let value = |v: zbus::zvariant::Value<'_>| {
+            zbus::zvariant::OwnedValue::try_from(v).map_err(|e| SystemdError::Call {
+                call: "StartTransientUnit",
+                unit: name.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let micros = u64::try_from(limit.as_micros()).unwrap_or(u64::MAX);
+        let properties = vec![
+            ("Type".to_owned(), value("oneshot".into())?),
+            ("ExecStart".to_owned(), value(exec.into())?),
+            ("TimeoutStartUSec".to_owned(), value(micros.into())?),
+            (
+                "CollectMode".to_owned(),
+                value("inactive-or-failed".into())?,
+            ),
+            (
+                "Description".to_owned(),
+                value("Ferry: whole-system switch step".into())?,
+            ),
+        ];
+        let mut removed = self.manager.receive_job_removed().await.map_err(&err)?;
+        let path = self
+            .manager
+            .start_transient_unit(name.to_owned(), "fail".to_owned(), properties, Vec::new())
+            .await
+            .map_err(&err)?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                if let Ok(args) = signal.args()
+                    && args.job == path
+                {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        // systemd stops the unit at `limit`; the margin is for it to say so.
+        match tokio::time::timeout(limit + self.job_timeout, wait).await {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => Err(SystemdError::Call {
+                call: "StartTransientUnit",
+                unit: name.to_owned(),
+                reason: "the bus closed while waiting for the job".into(),
+            }),
+            Err(_) => Err(SystemdError::JobTimeout {
+                job: Job::Start,
+                unit: name.to_owned(),
+                after: limit + self.job_timeout,
+            }),
+        }
+    }
+
+    /// The units systemd has in the `failed` state now.
+    pub async fn failed_units(&self) -> Result<std::collections::BTreeSet<String>, SystemdError> {
+        let units = self
+            .manager
+            .list_units_filtered(vec!["failed".to_owned()])
+            .await
+            .map_err(call_err("ListUnitsFiltered", "failed"))?;
+        Ok(units.into_iter().map(|u| u.0).collect())
+    }
+}
+
 fn call_err<'a>(
     call: &'static str,
     unit: &'a str,

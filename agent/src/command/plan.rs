@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ferry_agent::backend::bucket::Fetched;
+use ferry_agent::backend::system::{SYSTEM_PROFILE, read_target};
 use ferry_agent::config::Config;
 use ferry_agent::state_file;
 use ferry_agent::tick::{fetch, observe, plan, verify};
@@ -142,6 +143,17 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 g.rollout.soak_sec()
             );
         }
-        Ok(ExitCode::from(if planned.plan.is_noop() { 0 } else { 1 }))
+        let system = ferry_agent::system_deploy::decide(
+            desired.systems.get(&policy.host),
+            config.system.enable,
+            read_target(Path::new(SYSTEM_PROFILE)).as_deref(),
+            &state.system,
+        );
+        let mut changes = !planned.plan.is_noop();
+        if let Some((line, change)) = ferry_agent::system_deploy::preview(&system) {
+            println!("{line}");
+            changes |= change;
+        }
+        Ok(ExitCode::from(if changes { 1 } else { 0 }))
     })
 }

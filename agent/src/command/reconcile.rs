@@ -97,6 +97,9 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
                 q.store_path
             );
         }
+        if let Some((path, _)) = state.system.quarantined.take() {
+            println!("system: quarantine of {path} cleared (--retry-failed)");
+        }
     }
     let mut settings = TickSettings {
         policy: runtime::host_policy(&config)?,
@@ -136,6 +139,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("rolling `{}` back", t.service))?;
         }
         let reporting = runtime::reporting(&config).await?;
+        let system = runtime::system_host(&config, &backends.systemd);
         anyhow::Ok(
             tick::run(
                 &settings,
@@ -144,6 +148,7 @@ pub fn run_mode(config_path: &Path, mode: Mode) -> anyhow::Result<ExitCode> {
                 &backends,
                 routing.as_ref(),
                 reporting.as_ref(),
+                system.as_ref(),
                 &notify,
             )
             .await,

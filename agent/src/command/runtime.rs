@@ -9,6 +9,7 @@ use ferry_agent::backend::configured_bucket::ConfiguredBucket;
 use ferry_agent::backend::probe::NetProbe;
 use ferry_agent::backend::status_store::StatusBucket;
 use ferry_agent::backend::store::NixCli;
+use ferry_agent::backend::system::{NixosSystem, SYSTEM_PROFILE};
 use ferry_agent::backend::systemd::DbusSystemd;
 use ferry_agent::backend::units::UnitDir;
 use ferry_agent::config::Config;
@@ -111,6 +112,17 @@ pub async fn backends(
         systemd: systemd(config).await?,
         units: units(config),
         probe: NetProbe,
+    })
+}
+
+/// The host's NixOS system for the system step; `None` unless agent.toml's `system.enable`.
+pub fn system_host(config: &Config, systemd: &DbusSystemd) -> Option<NixosSystem> {
+    config.system.enable.then(|| NixosSystem {
+        systemd: systemd.clone(),
+        nix_env: store(config).nix_env(),
+        profile: SYSTEM_PROFILE.into(),
+        switch_timeout: Duration::from_secs(config.system.switch_timeout_sec),
+        command_timeout: Duration::from_secs(config.timeouts.job_sec),
     })
 }
 

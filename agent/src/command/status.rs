@@ -99,6 +99,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         "services": services,
         "quarantine": state.quarantine,
         "rollbacks": state.rollbacks,
+        "system": state.system,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -145,6 +146,23 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{name}: quarantined {} since {}: {}; {back} (retry with `ferry-agent reconcile --retry-failed`)",
             q.store_path, q.at, q.reason
+        );
+    }
+    let sys = &state.system;
+    if let Some(path) = &sys.running {
+        println!(
+            "system: {path} since {}{}",
+            sys.since.as_deref().unwrap_or("-"),
+            if sys.reboot_needed {
+                " (reboot needed: new kernel, initrd or modules)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some((path, why)) = &sys.quarantined {
+        println!(
+            "system: quarantined {path}: {why} (retry with `ferry-agent reconcile --retry-failed`)"
         );
     }
     for (name, h) in &state.rollbacks {

@@ -41,6 +41,7 @@ pub mod retire;
 pub mod rollback;
 pub mod route;
 pub mod summary;
+pub mod system;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ use crate::backend::caddy::Proxy;
 use crate::backend::probe::Probe;
 use crate::backend::status_store::StatusStore;
 use crate::backend::store::Store;
+use crate::backend::system::SystemHost;
 use crate::backend::systemd::Systemd;
 use crate::backend::units::Units;
 use crate::hooks::{Hooks, TickEvent};
@@ -169,13 +171,15 @@ impl RunReport {
 /// Run the whole pipeline: read what Caddy dials when state may not know a live instance,
 /// one tick (the boot tick bounded by `timeouts.bootSec`), save, route, retire, save,
 /// report (saving again when state records the report), metrics, hooks.
-pub async fn run<B, S, D, U, P, X, R>(
+#[allow(clippy::too_many_arguments)]
+pub async fn run<B, S, D, U, P, X, R, Y>(
     settings: &TickSettings,
     after: AfterSettings,
     state: &mut State,
     b: &Backends<B, S, D, U, P>,
     routing: Option<&Routing<X>>,
     reporting: Option<&Reporting<R>>,
+    system: Option<&Y>,
     notify: &Notify,
 ) -> RunReport
 where
@@ -186,6 +190,7 @@ where
     P: Probe,
     X: Proxy,
     R: StatusStore,
+    Y: SystemHost,
 {
     let started = Instant::now();
     // The report names the applied manifest by the digest of its bytes; state written
@@ -215,13 +220,14 @@ where
         rollback::begin(t, state);
     }
     let status = reporting.map(|r| &r.store);
-    let records_before = state.service_status.clone();
+    let records_before = (state.service_status.clone(), state.system.clone());
     let mut report = if settings.rollback.is_some() {
-        tick(settings, state, b, status).await
+        tick(settings, state, b, status, None::<&Y>).await
     } else if b.systemd.booting().await {
+        // A boot tick never switches systems: the host is coming up on the one it booted.
         boot_tick(settings, state, b, status, after.boot_sec).await
     } else {
-        tick(settings, state, b, status).await
+        tick(settings, state, b, status, system).await
     };
     if let Some(t) = &settings.rollback {
         rollback::settle(t, state, &mut report);
@@ -264,12 +270,14 @@ where
     let mut summary = summarize(&report, &routed, saved.is_ok(), state, started);
     // A service that starts or stops waiting changes nothing on the host, but its report
     // must say so.
-    summary.records_changed = state.service_status != records_before;
+    summary.records_changed =
+        (state.service_status.clone(), state.system.clone()) != records_before;
     let mut reported = None;
     if let Some(reporting) = reporting {
         reported = report::after_save(
             reporting,
             &settings.policy.host,
+            system.is_some(),
             &summary,
             state,
             &mut report.lines,
@@ -310,6 +318,7 @@ where
                     agent_version: &notify.agent_version,
                     every_sec: notify.every_sec,
                     now: &now,
+                    system_enabled: system.is_some(),
                 };
                 host_report::build(state, &summary, &who)
             }
@@ -406,7 +415,10 @@ where
 {
     let before = state.clone();
     let limit = Duration::from_secs(boot_sec);
-    if let Ok(report) = tokio::time::timeout(limit, tick(settings, state, backends, status)).await {
+    let no_system = None::<&crate::backend::system::NixosSystem>;
+    if let Ok(report) =
+        tokio::time::timeout(limit, tick(settings, state, backends, status, no_system)).await
+    {
         return report;
     }
     let pending = std::mem::take(&mut state.pending);
@@ -418,18 +430,28 @@ where
         )),
         ..settings.clone()
     };
-    tick(&restore, state, backends, status).await
+    tick(&restore, state, backends, status, no_system).await
 }
 
 /// One tick up to `record`: fetch → verify → observe → plan (holds, wave gate, planner) →
 /// apply → record (in memory; [`run`] saves it around routing). `status`: the status store
 /// the wave gate reads earlier waves' reports from.
-pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe, R: StatusStore>(
+pub async fn tick<B, S, D, U, P, R, Y>(
     settings: &TickSettings,
     state: &mut State,
     b: &Backends<B, S, D, U, P>,
     status: Option<&R>,
-) -> TickReport {
+    system_host: Option<&Y>,
+) -> TickReport
+where
+    B: ReadBucket,
+    S: Store,
+    D: Systemd,
+    U: Units,
+    P: Probe,
+    R: StatusStore,
+    Y: SystemHost,
+{
     let started = Instant::now();
     let clock = chrono::Utc::now();
     let at = clock.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -441,6 +463,25 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe, R: St
     let restore = source.restore_outcome();
     let (mut desired, notes) = verify::desired(&source, settings, state);
     lines.extend(notes);
+    // The host's system first, so the services' steps see the host as it left it; only a
+    // trusted manifest names one.
+    let mut system_step = system::SystemStep::default();
+    if let verify::Source::Fetched { manifest, .. } | verify::Source::Unchanged(manifest) = &source
+    {
+        system_step = system::step(settings, manifest, state, b, system_host, &mut lines).await;
+    }
+    // A switch's time is not taken from the services' share of timeouts.tickSec.
+    let moved;
+    let settings = match settings.apply.deadline {
+        Some(mut d) if !system_step.took.is_zero() => {
+            d.at += system_step.took;
+            let mut s = settings.clone();
+            s.apply.deadline = Some(d);
+            moved = s;
+            &moved
+        }
+        _ => settings,
+    };
 
     let observation = match observe::observe_host(
         &settings.facts,
@@ -523,7 +564,10 @@ pub async fn tick<B: ReadBucket, S: Store, D: Systemd, U: Units, P: Probe, R: St
         clock,
         at: &at,
     };
-    let outcome = record::record(settings, state, input, &mut lines);
+    let mut outcome = record::record(settings, state, input, &mut lines);
+    if system_step.failed && outcome == Outcome::Ok {
+        outcome = Outcome::Failed;
+    }
     let mut report = finish(
         state,
         at,

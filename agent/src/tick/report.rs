@@ -42,6 +42,7 @@ pub struct Reported {
 pub async fn after_save<T: StatusStore>(
     reporting: &Reporting<T>,
     host: &str,
+    system_enabled: bool,
     summary: &TickSummary,
     state: &mut State,
     lines: &mut Vec<String>,
@@ -65,6 +66,7 @@ pub async fn after_save<T: StatusStore>(
         agent_version: &reporting.agent_version,
         every_sec: reporting.every_sec,
         now: &time,
+        system_enabled,
     };
     let status = host_report::build(state, summary, &who);
     let key = host_status_key(host);

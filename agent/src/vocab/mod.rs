@@ -1,8 +1,10 @@
 //! The small vocabulary the pure core and the backends share: the systemd job a service
-//! needs, unit names and a unit's runtime state, a proxy route, and how a hook run ended.
+//! needs, unit names and a unit's runtime state, a proxy route, how a hook run ended, and a
+//! system's boot parts.
 //! The planner, renderer and route computation produce these; the backends take them.
 //! Neither side imports the other: both import this.
 
+pub mod boot;
 pub mod hook;
 pub mod job;
 pub mod route;
