@@ -35,8 +35,9 @@ pub fn kept_generations(archived: &[String], policy: KeepPolicy) -> Vec<String> 
     }
 }
 
-/// Every `services[].artifact.storePath` of a manifest's JSON. Read leniently (not through
-/// today's validation), so an old archive from an earlier schema still protects its closure.
+/// Every `services[].artifact.storePath` and `systems.<host>.storePath` of a manifest's
+/// JSON. Read leniently (not through today's validation), so an old archive from an earlier
+/// schema still protects its closure.
 pub fn manifest_store_paths(bytes: &[u8]) -> Result<Vec<String>, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
@@ -50,6 +51,14 @@ pub fn manifest_store_paths(bytes: &[u8]) -> Result<Vec<String>, String> {
             .pointer("/artifact/storePath")
             .and_then(serde_json::Value::as_str)
             .ok_or_else(|| format!("services[{i}] has no artifact.storePath"))?;
+        paths.push(path.to_owned());
+    }
+    let systems = value.get("systems").and_then(serde_json::Value::as_object);
+    for (host, system) in systems.into_iter().flatten() {
+        let path = system
+            .get("storePath")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("systems.{host} has no storePath"))?;
         paths.push(path.to_owned());
     }
     Ok(paths)
@@ -322,6 +331,15 @@ mod tests {
                 .unwrap_err()
                 .contains("services[0]")
         );
+        // A whole host's system is kept like a service's closure.
+        let m = br#"{"services":[{"name":"a","artifact":{"storePath":"/nix/store/x-a"}}],
+                    "systems":{"biz":{"storePath":"/nix/store/s-nixos-system-biz"}}}"#;
+        assert_eq!(
+            manifest_store_paths(m).unwrap(),
+            ["/nix/store/x-a", "/nix/store/s-nixos-system-biz"]
+        );
+        let m = br#"{"services":[],"systems":{"biz":{}}}"#;
+        assert!(manifest_store_paths(m).unwrap_err().contains("systems.biz"));
         assert!(manifest_store_paths(b"{}").is_err());
         assert!(manifest_store_paths(b"nope").is_err());
     }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use ferry_schema::Manifest;
-use ferry_schema::manifest::Service;
+use ferry_schema::manifest::{HostSystem, Service};
 use thiserror::Error;
 
 /// Why an edit was refused.
@@ -32,6 +32,16 @@ pub enum EditError {
     ServiceChanged {
         /// The service.
         service: String,
+        /// The live generation that changed it.
+        generation: String,
+    },
+    /// The pushed host's system changed since the push read the manifest.
+    #[error(
+        "the system of host `{host}` was changed meanwhile (generation {generation} has a different one)"
+    )]
+    SystemChanged {
+        /// The host.
+        host: String,
         /// The live generation that changed it.
         generation: String,
     },
@@ -108,6 +118,40 @@ pub fn set_service(
     Ok(())
 }
 
+/// Points `host`'s whole system at `store_path` with `revision` (adding the host when the
+/// manifest names no system for it yet); the signatures are dropped.
+pub fn set_system(m: &mut Manifest, host: &str, store_path: &str, revision: Option<String>) {
+    m.systems.insert(
+        host.to_owned(),
+        HostSystem {
+            store_path: store_path.to_owned(),
+            revision,
+        },
+    );
+    m.signatures = None;
+}
+
+/// Re-applies a `ferry push --system` of `host` on `live`, as [`reapply_push`] does for a
+/// service: `base` is the host's system when the push read the manifest (`None`: it had
+/// none). Refused when it changed meanwhile.
+pub fn reapply_system(
+    host: &str,
+    base: Option<&HostSystem>,
+    live: &Manifest,
+    store_path: &str,
+    revision: Option<String>,
+) -> Result<Manifest, EditError> {
+    if live.systems.get(host) != base {
+        return Err(EditError::SystemChanged {
+            host: host.to_owned(),
+            generation: live.generation.clone(),
+        });
+    }
+    let mut m = live.clone();
+    set_system(&mut m, host, store_path, revision);
+    Ok(m)
+}
+
 /// Re-applies a push of `base`'s service (as it was when the push read the manifest) on
 /// `live`, the manifest live now: the service gets `store_path` and `revision`, and every
 /// other service stays as `live` has it. Refused when the service itself changed or went
@@ -135,12 +179,14 @@ pub fn reapply_push(
     }
 }
 
-/// Every store path the manifest names, sorted, without duplicates.
+/// Every store path the manifest names (services' and hosts' systems), sorted, without
+/// duplicates.
 pub fn store_paths(m: &Manifest) -> Vec<String> {
     let mut paths: Vec<String> = m
         .services
         .iter()
         .map(|s| s.artifact.store_path.clone())
+        .chain(m.systems.values().map(|s| s.store_path.clone()))
         .collect();
     paths.sort();
     paths.dedup();
@@ -167,6 +213,25 @@ pub fn service_changes(old: Option<&Manifest>, new: &Manifest) -> Vec<String> {
     for o in old_services {
         if !new.services.iter().any(|s| s.name == o.name) {
             lines.push(format!("- {}", o.name));
+        }
+    }
+    let no_systems = std::collections::BTreeMap::new();
+    let old_systems = old.map_or(&no_systems, |m| &m.systems);
+    for (host, s) in &new.systems {
+        match old_systems.get(host) {
+            None => lines.push(format!("+ system {host} ({})", s.store_path)),
+            Some(o) if o.store_path != s.store_path => lines.push(format!(
+                "~ system {host}: {} -> {}",
+                o.store_path, s.store_path
+            )),
+            Some(_) => {}
+        }
+    }
+    for host in old_systems.keys() {
+        if !new.systems.contains_key(host) {
+            lines.push(format!(
+                "- system {host} (the host keeps the system it runs)"
+            ));
         }
     }
     for host in &new.decommission {
@@ -361,6 +426,78 @@ mod tests {
         assert!(
             err.contains("ferry upload /nix/store/x-api") && err.contains("ferry publish"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_system_push_sets_one_host_and_reapplies_only_over_other_changes() {
+        let live = example();
+        let mut m = live.clone();
+        set_system(
+            &mut m,
+            "biz",
+            "/nix/store/aaaa-nixos-system-biz-1",
+            Some("r1".into()),
+        );
+        assert_eq!(
+            m.systems["biz"].store_path,
+            "/nix/store/aaaa-nixos-system-biz-1"
+        );
+        assert_eq!(m.signatures, None);
+        assert_eq!(
+            service_changes(Some(&live), &m),
+            ["+ system biz (/nix/store/aaaa-nixos-system-biz-1)"]
+        );
+        assert!(store_paths(&m).contains(&"/nix/store/aaaa-nixos-system-biz-1".to_owned()));
+
+        // Someone else pushed a service meanwhile: the system goes on top of it.
+        let mut theirs = m.clone();
+        set_service(
+            &mut theirs,
+            "podcastitlater-web",
+            "/nix/store/cccc-web-3",
+            None,
+        )
+        .unwrap();
+        theirs.generation = "2026-02-01T00:00:00Z".into();
+        let base = m.systems.get("biz").cloned();
+        let again = reapply_system(
+            "biz",
+            base.as_ref(),
+            &theirs,
+            "/nix/store/bbbb-nixos-system-biz-2",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            again.systems["biz"].store_path,
+            "/nix/store/bbbb-nixos-system-biz-2"
+        );
+        assert_eq!(again.services, theirs.services);
+        assert_eq!(
+            service_changes(Some(&theirs), &again),
+            [
+                "~ system biz: /nix/store/aaaa-nixos-system-biz-1 -> /nix/store/bbbb-nixos-system-biz-2"
+            ]
+        );
+        // Someone else changed this host's system meanwhile: refused.
+        let err = reapply_system(
+            "biz",
+            None,
+            &theirs,
+            "/nix/store/bbbb-nixos-system-biz-2",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the system of host `biz` was changed meanwhile (generation 2026-02-01T00:00:00Z has a different one)"
+        );
+        let mut removed = again.clone();
+        removed.systems.clear();
+        assert_eq!(
+            service_changes(Some(&again), &removed),
+            ["- system biz (the host keeps the system it runs)"]
         );
     }
 }

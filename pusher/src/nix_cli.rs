@@ -50,6 +50,28 @@ pub fn build_command(installable: &str) -> NixCommand {
     NixCommand::new("nix", &args)
 }
 
+/// How `ferry push --system`'s TARGET is built: a `.nix` file is a NixOS configuration
+/// (`configuration.nix`), built the way `nixos-rebuild` does without flakes: `nix-build
+/// '<nixpkgs/nixos>' -A system -I nixos-config=FILE` (nixpkgs from `NIX_PATH`); anything
+/// else is an installable naming the toplevel (`.#nixosConfigurations.biz.config.system.build.toplevel`).
+pub fn system_build_command(target: &str) -> NixCommand {
+    if target.ends_with(".nix") && Path::new(target).is_file() {
+        let config = format!("nixos-config={target}");
+        return NixCommand::new(
+            "nix-build",
+            &[
+                "--no-out-link",
+                "<nixpkgs/nixos>",
+                "-A",
+                "system",
+                "-I",
+                &config,
+            ],
+        );
+    }
+    build_command(target)
+}
+
 /// The store path a [`build_command`] built, from its stdout: the first line of
 /// `nix-build`'s, or the first result's `out` output (or its only one) in `nix build
 /// --json`'s `[{"drvPath": …, "outputs": {"out": "/nix/store/…"}}]`.
@@ -169,6 +191,36 @@ mod tests {
         assert_eq!(
             dump_command("/nix/store/a-x").args,
             ["--dump", "/nix/store/a-x"]
+        );
+    }
+
+    #[test]
+    fn a_system_target_in_a_nix_file_is_a_nixos_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("configuration.nix");
+        std::fs::write(&file, "{ ... }: { }").unwrap();
+        let f = file.to_str().unwrap();
+        let config = format!("nixos-config={f}");
+        assert_eq!(
+            system_build_command(f),
+            NixCommand::new(
+                "nix-build",
+                &[
+                    "--no-out-link",
+                    "<nixpkgs/nixos>",
+                    "-A",
+                    "system",
+                    "-I",
+                    &config
+                ]
+            )
+        );
+        let flake = ".#nixosConfigurations.biz.config.system.build.toplevel";
+        assert_eq!(system_build_command(flake), build_command(flake));
+        // nix-build prints the toplevel's path, read like any other nix-build's.
+        assert_eq!(
+            built_path(&system_build_command(f), "/nix/store/a-nixos-system-biz\n").unwrap(),
+            "/nix/store/a-nixos-system-biz"
         );
     }
 

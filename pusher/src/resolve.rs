@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use ferry_schema::StorePath;
 use ferry_schema::names::STORE_DIR;
 
-use crate::nix_cli::{build_command, built_path, path_info_command, run};
+use crate::nix_cli::{build_command, built_path, path_info_command, run, system_build_command};
 use ferry_schema::path_info::{self, PathInfo};
 
 /// The top-level store path of a store path, a symlink into the store, or an installable.
@@ -31,6 +31,36 @@ pub fn resolve(arg: &str) -> Result<String> {
     let out = run(&build).with_context(|| format!("building {arg:?}"))?;
     built_path(&build, &out).with_context(|| format!("building {arg:?}"))
 }
+
+/// The toplevel store path of `ferry push --system`'s TARGET: a built toplevel (a store
+/// path or `./result`), an installable naming one, or a NixOS configuration in a `.nix`
+/// file (see [`system_build_command`]). Refused unless it has `bin/switch-to-configuration`,
+/// which is what the host's agent runs: a service's closure is not a system.
+pub fn resolve_system(target: &str) -> Result<String> {
+    let top = if target.ends_with(".nix") && Path::new(target).is_file() {
+        let file = std::fs::canonicalize(target)
+            .with_context(|| format!("reading the NixOS configuration {target}"))?;
+        let file = file
+            .to_str()
+            .with_context(|| format!("{target}: the path is not UTF-8"))?;
+        let build = system_build_command(file);
+        let out = run(&build).with_context(|| {
+            format!("building the NixOS configuration {target} (is nixpkgs on NIX_PATH?)")
+        })?;
+        built_path(&build, &out).with_context(|| format!("building {target}"))?
+    } else {
+        resolve(target)?
+    };
+    if !Path::new(&top).join(SWITCH).is_file() {
+        bail!(
+            "{target} resolved to {top}, which is not a NixOS system: it has no {SWITCH}; name the system's toplevel (`config.system.build.toplevel`, or the `result` of `nixos-rebuild build`)"
+        );
+    }
+    Ok(top)
+}
+
+/// What makes a store path a NixOS system, and what the agent runs in it.
+const SWITCH: &str = "bin/switch-to-configuration";
 
 /// `/nix/store/<hash>-<name>` of a path that may point inside a store path.
 fn top_level(path: &str) -> String {

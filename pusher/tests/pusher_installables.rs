@@ -1,9 +1,9 @@
 //! The README's first example and the other ways of naming what `ferry push` ships, end to
 //! end against a `file://` bucket with the machine's Nix: `ferry push web ./result` (the
-//! symlink `nix-build` leaves in the working folder), `ferry push web ./app.nix` (built
-//! with `nix-build`) and a flake installable `.#default` (built with `nix build`). Each
-//! push must make the live manifest name the path Nix built, and stock `nix copy` must take
-//! that closure from the bucket with the signing key.
+//! symlink `nix-build` leaves in the working folder) and a flake installable `.#default`
+//! (built with `nix build`); `ferry push web ./app.nix` is refused (a `.nix` target is a
+//! whole-host deploy, `--system`). Each push must make the live manifest name the path Nix
+//! built, and stock `nix copy` must take that closure from the bucket with the signing key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,7 +51,7 @@ fn write_flake(dir: &Path, name: &str, text: &str) {
 }
 
 #[test]
-fn push_takes_a_result_link_a_nix_file_and_a_flake_installable() {
+fn push_takes_a_result_link_and_a_flake_installable_and_refuses_a_nix_file() {
     let dir = tempfile::tempdir().unwrap();
     let (sec, public) = keypair(dir.path(), "ferry-pt-inst-1");
     let key = sec.to_str().unwrap();
@@ -113,23 +113,36 @@ fn push_takes_a_result_link_a_nix_file_and_a_flake_installable() {
     assert!(project.join("result").is_symlink());
     assert_eq!(push(&project, "./result"), app2);
 
-    // A .nix file: ferry builds it (the path does not exist before).
+    // A .nix file is refused, naming both forms it could mean (the original design made a
+    // `.nix` target a whole-host NixOS deploy), and nothing is built or written.
     std::fs::write(
         project.join("app.nix"),
         format!("import ./pt.nix {{ nonce = \"{n}\"; version = \"3\"; }}\n"),
     )
     .unwrap();
-    let app3 = push(&project, "./app.nix");
-    assert_ne!(app3, app2);
-    assert_eq!(
-        std::fs::read_to_string(Path::new(&app3).join("version")).unwrap(),
-        "3\n"
+    let before = std::fs::read(bucket.join("manifest.json")).unwrap();
+    let refused = ferry_in(
+        &project,
+        &[
+            "push",
+            "web",
+            "./app.nix",
+            "--bucket",
+            &url,
+            "--key-file",
+            key,
+        ],
+        &[],
     );
-    assert_eq!(
-        build_app(dir.path(), &n, 3).0,
-        app3,
-        "not the path Nix builds"
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("ferry push --system HOST ./app.nix")
+            && err.contains("nix-build ./app.nix")
+            && err.contains("ferry push web ./result"),
+        "{err}"
     );
+    assert_eq!(std::fs::read(bucket.join("manifest.json")).unwrap(), before);
 
     // A flake installable, as a project with a flake.nix names its package.
     let flake = dir.path().join("flake");
@@ -146,7 +159,7 @@ fn push_takes_a_result_link_a_nix_file_and_a_flake_installable() {
     );
 
     // Every one of them reached the bucket signed: stock Nix takes it with the key.
-    for (i, path) in [&app2, &app3, &app4].into_iter().enumerate() {
+    for (i, path) in [&app2, &app4].into_iter().enumerate() {
         let store = dir.path().join(format!("store-{i}"));
         let copied = nix_copy(&bucket, &store, &public, path);
         assert!(copied.status.success(), "{path}: {}", text(&copied));

@@ -1,21 +1,28 @@
-//! `ferry push`: upload one service's new closure and point the live manifest at it.
+//! `ferry push`: upload one service's new closure (or, with `--system`, one host's whole
+//! NixOS system) and point the live manifest at it.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use ferry_bucket::Bucket;
 use ferry_schema::layout::MANIFEST_KEY;
-use ferry_schema::{SecretKey, sign_manifest, validate_manifest};
+use ferry_schema::manifest::{HostSystem, Service};
+use ferry_schema::names::is_valid_host_name;
+use ferry_schema::{Manifest, SecretKey, sign_manifest, validate_manifest};
 
 use crate::cli::EXIT_FAILED;
 use crate::command::upload::{CompressionArg, prepare, print_report};
 use crate::command::writing::Writing;
 use crate::fleet_wait::WaitArgs;
 use crate::live_manifest::{parse, read_live, to_bytes};
-use crate::manifest_edit::{next_generation, reapply_push, service_changes, set_service};
+use crate::manifest_edit::{
+    EditError, next_generation, reapply_push, reapply_system, service_changes, set_service,
+};
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
 use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest};
+use crate::resolve::resolve_system;
 use crate::revision::git_head;
 use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
 use crate::uploader::{UploadOptions, execute};
@@ -23,13 +30,22 @@ use crate::uploader::{UploadOptions, execute};
 /// How often a push uploads again what `ferry gc` deleted while it was under way.
 const REUPLOADS: u32 = 2;
 
-/// Deploy a new version of one service: upload its closure, then update the live manifest.
+/// Deploy a new version of one service (or, with `--system`, a whole NixOS host): upload its
+/// closure, then update the live manifest.
 ///
 /// Builds the installable (or takes the store path), uploads what the bucket's cache lacks,
 /// then sets the service's `storePath` and `revision` (the git commit of the working
 /// directory, or `--revision`) with a new generation, signs, archives the current manifest
 /// and uploads the new one. The service must already be in the live manifest; new services
 /// go in with `ferry upload` + `ferry publish`.
+///
+/// With `--system HOST TARGET` it deploys HOST's whole NixOS system instead: TARGET is a
+/// built toplevel (`./result`), an installable naming one
+/// (`.#nixosConfigurations.HOST.config.system.build.toplevel`) or a NixOS configuration
+/// file (`configuration.nix`, built with `<nixpkgs/nixos>` from NIX_PATH); the manifest's
+/// `systems.HOST` gets its path, and HOST's agent switches to it if its agent.toml has
+/// `[system] enable = true` (test, health check, then the boot entry; switched back on a
+/// failure). A `.nix` file given as a service's installable is refused: it would be ambiguous.
 ///
 /// The live manifest is edited and re-signed only when it carries a valid signature by the
 /// signing key or a key in `trusted_keys` of the config file; otherwise the push is refused
@@ -44,11 +60,18 @@ const REUPLOADS: u32 = 2;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The service to update.
-    #[arg(value_name = "SERVICE")]
-    pub service: String,
-    /// Store path or installable.
-    #[arg(value_name = "STORE_PATH|INSTALLABLE")]
-    pub installable: String,
+    #[arg(value_name = "SERVICE", required_unless_present = "system")]
+    pub service: Option<String>,
+    /// Store path, `./result` or installable (a flake output) of the service's new version.
+    #[arg(
+        value_name = "STORE_PATH|INSTALLABLE",
+        required_unless_present = "system"
+    )]
+    pub installable: Option<String>,
+    /// Deploy HOST's whole NixOS system instead of a service. TARGET: a built toplevel
+    /// (`./result`), a flake output naming one, or a NixOS configuration `.nix` file.
+    #[arg(long, num_args = 2, value_names = ["HOST", "TARGET"], conflicts_with_all = ["service", "installable"])]
+    pub system: Option<Vec<String>>,
     #[command(flatten)]
     pub bucket: BucketArgs,
     #[command(flatten)]
@@ -76,6 +99,119 @@ pub struct Args {
     pub wait: WaitArgs,
 }
 
+/// What one push changes: a service's closure or a host's system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// `ferry push SERVICE INSTALLABLE`.
+    Service {
+        /// The service.
+        name: String,
+        /// What the user named.
+        installable: String,
+    },
+    /// `ferry push --system HOST TARGET`.
+    System {
+        /// The host.
+        host: String,
+        /// What the user named.
+        target: String,
+    },
+}
+
+impl Args {
+    /// What this push changes. A `.nix` file as a service's installable is refused, naming
+    /// the two forms it could mean.
+    pub fn pushed(&self) -> Result<Pushed> {
+        if let Some([host, target]) = self.system.as_deref() {
+            if !is_valid_host_name(host) {
+                bail!(
+                    "--system {host:?}: not a valid host name; give the lowercase name the host's agent is configured with (agent.toml `host`)"
+                );
+            }
+            return Ok(Pushed::System {
+                host: host.clone(),
+                target: target.clone(),
+            });
+        }
+        let (Some(name), Some(installable)) = (&self.service, &self.installable) else {
+            bail!("give SERVICE and STORE_PATH|INSTALLABLE, or --system HOST TARGET");
+        };
+        if installable.ends_with(".nix") && Path::new(installable).is_file() {
+            bail!(
+                "{installable} is a Nix file: for a whole NixOS host run `ferry push --system HOST {installable}`; for service `{name}`, build it first and push the result (`nix-build {installable}` then `ferry push {name} ./result`) or name a flake output"
+            );
+        }
+        Ok(Pushed::Service {
+            name: name.clone(),
+            installable: installable.clone(),
+        })
+    }
+}
+
+impl Pushed {
+    /// How the push is named in messages and lease purposes.
+    fn describe(&self) -> String {
+        match self {
+            Self::Service { name, .. } => format!("`{name}`"),
+            Self::System { host, .. } => format!("the system of host `{host}`"),
+        }
+    }
+
+    /// What the user named.
+    fn target(&self) -> &str {
+        match self {
+            Self::Service { installable, .. } => installable,
+            Self::System { target, .. } => target,
+        }
+    }
+}
+
+/// What the pushed part was when the push read the manifest: a concurrent push re-applies
+/// on a changed manifest only if this part is still the same.
+enum Base {
+    Service(Box<Service>),
+    System {
+        host: String,
+        was: Option<HostSystem>,
+    },
+}
+
+impl Base {
+    /// Reads it from the live manifest; an unknown service is refused here, before
+    /// anything is built or uploaded.
+    fn of(pushed: &Pushed, live: &Manifest) -> Result<Self> {
+        Ok(match pushed {
+            Pushed::Service { name, installable } => {
+                set_service(&mut live.clone(), name, installable, None)?;
+                let service = live
+                    .services
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .cloned()
+                    .context("the service vanished from the manifest just read")?;
+                Self::Service(Box::new(service))
+            }
+            Pushed::System { host, .. } => Self::System {
+                host: host.clone(),
+                was: live.systems.get(host).cloned(),
+            },
+        })
+    }
+
+    /// `now` with the pushed part set to `top`, refused when that part changed since.
+    fn apply(
+        &self,
+        now: &Manifest,
+        top: &str,
+        revision: Option<String>,
+    ) -> Result<Manifest, EditError> {
+        match self {
+            Self::Service(base) => reapply_push(base, now, top, revision),
+            Self::System { host, was } => reapply_system(host, was.as_ref(), now, top, revision),
+        }
+    }
+}
+
 /// Runs `ferry push`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let mut w = Writing::open(
@@ -100,22 +236,15 @@ pub async fn run_with(
     config: &ConfigFile,
     options: &WriteOptions,
 ) -> Result<ExitCode> {
+    let pushed = args.pushed()?;
     let Some(live) = read_live(bucket).await? else {
         bail!(
             "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
-            args.installable
+            pushed.target()
         );
     };
     // Check the service before building or uploading anything.
-    let mut manifest = live.manifest.clone();
-    set_service(&mut manifest, &args.service, &args.installable, None)?;
-    let base = live
-        .manifest
-        .services
-        .iter()
-        .find(|s| s.name == args.service)
-        .cloned()
-        .context("the service vanished from the manifest just read")?;
+    let base = Base::of(&pushed, &live.manifest)?;
     let trusted = key.as_ref().map(|k| Trusted::new(k, config)).transpose()?;
     let mut reference = None;
     if let Some(t) = &trusted
@@ -129,8 +258,19 @@ pub async fn run_with(
     }
     let trusted_keys = trusted.as_ref().map(Trusted::keys);
 
+    // A system is built and checked here (a configuration file needs `<nixpkgs/nixos>`);
+    // `prepare` then takes its store path like any other.
+    let installable = match &pushed {
+        Pushed::Service { installable, .. } => installable.clone(),
+        Pushed::System { target, .. } => {
+            let target = target.clone();
+            tokio::task::spawn_blocking(move || resolve_system(&target))
+                .await
+                .context("the nix thread failed")??
+        }
+    };
     let (tops, closure_len, plan) = prepare(
-        std::slice::from_ref(&args.installable),
+        std::slice::from_ref(&installable),
         bucket,
         trusted_keys,
         false,
@@ -139,8 +279,7 @@ pub async fn run_with(
     .with_context(|| format!("preparing the upload to {url}"))?;
     let top = tops.first().context("no store path resolved")?.clone();
     let revision = args.revision.clone().or_else(git_head);
-    let mut manifest = live.manifest.clone();
-    set_service(&mut manifest, &args.service, &top, revision.clone())?;
+    let mut manifest = base.apply(&live.manifest, &top, revision.clone())?;
     manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
     let problems: Vec<String> = validate_manifest(&manifest)
         .iter()
@@ -184,7 +323,10 @@ pub async fn run_with(
         print_report(&report, bucket.requests());
     }
 
-    let purpose = format!("ferry push {}", args.service);
+    let purpose = match &pushed {
+        Pushed::Service { name, .. } => format!("ferry push {name}"),
+        Pushed::System { host, .. } => format!("ferry push --system {host}"),
+    };
     let mut reuploads = 0;
     let (written, changes, generation) = loop {
         let mut changes = Vec::new();
@@ -203,7 +345,8 @@ pub async fn run_with(
                         "{MANIFEST_KEY} was replaced meanwhile by one that does not validate: {e:#}"
                     ))
                 })?;
-                let mut new = reapply_push(&base, &now, &top, revision.clone())
+                let mut new = base
+                    .apply(&now, &top, revision.clone())
                     .map_err(|e| WriteError::Conflict(e.to_string()))?;
                 new.generation = next_generation(Some(&now.generation), Utc::now())
                     .map_err(|e| WriteError::Other(e.into()))?;
@@ -229,8 +372,9 @@ pub async fn run_with(
                 }
                 if current.bytes != live.bytes && !args.quiet {
                     eprintln!(
-                        "the live manifest changed meanwhile in other services (generation {}); re-applying `{}` on it",
-                        now.generation, args.service
+                        "the live manifest changed meanwhile elsewhere (generation {}); re-applying {} on it",
+                        now.generation,
+                        pushed.describe()
                     );
                 }
                 sign_manifest(&mut new, &key).map_err(|e| WriteError::Other(e.into()))?;
@@ -253,7 +397,7 @@ pub async fn run_with(
                     gone.len()
                 );
                 let (_, _, again) = prepare(
-                    std::slice::from_ref(&args.installable),
+                    std::slice::from_ref(&installable),
                     bucket,
                     Some(trusted.keys()),
                     false,
@@ -273,8 +417,8 @@ pub async fn run_with(
     }
     if !args.quiet {
         eprintln!(
-            "pushed `{}` as generation {generation} to {url}; the manifest it replaced is archived as {} ({} requests in all{})",
-            args.service,
+            "pushed {} as generation {generation} to {url}; the manifest it replaced is archived as {} ({} requests in all{})",
+            pushed.describe(),
             written.archived.as_deref().unwrap_or("(none)"),
             bucket.requests(),
             if written.attempts > 1 {

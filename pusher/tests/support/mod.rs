@@ -302,8 +302,9 @@ pub mod inproc {
     /// `ferry push SERVICE PATH --revision REV --quiet`.
     pub fn push_args(service: &str, path: &str, revision: &str) -> push::Args {
         push::Args {
-            service: service.to_owned(),
-            installable: path.to_owned(),
+            service: Some(service.to_owned()),
+            installable: Some(path.to_owned()),
+            system: None,
             bucket: BucketArgs { bucket: None },
             wait: no_wait(),
             key: KeyArgs { key_file: None },

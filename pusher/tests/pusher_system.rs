@@ -1,0 +1,144 @@
+//! `ferry push --system HOST TARGET` end to end against a `file://` bucket with the
+//! machine's Nix: a stand-in NixOS toplevel (a store path with `bin/switch-to-configuration`,
+//! built by nix-build) given as `./result`; the manifest gets `systems.HOST`, signed, the
+//! closure is in the cache for stock `nix copy`, and the services are untouched. Refused
+//! before anything is written: a target that is not a system, a hostile host name; a dry
+//! run writes nothing. (The agent's side, and this command against Garage, are in
+//! `tests/tests/agent_system.rs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::{build_app, ferry, ferry_in, keypair, nix_copy, nonce, text};
+
+/// A stand-in NixOS toplevel: `nixos-system-<host>-<version>` with an executable
+/// `bin/switch-to-configuration`, referencing `app` so its closure has two paths.
+fn build_system(dir: &Path, nonce: &str, version: u32, app: &str) -> String {
+    let file = dir.join("system.nix");
+    std::fs::write(
+        &file,
+        format!(
+            r#"derivation {{
+  name = "nixos-system-biz-{nonce}-{version}";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  PATH = "/usr/bin:/bin";
+  args = [ "-c" "mkdir -p $out/bin; echo {app} > $out/app; printf '#!/bin/sh\nexit 0\n' > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration" ];
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new("nix-build")
+        .current_dir(dir)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nix-build: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn live(bucket: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(bucket.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn push_system_sets_one_hosts_system_and_refuses_what_is_not_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sec, public) = keypair(dir.path(), "ferry-pt-system-1");
+    let key = sec.to_str().unwrap();
+    let bucket = dir.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    let n = nonce();
+    let (app, _) = build_app(dir.path(), &n, 1);
+    let up = ferry(&["upload", "--bucket", &url, "--key-file", key, &app], &[]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app},
+                      "hosts": ["biz"], "exec": {"command": "app"}}]
+    });
+    let file = dir.path().join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = ferry(
+        &[
+            "publish",
+            "--bucket",
+            &url,
+            "--key-file",
+            key,
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(published.status.success(), "{}", text(&published));
+    let push = |cwd: &Path, args: &[&str]| {
+        let mut all = vec!["push"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--bucket", &url, "--key-file", key, "--revision", "sys-1"]);
+        ferry_in(cwd, &all, &[])
+    };
+
+    // What is not a system, and a hostile host name: refused, nothing written.
+    let before = std::fs::read(bucket.join("manifest.json")).unwrap();
+    let not_system = push(dir.path(), &["--system", "biz", &app]);
+    assert_eq!(not_system.status.code(), Some(2), "{}", text(&not_system));
+    assert!(
+        String::from_utf8_lossy(&not_system.stderr).contains("is not a NixOS system"),
+        "{}",
+        text(&not_system)
+    );
+    let hostile = push(dir.path(), &["--system", "../etc", &app]);
+    assert_eq!(hostile.status.code(), Some(2), "{}", text(&hostile));
+    assert!(
+        String::from_utf8_lossy(&hostile.stderr).contains("not a valid host name"),
+        "{}",
+        text(&hostile)
+    );
+    assert_eq!(std::fs::read(bucket.join("manifest.json")).unwrap(), before);
+
+    // `./result` of the toplevel's build, as `nixos-rebuild build` leaves it.
+    let system = build_system(dir.path(), &n, 1, &app);
+    assert!(dir.path().join("result").is_symlink());
+    let dry = push(dir.path(), &["--system", "biz", "./result", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains(&format!("+ system biz ({system})")),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(std::fs::read(bucket.join("manifest.json")).unwrap(), before);
+
+    let pushed = push(dir.path(), &["--system", "biz", "./result"]);
+    assert!(pushed.status.success(), "{}", text(&pushed));
+    let m = live(&bucket);
+    assert_eq!(
+        m["systems"],
+        json!({"biz": {"storePath": system, "revision": "sys-1"}})
+    );
+    assert_eq!(m["services"], live_services(&before));
+    assert!(
+        m["signatures"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("ferry-pt-system-1:")
+    );
+    assert!(
+        String::from_utf8_lossy(&pushed.stderr).contains("pushed the system of host `biz`"),
+        "{}",
+        text(&pushed)
+    );
+    // The manifest it replaced is archived, and the closure is in the cache, signed.
+    assert!(std::fs::read_dir(bucket.join("manifests")).unwrap().count() >= 1);
+    let copied = nix_copy(&bucket, &dir.path().join("store"), &public, &system);
+    assert!(copied.status.success(), "{}", text(&copied));
+}
+
+fn live_services(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(bytes).unwrap()["services"].clone()
+}
