@@ -2,7 +2,9 @@
 # real `ferry` CLI), and a host running the module. `ferry upload` + `ferry publish` v1 →
 # the host converges; `ferry push` v2 → it converges again; `ferry rollback` → back to v1;
 # Caddy routes the service and gets the route back after a reload; after a reboot the boot
-# tick brings v1 back.
+# tick brings v1 back. Then the whole host: `ferry push --system` of a system that adds a
+# file to /etc → the agent switches to it (test, check, boot); one whose unit fails to start
+# → the agent switches back, and the profile and /etc stay as they were.
 #
 # It needs nixpkgs and KVM, so it runs where those are (`nix flake check`, or
 # `nix build .#checks.x86_64-linux.vm`); the Debian CI machine of this project has
@@ -64,7 +66,7 @@ in
   pkgs.testers.runNixOSTest {
     name = "ferry-agent";
 
-    nodes.s3 = {
+    nodes.s3 = {nodes, ...}: {
       services.minio = {
         enable = true;
         rootCredentialsFile = pkgs.writeText "minio-credentials" ''
@@ -75,7 +77,7 @@ in
       networking.firewall.allowedTCPPorts = [9000];
       environment.systemPackages = [pkgs.minio-client ferry];
       # The closures to deploy live in this node's store, as on a developer's machine.
-      system.extraDependencies = [v1 v2];
+      system.extraDependencies = [v1 v2 nodes.host.system.build.toplevel];
       nix.settings.experimental-features = ["nix-command"];
     };
 
@@ -93,6 +95,7 @@ in
         interval = "10s";
         randomizedDelay = "0";
         caddy.enable = true;
+        system.enable = true;
         # Plain HTTP on port 80 for the route check: a `.test` domain gets no certificate.
         settings.caddy = {
           listen = [":80"];
@@ -105,9 +108,22 @@ in
         aws_secret_access_key = ${secretAccessKey}
       '';
       environment.systemPackages = [pkgs.curl];
+      # The systems `ferry push --system` deploys: this one plus a file in /etc, and this one
+      # plus a unit that fails to start (its `switch-to-configuration test` fails).
+      specialisation.next.configuration = {
+        environment.etc."ferry-vm-system".text = "next";
+      };
+      specialisation.broken.configuration = {
+        environment.etc."ferry-vm-system".text = "broken";
+        systemd.services.ferry-vm-broken = {
+          wantedBy = ["multi-user.target"];
+          serviceConfig.Type = "oneshot";
+          serviceConfig.ExecStart = "${pkgs.coreutils}/bin/false";
+        };
+      };
     };
 
-    testScript = ''
+    testScript = {nodes, ...}: ''
       start_all()
       s3.wait_for_unit("minio.service")
       s3.wait_for_open_port(9000)
@@ -154,6 +170,24 @@ in
           host.fail(
               "systemd-run --wait --pipe -p DynamicUser=yes ${pkgs.curl}/bin/curl -sf "
               "--unix-socket /run/caddy/admin.sock -H 'Host;' http://localhost/config/"
+          )
+
+      with subtest("a whole system: switched to, then a failing one switched back"):
+          toplevel = "${nodes.host.system.build.toplevel}"
+          system_of = lambda name: s3.succeed(f"readlink -f {toplevel}/specialisation/{name}").strip()
+          nxt, broken = system_of("next"), system_of("broken")
+          s3.succeed(f"${ferryCli} push --system host {nxt} --revision next")
+          host.succeed("systemctl start ferry-agent.service")
+          host.wait_until_succeeds("grep -x next /etc/ferry-vm-system", timeout=120)
+          host.succeed(f"test $(readlink -f /nix/var/nix/profiles/system) = {nxt}")
+          host.succeed("systemctl is-active ferry-vmsvc.service")
+          s3.succeed(f"${ferryCli} push --system host {broken} --revision broken")
+          host.fail("systemctl start ferry-agent.service")
+          host.succeed(f"test $(readlink -f /nix/var/nix/profiles/system) = {nxt}")
+          host.succeed("grep -x next /etc/ferry-vm-system")
+          host.succeed(
+              "journalctl -u ferry-agent.service | grep -q 'switched back to'",
+              f"ferry-agent status | grep -q 'quarantined.*{broken}'",
           )
 
       with subtest("the timer alone keeps the host converged after a reboot"):
