@@ -539,4 +539,45 @@ mod tests {
         assert_eq!(report.manifest, None);
         assert!(report.services.is_empty() && report.quarantined.is_empty());
     }
+
+    /// The host's system is in the report once the manifest names one for it, saying
+    /// whether system deploys are on, what runs and what failed; never before.
+    #[test]
+    fn the_system_is_reported_once_the_manifest_names_one() {
+        const SYS: &str = "/nix/store/5c8z8wyh1dd6d2ixb5q4w7s4rxw6hvw8-nixos-system-web-1-2";
+        let who = |system_enabled| Reporter {
+            host: "web-1",
+            agent_version: "0.1.0",
+            every_sec: 300,
+            now: T2,
+            system_enabled,
+        };
+        let mut state = State {
+            manifest: Some(manifest()),
+            ..State::default()
+        };
+        assert_eq!(build(&state, &summary(), &who(true)).system, None);
+        if let Some(m) = &mut state.manifest {
+            m.systems.insert(
+                "web-1".into(),
+                serde_json::from_value(json!({"storePath": SYS})).unwrap(),
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(build(&state, &summary(), &who(false)).system).unwrap(),
+            json!({"enabled": false})
+        );
+        state.system = SystemRecord {
+            running: Some(WEB1.into()),
+            since: Some(T0.into()),
+            quarantined: Some((SYS.into(), "units failed by the switch: x.service".into())),
+            reboot_needed: true,
+            ..SystemRecord::default()
+        };
+        assert_eq!(
+            serde_json::to_value(build(&state, &summary(), &who(true)).system).unwrap(),
+            json!({"enabled": true, "storePath": WEB1, "since": T0, "rebootNeeded": true,
+                "failed": {"storePath": SYS, "message": "units failed by the switch: x.service"}})
+        );
+    }
 }
