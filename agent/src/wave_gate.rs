@@ -18,6 +18,8 @@ use chrono::{DateTime, Utc};
 use ferry_schema::Manifest;
 use ferry_schema::host_status::{HostStatus, ServiceState};
 use ferry_schema::manifest::{OnStale, Rollout, Service};
+pub use ferry_schema::wave_standing::Standing;
+use ferry_schema::wave_standing::{self, Asked, parse};
 
 use crate::health::quarantine::unit_digest;
 use crate::state::{Applied, ServiceStatusRecord};
@@ -97,32 +99,6 @@ pub fn hosts_to_read(gated: &[Gated]) -> BTreeSet<String> {
 /// What the gate knows of one host: its last report, if one could ever be read.
 pub type Seen = Option<HostStatus>;
 
-/// Where one host of an earlier wave stands for a gated service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Standing {
-    /// Reported the version healthy for `soakSec`.
-    Done,
-    /// Reports the version healthy since `since`; soaked at `until` (once a report written
-    /// after then says so).
-    Soaking {
-        /// Running since.
-        since: String,
-        /// `since` + `soakSec`, RFC 3339.
-        until: String,
-    },
-    /// Has not got there yet, and why.
-    Behind(String),
-    /// Has not answered within `staleSec`, and what was last heard.
-    Stale(String),
-    /// Reports the version failed (or running something else): the rollout halts.
-    Failed {
-        /// Its state there.
-        state: ServiceState,
-        /// What it said.
-        message: String,
-    },
-}
-
 /// What the gate decided for one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -178,111 +154,21 @@ pub fn decide(
     }
 }
 
-/// Where `seen` (a host of an earlier wave) stands for `g`.
+/// Where `seen` (a host of an earlier wave) stands for `g` (the schema's one definition,
+/// which `ferry status` shows too).
 pub fn standing(
     g: &Gated,
     generation: &str,
     seen: Option<&HostStatus>,
     now: DateTime<Utc>,
 ) -> Standing {
-    let stale_sec = i64::from(g.rollout.stale_sec());
-    // The host had `staleSec` since the generation was published, or since it last spoke,
-    // whichever is later.
-    let last_word = |report_time: Option<&str>| {
-        let mut last = parse(generation);
-        if let Some(r) = report_time.and_then(parse) {
-            last = Some(last.map_or(r, |g| g.max(r)));
-        }
-        last
+    let asked = Asked {
+        service: &g.name,
+        store_path: &g.store_path,
+        rollout: &g.rollout,
+        generation,
     };
-    let is_stale = |report_time: Option<&str>| {
-        last_word(report_time).is_some_and(|t| (now - t).num_seconds() > stale_sec)
-    };
-    let stale_why = |report_time: Option<&str>| {
-        last_word(report_time).map_or_else(String::new, |t| {
-            format!(
-                "nothing since {}, over rollout.staleSec ({stale_sec} s)",
-                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )
-        })
-    };
-    let stale_or = |report_time: Option<&str>, why: String| {
-        if is_stale(report_time) {
-            Standing::Stale(format!("{why}; {}", stale_why(report_time)))
-        } else {
-            Standing::Behind(why)
-        }
-    };
-    let Some(r) = seen else {
-        return stale_or(None, "no report".to_owned());
-    };
-    let applied = r.manifest.as_ref().map(|m| m.generation.as_str());
-    if applied != Some(generation) {
-        let why = match applied {
-            Some(a) if crate::generation::is_older(generation, a) => {
-                format!("has applied a newer generation ({a})")
-            }
-            Some(a) => format!("has not applied generation {generation} yet (runs {a})"),
-            None => format!("has not applied generation {generation} yet"),
-        };
-        return stale_or(Some(&r.time), why);
-    }
-    let Some(s) = r.services.iter().find(|s| s.name == g.name) else {
-        return stale_or(Some(&r.time), format!("does not report {} yet", g.name));
-    };
-    let said = || s.message.clone().unwrap_or_default();
-    match s.state {
-        ServiceState::Running if s.store_path == g.store_path => {}
-        ServiceState::Running => {
-            return Standing::Failed {
-                state: s.state,
-                message: format!("runs {} instead of {}", s.store_path, g.store_path),
-            };
-        }
-        ServiceState::Pending | ServiceState::Waiting => {
-            return stale_or(
-                Some(&r.time),
-                format!("{} {}: {}", g.name, s.state.as_str(), said()),
-            );
-        }
-        ServiceState::Failed
-        | ServiceState::RolledBack
-        | ServiceState::Quarantined
-        | ServiceState::Refused
-        | ServiceState::Halted => {
-            return Standing::Failed {
-                state: s.state,
-                message: said(),
-            };
-        }
-    }
-    let soak = i64::from(g.rollout.soak_sec());
-    let (Some(since), Some(written)) = (parse(&s.since), parse(&r.time)) else {
-        return Standing::Behind(format!("its report's times do not parse ({})", r.time));
-    };
-    if (written - since).num_seconds() >= soak {
-        return Standing::Done;
-    }
-    let until = since + chrono::Duration::seconds(soak);
-    let soaking = Standing::Soaking {
-        since: s.since.clone(),
-        until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
-    // Soaked by the clock but not yet by a report: a host that never writes it is stale.
-    if now >= until && is_stale(Some(&r.time)) {
-        return Standing::Stale(format!(
-            "healthy since {}, but no report after its soak; {}",
-            s.since,
-            stale_why(Some(&r.time))
-        ));
-    }
-    soaking
-}
-
-fn parse(t: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    wave_standing::standing(asked, seen, now)
 }
 
 /// The tick's line for a service the gate held, or that it let through past stale hosts
@@ -304,7 +190,7 @@ pub fn line(g: &Gated, d: &Decision) -> Option<String> {
             g.wave + 1,
             g.store_path,
             on.iter()
-                .map(|(h, s)| format!("{h} {}", describe(s)))
+                .map(|(h, s)| format!("{h} {}", s.describe()))
                 .collect::<Vec<_>>()
                 .join("; "),
             g.rollout.soak_sec(),
@@ -327,18 +213,6 @@ pub fn line(g: &Gated, d: &Decision) -> Option<String> {
                 format!(" ({message})")
             }
         )),
-    }
-}
-
-fn describe(s: &Standing) -> String {
-    match s {
-        Standing::Done => "done".to_owned(),
-        Standing::Soaking { since, until } => {
-            format!("healthy since {since}, soaking until {until}")
-        }
-        Standing::Behind(why) => why.clone(),
-        Standing::Stale(why) => format!("stale: {why}"),
-        Standing::Failed { state, message } => format!("{}: {message}", state.as_str()),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::cli::EXIT_FAILED;
 use crate::fleet_reports::read_reports;
 use crate::fleet_view::{HostRow, Verdict, all_converged, settled, view};
 use crate::live_manifest::read_live;
+use crate::rollout_view::{RolloutView, rollout_views, summary};
 use crate::settings::{ConfigFile, StatusBucketArgs, open_status_bucket};
 use crate::wait_view::WaitView;
 
@@ -85,7 +86,11 @@ impl Waiter {
             let rows = match read_reports(&self.store).await {
                 Ok(reports) => {
                     store_error = None;
-                    Some(view(manifest, &sha, &reports, chrono::Utc::now()))
+                    let now = chrono::Utc::now();
+                    Some((
+                        view(manifest, &sha, &reports, now),
+                        rollout_views(manifest, &reports, now),
+                    ))
                 }
                 Err(e) => {
                     let e = format!("{e:#}");
@@ -96,24 +101,20 @@ impl Waiter {
                     None
                 }
             };
-            if let Some(rows) = rows {
+            if let Some((rows, rollouts)) = rows {
                 let named: Vec<&HostRow> = rows
                     .iter()
                     .filter(|r| r.verdict != Verdict::NotNamed)
                     .collect();
                 for r in &named {
-                    shown.show(&r.host, &describe(r));
+                    shown.show(&r.host, &describe(r, &rollouts));
                 }
                 if named.iter().all(|r| settled(r)) {
                     shown.finish();
-                    return Ok(verdict(manifest, &rows));
+                    return Ok(verdict(manifest, &rows, &rollouts));
                 }
                 if Instant::now() >= deadline {
-                    let waiting: Vec<String> = named
-                        .iter()
-                        .filter(|r| !settled(r))
-                        .map(|r| format!("{} ({})", r.host, describe(r)))
-                        .collect();
+                    let waiting = unanswered(&rows, &rollouts);
                     shown.finish();
                     eprintln!(
                         "timed out after {}: no answer to generation {} from {}",
@@ -160,17 +161,42 @@ pub async fn follow_if_waiting(
     }
 }
 
-/// `converged`, or the verdict with its problems: `failing: web: rolled-back: …`.
-fn describe(r: &HostRow) -> String {
-    if r.problems.is_empty() {
-        r.verdict.as_str().to_owned()
-    } else {
-        format!("{}: {}", r.verdict.as_str(), r.problems.join("; "))
+/// `converged`, or the verdict with its problems: `failing: web: rolled-back: …`. A host
+/// on its way through a rollout (waiting, soaking, or stale past `staleSec`) says where it
+/// stands in the waves instead: `behind: wave 2: web waiting for host-a (soaking until …)`.
+pub fn describe(r: &HostRow, rollouts: &[RolloutView]) -> String {
+    let waves = matches!(
+        r.verdict,
+        Verdict::Behind | Verdict::Converged | Verdict::Stale
+    )
+    .then(|| summary(rollouts, &r.host))
+    .flatten();
+    match waves {
+        Some(waves) => format!("{}: {waves}", r.verdict.as_str()),
+        None if r.problems.is_empty() => r.verdict.as_str().to_owned(),
+        None => format!("{}: {}", r.verdict.as_str(), r.problems.join("; ")),
     }
 }
 
+/// The named hosts that have not answered yet, each with where it stands (the timeout's
+/// message).
+pub fn unanswered(rows: &[HostRow], rollouts: &[RolloutView]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.verdict != Verdict::NotNamed && !settled(r))
+        .map(|r| format!("{} ({})", r.host, describe(r, rollouts)))
+        .collect()
+}
+
+/// The named hosts that did not converge, each with why (a failed wait's message).
+pub fn failures(rows: &[HostRow], rollouts: &[RolloutView]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| !matches!(r.verdict, Verdict::Converged | Verdict::NotNamed))
+        .map(|r| format!("{} ({})", r.host, describe(r, rollouts)))
+        .collect()
+}
+
 /// Every named host answered: 0 when all converged, else 1 with the failed ones named.
-fn verdict(manifest: &Manifest, rows: &[HostRow]) -> ExitCode {
+fn verdict(manifest: &Manifest, rows: &[HostRow], rollouts: &[RolloutView]) -> ExitCode {
     if all_converged(rows) {
         let n = rows
             .iter()
@@ -182,15 +208,128 @@ fn verdict(manifest: &Manifest, rows: &[HostRow]) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let failed: Vec<String> = rows
-        .iter()
-        .filter(|r| !matches!(r.verdict, Verdict::Converged | Verdict::NotNamed))
-        .map(|r| format!("{} ({})", r.host, describe(r)))
-        .collect();
+    let failed = failures(rows, rollouts);
     eprintln!(
         "generation {} failed on {}",
         manifest.generation,
         failed.join(", ")
     );
     ExitCode::from(EXIT_FAILED)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::fleet_view::Read;
+    use ferry_schema::host_status::{
+        AppliedManifest, HostStatus, LastTick, ServiceState, ServiceStatus, TickOutcome,
+    };
+    use serde_json::json;
+
+    const V1: &str = "/nix/store/0c8z8wyh1dd6d2ixb5q4w7s4rxw6hvw8-web-1";
+    const V2: &str = "/nix/store/fj735d9xf8fidg1pwmkixm4jm21vdbh8-web-2";
+    const G2: &str = "2026-12-01T10:00:00Z";
+
+    fn report(host: &str, state: ServiceState, path: &str, message: Option<&str>) -> Read {
+        Ok(HostStatus {
+            version: 1,
+            host: host.to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            time: "2026-12-01T10:01:10Z".to_owned(),
+            every_sec: 60,
+            last_tick: LastTick {
+                outcome: TickOutcome::Ok,
+                exit_code: 0,
+                wall_ms: 9,
+                phases: BTreeMap::new(),
+                message: None,
+            },
+            manifest: Some(AppliedManifest {
+                generation: G2.to_owned(),
+                revision: None,
+                sha256: "live".to_owned(),
+            }),
+            services: vec![ServiceStatus {
+                name: "web".to_owned(),
+                store_path: path.to_owned(),
+                state,
+                live_port: None,
+                since: "2026-12-01T10:01:00Z".to_owned(),
+                message: message.map(str::to_owned),
+            }],
+            quarantined: Vec::new(),
+        })
+    }
+
+    /// What one poll of `--wait` makes of the reports: the hosts still unanswered (it goes
+    /// on while any is) and the failed ones (its exit 1 names them).
+    fn poll(reports: &BTreeMap<String, Read>) -> (Vec<String>, Vec<String>) {
+        let m: Manifest = serde_json::from_value(json!({
+            "version": 1, "generation": G2,
+            "services": [{"name": "web", "hosts": ["host-a", "host-b"],
+                "artifact": {"type": "nix-closure", "storePath": V2},
+                "exec": {"command": "web"}}],
+            "rollout": {"waves": [["host-a"], ["host-b"]], "soakSec": 60},
+        }))
+        .unwrap();
+        let now = "2026-12-01T10:01:20Z".parse().unwrap();
+        let rows = view(&m, "live", reports, now);
+        let rollouts = rollout_views(&m, reports, now);
+        (unanswered(&rows, &rollouts), failures(&rows, &rollouts))
+    }
+
+    /// `--wait` follows the waves to the end: a later wave waiting for a soaking canary is
+    /// no answer (the wait goes on, saying the wave and the soak); a halt is one, a failure
+    /// naming the canary.
+    #[test]
+    fn waiting_waves_keep_the_wait_going_and_a_halt_ends_it_naming_the_host() {
+        let reports = BTreeMap::from([
+            (
+                "host-a".to_owned(),
+                report("host-a", ServiceState::Running, V2, None),
+            ),
+            (
+                "host-b".to_owned(),
+                report("host-b", ServiceState::Waiting, V1, Some("web: wave 2: …")),
+            ),
+        ]);
+        let (waiting, _) = poll(&reports);
+        assert_eq!(
+            waiting,
+            [
+                "host-b (behind: wave 2: web waiting for host-a (soaking until 2026-12-01T10:02:00Z))"
+            ]
+        );
+        let reports = BTreeMap::from([
+            (
+                "host-a".to_owned(),
+                report(
+                    "host-a",
+                    ServiceState::RolledBack,
+                    V1,
+                    Some("GET /health: 503"),
+                ),
+            ),
+            (
+                "host-b".to_owned(),
+                report(
+                    "host-b",
+                    ServiceState::Halted,
+                    V1,
+                    Some("web: wave 2: halted, not applying …: host-a reports web rolled-back"),
+                ),
+            ),
+        ]);
+        let (waiting, failed) = poll(&reports);
+        assert!(waiting.is_empty(), "{waiting:?}");
+        assert_eq!(
+            failed,
+            [
+                "host-a (failing: web: rolled-back: GET /health: 503)",
+                "host-b (failing: web: halted: web: wave 2: halted, not applying …: host-a reports web rolled-back)",
+            ]
+        );
+    }
 }

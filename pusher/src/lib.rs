@@ -26,6 +26,7 @@ pub mod progress;
 pub mod resolve;
 pub mod retry;
 pub mod revision;
+pub mod rollout_view;
 pub mod settings;
 pub mod signing_key;
 pub mod starter;

@@ -6,6 +6,7 @@
 // Tests may panic on a broken precondition; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod generation;
 pub mod health_budget;
 pub mod host_status;
 pub mod json_schema;
@@ -17,6 +18,7 @@ pub mod narinfo;
 pub mod path_info;
 pub mod signing;
 pub mod validate;
+pub mod wave_standing;
 
 pub use json_schema::{schema_json, schema_value};
 pub use keys::{KeyError, PublicKey, SecretKey};

@@ -11,6 +11,7 @@ use crate::cli::EXIT_FAILED;
 use crate::fleet_reports::read_reports;
 use crate::fleet_view::{all_converged, render, view};
 use crate::live_manifest::read_live;
+use crate::rollout_view::{self, rollout_views};
 use crate::settings::{BucketArgs, StatusBucketArgs, load_config, open_bucket, open_status_bucket};
 
 /// Show, per host, whether it runs the live manifest healthy.
@@ -20,6 +21,12 @@ use crate::settings::{BucketArgs, StatusBucketArgs, load_config, open_bucket, op
 /// refused and why), stale (no report for 3 of its report intervals), silent (never
 /// reported), unreadable, or not-named; the generation it applied and when it last reported.
 ///
+/// With a `rollout` in the manifest, then its waves in order, each with its hosts and, per
+/// service, where the host stands: done (healthy for `soakSec`), soaking (until when),
+/// pending (not applied yet), waiting (for which hosts of earlier waves), failed, halted (by
+/// which host), stale (nothing within `staleSec`; `onStale` says whether later waves wait
+/// for it or go on without it) or unreadable.
+///
 /// Exit status: 0 when every host the manifest names is converged, 1 otherwise or when the
 /// bucket has no manifest, 2 on other trouble.
 #[derive(Debug, clap::Args)]
@@ -28,7 +35,9 @@ pub struct Args {
     pub bucket: BucketArgs,
     #[command(flatten)]
     pub status: StatusBucketArgs,
-    /// Print JSON: `{"generation", "sha256", "converged", "hosts": [...]}`.
+    /// Print JSON: `{"generation", "sha256", "converged", "hosts": [...]}`, and with a
+    /// rollout `"rollouts": [{"services", "soakSec", "staleSec", "onStale", "waves": [{"wave",
+    /// "matches", "hosts": [{"host", "service", "phase", ...}]}]}]`.
     #[arg(long)]
     pub json: bool,
 }
@@ -46,19 +55,27 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     let reports = read_reports(&store)
         .await
         .with_context(|| format!("reading the hosts' reports in {status_url}"))?;
-    let rows = view(&live.manifest, &sha256, &reports, chrono::Utc::now());
+    let now = chrono::Utc::now();
+    let rows = view(&live.manifest, &sha256, &reports, now);
+    let rollouts = rollout_views(&live.manifest, &reports, now);
     let converged = all_converged(&rows);
     if args.json {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "generation": live.manifest.generation,
             "sha256": sha256,
             "converged": converged,
             "hosts": rows,
         });
+        if !rollouts.is_empty() {
+            doc["rollouts"] = serde_json::to_value(&rollouts)?;
+        }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("live manifest: generation {}", live.manifest.generation);
         print!("{}", render(&rows));
+        if !rollouts.is_empty() {
+            print!("\n{}", rollout_view::render(&rollouts));
+        }
     }
     Ok(if converged {
         ExitCode::SUCCESS
