@@ -533,6 +533,7 @@ mod tests {
                     message: message.map(str::to_owned),
                 }],
                 quarantined: Vec::new(),
+                system: None,
             }),
         )
     }

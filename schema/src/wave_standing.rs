@@ -214,6 +214,7 @@ mod tests {
                 message: None,
             }],
             quarantined: Vec::new(),
+            system: None,
         }
     }
 
