@@ -12,8 +12,8 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::{Value, json};
-use support::{build_app, ferry, ferry_in, keypair, nix_copy, nonce, text};
+use serde_json::Value;
+use support::{build_app, ferry_in, keypair, nix_copy, nonce, publish_web, text};
 
 /// The live manifest's store path for `web`.
 fn live_web(bucket: &Path) -> String {
@@ -74,27 +74,7 @@ fn push_takes_a_result_link_and_a_flake_installable_and_refuses_a_nix_file() {
 
     // The live manifest names web's first version (uploaded by its store path).
     let (app1, _) = build_app(dir.path(), &n, 1);
-    let up = ferry(&["upload", "--bucket", &url, "--key-file", key, &app1], &[]);
-    assert!(up.status.success(), "{}", text(&up));
-    let manifest = json!({
-        "version": 1, "generation": "2026-01-01T00:00:00Z",
-        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app1},
-                      "hosts": ["h1"], "exec": {"command": "app"}}]
-    });
-    let file = dir.path().join("m.json");
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let published = ferry(
-        &[
-            "publish",
-            "--bucket",
-            &url,
-            "--key-file",
-            key,
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(published.status.success(), "{}", text(&published));
+    publish_web(dir.path(), &url, key, &app1, "h1");
 
     // The README's first example: `nix-build` left `./result`, and `ferry push web ./result`
     // runs in that folder.

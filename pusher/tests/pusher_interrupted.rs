@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{build_app, ferry, keypair, nonce, text};
+use support::{build_app, ferry, keypair, nonce, publish_web, text};
 
 /// Checks the bucket's invariants; returns the live manifest's store path.
 fn assert_valid(bucket: &Path) -> String {
@@ -58,27 +58,7 @@ fn killed_pushes_leave_the_bucket_valid_and_a_rerun_finishes() {
     let url = format!("file://{}", bucket.display());
     let n = nonce();
     let (app0, _) = build_app(dir.path(), &n, 1);
-    let up = ferry(&["upload", "--bucket", &url, "--key-file", key, &app0], &[]);
-    assert!(up.status.success(), "{}", text(&up));
-    let manifest = json!({
-        "version": 1, "generation": "2026-01-01T00:00:00Z",
-        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app0},
-                      "hosts": ["h1"], "exec": {"command": "app"}}]
-    });
-    let file = dir.path().join("m.json");
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let published = ferry(
-        &[
-            "publish",
-            "--bucket",
-            &url,
-            "--key-file",
-            key,
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(published.status.success(), "{}", text(&published));
+    publish_web(dir.path(), &url, key, &app0, "h1");
 
     // Kill points spread over a whole push: the length of an uncut push of the same kind
     // (a new app of middling size whose library is already uploaded), measured first.

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{build_app, ferry, ferry_in, keypair, nix_copy, nonce, text};
+use support::{build_app, ferry_in, keypair, nix_copy, nonce, publish_web, text};
 
 /// A stand-in NixOS toplevel: `nixos-system-<host>-<version>` with an executable
 /// `bin/switch-to-configuration`, referencing `app` so its closure has two paths.
@@ -56,27 +56,7 @@ fn push_system_sets_one_hosts_system_and_refuses_what_is_not_one() {
     let url = format!("file://{}", bucket.display());
     let n = nonce();
     let (app, _) = build_app(dir.path(), &n, 1);
-    let up = ferry(&["upload", "--bucket", &url, "--key-file", key, &app], &[]);
-    assert!(up.status.success(), "{}", text(&up));
-    let manifest = json!({
-        "version": 1, "generation": "2026-01-01T00:00:00Z",
-        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app},
-                      "hosts": ["biz"], "exec": {"command": "app"}}]
-    });
-    let file = dir.path().join("m.json");
-    std::fs::write(&file, manifest.to_string()).unwrap();
-    let published = ferry(
-        &[
-            "publish",
-            "--bucket",
-            &url,
-            "--key-file",
-            key,
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(published.status.success(), "{}", text(&published));
+    publish_web(dir.path(), &url, key, &app, "biz");
     let push = |cwd: &Path, args: &[&str]| {
         let mut all = vec!["push"];
         all.extend_from_slice(args);

@@ -189,16 +189,7 @@ impl DbusSystemd {
             .start_transient_unit(name.to_owned(), "fail".to_owned(), properties, Vec::new())
             .await
             .map_err(&err)?;
-        let wait = async {
-            while let Some(signal) = removed.next().await {
-                if let Ok(args) = signal.args()
-                    && args.job == path
-                {
-                    return Some(args.result);
-                }
-            }
-            None
-        };
+        let wait = job_result(&mut removed, &path);
         // systemd stops the unit at `limit`; the margin is for it to say so.
         match tokio::time::timeout(limit + self.job_timeout, wait).await {
             Ok(Some(result)) => Ok(result),
@@ -224,6 +215,22 @@ impl DbusSystemd {
             .map_err(call_err("ListUnitsFiltered", "failed"))?;
         Ok(units.into_iter().map(|u| u.0).collect())
     }
+}
+
+/// The result systemd gives job `path` when it removes it (`done`, `failed`, …), from the
+/// `JobRemoved` signals subscribed to before the job was queued; `None` if the stream ends.
+async fn job_result(
+    removed: &mut zbus_systemd::systemd1::JobRemovedStream,
+    path: &zbus::zvariant::OwnedObjectPath,
+) -> Option<String> {
+    while let Some(signal) = removed.next().await {
+        if let Ok(args) = signal.args()
+            && args.job == *path
+        {
+            return Some(args.result);
+        }
+    }
+    None
 }
 
 fn call_err<'a>(
@@ -261,16 +268,7 @@ impl Systemd for DbusSystemd {
             Job::Stop => self.manager.stop_unit(name, mode.into()).await,
         }
         .map_err(call_err(call, unit))?;
-        let wait = async {
-            while let Some(signal) = removed.next().await {
-                if let Ok(args) = signal.args()
-                    && args.job == path
-                {
-                    return Some(args.result);
-                }
-            }
-            None
-        };
+        let wait = job_result(&mut removed, &path);
         match tokio::time::timeout(self.job_timeout, wait).await {
             Ok(Some(result)) => Ok(result),
             Ok(None) => Err(SystemdError::Call {

@@ -101,6 +101,32 @@ pub fn build_app(dir: &Path, nonce: &str, version: u32) -> (String, String) {
     (app, lib)
 }
 
+/// `ferry upload APP` then `ferry publish` of a first manifest naming it as service `web`
+/// on `host` (command `app`), as a test's starting point; fails the test if either fails.
+pub fn publish_web(dir: &Path, url: &str, key: &str, app: &str, host: &str) {
+    let up = ferry(&["upload", "--bucket", url, "--key-file", key, app], &[]);
+    assert!(up.status.success(), "{}", text(&up));
+    let manifest = serde_json::json!({
+        "version": 1, "generation": "2026-01-01T00:00:00Z",
+        "services": [{"name": "web", "artifact": {"type": "nix-closure", "storePath": app},
+                      "hosts": [host], "exec": {"command": "app"}}]
+    });
+    let file = dir.join("m.json");
+    std::fs::write(&file, manifest.to_string()).unwrap();
+    let published = ferry(
+        &[
+            "publish",
+            "--bucket",
+            url,
+            "--key-file",
+            key,
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(published.status.success(), "{}", text(&published));
+}
+
 /// A nonce unique to this process and moment.
 pub fn nonce() -> String {
     let t = std::time::SystemTime::now()
