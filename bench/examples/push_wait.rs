@@ -454,7 +454,7 @@ fn strategies(rounds: usize) -> Result<()> {
             let offset = INTERVAL.mul_f64(round.saturating_sub(1) as f64 / rounds as f64);
             std::thread::sleep(offset);
             versions[i] = if versions[i] == v1 { v2 } else { v1 };
-            let want = answer(&fleet.closures, versions[i]);
+            let want = answer(fleet.closures, versions[i]);
             let r = push(&fleet.dev, &fleet.bed, fleet.hosts, s, versions[i], want)
                 .with_context(|| format!("{} round {round}", s.label))?;
             eprintln!(
@@ -592,7 +592,7 @@ fn waves(rounds: usize) -> Result<()> {
             let offset = INTERVAL.mul_f64(round.saturating_sub(1) as f64 / rounds as f64);
             std::thread::sleep(offset);
             current = if current == v1 { v2 } else { v1 };
-            let want = answer(&fleet.closures, current);
+            let want = answer(fleet.closures, current);
             let r = push(&fleet.dev, &fleet.bed, fleet.hosts, s, current, want)
                 .with_context(|| format!("{label} round {round}"))?;
             eprintln!(
