@@ -108,12 +108,18 @@ impl Drop for CountingRelay {
     }
 }
 
+/// One connection. When either side ends, both are dropped, Garage's with an RST (linger
+/// 0): a FIN from here would leave this side's port in TIME_WAIT for a minute, and the
+/// benchmark's ~4,000 connections per fleet tick from one address to Garage's one port
+/// would run out of ephemeral ports within a minute (a real fleet connects from 200
+/// addresses). The clients close only once their reads are answered.
 async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<Counts>>) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
+    let _ = server.set_zero_linger();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let up_counts = counts.clone();
@@ -133,7 +139,6 @@ async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<Counts
                 break;
             }
         }
-        let _ = server_write.shutdown().await;
     };
     let down = async move {
         let mut lines = StatusLines::default();
@@ -153,7 +158,9 @@ async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<Counts
                 break;
             }
         }
-        let _ = client_write.shutdown().await;
     };
-    tokio::join!(up, down);
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }
