@@ -416,7 +416,11 @@ impl Fleet {
 
 /// What `/version` answers for a closure.
 fn answer(closures: &Closures, path: &str) -> &'static str {
-    if path == closures.v1 { "1.0.0" } else { "2.0.0" }
+    if path == closures.v1 {
+        "1.0.0"
+    } else {
+        "2.0.0"
+    }
 }
 
 fn main() -> Result<()> {
@@ -623,9 +627,8 @@ fn waves(rounds: usize) -> Result<()> {
         fleet.agent.display(),
         INTERVAL.as_secs()
     );
-    let column = |i: usize, f: &dyn Fn(&Round) -> f64| -> Vec<f64> {
-        measured[i].iter().map(f).collect()
-    };
+    let column =
+        |i: usize, f: &dyn Fn(&Round) -> f64| -> Vec<f64> { measured[i].iter().map(f).collect() };
     let mut table = Table::new(&["from `ferry push` launch, ms", "median", "p90", "max"]);
     let mut row = |what: &str, values: Vec<String>| {
         let mut cells = vec![what.to_owned()];

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use chrono::{SecondsFormat, Utc};
-use counting_relay::{Counts, CountingRelay};
+use counting_relay::{CountingRelay, Counts};
 use ferry_agent::backend::status_store::{StatusBucket, StatusStore as _};
 use ferry_agent::config::Status;
 use ferry_agent::state::{Applied, State};
@@ -331,15 +331,11 @@ async fn main() -> Result<()> {
     let counting = CountingRelay::start("127.0.0.1", garage_addr(&status)?)?;
     let mut relays = Vec::new();
     for rtt in RTTS_MS {
-        let relay =
-            LatencyRelay::start("127.0.0.1", counting.addr(), Duration::from_millis(rtt))?;
+        let relay = LatencyRelay::start("127.0.0.1", counting.addr(), Duration::from_millis(rtt))?;
         let url = store_url(&status, &relay.endpoint())?;
         relays.push((rtt, relay, url));
     }
-    let mut agents: Vec<Agent> = hosts
-        .iter()
-        .map(|(h, w)| agent(h, *w, &manifest))
-        .collect();
+    let mut agents: Vec<Agent> = hosts.iter().map(|(h, w)| agent(h, *w, &manifest)).collect();
     let mut measured: BTreeMap<(u64, Case), BTreeMap<usize, Measured>> = BTreeMap::new();
     let run_started = Instant::now();
     for round in 1..=rounds {
