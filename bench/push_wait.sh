@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# `ferry push --wait` wall time (launch to return) against the new version first answering
-# through both hosts' Caddy, restart and blue-green, with two bed hosts running the
-# release-built ferry-agent from the NixOS module's timer (every 5 s) and reporting to a
-# status store: median/p90/max of BENCH_ROUNDS pushes per strategy (default 5), and the
-# no-op ticks' bucket requests with status reporting on (must be 1).
+# bench/push_wait.sh [strategies|waves]: `ferry push --wait` wall time (launch to return)
+# with bed hosts running the release-built ferry-agent from the NixOS module's timer
+# (every 5 s) and reporting to a status store.
+# strategies (default): against the new version first answering through both hosts'
+# Caddy, restart and blue-green, two hosts: median/p90/max of BENCH_ROUNDS pushes per
+# strategy (default 5), and the no-op ticks' bucket requests with status reporting on
+# (must be 1).
+# waves: three hosts, BENCH_ROUNDS pushes each (default 5) without a rollout and with
+# waves [[host-a], [host-b, host-c]] and soakSec 5, taking turns; each host's first
+# answer, the ratio of the medians, and the ticks that read reports (host-b/c, 1 each).
 # Installs what the bed needs (idempotent), builds release, prints a table. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +19,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 tests/bed/install.sh >/dev/null
 cargo build --locked --quiet --release -p ferry-agent --bin ferry-agent -p ferry-tests --bin ferry-testsvc -p ferry-pusher --bin ferry
-exec cargo run --locked --quiet --release -p ferry-bench --example push_wait
+exec cargo run --locked --quiet --release -p ferry-bench --example push_wait -- "$@"

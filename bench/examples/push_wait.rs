@@ -1,9 +1,10 @@
-//! Benchmark (issue 16): `ferry push --wait` wall time, from the launch of `ferry push` to its
-//! return, against the moment the new version first answers through both hosts' Caddy;
-//! `restart` against `blue-green`; and the agent's no-op ticks with status reporting on.
-//! Run `bench/push_wait.sh` (root; `BENCH_ROUNDS`, default 5).
+//! Benchmark (issues 16 and 17): `ferry push --wait` wall time, from the launch of `ferry
+//! push` to its return. Run `bench/push_wait.sh [strategies|waves]` (root; `BENCH_ROUNDS`,
+//! default 5).
 //!
-//! Two bed hosts run the release-built `ferry-agent` from the systemd units the NixOS module
+//! `strategies` (the default, issue 16): against the moment the new version first answers
+//! through both hosts' Caddy; `restart` against `blue-green`; and the agent's no-op ticks
+//! with status reporting on. Two bed hosts run the release-built `ferry-agent` from the systemd units the NixOS module
 //! renders (`ferry-agent.timer` every 5 s, no random delay), each reporting to a status store
 //! (a second Garage bucket with its own key, handed in through the module's
 //! `status.credentialsFile`). Both hosts run two services from the signed test closures, one
@@ -23,6 +24,21 @@
 //! hosts' journals give every tick's `tick:` line and whether it wrote a report: every no-op
 //! tick must have made exactly one bucket request (the manifest GET), and a quiet tick may
 //! write a report only `status.everySec` after the host's previous one.
+//!
+//! `waves` (issue 17): three bed hosts, set up the same way, run the `restart` service.
+//! Each round times two pushes, taking turns: one under a manifest without `rollout`, one
+//! under `{"waves": [["host-a"], ["host-b", "host-c"]], "soakSec": 5}` (the manifest with
+//! the running version and the rollout, or none, is published first, then two no-op ticks
+//! per host). `--wait` returns once all three report the version healthy; the pollers give
+//! each host's first answer, so host-b and host-c must first serve it at least `soakSec`
+//! after host-a. With waves, host-a applies at its next tick as before; host-b and host-c
+//! only at their first tick after a report of host-a's written `soakSec` after it became
+//! healthy, which host-a's own timer writes (up to one timer period after the soak ends).
+//! So the expected floor of the difference is `soakSec` plus up to one timer period (host-a's
+//! report) plus up to one more (host-b's and host-c's next tick), less what the hosts'
+//! timers cost without waves. Every tick that read reports (`statusReads`) must be one of
+//! host-b's or host-c's reading exactly one (host-a's), and every no-op tick one bucket
+//! request.
 
 #[path = "../shared/serving.rs"]
 mod serving;
@@ -47,8 +63,8 @@ use ferry_tests::module_unit::{self, AGENT};
 use ferry_tests::{Bed, BedOptions, BindRo, Closures, Host, Output, TickSummary};
 use serde_json::{Value, json};
 
-/// The hosts' names in the manifest (bed hosts 0 and 1).
-const HOSTS: [&str; 2] = ["host-a", "host-b"];
+/// The hosts' names in the manifest (bed hosts 0, 1 and 2; `strategies` uses the first two).
+const HOSTS: [&str; 3] = ["host-a", "host-b", "host-c"];
 /// The agent timer's interval.
 const INTERVAL: Duration = Duration::from_secs(5);
 /// `status.everySec`: the module's default, written out so the check below can name it.
@@ -61,6 +77,8 @@ const EXTRA: &str = "[timeouts]\nsettleSec = 1\ndrainSec = 1\nfetchSec = 10\n";
 const WAIT: &str = "--wait=120s";
 /// How long a wait for the hosts (first deploy, quiet ticks) may take.
 const LIMIT: Duration = Duration::from_secs(180);
+/// The `waves` mode's soak.
+const SOAK_SEC: u64 = 5;
 
 /// Runs `ferry ARGS` and times it from launch to return.
 fn timed(dev: &FleetDev, args: &[&str]) -> Result<(Output, Instant, Instant)> {
@@ -84,16 +102,28 @@ fn caddy(host: &Host) -> Result<SocketAddr> {
 
 /// What one timed push measured.
 struct Round {
-    /// Push launch → the new version answering through the later of the two hosts' Caddy.
+    /// Push launch → the new version answering through each host's Caddy, in `HOSTS` order.
+    host_ms: Vec<f64>,
+    /// Push launch → the new version answering through the latest of the hosts' Caddy.
     serving_ms: f64,
     /// Push launch → `ferry push --wait` returned.
     wait_ms: f64,
 }
 
-/// One `ferry push service path --wait`, timed, with a poller on each host's Caddy.
-fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Result<Round> {
-    let addrs = [caddy(bed.host(0))?, caddy(bed.host(1))?];
-    for (addr, name) in addrs.iter().zip(HOSTS) {
+/// One `ferry push service path --wait`, timed, with a poller on each of `hosts`' Caddy
+/// (bed hosts 0, 1, …).
+fn push(
+    dev: &FleetDev,
+    bed: &Bed,
+    hosts: &[&str],
+    s: &Strategy,
+    path: &str,
+    want: &str,
+) -> Result<Round> {
+    let addrs = (0..hosts.len())
+        .map(|i| caddy(bed.host(i)))
+        .collect::<Result<Vec<_>>>()?;
+    for (addr, name) in addrs.iter().zip(hosts) {
         if version(*addr, s.domain).as_deref() == Some(want) {
             bail!(
                 "{name} already serves {want} for {} before the push",
@@ -125,7 +155,7 @@ fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Resu
     }
     stop.store(true, Ordering::Relaxed);
     let mut served = Vec::new();
-    for (poller, name) in pollers.into_iter().zip(HOSTS) {
+    for (poller, name) in pollers.into_iter().zip(hosts) {
         let first = poller
             .join()
             .map_err(|_| anyhow::anyhow!("the poller of {name} panicked"))?;
@@ -141,10 +171,12 @@ fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Resu
     if !out.success() {
         bail!("{said}");
     }
-    if !out.stderr.contains("runs healthy on all 2 host(s)") {
-        bail!("push --wait returned 0 without saying both hosts run it healthy: {said}");
+    let all = format!("runs healthy on all {} host(s)", hosts.len());
+    if !out.stderr.contains(&all) {
+        bail!("push --wait returned 0 without saying it {all}: {said}");
     }
-    let mut last = launched;
+    let ms = |to: Instant| to.duration_since(launched).as_secs_f64() * 1000.0;
+    let mut host_ms = Vec::new();
     for (name, first) in served {
         let first = first.with_context(|| {
             format!(
@@ -152,11 +184,11 @@ fn push(dev: &FleetDev, bed: &Bed, s: &Strategy, path: &str, want: &str) -> Resu
                 s.domain
             )
         })?;
-        last = last.max(first);
+        host_ms.push(ms(first));
     }
-    let ms = |to: Instant| to.duration_since(launched).as_secs_f64() * 1000.0;
     Ok(Round {
-        serving_ms: ms(last),
+        serving_ms: host_ms.iter().copied().fold(0.0, f64::max),
+        host_ms,
         wait_ms: ms(returned),
     })
 }
@@ -214,9 +246,9 @@ fn ticks(host: &Host, name: &'static str, since: &str) -> Result<Vec<Tick>> {
     Ok(ticks)
 }
 
-/// Waits until each host's timer has run `n` no-op ticks since `since`.
-fn quiet_ticks(bed: &Bed, since: &str, n: usize) -> Result<()> {
-    for (i, name) in HOSTS.iter().enumerate() {
+/// Waits until the timer of each of `hosts` has run `n` no-op ticks since `since`.
+fn quiet_ticks(bed: &Bed, hosts: &[&'static str], since: &str, n: usize) -> Result<()> {
+    for (i, name) in hosts.iter().enumerate() {
         let host = bed.host(i);
         let mut seen = Vec::new();
         eventually(&format!("{n} no-op ticks on {name}"), LIMIT, || {
@@ -257,74 +289,165 @@ fn cells(values: &[f64], decimals: usize) -> Vec<String> {
     }
 }
 
+/// Both strategies' services on the `strategies` mode's two hosts.
 fn manifest(versions: [&str; 2]) -> Value {
+    let hosts = &HOSTS[..2];
     json!({
         "version": 1,
         "generation": "2026-01-01T00:00:00Z",
-        "services": [service(&STRATEGIES[0], versions[0], &HOSTS), service(&STRATEGIES[1], versions[1], &HOSTS)],
+        "services": [service(&STRATEGIES[0], versions[0], hosts), service(&STRATEGIES[1], versions[1], hosts)],
     })
+}
+
+/// The `waves` mode's manifest: the restart service on three hosts, with the rollout or
+/// without.
+fn waves_manifest(version: &str, waves: bool) -> Value {
+    let mut m = json!({
+        "version": 1,
+        "generation": "2026-01-01T00:00:00Z",
+        "services": [service(&STRATEGIES[0], version, &HOSTS)],
+    });
+    if waves {
+        m["rollout"] = json!({"waves": [["host-a"], ["host-b", "host-c"]], "soakSec": SOAK_SEC});
+    }
+    m
+}
+
+/// A bed whose first `hosts.len()` hosts run the release agent from the module's timer,
+/// reporting to a status store, and the developer's `ferry` beside it.
+struct Fleet {
+    bed: Bed,
+    dev: FleetDev,
+    hosts: &'static [&'static str],
+    agent: std::path::PathBuf,
+    ferry: std::path::PathBuf,
+    closures: &'static Closures,
+    /// `journalctl --since` for every tick from the timers' first on.
+    started: String,
+}
+
+impl Fleet {
+    fn start(hosts: &'static [&'static str]) -> Result<Fleet> {
+        let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
+        let ferry = ferry_tests::workspace_binary("ferry", "FERRY_BIN")?;
+        let closures = Closures::get()?;
+        let bed = Bed::start(BedOptions {
+            hosts: hosts.len(),
+            bind_ro: vec![BindRo {
+                source: agent.clone(),
+                target: AGENT.into(),
+            }],
+            ..Default::default()
+        })?;
+        let deploy = bed.s3().clone();
+        let status = bed.add_bucket("ferry-status")?;
+        let key = [closures.public_key.clone()];
+        for (i, name) in hosts.iter().enumerate() {
+            let mut options = module_unit_options(&deploy, name, &key, &key, EXTRA, INTERVAL)?;
+            options["status"] = json!({
+                "bucket": status.url(),
+                "credentialsFile": STATUS_CREDENTIALS,
+                "everySec": EVERY_SEC,
+            });
+            let host = bed.host(i);
+            host.put_bytes(
+                STATUS_CREDENTIALS,
+                status.credentials_text().as_bytes(),
+                0o600,
+            )?;
+            install_module_agent_config(host, &deploy, &options)?;
+            module_unit::install(host, &options)?;
+        }
+        // Every tick from the timers' first on (whole seconds, so from the second before).
+        let started = format!("@{}", unix_now()?.as_secs().saturating_sub(1));
+        let dev = FleetDev::new(ferry.clone(), &deploy, &status, &closures.secret_key_file)?;
+        dev.ok(&["upload", &closures.v1])?;
+        dev.ok(&["upload", &closures.v2])?;
+        Ok(Fleet {
+            bed,
+            dev,
+            hosts,
+            agent,
+            ferry,
+            closures,
+            started,
+        })
+    }
+
+    /// Publishes `manifest` (`ferry publish`).
+    fn publish(&self, manifest: &Value) -> Result<()> {
+        let file = self.dev.dir().join("manifest.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(manifest)?)?;
+        self.dev.ok(&["publish", &file.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// Waits until every host serves `want` for each of `strategies`' domains, then for two
+    /// no-op ticks on each.
+    fn serving(&self, strategies: &[Strategy], want: &str) -> Result<()> {
+        for (i, name) in self.hosts.iter().enumerate() {
+            let addr = caddy(self.bed.host(i))?;
+            for s in strategies {
+                eventually(
+                    &format!("{} {want} through {name}'s Caddy", s.service),
+                    LIMIT,
+                    || Ok(version(addr, s.domain).as_deref() == Some(want)),
+                )?;
+            }
+        }
+        self.quiet(2)
+    }
+
+    /// Waits for `n` no-op ticks on each host from now.
+    fn quiet(&self, n: usize) -> Result<()> {
+        quiet_ticks(&self.bed, self.hosts, &since_now()?, n)
+    }
+
+    /// Every tick of every host since the timers started, oldest first.
+    fn ticks(&self) -> Result<Vec<Tick>> {
+        let mut all = Vec::new();
+        for (i, name) in self.hosts.iter().enumerate() {
+            all.extend(ticks(self.bed.host(i), name, &self.started)?);
+        }
+        all.sort_by_key(|t| t.at_us);
+        Ok(all)
+    }
+}
+
+/// What `/version` answers for a closure.
+fn answer(closures: &Closures, path: &str) -> &'static str {
+    if path == closures.v1 {
+        "1.0.0"
+    } else {
+        "2.0.0"
+    }
 }
 
 fn main() -> Result<()> {
     let rounds = ferry_bench::stats::rounds(5)?;
     ensure!(rounds > 0, "BENCH_ROUNDS must be at least 1");
-    let agent = ferry_tests::workspace_binary("ferry-agent", "FERRY_AGENT_BIN")?;
-    let ferry = ferry_tests::workspace_binary("ferry", "FERRY_BIN")?;
-    let closures = Closures::get()?;
-    let bed = Bed::start(BedOptions {
-        hosts: 2,
-        bind_ro: vec![BindRo {
-            source: agent.clone(),
-            target: AGENT.into(),
-        }],
-        ..Default::default()
-    })?;
-    let deploy = bed.s3().clone();
-    let status = bed.add_bucket("ferry-status")?;
-    let key = [closures.public_key.clone()];
-    for (i, name) in HOSTS.iter().enumerate() {
-        let mut options = module_unit_options(&deploy, name, &key, &key, EXTRA, INTERVAL)?;
-        options["status"] = json!({
-            "bucket": status.url(),
-            "credentialsFile": STATUS_CREDENTIALS,
-            "everySec": EVERY_SEC,
-        });
-        let host = bed.host(i);
-        host.put_bytes(
-            STATUS_CREDENTIALS,
-            status.credentials_text().as_bytes(),
-            0o600,
-        )?;
-        install_module_agent_config(host, &deploy, &options)?;
-        module_unit::install(host, &options)?;
-    }
-    // Every tick from the timers' first on (whole seconds, so from the second before).
-    let started = format!("@{}", unix_now()?.as_secs().saturating_sub(1));
-    let run_started = Instant::now();
-    let dev = FleetDev::new(ferry.clone(), &deploy, &status, &closures.secret_key_file)?;
-    let (v1, v2) = (closures.v1.as_str(), closures.v2.as_str());
-    dev.ok(&["upload", v1])?;
-    dev.ok(&["upload", v2])?;
-    let file = dev.dir().join("manifest.json");
-    std::fs::write(&file, serde_json::to_vec_pretty(&manifest([v1, v1]))?)?;
-    dev.ok(&["publish", &file.to_string_lossy()])?;
-    for (i, name) in HOSTS.iter().enumerate() {
-        let addr = caddy(bed.host(i))?;
-        for s in &STRATEGIES {
-            eventually(
-                &format!("{} v1 through {name}'s Caddy", s.service),
-                LIMIT,
-                || Ok(version(addr, s.domain).as_deref() == Some("1.0.0")),
-            )?;
+    let mode = std::env::args().nth(1);
+    match mode.as_deref() {
+        None | Some("strategies") => strategies(rounds),
+        Some("waves") => waves(rounds),
+        Some(other) => {
+            bail!("unknown mode {other:?}: bench/push_wait.sh [strategies|waves]")
         }
     }
-    quiet_ticks(&bed, &since_now()?, 2)?;
+}
+
+/// Issue 16's figures: `restart` against `blue-green` on two hosts, and the no-op ticks.
+fn strategies(rounds: usize) -> Result<()> {
+    let fleet = Fleet::start(&HOSTS[..2])?;
+    let run_started = Instant::now();
+    let (v1, v2) = (fleet.closures.v1.as_str(), fleet.closures.v2.as_str());
+    fleet.publish(&manifest([v1, v1]))?;
+    fleet.serving(&STRATEGIES, "1.0.0")?;
     eprintln!(
         "both services run v1 on both hosts ({:.0} s)",
         run_started.elapsed().as_secs_f64()
     );
 
-    let answer = |path: &str| if path == v1 { "1.0.0" } else { "2.0.0" };
     let mut versions = [v1, v1];
     let mut measured: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
     // Round 0 of each strategy is the untimed warm-up (v2 into the hosts' stores).
@@ -335,7 +458,8 @@ fn main() -> Result<()> {
             let offset = INTERVAL.mul_f64(round.saturating_sub(1) as f64 / rounds as f64);
             std::thread::sleep(offset);
             versions[i] = if versions[i] == v1 { v2 } else { v1 };
-            let r = push(&dev, &bed, s, versions[i], answer(versions[i]))
+            let want = answer(fleet.closures, versions[i]);
+            let r = push(&fleet.dev, &fleet.bed, fleet.hosts, s, versions[i], want)
                 .with_context(|| format!("{} round {round}", s.label))?;
             eprintln!(
                 "{} round {round}{}: serving on both hosts {:.0} ms, --wait returned {:.0} ms",
@@ -347,21 +471,17 @@ fn main() -> Result<()> {
             if round > 0 {
                 measured[i].push(r);
             }
-            quiet_ticks(&bed, &since_now()?, 2)?;
+            fleet.quiet(2)?;
         }
     }
     let run_secs = run_started.elapsed().as_secs_f64();
 
     // The ticks: every no-op tick made one request; a quiet tick reported only when due.
-    let mut all = Vec::new();
-    for (i, name) in HOSTS.iter().enumerate() {
-        all.extend(ticks(bed.host(i), name, &started)?);
-    }
+    let all = fleet.ticks()?;
     let mut noop_requests = Vec::new();
     let mut noop_ms = Vec::new();
     let mut quiet_reports = Vec::new();
     let mut last_report: BTreeMap<&str, u64> = BTreeMap::new();
-    all.sort_by_key(|t| t.at_us);
     for t in &all {
         if t.summary.is_noop()? {
             let requests = t.summary.get("requests")?;
@@ -398,8 +518,8 @@ fn main() -> Result<()> {
 
     println!(
         "{rounds} pushes per strategy (v1 ↔ v2, one service on 2 hosts, after one untimed push each) with {} and {}; each host's agent from the module's timer every {} s, reporting to a status store (everySec {EVERY_SEC}); health: first probe at once, then every 1 s, settle 1 s; drain 1 s; --wait reads the reports every 2 s\n",
-        ferry.display(),
-        agent.display(),
+        fleet.ferry.display(),
+        fleet.agent.display(),
         INTERVAL.as_secs()
     );
     let mut table = Table::new(&["from `ferry push` launch, ms", "median", "p90", "max"]);
@@ -443,6 +563,142 @@ fn main() -> Result<()> {
         "\n{} ticks on 2 hosts in {run_secs:.0} s; {deploying} touched units ({reported_deploys} of them reported); quiet ticks that wrote a report: {} (due only every {EVERY_SEC} s)",
         all.len(),
         quiet_reports.len()
+    );
+    Ok(())
+}
+
+/// Issue 17's figure: `push --wait` on three hosts in two waves against the same push
+/// without waves, taking turns.
+fn waves(rounds: usize) -> Result<()> {
+    let fleet = Fleet::start(&HOSTS)?;
+    let run_started = Instant::now();
+    let s = &STRATEGIES[0];
+    let (v1, v2) = (fleet.closures.v1.as_str(), fleet.closures.v2.as_str());
+    fleet.publish(&waves_manifest(v1, false))?;
+    fleet.serving(std::slice::from_ref(s), "1.0.0")?;
+    eprintln!(
+        "{} runs v1 on three hosts ({:.0} s)",
+        s.service,
+        run_started.elapsed().as_secs_f64()
+    );
+    let mut current = v1;
+    // [without waves, with waves]
+    let mut measured: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    // Round 0's push without waves is the untimed warm-up (v2 into the hosts' stores).
+    for round in 0..=rounds {
+        for (i, with_waves) in [false, true].into_iter().enumerate() {
+            if round == 0 && with_waves {
+                continue;
+            }
+            let label = if with_waves { "waves" } else { "no waves" };
+            fleet.publish(&waves_manifest(current, with_waves))?;
+            fleet.quiet(2)?;
+            let offset = INTERVAL.mul_f64(round.saturating_sub(1) as f64 / rounds as f64);
+            std::thread::sleep(offset);
+            current = if current == v1 { v2 } else { v1 };
+            let want = answer(fleet.closures, current);
+            let r = push(&fleet.dev, &fleet.bed, fleet.hosts, s, current, want)
+                .with_context(|| format!("{label} round {round}"))?;
+            eprintln!(
+                "{label} round {round}{}: serving on host-a {:.0} ms, on all three {:.0} ms, --wait returned {:.0} ms",
+                if round == 0 { " (warm-up)" } else { "" },
+                r.host_ms[0],
+                r.serving_ms,
+                r.wait_ms
+            );
+            if with_waves {
+                let later = r.host_ms[1].min(r.host_ms[2]) - r.host_ms[0];
+                ensure!(
+                    later >= (SOAK_SEC * 1000) as f64,
+                    "with waves, host-b or host-c served {want} {later:.0} ms after host-a, less than soakSec ({SOAK_SEC} s)"
+                );
+            }
+            if round > 0 {
+                measured[i].push(r);
+            }
+        }
+    }
+    let run_secs = run_started.elapsed().as_secs_f64();
+
+    println!(
+        "{rounds} pushes each of `{}` (restart, v1 ↔ v2) on 3 hosts without waves and with rollout {{\"waves\": [[\"host-a\"], [\"host-b\", \"host-c\"]], \"soakSec\": {SOAK_SEC}}}, taking turns (the manifest with the running version republished before each, then two no-op ticks per host), after one untimed push; {} and {}; each host's agent from the module's timer every {} s, reporting to a status store; settle 1 s; --wait reads the reports every 2 s; {run_secs:.0} s\n",
+        s.service,
+        fleet.ferry.display(),
+        fleet.agent.display(),
+        INTERVAL.as_secs()
+    );
+    let column =
+        |i: usize, f: &dyn Fn(&Round) -> f64| -> Vec<f64> { measured[i].iter().map(f).collect() };
+    let mut table = Table::new(&["from `ferry push` launch, ms", "median", "p90", "max"]);
+    let mut row = |what: &str, values: Vec<String>| {
+        let mut cells = vec![what.to_owned()];
+        cells.extend(values);
+        table.row(cells);
+    };
+    for (i, label) in ["no waves", "waves"].iter().enumerate() {
+        row(
+            &format!("{label}: new version via host-a's Caddy"),
+            cells(&column(i, &|r| r.host_ms[0]), 0),
+        );
+        row(
+            &format!("{label}: via host-b's and host-c's (the later)"),
+            cells(&column(i, &|r| r.host_ms[1].max(r.host_ms[2])), 0),
+        );
+        row(
+            &format!("{label}: `ferry push --wait` returns"),
+            cells(&column(i, &|r| r.wait_ms), 0),
+        );
+    }
+    row(
+        "waves: host-b/c first serving − host-a's",
+        cells(
+            &column(1, &|r| r.host_ms[1].min(r.host_ms[2]) - r.host_ms[0]),
+            0,
+        ),
+    );
+    print!("{}", table.render());
+    let wait = |i| summarize(&column(i, &|r: &Round| r.wait_ms)).map(|s| s.median);
+    let (Some(plain), Some(waved)) = (wait(0), wait(1)) else {
+        bail!("no rounds measured");
+    };
+    println!(
+        "\n--wait median with waves ÷ without: {:.2} ({:.0} ms more; soakSec alone is {} ms, one timer period {} ms)",
+        waved / plain,
+        waved - plain,
+        SOAK_SEC * 1000,
+        INTERVAL.as_millis()
+    );
+
+    // The ticks: only host-b and host-c read reports, one each (host-a's); no-op ticks one
+    // bucket request.
+    let all = fleet.ticks()?;
+    let mut gated = 0;
+    let mut noops = 0;
+    for t in &all {
+        let reads = t.summary.get("statusReads")?;
+        if reads > 0 {
+            ensure!(
+                t.host != "host-a" && reads == 1,
+                "a tick on {} read {reads} reports (want: only host-b and host-c, one each): {}",
+                t.host,
+                t.summary
+            );
+            gated += 1;
+        }
+        if t.summary.is_noop()? {
+            let requests = t.summary.get("requests")?;
+            ensure!(
+                requests == 1,
+                "a no-op tick on {} made {requests} bucket requests, not 1: {}",
+                t.host,
+                t.summary
+            );
+            noops += 1;
+        }
+    }
+    println!(
+        "{} ticks on 3 hosts; {gated} read reports (host-b and host-c waiting, 1 read each, the formula's R = 1); {noops} no-op ticks, 1 bucket request each",
+        all.len()
     );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Synthetic manifests for the benchmarks: many valid services with distinct names and
 //! ports, spread over a few hosts, shaped like the original design's example; and the
-//! summaries ([`stats`]) the whole-flow benchmarks under `bench/examples/` print.
+//! summaries ([`stats`]) the whole-flow benchmarks under `bench/examples/` print; and the
+//! HTTP message counting ([`http_count`]) of the wave gate's scale benchmark's relay.
 
+pub mod http_count;
 pub mod stats;
 
 use ferry_schema::manifest::{
