@@ -50,7 +50,8 @@
   # bed): `bin/switch-to-configuration` records each call in
   # /var/lib/ferry-bed-system/calls and, on `test`, does what `mode` says: ok (brings eth0
   # up and clears the broken unit, as the good system it stands for would), fail (exits 1),
-  # unit (leaves a failed unit behind), network (takes eth0 down). `kernel` links into a
+  # unit (leaves a failed unit behind), network (takes eth0 down), stopweb (stops Ferry's
+  # service web), hang (never returns). `kernel` links into a
   # kernel package that systems with the same `kernelVersion` share, as on NixOS.
   kernel = version:
     plain {
@@ -83,6 +84,8 @@
               fail) echo "activation failed (stand-in)" >&2; exit 1 ;;
               unit) systemd-run --wait --unit=ferry-bed-broken.service /bin/false || true ;;
               network) ip link set eth0 down ;;
+              stopweb) systemctl stop ferry-web.service ;;
+              hang) exec sleep 3600 ;;
             esac
           fi
           EOF
@@ -112,6 +115,14 @@ in {
   system_breaks_network = standInSystem {
     version = "5-network";
     mode = "network";
+  };
+  system_stops_web = standInSystem {
+    version = "7-stopweb";
+    mode = "stopweb";
+  };
+  system_hangs = standInSystem {
+    version = "8-hang";
+    mode = "hang";
   };
   v1 = service {
     version = "1.0.0";

@@ -84,16 +84,22 @@ pub struct StandInSystems {
     pub fails_a_unit: String,
     /// Activates and takes `eth0` down: the bucket is out of reach.
     pub breaks_network: String,
+    /// Activates and stops Ferry's service `web`.
+    pub stops_web: String,
+    /// `switch-to-configuration test` never returns.
+    pub hangs: String,
 }
 
 /// The attributes of `closures.nix` that are stand-in systems, as [`StandInSystems`] names
 /// them.
-const SYSTEM_ATTRS: [&str; 5] = [
+const SYSTEM_ATTRS: [&str; 7] = [
     "system_ok",
     "system_ok_new_kernel",
     "system_fails",
     "system_fails_a_unit",
     "system_breaks_network",
+    "system_stops_web",
+    "system_hangs",
 ];
 
 static CLOSURES: OnceLock<std::result::Result<Closures, String>> = OnceLock::new();
@@ -349,6 +355,8 @@ fn load(dir: &Path) -> Result<Closures> {
             fails: path("system_fails")?,
             fails_a_unit: path("system_fails_a_unit")?,
             breaks_network: path("system_breaks_network")?,
+            stops_web: path("system_stops_web")?,
+            hangs: path("system_hangs")?,
         },
         series: manifest["paths"]["series"]
             .as_array()

@@ -2,15 +2,16 @@
 //! system profile (`/nix/var/nix/profiles/system`), real `nix-env`, and the commands run as
 //! transient units by the host's systemd over D-Bus. NixOS cannot boot on the bed, so the
 //! systems are stand-ins (`closures.nix`) whose `switch-to-configuration` records each call
-//! and, on `test`, does what the test needs: succeed, fail, leave a unit failed, or take the
-//! network down.
+//! and, on `test`, does what the test needs: succeed, fail, leave a unit failed, take the
+//! network down, stop a Ferry service, or hang.
 //!
 //! One host, one boot: off by default (a line, nothing run); a switch (`test`, then `boot`
-//! only after the check); a system that fails to activate, one that fails a unit and one
-//! that cuts the host off from the bucket are each switched back and quarantined, never
-//! made the boot default, their generation deleted, while the services still deploy; a
-//! path that is not a system is refused; a new kernel, pushed with `ferry push --system`, is
-//! reported as a reboot needed; a tick cut off mid-switch is undone by the next.
+//! only after the check); a system that fails to activate, one that fails a unit, one that
+//! cuts the host off from the bucket, one that stops a Ferry service and one whose switch
+//! never returns (stopped at `switchTimeoutSec`) are each switched back and quarantined,
+//! never made the boot default, their generation deleted, while the services still deploy;
+//! a path that is not a system is refused; a new kernel, pushed with `ferry push --system`,
+//! is reported as a reboot needed; a tick cut off mid-switch is undone by the next.
 
 use anyhow::Result;
 use ferry_tests::Output;
@@ -155,6 +156,44 @@ async fn systems_switch_check_then_boot_and_every_failure_is_switched_back() -> 
         [call(&s.breaks_network, "test"), call(&s.ok, "test")]
     );
 
+    // A system that stops one of Ferry's services: switched back, and the service is
+    // running again by the end of the tick.
+    t.publish(&with_system(7, &c.v2, &s.stops_web)).await?;
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert!(has(&out, "Ferry services down: web"), "{}", out.stdout);
+    assert_eq!(profile(&t)?, s.ok);
+    assert_eq!(
+        calls(&t)?,
+        [call(&s.stops_web, "test"), call(&s.ok, "test")]
+    );
+    assert_eq!(t.get(PORT, "/version")?.trim(), "2.0.0");
+
+    // A switch that never returns is stopped at system.switchTimeoutSec and switched back.
+    t.configure("[timeouts]\nsettleSec = 1\n[system]\nenable = true\nswitchTimeoutSec = 3\n")?;
+    t.publish(&with_system(8, &c.v2, &s.hangs)).await?;
+    let started = std::time::Instant::now();
+    let out = t.reconcile()?;
+    assert_eq!(out.status, 1);
+    assert!(
+        has(&out, "ran past its limit of 3 s and was stopped"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the hung switch held the tick for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(profile(&t)?, s.ok);
+    assert_eq!(calls(&t)?, [call(&s.hangs, "test"), call(&s.ok, "test")]);
+    assert_eq!(
+        t.host().sh_ok("pgrep -f 'sleep 3600' || true")?.trim(),
+        "",
+        "the hung switch's process outlived its unit"
+    );
+    t.configure("[timeouts]\nsettleSec = 1\n[system]\nenable = true\nswitchTimeoutSec = 60\n")?;
+
     // A new kernel, pushed as the developer does (`ferry push --system` against Garage):
     // switched, made the boot default, and a reboot reported, not done.
     t.host()
@@ -177,7 +216,7 @@ async fn systems_switch_check_then_boot_and_every_failure_is_switched_back() -> 
     assert!(
         pushed.stdout.contains(&format!(
             "~ system {HOST}: {} -> {}",
-            s.breaks_network, s.ok_new_kernel
+            s.hangs, s.ok_new_kernel
         )),
         "{}",
         pushed.stdout

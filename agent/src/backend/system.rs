@@ -88,15 +88,21 @@ impl NixosSystem {
             "ferry-system-{what}-{}.service",
             chrono::Utc::now().timestamp_micros()
         );
+        let started = std::time::Instant::now();
+        let shown = commands
+            .iter()
+            .map(|c| c.join(" "))
+            .collect::<Vec<_>>()
+            .join(" && ");
         match self.systemd.run_transient(&name, &commands, limit).await {
             Ok(result) if result == "done" => Ok(()),
+            // systemd reports a start past TimeoutStartSec as `failed` like any other.
+            Ok(_) if started.elapsed() >= limit => Err(format!(
+                "{shown} ran past its limit of {} s and was stopped (journalctl -u {name})",
+                limit.as_secs()
+            )),
             Ok(result) => Err(format!(
-                "{} ended with {result} (journalctl -u {name} says why)",
-                commands
-                    .iter()
-                    .map(|c| c.join(" "))
-                    .collect::<Vec<_>>()
-                    .join(" && ")
+                "{shown} ended with {result} (journalctl -u {name} says why)"
             )),
             Err(e) => Err(e.to_string()),
         }
