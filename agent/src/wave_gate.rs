@@ -242,6 +242,26 @@ pub fn soak_ended(
     })
 }
 
+/// How often, at most, a host with a service waiting for earlier waves must report: half
+/// the smallest `staleSec` of those services' rollouts. A waiting host changes nothing, so
+/// without this it would report only every `status.everySec`, and with `staleSec` below that
+/// the later waves would judge it stale and, under `onStale = "skip"`, go on without it
+/// before it ever ran the version. `None`: nothing waits.
+pub fn waiting_refresh_sec(
+    manifest: &Manifest,
+    records: &BTreeMap<String, ServiceStatusRecord>,
+) -> Option<u64> {
+    records
+        .iter()
+        .filter(|(_, r)| r.state == ServiceState::Waiting)
+        .filter_map(|(name, _)| {
+            let s = manifest.services.iter().find(|s| &s.name == name)?;
+            let rollout = s.rollout.as_ref().or(manifest.rollout.as_ref())?;
+            Some((u64::from(rollout.stale_sec()) / 2).max(1))
+        })
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,6 +624,56 @@ mod tests {
             &records,
             reported,
             t("2026-12-01T10:09:00Z")
+        ));
+    }
+
+    /// A waiting host reports at least every half `staleSec`, so with `staleSec` below the
+    /// hosts' `everySec` the later waves never take it for stale (and, with `onStale =
+    /// "skip"`, go on past it) while it only waits.
+    #[test]
+    fn a_waiting_host_reports_within_half_stale_sec() {
+        let record = |state| {
+            BTreeMap::from([(
+                "web".to_owned(),
+                ServiceStatusRecord {
+                    state,
+                    store_path: V1.into(),
+                    since: G2.into(),
+                    message: None,
+                },
+            )])
+        };
+        let m = manifest(
+            V2,
+            json!({"waves": [["a"], ["*"]], "soakSec": 60, "staleSec": 40, "onStale": "skip"}),
+        );
+        let waiting = record(ServiceState::Waiting);
+        assert_eq!(waiting_refresh_sec(&m, &waiting), Some(20));
+        assert_eq!(
+            waiting_refresh_sec(&m, &record(ServiceState::Running)),
+            None
+        );
+        assert_eq!(
+            waiting_refresh_sec(&manifest(V2, serde_json::Value::Null), &waiting),
+            None
+        );
+        // With everySec = 300, the report step's interval: due 20 s after the last report,
+        // not 300 (the bug: 300 s of silence, stale after 40).
+        let every = waiting_refresh_sec(&m, &waiting).map_or(300, |r| r.min(300));
+        let last = Some("2026-12-01T10:00:00Z");
+        assert!(!crate::host_report::due(
+            false,
+            last,
+            false,
+            t("2026-12-01T10:00:19Z"),
+            every
+        ));
+        assert!(crate::host_report::due(
+            false,
+            last,
+            false,
+            t("2026-12-01T10:00:20Z"),
+            every
         ));
     }
 }

@@ -51,12 +51,16 @@ pub async fn after_save<T: StatusStore>(
     let soak_ended = state.manifest.as_ref().is_some_and(|m| {
         crate::wave_gate::soak_ended(m, &state.service_status, state.reported_at.as_deref(), now)
     });
+    let refresh = state
+        .manifest
+        .as_ref()
+        .and_then(|m| crate::wave_gate::waiting_refresh_sec(m, &state.service_status));
     if !host_report::due(
         summary.eventful() || soak_ended,
         state.reported_at.as_deref(),
         state.report_owed,
         now,
-        reporting.every_sec,
+        refresh.map_or(reporting.every_sec, |r| r.min(reporting.every_sec)),
     ) {
         return None;
     }
