@@ -64,4 +64,8 @@
     };
     everySec = 300;
   };
+  system = {
+    enable = false;
+    switchTimeoutSec = 600;
+  };
 }

@@ -485,7 +485,7 @@ in {
 
     system.switchTimeoutSec = lib.mkOption {
       type = lib.types.ints.positive;
-      default = 600;
+      default = defaults.system.switchTimeoutSec;
       description = "Seconds one `switch-to-configuration` may run before it counts as failed.";
     };
 
