@@ -1,6 +1,7 @@
 //! `ferry push --system HOST TARGET` end to end against a `file://` bucket with the
 //! machine's Nix: a stand-in NixOS toplevel (a store path with `bin/switch-to-configuration`,
-//! built by nix-build) given as `./result`; the manifest gets `systems.HOST`, signed, the
+//! built by nix-build) given as `./result`, and a `configuration.nix` built through a
+//! stand-in `<nixpkgs/nixos>` on NIX_PATH; the manifest gets `systems.HOST`, signed, the
 //! closure is in the cache for stock `nix copy`, and the services are untouched. Refused
 //! before anything is written: a target that is not a system, a hostile host name; a dry
 //! run writes nothing. (The agent's side, and this command against Garage, are in
@@ -117,6 +118,62 @@ fn push_system_sets_one_hosts_system_and_refuses_what_is_not_one() {
     assert!(std::fs::read_dir(bucket.join("manifests")).unwrap().count() >= 1);
     let copied = nix_copy(&bucket, &dir.path().join("store"), &public, &system);
     assert!(copied.status.success(), "{}", text(&copied));
+
+    // A configuration.nix, built the way nixos-rebuild does without flakes, through
+    // `<nixpkgs/nixos>` from NIX_PATH: here a stand-in nixpkgs whose `nixos` takes the
+    // configuration from `<nixos-config>` and gives a toplevel named after it.
+    let nixpkgs = dir.path().join("nixpkgs");
+    std::fs::create_dir_all(nixpkgs.join("nixos")).unwrap();
+    std::fs::write(
+        nixpkgs.join("nixos/default.nix"),
+        r#"{ configuration ? import <nixos-config> }: {
+  system = derivation {
+    name = "nixos-system-${configuration.hostName}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\nexit 0\n' > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration" ];
+  };
+}
+"#,
+    )
+    .unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("configuration.nix"),
+        format!("{{ hostName = \"biz-{n}\"; }}\n"),
+    )
+    .unwrap();
+    let nix_path = format!("nixpkgs={}", nixpkgs.display());
+    let from_config = ferry_in(
+        &project,
+        &[
+            "push",
+            "--system",
+            "biz",
+            "configuration.nix",
+            "--bucket",
+            &url,
+            "--key-file",
+            key,
+        ],
+        &[("NIX_PATH", &nix_path)],
+    );
+    assert!(from_config.status.success(), "{}", text(&from_config));
+    let built = live(&bucket)["systems"]["biz"]["storePath"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        built.ends_with(&format!("-nixos-system-biz-{n}")),
+        "{built}"
+    );
+    assert!(
+        Path::new(&built)
+            .join("bin/switch-to-configuration")
+            .is_file()
+    );
 }
 
 fn live_services(bytes: &[u8]) -> Value {
