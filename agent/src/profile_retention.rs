@@ -18,6 +18,8 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use ferry_schema::names::is_valid_service_name;
 
+use crate::vocab::profile_link::generation_link as generation_of;
+
 /// What the retention step decided, before any file is touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
@@ -142,13 +144,6 @@ pub fn profiles_in(dir: &Path) -> io::Result<BTreeSet<String>> {
         }
     }
     Ok(out)
-}
-
-/// `(base, n)` when `file` is generation link `<base>-<n>-link`.
-fn generation_of(file: &str) -> Option<(&str, &str)> {
-    let rest = file.strip_suffix("-link")?;
-    let (base, n) = rest.rsplit_once('-')?;
-    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some((base, n))
 }
 
 /// Deletes profile `name` in `dir`: its generation links first, the profile link last, so

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::systemd::DbusSystemd;
 use crate::vocab::boot::BootParts;
+use crate::vocab::profile_link::generation_link;
 
 /// NixOS's system profile.
 pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
@@ -121,7 +122,7 @@ impl NixosSystem {
 
 /// The generation number in a profile link's name (`system-42-link` → 42).
 pub fn generation_of(link: &str) -> Option<u32> {
-    link.strip_suffix("-link")?.rsplit('-').next()?.parse().ok()
+    generation_link(link)?.1.parse().ok()
 }
 
 /// Where a link such as the system profile finally points (`None`: absent or unreadable).

@@ -19,6 +19,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::vocab::profile_link::generation_link;
+
 /// Names whose units are the agent's own, whatever the host shows.
 pub const AGENT_NAMES: &[&str] = &["agent"];
 
@@ -75,7 +77,7 @@ pub fn check(name: &str, occupied: Occupied<'_>) -> Vec<String> {
             state_dir.display()
         ));
     }
-    if let Some((base, generation)) = profile_generation(name) {
+    if let Some((base, generation)) = generation_link(name) {
         reasons.push(format!(
             "the name {name} is reserved: its profile would be generation {generation} of the \
              profile of service {base}"
@@ -90,15 +92,6 @@ pub fn service_part(unit: &str) -> Option<&str> {
     let (stem, _type) = stem.rsplit_once('.')?;
     let service = stem.split_once('@').map_or(stem, |(s, _)| s);
     (!service.is_empty()).then_some(service)
-}
-
-/// `(base, n)` when `name` is `<base>-<n>-link`, the name Nix gives generation `n` of the
-/// profile `<base>`.
-fn profile_generation(name: &str) -> Option<(&str, &str)> {
-    let rest = name.strip_suffix("-link")?;
-    let (base, n) = rest.rsplit_once('-')?;
-    (!base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .then_some((base, n))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod boot;
 pub mod hook;
 pub mod job;
+pub mod profile_link;
 pub mod route;
 pub mod unit;
 
