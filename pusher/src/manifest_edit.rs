@@ -95,27 +95,43 @@ pub fn set_service(
     store_path: &str,
     revision: Option<String>,
 ) -> Result<(), EditError> {
+    let Some(s) = m.services.iter_mut().find(|s| s.name == service) else {
+        return Err(unknown_service(m, service, store_path));
+    };
+    s.artifact.store_path = store_path.to_owned();
+    s.revision = revision;
+    m.signatures = None;
+    Ok(())
+}
+
+/// `service` as `m` has it, or the error naming the services there are.
+pub fn find_service<'a>(
+    m: &'a Manifest,
+    service: &str,
+    store_path: &str,
+) -> Result<&'a Service, EditError> {
+    m.services
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| unknown_service(m, service, store_path))
+}
+
+fn unknown_service(m: &Manifest, service: &str, store_path: &str) -> EditError {
     let known = m
         .services
         .iter()
         .map(|s| s.name.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let Some(s) = m.services.iter_mut().find(|s| s.name == service) else {
-        return Err(EditError::UnknownService {
-            service: service.to_owned(),
-            store_path: store_path.to_owned(),
-            known: if known.is_empty() {
-                "no services".to_owned()
-            } else {
-                known
-            },
-        });
-    };
-    s.artifact.store_path = store_path.to_owned();
-    s.revision = revision;
-    m.signatures = None;
-    Ok(())
+    EditError::UnknownService {
+        service: service.to_owned(),
+        store_path: store_path.to_owned(),
+        known: if known.is_empty() {
+            "no services".to_owned()
+        } else {
+            known
+        },
+    }
 }
 
 /// Points `host`'s whole system at `store_path` with `revision` (adding the host when the

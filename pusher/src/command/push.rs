@@ -18,7 +18,7 @@ use crate::command::writing::Writing;
 use crate::fleet_wait::WaitArgs;
 use crate::live_manifest::{parse, read_live, to_bytes};
 use crate::manifest_edit::{
-    EditError, next_generation, reapply_push, reapply_system, service_changes, set_service,
+    EditError, find_service, next_generation, reapply_push, reapply_system, service_changes,
 };
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
 use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest};
@@ -182,14 +182,7 @@ impl Base {
     fn of(pushed: &Pushed, live: &Manifest) -> Result<Self> {
         Ok(match pushed {
             Pushed::Service { name, installable } => {
-                set_service(&mut live.clone(), name, installable, None)?;
-                let service = live
-                    .services
-                    .iter()
-                    .find(|s| &s.name == name)
-                    .cloned()
-                    .context("the service vanished from the manifest just read")?;
-                Self::Service(Box::new(service))
+                Self::Service(Box::new(find_service(live, name, installable)?.clone()))
             }
             Pushed::System { host, .. } => Self::System {
                 host: host.clone(),
