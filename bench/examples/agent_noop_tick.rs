@@ -243,9 +243,11 @@ fn main() -> Result<()> {
             .await?;
         anyhow::Ok(())
     })?;
+    // The agent reaches Garage through a relay adding `BENCH_RTT_MS` (default 0) per round trip.
+    let (_relay, through) = ferry_tests::latency::s3_behind(s3, ferry_bench::stats::rtt(0)?)?;
     install_agent_config(
         host,
-        s3,
+        &through,
         HOST,
         std::slice::from_ref(&closures.public_key),
         std::slice::from_ref(&closures.public_key),

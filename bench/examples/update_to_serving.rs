@@ -187,9 +187,11 @@ fn main() -> Result<()> {
     let host = bed.host(0);
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(closures.upload_signed(bed.s3(), ""))?;
+    // The agent reaches Garage through a relay adding `BENCH_RTT_MS` (default 0) per round trip.
+    let (_relay, through) = ferry_tests::latency::s3_behind(bed.s3(), ferry_bench::stats::rtt(0)?)?;
     install_agent_config(
         host,
-        bed.s3(),
+        &through,
         HOST,
         std::slice::from_ref(&closures.public_key),
         std::slice::from_ref(&closures.public_key),

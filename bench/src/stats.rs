@@ -113,6 +113,18 @@ pub fn rounds(default: usize) -> anyhow::Result<usize> {
     }
 }
 
+/// The round trip a whole-flow benchmark adds between its clients and the bucket (through
+/// `ferry_tests::latency`): `BENCH_RTT_MS` milliseconds, else `default`.
+pub fn rtt(default_ms: u64) -> anyhow::Result<std::time::Duration> {
+    let ms = match std::env::var("BENCH_RTT_MS") {
+        Ok(v) => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("BENCH_RTT_MS must be whole milliseconds ({v:?}: {e})"))?,
+        Err(_) => default_ms,
+    };
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,6 +92,24 @@ impl LatencyRelay {
     }
 }
 
+/// A relay adding `rtt` in front of the bed's Garage, listening on the same address (so bed
+/// hosts reach it too), and `s3` as seen through it: the same bucket and keys, the relay's
+/// endpoint. With `rtt` zero it still relays, so both latencies take the same path.
+pub fn s3_behind(s3: &crate::S3, rtt: Duration) -> Result<(LatencyRelay, crate::S3)> {
+    let upstream: SocketAddr = s3
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("Garage's endpoint {} is not http://ip:port", s3.endpoint))?;
+    let relay = LatencyRelay::start(&upstream.ip().to_string(), upstream, rtt)?;
+    let through = crate::S3 {
+        endpoint: relay.endpoint(),
+        ..s3.clone()
+    };
+    Ok((relay, through))
+}
+
 impl Drop for LatencyRelay {
     fn drop(&mut self) {
         // `shutdown_background` may be called from inside another runtime; a plain drop may not.
