@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cache_index;
+pub mod cache_index_store;
 pub mod cli;
 pub mod command;
 pub mod fleet_reports;
