@@ -80,7 +80,7 @@ pub async fn plan_upload(
     trusted: Option<&[PublicKey]>,
     force: bool,
 ) -> Result<UploadPlan> {
-    let index = cache_index_store::read(bucket, None).await?.seen;
+    let index = cache_index_store::read(bucket, trusted).await?.seen;
     let listed =
         |info: &PathInfo| !force && hash_of(&info.path).is_some_and(|h| index.hashes.contains(&h));
     let found: Vec<(String, Lookup)> = stream::iter(closure.iter().filter(|i| !listed(i)))
