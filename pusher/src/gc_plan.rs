@@ -114,7 +114,7 @@ fn narinfo_key_of_base(base: &str) -> Option<String> {
 }
 
 /// Whether `s` looks like a store path hash (32 characters of Nix base-32).
-fn is_hash(s: &str) -> bool {
+pub fn is_hash(s: &str) -> bool {
     s.len() == 32
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b.is_ascii_lowercase() && !b"eotu".contains(&b)))
@@ -164,7 +164,7 @@ fn is_young(object: &ObjectInfo, young_since: Option<SystemTime>) -> bool {
 /// Plans the deletions from the bucket `listing`, the narinfos reachable from the kept
 /// manifests (and from young narinfos, which the caller adds as roots), and the age below
 /// which nothing is deleted. Objects other than root narinfos and `nar/` files (manifests,
-/// `nix-cache-info`, status reports, the lease) are never touched.
+/// `nix-cache-info`, status reports, the lease, the cache index) are never touched.
 pub fn plan(
     listing: &[ObjectInfo],
     reachable: &BTreeMap<String, NarinfoRefs>,
@@ -387,6 +387,7 @@ mod tests {
             object("manifests/manifest-2026-01-01T00:00:00Z.json", 1000, 9000),
             object("nix-cache-info", 30, 9000),
             object("manifest.lease", 30, 9000),
+            object(ferry_schema::layout::CACHE_INDEX_KEY, 3000, 9000),
             object("nar/a.nar.zst", 50_000, 9000),
             object("nar/b.nar.zst", 40_000, 9000),
             object("nar/c.nar.zst", 30_000, 9000),

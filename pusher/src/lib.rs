@@ -6,6 +6,8 @@
 // Tests may panic on a broken precondition; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cache_index;
+pub mod cache_index_store;
 pub mod cli;
 pub mod command;
 pub mod fleet_reports;

@@ -138,18 +138,25 @@ pub async fn open_status_bucket(
 /// `$NIX_CACHE_KEY` or `~/.config/nix/cache-priv-key.pem` (see [`signing_key`]); a key
 /// that nothing named is announced on stderr with where it came from.
 pub fn load_key(args: &KeyArgs, config: &ConfigFile) -> Result<SecretKey> {
+    load_key_if_any(args, config)?
+        .ok_or_else(|| signing_key::missing(signing_key::nix_folder_key().as_deref()))
+}
+
+/// [`load_key`] for a verb that can do without a key: `None` when nothing names or holds
+/// one (a key that is named but unreadable is still an error).
+pub fn load_key_if_any(args: &KeyArgs, config: &ConfigFile) -> Result<Option<SecretKey>> {
     let folder = signing_key::nix_folder_key();
     let existing = folder.as_deref().filter(|p| p.exists());
     let env = std::env::var(signing_key::NIX_CACHE_KEY).ok();
     let named = args.key_file.as_deref().or(config.key_file.as_deref());
     let Some(source) = signing_key::choose(named, env.as_deref(), existing)? else {
-        return Err(signing_key::missing(folder.as_deref()));
+        return Ok(None);
     };
     let key = signing_key::read(&source)?;
     if let Some(line) = signing_key::announcement(&source, &key) {
         eprintln!("{line}");
     }
-    Ok(key)
+    Ok(Some(key))
 }
 
 #[cfg(test)]

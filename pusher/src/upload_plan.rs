@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_schema::path_info::PathInfo;
 
+use crate::cache_index::IndexPlan;
+
 /// What an upload will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadPlan {
@@ -17,6 +19,8 @@ pub struct UploadPlan {
     /// Paths to upload, in waves: every reference of a path in wave N is cached or in an
     /// earlier wave.
     pub waves: Vec<Vec<PathInfo>>,
+    /// What the cache index said, and which paths lookups found (to add to it).
+    pub index: IndexPlan,
 }
 
 impl UploadPlan {
@@ -71,6 +75,7 @@ pub fn plan(closure: &[PathInfo], cached: &BTreeSet<String>) -> UploadPlan {
             .collect(),
         waves,
         untrusted: Vec::new(),
+        index: IndexPlan::default(),
     }
 }
 

@@ -14,6 +14,8 @@ use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
 use ferry_schema::{PublicKey, SecretKey};
 use futures_util::{StreamExt, TryStreamExt, stream};
 
+use crate::cache_index::{IndexPlan, hash_of};
+use crate::cache_index_store;
 use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render, signed_by};
 use crate::progress::{Mode, Progress};
@@ -64,17 +66,24 @@ enum Lookup {
     Untrusted,
 }
 
-/// Plans the upload of `closure`: which paths the bucket already has. With `trusted` keys a
-/// narinfo counts only when one of them signed it for that path (a planted narinfo, or one
-/// signed by a key no longer in use, is uploaded again); without (a dry run, no key
-/// loaded) any narinfo counts. `force` uploads every path again.
+/// Plans the upload of `closure`: which paths the bucket already has. The cache index is
+/// read first (one request): a path it lists counts as cached with no request of its own;
+/// only the others are looked up one by one. With `trusted` keys the index counts only
+/// when one of them signed it (otherwise it is ignored, with a warning in the plan), and a
+/// narinfo found by lookup counts only when one of them signed it for that path (a planted
+/// narinfo, or one signed by a key no longer in use, is uploaded again); without (a dry
+/// run, no key loaded) any index or narinfo counts. `force` uploads every path again (the
+/// index is read only for its epoch).
 pub async fn plan_upload(
     bucket: &impl Bucket,
     closure: &[PathInfo],
     trusted: Option<&[PublicKey]>,
     force: bool,
 ) -> Result<UploadPlan> {
-    let found: Vec<(String, Lookup)> = stream::iter(closure)
+    let index = cache_index_store::read(bucket, trusted).await?.seen;
+    let listed =
+        |info: &PathInfo| !force && hash_of(&info.path).is_some_and(|h| index.hashes.contains(&h));
+    let found: Vec<(String, Lookup)> = stream::iter(closure.iter().filter(|i| !listed(i)))
         .map(|info| async move {
             let key = key_of(&info.path)?;
             let lookup = if force {
@@ -108,10 +117,17 @@ pub async fn plan_upload(
         .buffer_unordered(LOOKUPS_AT_ONCE)
         .try_collect()
         .await?;
-    let cached: BTreeSet<String> = found
+    let mut verified: Vec<String> = found
         .iter()
         .filter(|(_, l)| matches!(l, Lookup::Trusted))
         .map(|(p, _)| p.clone())
+        .collect();
+    verified.sort();
+    let cached: BTreeSet<String> = closure
+        .iter()
+        .filter(|i| listed(i))
+        .map(|i| i.path.clone())
+        .chain(verified.iter().cloned())
         .collect();
     let mut p = plan(closure, &cached);
     p.untrusted = found
@@ -120,6 +136,12 @@ pub async fn plan_upload(
         .map(|(p, _)| p)
         .collect();
     p.untrusted.sort();
+    p.index = IndexPlan {
+        listed: closure.iter().filter(|i| listed(i)).count(),
+        epoch: index.epoch,
+        verified,
+        warning: index.warning,
+    };
     Ok(p)
 }
 

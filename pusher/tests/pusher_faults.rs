@@ -402,7 +402,13 @@ async fn gc_that_planned_before_a_push_reused_a_path_does_not_delete_it() {
         .times(1),
     );
     let (gc_args, push_args) = (gc_args(0), push_args("web", &s.web[0], "back-to-v1"));
-    let gc = ferry_pusher::command::gc::run_with(&gc_args, &gc_bucket, "the test bucket", &options);
+    let gc = ferry_pusher::command::gc::run_with(
+        &gc_args,
+        &gc_bucket,
+        "the test bucket",
+        &options,
+        None,
+    );
     let pusher = async {
         gate.reached().await;
         let pushed = push(&plain, &push_args, &key, &options).await;
@@ -435,9 +441,14 @@ async fn a_push_whose_reused_path_gc_deleted_meanwhile_uploads_it_again() {
     let p = push(&push_bucket, &push_args, &key, &options);
     let gc = async {
         gate.reached().await;
-        let collected =
-            ferry_pusher::command::gc::run_with(&gc_args, &plain, "the test bucket", &options)
-                .await;
+        let collected = ferry_pusher::command::gc::run_with(
+            &gc_args,
+            &plain,
+            "the test bucket",
+            &options,
+            None,
+        )
+        .await;
         gate.open();
         collected
     };

@@ -51,8 +51,8 @@ async fn upload_push_publish_history_and_rollback_on_garage() {
     let copy = dir.path().join("mirror");
     assert_eq!(
         mirror(&bed, &copy).await,
-        2 + 2 + 1,
-        "2 NARs, 2 narinfos, nix-cache-info"
+        2 + 2 + 1 + 1,
+        "2 NARs, 2 narinfos, nix-cache-info, ferry-cache-index.json"
     );
     let copied = nix_copy(&copy, &dir.path().join("store"), &public, &app1);
     assert!(copied.status.success(), "{}", text(&copied));

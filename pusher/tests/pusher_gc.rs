@@ -113,7 +113,16 @@ async fn gc_keeps_what_kept_manifests_need_and_deletes_the_rest() {
     }
     assert_eq!(objects(&bed).await, before, "a dry run deleted something");
 
-    let deleted = g.run(&["gc", "--keep", "1", "--min-age-hours", "0", "--delete"]);
+    let deleted = g.run(&[
+        "gc",
+        "--keep",
+        "1",
+        "--min-age-hours",
+        "0",
+        "--delete",
+        "--key-file",
+        key,
+    ]);
     assert!(deleted.status.success(), "{}", text(&deleted));
     eprintln!("{}", text(&deleted));
     let after = objects(&bed).await;
@@ -125,11 +134,23 @@ async fn gc_keeps_what_kept_manifests_need_and_deletes_the_rest() {
         assert_eq!(!after.contains_key(&url), gone, "NAR of app {}", i + 1);
     }
     assert!(after.contains_key(&narinfo_key(&lib)));
-    // What gc never touches is untouched.
+    // What gc never touches is untouched; the cache index lists what is kept, and nothing
+    // that went.
     for (k, v) in &before {
-        if !k.ends_with(".narinfo") && !k.starts_with("nar/") {
+        if !k.ends_with(".narinfo") && !k.starts_with("nar/") && k != "ferry-cache-index.json" {
             assert_eq!(after.get(k), Some(v), "{k} changed");
         }
+    }
+    let index = ferry_pusher::cache_index::parse(&after["ferry-cache-index.json"]).unwrap();
+    for (i, app) in apps.iter().enumerate() {
+        let hash = &narinfo_key(app)[..32];
+        assert_eq!(
+            index.index.hashes.contains(hash),
+            !expected_gone.contains(&i),
+            "app {} in the index: {:?}",
+            i + 1,
+            index.index.hashes
+        );
     }
     // No narinfo is left without its NAR, and no NAR without a narinfo.
     let urls: Vec<String> = narinfos(&after)

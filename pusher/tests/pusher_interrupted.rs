@@ -35,6 +35,17 @@ fn assert_valid(bucket: &Path) -> String {
             .unwrap_or_else(|_| panic!("{} names a missing NAR", path.display()));
         assert_eq!(meta.len(), size, "{} is incomplete", nar.display());
     }
+    // The cache index names only paths whose narinfo is there (and so, checked above, whose
+    // NAR is whole).
+    if let Ok(bytes) = std::fs::read(bucket.join("ferry-cache-index.json")) {
+        let index = ferry_pusher::cache_index::parse(&bytes).unwrap();
+        for hash in &index.index.hashes {
+            assert!(
+                bucket.join(format!("{hash}.narinfo")).exists(),
+                "the cache index lists {hash}, whose narinfo is not in the bucket"
+            );
+        }
+    }
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(bucket.join("manifest.json")).unwrap()).unwrap();
     let store_path = manifest["services"][0]["artifact"]["storePath"]

@@ -19,6 +19,11 @@ pub const HOSTS_PREFIX: &str = "hosts/";
 /// Folder of NAR files.
 pub const NAR_PREFIX: &str = "nar/";
 
+/// The pusher's signed list of the store paths it knows are in the cache (narinfo and NAR,
+/// signed by a trusted key), so an incremental upload need not look each path up. Never
+/// served to hosts; `ferry gc` keeps it and prunes it.
+pub const CACHE_INDEX_KEY: &str = "ferry-cache-index.json";
+
 /// The archived copy of the manifest with this generation:
 /// `manifests/manifest-<generation>.json`. RFC 3339 generations in UTC sort by time.
 pub fn archive_key(generation: &str) -> String {

@@ -268,6 +268,7 @@ mod tests {
         }
         for key in [
             "manifest.json",
+            ferry_schema::layout::CACHE_INDEX_KEY,
             "manifests/manifest-2025-01-01T00:00:00Z.json",
             "status/web-1.json",
             "/manifest.json",

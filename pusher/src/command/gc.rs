@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use ferry_bucket::{Bucket, Fetched, ObjectInfo};
-use ferry_schema::layout::{MANIFEST_KEY, NAR_PREFIX, archive_key, narinfo_key};
+use ferry_schema::layout::{CACHE_INDEX_KEY, MANIFEST_KEY, NAR_PREFIX, archive_key, narinfo_key};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use crate::cache_index_store::{self, Signer, prune};
 use crate::cli::EXIT_FAILED;
 use crate::gc_plan::{
     GcPlan, KeepPolicy, NarinfoRefs, batches, is_narinfo_key, kept_generations,
@@ -17,8 +18,9 @@ use crate::gc_plan::{
 };
 use crate::lease_holder::{Held, release, take_waiting};
 use crate::live_manifest::archived_generations;
+use crate::manifest_trust::Trusted;
 use crate::manifest_write::WriteOptions;
-use crate::settings::{BucketArgs, load_config, open_bucket};
+use crate::settings::{BucketArgs, KeyArgs, load_config, load_key_if_any, open_bucket};
 
 /// Requests in flight while reading narinfos or deleting.
 const CONCURRENCY: usize = 16;
@@ -33,12 +35,19 @@ const BATCH: usize = 256;
 /// narinfos' References in the bucket (no local Nix needed), plus anything written less
 /// than `--min-age-hours` ago (an upload a later `publish` or a running `push` is about to
 /// name). Everything else among `<hash>.narinfo` and `nar/*` can go; manifests, status
-/// reports and `nix-cache-info` are never touched.
+/// reports, `nix-cache-info` and the cache index are never deleted.
 ///
 /// Without `--delete` this is a dry run: it lists what would go and the bytes it would
 /// free, and deletes nothing. With `--delete` each narinfo is deleted before any NAR (so a
 /// reader never finds a narinfo whose NAR is gone) and a narinfo only after every narinfo
 /// that references it (so one that is there has its whole closure).
+///
+/// Uploads skip the paths listed in the bucket's cache index (`ferry-cache-index.json`,
+/// signed by the pusher) without looking them up, so gc takes the narinfos it is about to
+/// delete out of the index first (and, at the end, again), and also drops paths whose
+/// narinfo is not in the bucket (deleted by another tool). It re-signs the index with the
+/// signing key; without one (`--key-file` or the usual places) it empties the index, and
+/// the next upload looks every path up once.
 ///
 /// It is safe to run while others push: deletions go in batches, each under
 /// `manifest.lease` (which every manifest write takes too), and before each batch gc reads
@@ -66,6 +75,10 @@ pub struct Args {
     /// List what would go and delete nothing (the default).
     #[arg(long)]
     pub dry_run: bool,
+    /// Re-signs the cache index after removing deleted paths (only with --delete; without
+    /// a key the index is emptied).
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 /// Reads `key` as bytes; `None` when absent.
@@ -220,6 +233,7 @@ async fn delete_batch(
     batch: &[ObjectInfo],
     planned_live: Option<&[u8]>,
     held: &Held,
+    pruning: &mut Pruning<'_>,
 ) -> Result<Batch> {
     let live = fetch(bucket, MANIFEST_KEY).await?;
     if live.as_deref() != planned_live {
@@ -248,6 +262,23 @@ async fn delete_batch(
             .collect();
         doomed.retain(|o| now.get(&o.key).is_some_and(|m| *m == o.modified));
     }
+    // Out of the cache index before the narinfos go, so it never lists a deleted path.
+    let hashes: Vec<String> = doomed
+        .iter()
+        .filter_map(|o| o.key.strip_suffix(".narinfo"))
+        .map(str::to_owned)
+        .collect();
+    if !hashes.is_empty() {
+        pruning.removed.extend(hashes);
+        prune(
+            bucket,
+            &pruning.removed,
+            Some(pruning.present),
+            pruning.signer,
+            false,
+        )
+        .await?;
+    }
     let Some(deadline) = held.deadline() else {
         bail!("the lease lapsed before gc could delete (a very slow bucket?); run gc again");
     };
@@ -261,20 +292,94 @@ async fn delete_batch(
     }
 }
 
+/// Deletes `all` batch by batch, each under the lease: `Ok(Ok(objects deleted))`, or
+/// `Ok(Err(why it stopped))` when the lease was busy or the live manifest changed.
+async fn delete_batches(
+    bucket: &impl Bucket,
+    all: &[Vec<ObjectInfo>],
+    planned_live: Option<&[u8]>,
+    options: &WriteOptions,
+    pruning: &mut Pruning<'_>,
+) -> Result<Result<usize, String>> {
+    let conditional = bucket
+        .conditional_writes()
+        .await
+        .context("checking whether the bucket honours conditional writes")?;
+    let mut deleted = 0;
+    for batch in all {
+        let held = match take_waiting(
+            bucket,
+            "ferry gc",
+            options.lease,
+            &options.retry,
+            conditional,
+        )
+        .await?
+        {
+            Ok(held) => held,
+            Err(busy) => {
+                return Ok(Err(format!(
+                    "stopped after deleting {deleted} objects: {busy}; run gc again later"
+                )));
+            }
+        };
+        let outcome = delete_batch(bucket, batch, planned_live, &held, pruning).await;
+        release(bucket, held).await;
+        match outcome? {
+            Batch::Deleted(n) => deleted += n,
+            Batch::ManifestChanged => {
+                return Ok(Err(format!(
+                    "stopped after deleting {deleted} objects: {MANIFEST_KEY} changed while gc was deleting (a push or publish landed) and may name what gc planned to delete; run gc again"
+                )));
+            }
+        }
+    }
+    Ok(Ok(deleted))
+}
+
+/// What gc does to the cache index while it deletes.
+struct Pruning<'a> {
+    /// Re-signs it; `None`: it is emptied instead.
+    signer: Option<Signer<'a>>,
+    /// The narinfo hashes of gc's listing.
+    present: &'a BTreeSet<String>,
+    /// The narinfo hashes taken out before their deletion.
+    removed: BTreeSet<String>,
+}
+
 /// Runs `ferry gc`.
 pub async fn run(args: &Args) -> Result<ExitCode> {
     let config = load_config()?;
     let (url, bucket) = open_bucket(&args.bucket, &config).await?;
-    run_with(args, &bucket, &url.to_string(), &WriteOptions::default()).await
+    let key = if args.delete {
+        load_key_if_any(&args.key, &config)?
+    } else {
+        None
+    };
+    let trusted = key.as_ref().map(|k| Trusted::new(k, &config)).transpose()?;
+    let signer = key.as_ref().zip(trusted.as_ref()).map(|(key, t)| Signer {
+        key,
+        trusted: t.keys(),
+    });
+    run_with(
+        args,
+        &bucket,
+        &url.to_string(),
+        &WriteOptions::default(),
+        signer,
+    )
+    .await
 }
 
 /// `ferry gc` on an opened bucket (`url` names it in messages); `options` gives the lease's
-/// timings and how long to wait for it.
+/// timings and how long to wait for it; `signer` re-signs the cache index (without one,
+/// `--delete` empties it).
 pub async fn run_with(
     args: &Args,
     bucket: &impl Bucket,
     url: &str,
     options: &WriteOptions,
+    signer: Option<Signer<'_>>,
 ) -> Result<ExitCode> {
     let policy = match args.keep {
         Some(n) => KeepPolicy::Newest(n),
@@ -326,6 +431,36 @@ pub async fn run_with(
         .map(|(k, r)| (k.clone(), r.store_path.clone()))
         .collect();
     print_plan(&p, &names, args.delete);
+    let present: BTreeSet<String> = listing
+        .iter()
+        .filter(|o| is_narinfo_key(&o.key))
+        .filter_map(|o| o.key.strip_suffix(".narinfo"))
+        .map(str::to_owned)
+        .collect();
+    if args.delete {
+        if signer.is_none() && !p.narinfos.is_empty() {
+            eprintln!(
+                "no signing key: {CACHE_INDEX_KEY} is emptied instead of pruned (the next upload looks every path up once); pass --key-file to keep it"
+            );
+        }
+        if prune(bucket, &BTreeSet::new(), Some(&present), signer, true).await? {
+            eprintln!(
+                "{CACHE_INDEX_KEY} listed paths whose narinfo is not in the bucket (deleted by another tool?); they are out of it now"
+            );
+        }
+    } else {
+        let gone = cache_index_store::read(bucket, None)
+            .await?
+            .seen
+            .hashes
+            .difference(&present)
+            .count();
+        if gone > 0 {
+            eprintln!(
+                "{CACHE_INDEX_KEY} lists {gone} path(s) whose narinfo is not in the bucket (deleted by another tool?): uploads would skip them; `ferry gc --delete` (or `ferry upload --force`) takes them out"
+            );
+        }
+    }
     if p.is_empty() {
         eprintln!("nothing to delete in {url}");
         return Ok(ExitCode::SUCCESS);
@@ -344,39 +479,27 @@ pub async fn run_with(
     // Narinfos referrers first, then the NARs; each batch under the lease.
     let mut all = batches(referrers_first(&p.narinfos, &refs), BATCH);
     all.extend(batches(vec![p.nars.clone()], BATCH));
-    let conditional = bucket
-        .conditional_writes()
-        .await
-        .context("checking whether the bucket honours conditional writes")?;
-    let mut deleted = 0;
-    for batch in &all {
-        let held = match take_waiting(
-            bucket,
-            "ferry gc",
-            options.lease,
-            &options.retry,
-            conditional,
-        )
-        .await?
-        {
-            Ok(held) => held,
-            Err(busy) => {
-                eprintln!("stopped after deleting {deleted} objects: {busy}; run gc again later");
-                return Ok(ExitCode::from(EXIT_FAILED));
-            }
-        };
-        let outcome = delete_batch(bucket, batch, planned_live.as_deref(), &held).await;
-        release(bucket, held).await;
-        match outcome? {
-            Batch::Deleted(n) => deleted += n,
-            Batch::ManifestChanged => {
-                eprintln!(
-                    "stopped after deleting {deleted} objects: {MANIFEST_KEY} changed while gc was deleting (a push or publish landed) and may name what gc planned to delete; run gc again"
-                );
-                return Ok(ExitCode::from(EXIT_FAILED));
-            }
-        }
+    let mut pruning = Pruning {
+        signer,
+        present: &present,
+        removed: BTreeSet::new(),
+    };
+    let outcome =
+        delete_batches(bucket, &all, planned_live.as_deref(), options, &mut pruning).await;
+    // An upload that read the index before gc's write and wrote after it (on a store
+    // without conditional writes) may have put a deleted path back: take them out again.
+    if !pruning.removed.is_empty() {
+        prune(bucket, &pruning.removed, None, signer, true)
+            .await
+            .with_context(|| format!("{} narinfos were deleted; run gc again so that {CACHE_INDEX_KEY} surely lists none of them", pruning.removed.len()))?;
     }
+    let deleted = match outcome? {
+        Ok(deleted) => deleted,
+        Err(stopped) => {
+            eprintln!("{stopped}");
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+    };
     eprintln!(
         "deleted {deleted} objects ({} narinfos and {} NARs planned) from {url}, freeing up to {} bytes",
         p.narinfos.len(),

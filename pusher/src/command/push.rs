@@ -12,6 +12,7 @@ use ferry_schema::manifest::{HostSystem, Service};
 use ferry_schema::names::is_valid_host_name;
 use ferry_schema::{Manifest, SecretKey, sign_manifest, validate_manifest};
 
+use crate::cache_index_store::{Signer, record_upload_or_warn};
 use crate::cli::EXIT_FAILED;
 use crate::command::upload::{CompressionArg, prepare, print_report};
 use crate::command::writing::Writing;
@@ -33,8 +34,9 @@ const REUPLOADS: u32 = 2;
 /// Deploy a new version of one service (or, with `--system`, a whole NixOS host): upload its
 /// closure, then update the live manifest.
 ///
-/// Builds the installable (or takes the store path), uploads what the bucket's cache lacks,
-/// then sets the service's `storePath` and `revision` (the git commit of the working
+/// Builds the installable (or takes the store path), uploads what the bucket's cache lacks
+/// (as `ferry upload`: paths in the signed cache index without a request, the others looked
+/// up), then sets the service's `storePath` and `revision` (the git commit of the working
 /// directory, or `--revision`) with a new generation, signs, archives the current manifest
 /// and uploads the new one. The service must already be in the live manifest; new services
 /// go in with `ferry upload` + `ferry publish`.
@@ -312,6 +314,11 @@ pub async fn run_with(
         verbose: !args.quiet,
     };
     let mut report = execute(bucket, &plan, &key, &upload_options).await?;
+    let signer = Signer {
+        key: &key,
+        trusted: trusted.keys(),
+    };
+    record_upload_or_warn(bucket, &plan, signer).await;
     if !args.quiet {
         print_report(&report, bucket.requests());
     }
@@ -397,6 +404,7 @@ pub async fn run_with(
                 )
                 .await?;
                 report = execute(bucket, &again, &key, &upload_options).await?;
+                record_upload_or_warn(bucket, &again, signer).await;
             }
             Err(WriteError::Refused(why)) => {
                 eprintln!("not pushed: {why}");

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use ferry_bucket::Bucket;
 use ferry_schema::{PublicKey, SecretKey};
 
+use crate::cache_index_store::{self, Signer, record_upload_or_warn};
 use crate::manifest_trust::Trusted;
 use crate::nar_stream::Compression;
 use crate::resolve::{closure, resolve};
@@ -18,9 +19,12 @@ use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
 ///
 /// Each argument is a store path (or a symlink into the store, like `./result`) or an
 /// installable, which is built first (`nix build`, or `nix-build` for a `.nix` file).
-/// Paths whose narinfo is already in the bucket, signed by the signing key or a key in
-/// `trusted_keys` of the config file, are skipped; a narinfo signed by no trusted key
-/// (planted, or signed by a key no longer in use) is replaced. Each missing path's NAR is
+/// Paths listed in the bucket's cache index (`ferry-cache-index.json`, signed by the
+/// signing key or a key in `trusted_keys` of the config file) are skipped without a
+/// request each; the others are looked up, and skipped when their narinfo is in the bucket
+/// signed by such a key; a narinfo signed by no trusted key (planted, or signed by a key no
+/// longer in use) is replaced, and an index no trusted key signed is ignored with a
+/// warning. Afterwards the index gets the paths uploaded or found. Each missing path's NAR is
 /// compressed with zstd (or xz), checked against Nix's NarHash and uploaded before its
 /// signed narinfo. Shows progress on stderr (a bar on a terminal, a line per path
 /// otherwise). Prints the top-level store paths, one per line.
@@ -42,8 +46,9 @@ pub struct Args {
     /// Print only errors and the store paths (no progress).
     #[arg(long)]
     pub quiet: bool,
-    /// Upload every path again, even those the bucket has with a trusted signature
-    /// (repairs a cache whose NARs were damaged or deleted by hand).
+    /// Upload every path again, even those the bucket has with a trusted signature or
+    /// its cache index lists (repairs a cache whose objects were damaged or deleted by
+    /// hand).
     #[arg(long)]
     pub force: bool,
 }
@@ -90,6 +95,9 @@ pub async fn prepare(
     .await
     .context("the nix thread failed")??;
     let plan = plan_upload(bucket, &infos, trusted, force).await?;
+    if let Some(why) = &plan.index.warning {
+        eprintln!("{}", cache_index_store::warning(why));
+    }
     if !plan.untrusted.is_empty() {
         eprintln!(
             "{} path(s) have a narinfo in the bucket that no trusted key signed (planted, or signed by a key no longer in use); uploading them again:",
@@ -115,14 +123,21 @@ pub async fn upload_installables(
         prepare(installables, bucket, Some(trusted.keys()), force).await?;
     if options.verbose {
         eprintln!(
-            "{} paths in the closure: {} already in the bucket, {} to upload ({} bytes uncompressed)",
+            "{} paths in the closure: {} already in the bucket ({} listed in its index, {} found by lookup), {} to upload ({} bytes uncompressed)",
             closure_len,
             plan.cached.len(),
+            plan.index.listed,
+            plan.index.verified.len(),
             plan.missing().count(),
             plan.nar_bytes()
         );
     }
     let report = execute(bucket, &plan, key, options).await?;
+    let signer = Signer {
+        key,
+        trusted: trusted.keys(),
+    };
+    record_upload_or_warn(bucket, &plan, signer).await;
     Ok((tops, report))
 }
 

@@ -370,6 +370,7 @@ pub mod inproc {
             min_age_hours: 0,
             delete: true,
             dry_run: false,
+            key: KeyArgs { key_file: None },
         }
     }
 
