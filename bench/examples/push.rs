@@ -1,21 +1,27 @@
 //! Benchmark: pushing a synthetic closure (200 paths, about 230 MiB of NAR, half text, half
 //! random bytes; `bench/push/closure.nix`) to the bed's Garage with the release-built
 //! `ferry`, against the usual manual way measured in the same run: `nix copy --to
-//! 'file://DIR?compression=zstd&secret-key=…'` then `rclone copy DIR` to the same Garage.
-//! Then the incremental push of the same closure with only its top path changed (`ferry
-//! push SERVICE PATH`: requests and wall time, goal under 2 s on loopback), next to the
-//! manual way's incremental run. Run `bench/push.sh` (root; `BENCH_ROUNDS`, default 3).
+//! 'file://DIR?compression=zstd&secret-key=…'` then `rclone copy DIR` (rclone's default
+//! settings) to the same Garage. Then the incremental push of the same closure with only its
+//! top path changed (`ferry push SERVICE PATH`: requests and wall time, goal under 2 s on
+//! loopback), next to the manual way's incremental run. Each at 0 ms and at an added
+//! round-trip time (`BENCH_RTT_MS`, default 50): at 0 ferry and rclone talk to Garage
+//! directly, otherwise both go through a `ferry_tests::latency::LatencyRelay` adding it (the
+//! kernel has no netem). Run `bench/push.sh` (root; `BENCH_ROUNDS`, default 3).
 //!
-//! Every round starts from an empty Garage for each side; the two sides take turns going
-//! first, and the store's files are read once before the first round so neither side pays
-//! for a cold page cache.
+//! Every round starts from an empty Garage for each side and RTT; the two sides take turns
+//! going first, and the store's files are read once before the first round so neither side
+//! pays for a cold page cache. The load average is printed before and after: the machine's
+//! cores may be shared.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ferry_bench::stats::{Table, summarize};
+use ferry_bench::stats::{Summary, Table, summarize};
+use ferry_tests::latency::LatencyRelay;
 use ferry_tests::{Bed, BedOptions, S3};
 use serde_json::json;
 
@@ -175,9 +181,45 @@ struct Setup {
     work: PathBuf,
 }
 
-fn ferry_side(setup: &Setup, round: &mut Round) -> Result<()> {
+/// A fresh Garage and how both sides reach it: directly at 0 ms, through a latency relay
+/// adding `rtt_ms` otherwise. Fields drop in order: the relay before the bed.
+struct Target {
+    s3: S3,
+    _relay: Option<LatencyRelay>,
+    _bed: Bed,
+}
+
+fn garage_addr(s3: &S3) -> Result<SocketAddr> {
+    s3.endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("Garage's endpoint {}", s3.endpoint))
+}
+
+fn target(rtt_ms: u64) -> Result<Target> {
     let bed = Bed::start(BedOptions::default())?;
-    let s3 = bed.s3();
+    let mut s3 = bed.s3().clone();
+    let relay = if rtt_ms == 0 {
+        None
+    } else {
+        let relay = LatencyRelay::start(
+            "127.0.0.1",
+            garage_addr(&s3)?,
+            Duration::from_millis(rtt_ms),
+        )?;
+        s3.endpoint = relay.endpoint();
+        Some(relay)
+    };
+    Ok(Target {
+        s3,
+        _relay: relay,
+        _bed: bed,
+    })
+}
+
+fn ferry_side(setup: &Setup, rtt_ms: u64, round: &mut Round) -> Result<()> {
+    let target = target(rtt_ms)?;
+    let s3 = &target.s3;
     let url = bucket_url(s3);
     let key = setup.key.to_str().context("key path is not UTF-8")?;
     let full = timed(
@@ -241,9 +283,9 @@ fn ferry_side(setup: &Setup, round: &mut Round) -> Result<()> {
     Ok(())
 }
 
-fn manual_side(setup: &Setup, round: &mut Round) -> Result<()> {
-    let bed = Bed::start(BedOptions::default())?;
-    let s3 = bed.s3();
+fn manual_side(setup: &Setup, rtt_ms: u64, round: &mut Round) -> Result<()> {
+    let target = target(rtt_ms)?;
+    let s3 = &target.s3;
     let cache = tempfile::tempdir_in(&setup.work)?;
     round.nix_copy_full = timed(
         "nix copy",
@@ -260,8 +302,27 @@ fn manual_side(setup: &Setup, round: &mut Round) -> Result<()> {
     Ok(())
 }
 
+/// The round-trip times measured at: 0, and the one added by `BENCH_RTT_MS` (default 50),
+/// the variable the other whole-flow benchmarks read.
+fn rtts() -> Result<Vec<u64>> {
+    let added = match std::env::var("BENCH_RTT_MS") {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("BENCH_RTT_MS must be whole milliseconds ({v:?})"))?,
+        Err(_) => 50,
+    };
+    Ok(if added == 0 { vec![0] } else { vec![0, added] })
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
 fn main() -> Result<()> {
     let rounds = ferry_bench::stats::rounds(3)?;
+    let rtts = rtts()?;
     let work = tempfile::tempdir()?;
     let ferry_binary = ferry_tests::workspace_binary("ferry", "FERRY_BIN")?;
     let key = work.path().join("bench.sec");
@@ -287,32 +348,34 @@ fn main() -> Result<()> {
     .count();
     let bytes = warm_page_cache(&setup.top1)?;
 
-    let mut results = Vec::new();
+    let load_before = load_average();
+    let started = Instant::now();
+    let mut results: Vec<(u64, Round)> = Vec::new();
     for index in 0..rounds {
-        let mut round = Round::default();
-        if index % 2 == 0 {
-            ferry_side(&setup, &mut round)?;
-            manual_side(&setup, &mut round)?;
-        } else {
-            manual_side(&setup, &mut round)?;
-            ferry_side(&setup, &mut round)?;
+        for &rtt in &rtts {
+            let mut round = Round::default();
+            if index % 2 == 0 {
+                ferry_side(&setup, rtt, &mut round)?;
+                manual_side(&setup, rtt, &mut round)?;
+            } else {
+                manual_side(&setup, rtt, &mut round)?;
+                ferry_side(&setup, rtt, &mut round)?;
+            }
+            eprintln!(
+                "round {}, {rtt} ms: ferry {:.2} s, nix copy + rclone {:.2} + {:.2} s; incremental ferry push {:.2} s, nix copy + rclone {:.2} + {:.2} s",
+                index + 1,
+                round.ferry_full,
+                round.nix_copy_full,
+                round.rclone_full,
+                round.ferry_incremental,
+                round.nix_copy_incremental,
+                round.rclone_incremental,
+            );
+            results.push((rtt, round));
         }
-        eprintln!(
-            "round {}: ferry {:.2} s, nix copy + rclone {:.2} + {:.2} s; incremental ferry push {:.2} s",
-            index + 1,
-            round.ferry_full,
-            round.nix_copy_full,
-            round.rclone_full,
-            round.ferry_incremental
-        );
-        results.push(round);
     }
+    let run_secs = started.elapsed().as_secs_f64();
 
-    let column = |f: fn(&Round) -> f64| -> Vec<f64> { results.iter().map(f).collect() };
-    let ferry_full = summarize(&column(|r| r.ferry_full));
-    let manual_full = summarize(&column(|r| r.nix_copy_full + r.rclone_full));
-    let ferry_inc = summarize(&column(|r| r.ferry_incremental));
-    let manual_inc = summarize(&column(|r| r.nix_copy_incremental + r.rclone_incremental));
     let mut table = Table::new(&[
         "push to Garage",
         "median s",
@@ -320,11 +383,36 @@ fn main() -> Result<()> {
         "requests",
         "manual ÷ ferry",
     ]);
+    for &rtt in &rtts {
+        let at: Vec<&Round> = results
+            .iter()
+            .filter(|(r, _)| *r == rtt)
+            .map(|(_, round)| round)
+            .collect();
+        add_rows(&mut table, rtt, &at);
+    }
+    println!(
+        "{rounds} rounds per RTT; closure of {} paths, {:.0} MiB of files; {run_secs:.0} s, load average {load_before} before, {} after; goal: ferry at least 1.5x faster than the manual way, incremental push under 2 s on loopback\n",
+        paths,
+        bytes as f64 / (1024.0 * 1024.0),
+        load_average(),
+    );
+    print!("{}", table.render());
+    Ok(())
+}
+
+/// The table's rows for one RTT.
+fn add_rows(table: &mut Table, rtt: u64, results: &[&Round]) {
+    let column = |f: fn(&Round) -> f64| -> Vec<f64> { results.iter().map(|r| f(r)).collect() };
+    let ferry_full = summarize(&column(|r| r.ferry_full));
+    let manual_full = summarize(&column(|r| r.nix_copy_full + r.rclone_full));
+    let ferry_inc = summarize(&column(|r| r.ferry_incremental));
+    let manual_inc = summarize(&column(|r| r.nix_copy_incremental + r.rclone_incremental));
     let line =
         |table: &mut Table, what: &str, values: Vec<f64>, requests: String, ratio: String| {
             if let Some(s) = summarize(&values) {
                 table.row(vec![
-                    what.to_owned(),
+                    format!("{rtt} ms: {what}"),
                     format!("{:.2}", s.median),
                     format!("{:.2}", s.p90),
                     requests,
@@ -332,8 +420,7 @@ fn main() -> Result<()> {
                 ]);
             }
         };
-    let ratio = |manual: Option<ferry_bench::stats::Summary>,
-                 ferry: Option<ferry_bench::stats::Summary>| match (manual, ferry) {
+    let ratio = |manual: Option<Summary>, ferry: Option<Summary>| match (manual, ferry) {
         (Some(m), Some(f)) => format!("{:.2}x", m.median / f.median),
         _ => String::new(),
     };
@@ -345,52 +432,45 @@ fn main() -> Result<()> {
         counts.join("/")
     };
     line(
-        &mut table,
+        table,
         "full: ferry upload",
         column(|r| r.ferry_full),
         requests_text(|r| r.ferry_full_requests),
         ratio(manual_full, ferry_full),
     );
     line(
-        &mut table,
+        table,
         "full: nix copy file://",
         column(|r| r.nix_copy_full),
         String::new(),
         String::new(),
     );
     line(
-        &mut table,
+        table,
         "full: rclone copy",
         column(|r| r.rclone_full),
         String::new(),
         String::new(),
     );
     line(
-        &mut table,
+        table,
         "full: nix copy + rclone",
         column(|r| r.nix_copy_full + r.rclone_full),
         String::new(),
         String::new(),
     );
     line(
-        &mut table,
+        table,
         "one path changed: ferry push",
         column(|r| r.ferry_incremental),
         requests_text(|r| r.ferry_incremental_requests),
         ratio(manual_inc, ferry_inc),
     );
     line(
-        &mut table,
+        table,
         "one path changed: nix copy + rclone",
         column(|r| r.nix_copy_incremental + r.rclone_incremental),
         String::new(),
         String::new(),
     );
-    println!(
-        "{rounds} rounds; closure of {} paths, {:.0} MiB of files; goal: ferry faster than the manual way, incremental push under 2 s\n",
-        paths,
-        bytes as f64 / (1024.0 * 1024.0)
-    );
-    print!("{}", table.render());
-    Ok(())
 }

@@ -22,6 +22,7 @@ pub mod manifest_trust;
 pub mod manifest_write;
 pub mod nar_dump;
 pub mod nar_stream;
+pub mod narinfo_order;
 pub mod narinfo_text;
 pub mod nix_cli;
 pub mod progress;

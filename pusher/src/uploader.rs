@@ -1,22 +1,28 @@
-//! Executing an [`UploadPlan`]: NARs first (serialised, compressed and hashed on blocking
-//! threads, a few at a time), each checked against Nix's NarHash (when the in-process NAR
-//! differs, `nix-store --dump` makes it again and must match); then the signed narinfos
-//! wave by wave; `nix-cache-info` when absent. An interruption at any point leaves no
-//! narinfo without its NAR, and re-running uploads only what is still missing. Progress
-//! (`progress.rs`) is fed NAR bytes as they are compressed and each path once uploaded.
+//! Executing an [`UploadPlan`]: each NAR serialised, compressed and hashed on a blocking
+//! thread (as many at once as there are cores), checked against Nix's NarHash (when the
+//! in-process NAR differs, `nix-store --dump` makes it again and must match), then uploaded
+//! (many at once: an upload waits on the network, not the CPU, so on a distant store their
+//! round trips overlap while the next NARs compress). Each signed narinfo is written as soon
+//! as its NAR is in the bucket and the narinfos of its references are written
+//! (`narinfo_order.rs`); `nix-cache-info` when absent. An interruption at any point leaves
+//! no narinfo without its NAR or its closure, and re-running uploads only what is still
+//! missing. Progress (`progress.rs`) is fed NAR bytes as they are compressed and each path
+//! once uploaded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ferry_bucket::{Bucket, Fetched};
 use ferry_schema::layout::{CACHE_INFO_KEY, NAR_PREFIX, narinfo_key};
 use ferry_schema::{PublicKey, SecretKey};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::cache_index::{IndexPlan, hash_of};
 use crate::cache_index_store;
 use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
+use crate::narinfo_order::NarinfoOrder;
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render, signed_by};
 use crate::progress::{Mode, Progress};
 use crate::upload_plan::{UploadPlan, plan};
@@ -24,10 +30,15 @@ use ferry_schema::path_info::PathInfo;
 
 /// How many narinfo lookups run at once.
 const LOOKUPS_AT_ONCE: usize = 16;
-/// How many NARs are compressed and uploaded at once.
-const NARS_AT_ONCE: usize = 4;
-/// How many narinfos of one wave are written at once.
+/// How many compressed NARs are uploading at once (each holds its temp file until done).
+const UPLOADS_AT_ONCE: usize = 24;
+/// How many narinfos are written at once.
 const NARINFOS_AT_ONCE: usize = 16;
+
+/// How many NARs are made and compressed at once: one per core (CPU-bound work).
+fn compressions_at_once() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -166,13 +177,12 @@ async fn make_nar(
     .context("the NAR compression thread failed")?
 }
 
-/// Compresses, checks and uploads one NAR.
-async fn upload_nar(
-    bucket: &impl Bucket,
+/// Makes and compresses `info`'s NAR and checks it against Nix's NarHash and NarSize.
+async fn checked_nar(
     info: &PathInfo,
     compression: Compression,
     progress: &Progress,
-) -> Result<UploadedNar> {
+) -> Result<CompressedNar> {
     let mut nar = make_nar(info, NarSource::InProcess, compression, progress).await?;
     if !matches_nix(&nar, info) {
         // Nix's own serialiser settles it: a path our NAR writer gets wrong still uploads.
@@ -188,6 +198,17 @@ async fn upload_nar(
             info.nar_hash
         );
     }
+    Ok(nar)
+}
+
+/// Uploads `nar`, `info`'s NAR already checked by [`checked_nar`].
+async fn upload_nar(
+    bucket: &impl Bucket,
+    info: &PathInfo,
+    nar: CompressedNar,
+    compression: Compression,
+    progress: &Progress,
+) -> Result<UploadedNar> {
     let hash = nar.file_hash.trim_start_matches("sha256:");
     let url = format!("{NAR_PREFIX}{hash}.nar.{}", compression.extension());
     bucket
@@ -203,7 +224,8 @@ async fn upload_nar(
     })
 }
 
-/// Executes `plan`: NARs, then narinfos wave by wave, then `nix-cache-info` if absent.
+/// Executes `plan`: NARs, each narinfo once its NAR and its references' narinfos are in
+/// the bucket, and `nix-cache-info` if absent.
 pub async fn execute(
     bucket: &impl Bucket,
     plan: &UploadPlan,
@@ -226,49 +248,92 @@ async fn execute_with(
     progress: &Progress,
 ) -> Result<UploadReport> {
     let started = Instant::now();
-    let mut report = UploadReport {
-        cached: plan.cached.len(),
-        ..UploadReport::default()
-    };
-    if !bucket
-        .exists(CACHE_INFO_KEY)
-        .await
-        .context("checking nix-cache-info")?
-    {
-        bucket
-            .put(CACHE_INFO_KEY, CACHE_INFO.as_bytes().to_vec())
+    let cache_info = async {
+        if !bucket
+            .exists(CACHE_INFO_KEY)
             .await
-            .context("writing nix-cache-info")?;
-    }
-    let nars: Vec<(PathInfo, UploadedNar)> = stream::iter(plan.missing())
-        .map(|info| async move {
-            let nar = upload_nar(bucket, info, compression, progress).await?;
-            Ok::<_, anyhow::Error>((info.clone(), nar))
-        })
-        .buffer_unordered(NARS_AT_ONCE)
-        .try_collect()
-        .await?;
-    for wave in &plan.waves {
-        let in_wave: BTreeSet<&str> = wave.iter().map(|i| i.path.as_str()).collect();
-        stream::iter(
-            nars.iter()
-                .filter(|(info, _)| in_wave.contains(info.path.as_str())),
-        )
-        .map(|(info, nar)| async move {
-            let key_name = key_of(&info.path)?;
+            .context("checking nix-cache-info")?
+        {
             bucket
-                .put(&key_name, render(info, nar, key).into_bytes())
+                .put(CACHE_INFO_KEY, CACHE_INFO.as_bytes().to_vec())
                 .await
-                .with_context(|| format!("writing {key_name} for {}", info.path))
+                .context("writing nix-cache-info")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let (nars, ()) = tokio::try_join!(
+        upload_all(bucket, plan, key, compression, progress),
+        cache_info
+    )?;
+    Ok(UploadReport {
+        cached: plan.cached.len(),
+        uploaded: nars.len(),
+        nar_keys: nars.iter().map(|(_, n)| n.url.clone()).collect(),
+        nar_bytes: nars.iter().map(|(i, _)| i.nar_size).sum(),
+        file_bytes: nars.iter().map(|(_, n)| n.file_size).sum(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Uploads every NAR of `plan` and writes each narinfo when [`NarinfoOrder`] says it may
+/// be: compressions (one per core) feed uploads ([`UPLOADS_AT_ONCE`]); a compressed NAR
+/// waits while all uploads are busy, and no further compression starts meanwhile, so at
+/// most that many temp files exist at once.
+async fn upload_all<'a>(
+    bucket: &impl Bucket,
+    plan: &'a UploadPlan,
+    key: &SecretKey,
+    compression: Compression,
+    progress: &Progress,
+) -> Result<Vec<(&'a PathInfo, UploadedNar)>> {
+    let mut order = NarinfoOrder::new(plan);
+    let mut nars = stream::iter(plan.missing())
+        .map(|info| async move {
+            let nar = checked_nar(info, compression, progress).await?;
+            Ok::<_, anyhow::Error>((info, nar))
         })
-        .buffer_unordered(NARINFOS_AT_ONCE)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .buffer_unordered(compressions_at_once())
+        .map_ok(|(info, nar)| async move {
+            let uploaded = upload_nar(bucket, info, nar, compression, progress).await?;
+            Ok((info, uploaded))
+        })
+        .try_buffer_unordered(UPLOADS_AT_ONCE)
+        .fuse();
+    let mut uploaded: HashMap<&str, usize> = HashMap::new();
+    let mut done: Vec<(&PathInfo, UploadedNar)> = Vec::new();
+    let mut ready: VecDeque<String> = VecDeque::new();
+    let mut writing = FuturesUnordered::new();
+    loop {
+        while writing.len() < NARINFOS_AT_ONCE {
+            let Some(path) = ready.pop_front() else { break };
+            let (info, nar) = uploaded
+                .get(path.as_str())
+                .and_then(|n| done.get(*n))
+                .with_context(|| format!("{path}: narinfo ready before its NAR (a bug)"))?;
+            let (key_name, text) = (key_of(&info.path)?, render(info, nar, key));
+            writing.push(async move {
+                bucket
+                    .put(&key_name, text.into_bytes())
+                    .await
+                    .with_context(|| format!("writing {key_name} for {path}"))?;
+                Ok::<_, anyhow::Error>(path)
+            });
+        }
+        tokio::select! {
+            Some(nar) = nars.next() => {
+                let (info, nar) = nar?;
+                uploaded.insert(info.path.as_str(), done.len());
+                done.push((info, nar));
+                ready.extend(order.nar_uploaded(&info.path));
+            }
+            Some(written) = writing.next() => {
+                ready.extend(order.narinfo_written(&written?));
+            }
+            else => break,
+        }
     }
-    report.uploaded = nars.len();
-    report.nar_keys = nars.iter().map(|(_, n)| n.url.clone()).collect();
-    report.nar_bytes = nars.iter().map(|(i, _)| i.nar_size).sum();
-    report.file_bytes = nars.iter().map(|(_, n)| n.file_size).sum();
-    report.elapsed = started.elapsed();
-    Ok(report)
+    if order.is_waiting() || !ready.is_empty() {
+        bail!("some narinfos were never written (a bug in the upload order)");
+    }
+    Ok(done)
 }

@@ -34,6 +34,16 @@ fn assert_valid(bucket: &Path) -> String {
         let meta = std::fs::metadata(&nar)
             .unwrap_or_else(|_| panic!("{} names a missing NAR", path.display()));
         assert_eq!(meta.len(), size, "{} is incomplete", nar.display());
+        // Narinfos go up as soon as their references' are there: each has its closure.
+        for reference in field("References: ").split_whitespace() {
+            assert!(
+                bucket
+                    .join(format!("{}.narinfo", &reference[..32]))
+                    .exists(),
+                "{} is there without the narinfo of its reference {reference}",
+                path.display()
+            );
+        }
     }
     // The cache index names only paths whose narinfo is there (and so, checked above, whose
     // NAR is whole).
@@ -377,6 +387,15 @@ async fn pushes_with_slow_store_calls_interrupted_at_random_lose_nothing() {
                     "run {run}: {} names the missing {url}",
                     o.key
                 );
+                let references = text.lines().find_map(|l| l.strip_prefix("References:"));
+                for reference in references.unwrap_or("").split_whitespace() {
+                    let key = format!("{}.narinfo", &reference[..32]);
+                    assert!(
+                        plain.exists(&key).await.unwrap(),
+                        "run {run}: {} is there without {key} of its reference {reference}",
+                        o.key
+                    );
+                }
             }
         }
         // The interrupted (or conflicting) push, run again, finishes.
