@@ -1,7 +1,8 @@
-//! A TCP relay in front of Garage that counts the HTTP requests passing through it and the
-//! status codes of the answers (`ferry_bench::http_count`), so the wave gate's scale
-//! benchmark counts the agents' requests where the server sees them, not by the agents' own
-//! counters. No delay: latency is `ferry_tests::latency::LatencyRelay`'s job, in front of
+//! A TCP relay in front of Garage that counts the HTTP requests passing through it, by kind
+//! (`http_count::request_kind`: manifest, narinfo, NAR, host report, …), and the status
+//! codes of the answers (`ferry_bench::http_count`), so the wave gate's scale benchmark and
+//! `push_wait fleet` count the agents' requests where the server sees them, not by the
+//! agents' own counters. No delay: latency is `ferry_tests::latency::LatencyRelay`'s job, in front of
 //! this one. Its own runtime, like that relay's, so it forwards whatever the caller does.
 
 use std::collections::BTreeMap;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use ferry_bench::http_count::{RequestLines, StatusLines};
+use ferry_bench::http_count::{RequestLines, RequestTargets, StatusLines, request_kind};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -21,6 +22,8 @@ pub struct Counts {
     pub requests: u64,
     /// Status lines sent back, by code.
     pub statuses: BTreeMap<u16, u64>,
+    /// Request lines sent upstream, by kind (`GET manifest`, `PUT host report`, …).
+    pub kinds: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -33,9 +36,17 @@ impl Counts {
             }
         }
         statuses.retain(|_, n| *n > 0);
+        let mut kinds = self.kinds.clone();
+        for (kind, n) in &before.kinds {
+            if let Some(now) = kinds.get_mut(kind) {
+                *now -= n;
+            }
+        }
+        kinds.retain(|_, n| *n > 0);
         Counts {
             requests: self.requests - before.requests,
             statuses,
+            kinds,
         }
     }
 
@@ -125,6 +136,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<Counts
     let up_counts = counts.clone();
     let up = async move {
         let mut lines = RequestLines::default();
+        let mut targets = RequestTargets::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = client_read.read(&mut buf).await.unwrap_or(0);
@@ -132,8 +144,16 @@ async fn relay(client: TcpStream, upstream: SocketAddr, counts: Arc<Mutex<Counts
                 break;
             }
             let requests = lines.feed(&buf[..n]);
+            let kinds: Vec<String> = targets
+                .feed(&buf[..n])
+                .iter()
+                .map(|r| request_kind(r))
+                .collect();
             if let Ok(mut c) = up_counts.lock() {
                 c.requests += requests;
+                for kind in kinds {
+                    *c.kinds.entry(kind).or_default() += 1;
+                }
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 break;

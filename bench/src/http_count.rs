@@ -7,6 +7,9 @@
 //! It does not parse messages, it looks for the markers: right for streams whose bodies
 //! never contain them, as with S3 GETs and PUTs of JSON reports and Garage's XML errors
 //! (a marker needs `HTTP/1.1` followed by a CR LF or by a space and three digits).
+//! [`RequestTargets`] gives the request lines themselves, and [`request_kind`] names what a
+//! request asked of a Ferry bucket (manifest, narinfo, NAR, host report, listing, …), so a
+//! benchmark can split what it counted by kind.
 
 /// Ends every HTTP/1.1 request line.
 const REQUEST_LINE_END: &[u8] = b" HTTP/1.1\r\n";
@@ -58,6 +61,102 @@ impl StatusLines {
     }
 }
 
+/// The longest request line [`RequestTargets`] keeps; a longer line (an upload's body line,
+/// say) is dropped without being scanned twice.
+const LINE_CAP: usize = 4096;
+
+/// Reads the request lines of a client's stream (`GET /bucket/key HTTP/1.1`), the same
+/// lines [`RequestLines`] counts.
+#[derive(Debug, Default)]
+pub struct RequestTargets {
+    /// The current line's bytes so far (up to [`LINE_CAP`]).
+    line: Vec<u8>,
+    /// The current line went past [`LINE_CAP`]: it is not a request line of ours.
+    overlong: bool,
+}
+
+impl RequestTargets {
+    /// The request lines that end in `chunk`, without their ` HTTP/1.1\r\n`.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (part, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            rest = &rest[part.len() + usize::from(ended)..];
+            if self.line.len() + part.len() > LINE_CAP {
+                self.overlong = true;
+                self.line.clear();
+            } else if !self.overlong {
+                self.line.extend_from_slice(part);
+            }
+            if ended {
+                let marker = &REQUEST_LINE_END[..REQUEST_LINE_END.len() - 1];
+                if !self.overlong
+                    && let Some(request) = self.line.strip_suffix(marker)
+                {
+                    found.push(request_line(&String::from_utf8_lossy(request)));
+                }
+                self.line.clear();
+                self.overlong = false;
+            }
+        }
+        found
+    }
+}
+
+/// The methods [`request_line`] looks for.
+const METHODS: [&str; 5] = ["GET", "PUT", "HEAD", "DELETE", "POST"];
+
+/// The request line at the end of `line`: `METHOD target`. A body sent without a line end
+/// of its own (a PUT's JSON) runs into the next request's line, so the method is the known
+/// one the second-last word ends with; without one, `line` as it is.
+fn request_line(line: &str) -> String {
+    let Some((before, target)) = line.rsplit_once(' ') else {
+        return line.to_owned();
+    };
+    let word = before.rsplit(' ').next().unwrap_or(before);
+    match METHODS.iter().find(|m| word.ends_with(*m)) {
+        Some(method) => format!("{method} {target}"),
+        None => line.to_owned(),
+    }
+}
+
+/// What a request line (`METHOD /bucket/key?query`, path style, as [`RequestTargets`]
+/// gives it) asked of a Ferry bucket: the method, then `manifest`, `narinfo`, `nar`,
+/// `nix-cache-info`, `host report`, `list` (a query with `list-type`), `bucket` (the
+/// bucket itself) or `other`. Pure.
+pub fn request_kind(request: &str) -> String {
+    use ferry_schema::layout::{CACHE_INFO_KEY, HOSTS_PREFIX, MANIFEST_KEY, NAR_PREFIX};
+    let (method, target) = request.split_once(' ').unwrap_or((request, ""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    // Path style: /<bucket>/<key>.
+    let key = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, key)| key);
+    let what = if query.split('&').any(|q| q.starts_with("list-type")) {
+        "list"
+    } else if key.is_empty() {
+        "bucket"
+    } else if key == MANIFEST_KEY {
+        "manifest"
+    } else if key == CACHE_INFO_KEY {
+        "nix-cache-info"
+    } else if key.ends_with(".narinfo") && !key.contains('/') {
+        "narinfo"
+    } else if key.starts_with(NAR_PREFIX) {
+        "nar"
+    } else if key.starts_with(HOSTS_PREFIX) {
+        "host report"
+    } else {
+        "other"
+    };
+    format!("{method} {what}")
+}
+
 /// Calls `found` with every window of `len` bytes of `tail + chunk`, then keeps the last
 /// `len - 1` bytes as the next tail. A window lies at most `len - 1` bytes in the tail, so
 /// each is seen in exactly one call.
@@ -88,6 +187,68 @@ mod tests {
             let mut codes = s.feed(&DOWN[..at]);
             codes.extend(s.feed(&DOWN[at..]));
             assert_eq!(codes, [304, 200, 404], "split at {at}");
+        }
+    }
+
+    #[test]
+    fn request_lines_are_read_whole_however_the_stream_is_split() {
+        let want = [
+            "GET /status/hosts/a.json?x-id=GetObject",
+            "PUT /status/hosts/b.json",
+            "GET /status/hosts/c.json",
+        ];
+        for at in 0..=UP.len() {
+            let mut t = RequestTargets::default();
+            let mut lines = t.feed(&UP[..at]);
+            lines.extend(t.feed(&UP[at..]));
+            assert_eq!(lines, want, "split at {at}");
+        }
+        let mut t = RequestTargets::default();
+        let lines: Vec<String> = UP.iter().flat_map(|b| t.feed(&[*b])).collect();
+        assert_eq!(lines, want);
+    }
+
+    #[test]
+    fn a_body_without_a_line_end_does_not_hide_the_next_request() {
+        let mut t = RequestTargets::default();
+        let stream = b"PUT /b/lease HTTP/1.1\r\ncontent-length: 27\r\n\r\n{\"purpose\":\"ferry bucket\"}DELETE /b/lease HTTP/1.1\r\n\r\nPUT /b/probe HTTP/1.1\r\n\r\nprobeGET /b/manifest.json HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            t.feed(stream),
+            [
+                "PUT /b/lease",
+                "DELETE /b/lease",
+                "PUT /b/probe",
+                "GET /b/manifest.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_is_no_request_line() {
+        let mut t = RequestTargets::default();
+        let mut body = vec![b'x'; LINE_CAP + 10];
+        body.extend_from_slice(b" HTTP/1.1\r\nGET /b/manifest.json HTTP/1.1\r\n");
+        assert_eq!(t.feed(&body), ["GET /b/manifest.json"]);
+    }
+
+    #[test]
+    fn requests_are_named_by_what_they_ask_of_the_bucket() {
+        for (line, kind) in [
+            ("GET /ferry/manifest.json?x-id=GetObject", "GET manifest"),
+            ("PUT /ferry/manifest.json", "PUT manifest"),
+            ("GET /ferry/nix-cache-info", "GET nix-cache-info"),
+            (
+                "GET /ferry/0c9s4d6ry6l4yxfkz9a2bzhhvbq0rw4j.narinfo",
+                "GET narinfo",
+            ),
+            ("HEAD /ferry/nar/1abc.nar.zst", "HEAD nar"),
+            ("PUT /ferry-status/hosts/host-a.json", "PUT host report"),
+            ("GET /ferry-status/?list-type=2&prefix=hosts%2F", "GET list"),
+            ("GET /ferry-status?list-type=2", "GET list"),
+            ("HEAD /ferry/", "HEAD bucket"),
+            ("GET /ferry/manifests/2026.json", "GET other"),
+        ] {
+            assert_eq!(request_kind(line), kind, "{line}");
         }
     }
 
