@@ -13,6 +13,9 @@
 //! Garage and in front of Caddy alike. Goal: ferry at most 1.3× the plain way. Run
 //! `bench/pull.sh` (root; `BENCH_ROUNDS`, default 3).
 
+#[path = "../shared/rclone.rs"]
+mod rclone;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -86,19 +89,10 @@ fn delete_closure(paths: &[String]) -> Result<()> {
 fn mirror(s3: &S3, dir: &Path) -> Result<()> {
     run(
         "rclone copy out of Garage",
-        Command::new("rclone")
+        rclone::rclone(s3)
             .arg("copy")
             .arg(format!("garage:{}", s3.bucket))
-            .arg(dir)
-            // rclone 1.60 refuses the machine's AWS_CA_BUNDLE (LoadCustomCABundleError).
-            .env_remove("AWS_CA_BUNDLE")
-            .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
-            .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &s3.access_key)
-            .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("RCLONE_CONFIG_GARAGE_ENDPOINT", &s3.endpoint)
-            .env("RCLONE_CONFIG_GARAGE_REGION", &s3.region)
-            .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true"),
+            .arg(dir),
     )
     .map(drop)
 }

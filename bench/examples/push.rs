@@ -14,6 +14,9 @@
 //! pays for a cold page cache. The load average is printed before and after: the machine's
 //! cores may be shared.
 
+#[path = "../shared/rclone.rs"]
+mod rclone;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,20 +132,11 @@ fn requests_in_all(stderr: &str) -> Option<u64> {
 
 /// `rclone copy DIR garage:BUCKET`, configured through the environment only.
 fn rclone(s3: &S3, dir: &Path) -> Command {
-    let mut command = Command::new("rclone");
+    let mut command = rclone::rclone(s3);
     command
         .arg("copy")
         .arg(dir)
-        .arg(format!("garage:{}", s3.bucket))
-        // rclone 1.60 refuses the machine's AWS_CA_BUNDLE (LoadCustomCABundleError).
-        .env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_GARAGE_TYPE", "s3")
-        .env("RCLONE_CONFIG_GARAGE_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID", &s3.access_key)
-        .env("RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY", &s3.secret_key)
-        .env("RCLONE_CONFIG_GARAGE_ENDPOINT", &s3.endpoint)
-        .env("RCLONE_CONFIG_GARAGE_REGION", &s3.region)
-        .env("RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE", "true");
+        .arg(format!("garage:{}", s3.bucket));
     command
 }
 
