@@ -1,6 +1,6 @@
-//! Benchmark (issues 16 and 17): `ferry push --wait` wall time, from the launch of `ferry
-//! push` to its return. Run `bench/push_wait.sh [strategies|waves]` (root; `BENCH_ROUNDS`,
-//! default 5).
+//! Benchmark (issues 16, 17 and 19): `ferry push --wait` wall time, from the launch of `ferry
+//! push` to its return. Run `bench/push_wait.sh [strategies|waves|fleet]` (root;
+//! `BENCH_ROUNDS`, default 5, 3 for `fleet`).
 //!
 //! `strategies` (the default, issue 16): against the moment the new version first answers
 //! through both hosts' Caddy; `restart` against `blue-green`; and the agent's no-op ticks
@@ -39,6 +39,25 @@
 //! timers cost without waves. Every tick that read reports (`statusReads`) must be one of
 //! host-b's or host-c's reading exactly one (host-a's), and every no-op tick one bucket
 //! request.
+//!
+//! `fleet` (issue 19): `BENCH_HOSTS` bed hosts (default 10, booted in parallel; the run stops
+//! with a clear message when the machine lacks the memory or the bed cannot boot them) on
+//! one bucket, set up as above but with `status.everySec` 60, run the `restart` service.
+//! Everything the hosts send Garage (agent.toml's deploy bucket and status store) passes a
+//! `LatencyRelay` (`ferry_tests::latency`) and then a counting relay that counts requests by
+//! kind (`http_count::request_kind`); `ferry` has its own pair. First at 0 ms added round
+//! trip, then (agent.toml re-rendered, `ferry` pointed anew) at `BENCH_RTT_MS` (default 50):
+//! a quiet window of `BENCH_QUIET_SEC` (default 120) with no deploy, then `BENCH_ROUNDS`
+//! pushes (default 3; the first phase starts with an untimed push that puts v2 in the
+//! stores, counted as a new version's deploy). Each push: launch → the `waiting up to` line
+//! (the manifest is written and read back), → the latest of the pollers' first answers (every
+//! 25 ms: all hosts serve it), → `--wait` returns (exit 0, all healthy); medians. Requests:
+//! the quiet window per minute and each push's window (launch to two no-op ticks on every
+//! host after it) by kind, beside the hosts' own `tick:` lines in the window and the
+//! formula of PLAN.md ("Fleet scale"). At the end the timers are stopped and Garage's whole
+//! count of the hosts' requests must equal what their tick lines account for (requests +
+//! statusReads + report writes). The machine's free memory, load and CPU are sampled
+//! throughout.
 
 #[path = "../shared/counting_relay.rs"]
 mod counting_relay;
