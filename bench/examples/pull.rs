@@ -5,7 +5,8 @@
 //! as a plain HTTP binary cache. Each round deletes the closure from the local store and
 //! pulls it back twice, taking turns going first:
 //! - **ferry**: the agent's own pull, as a tick runs it: `CacheProxy` (the loopback proxy
-//!   over Ferry's S3 client) and `NixCli::pull` (one `nix copy --from`, signatures checked);
+//!   over Ferry's S3 client, told the root so it fetches the closure ahead) and
+//!   `NixCli::pull` (one `nix copy --from`, signatures checked);
 //! - **nix copy**: the same `nix copy` argv (`NixCli::copy_argv`), `--from` the plain cache.
 //!
 //! Both at 0 ms and at an added round trip (`BENCH_RTT_MS`, default 50) between the client
@@ -142,19 +143,30 @@ struct Setup {
     creds: tempfile::TempDir,
 }
 
-/// The agent's pull through relays adding `rtt`: seconds, and the bucket requests it made.
-fn ferry_pull(setup: &Setup, rtt: Duration, rt: &tokio::runtime::Runtime) -> Result<(f64, u64)> {
+/// The agent's pull through relays adding `rtt`: seconds, the bucket requests it made, and
+/// the NARs Nix took from the proxy's look-ahead.
+fn ferry_pull(
+    setup: &Setup,
+    rtt: Duration,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(f64, u64, u64)> {
     let (_relay, s3) = s3_behind(&setup.s3, rtt)?;
     rt.block_on(async {
         let bucket = Arc::new(s3.ferry_bucket(setup.creds.path()).await?);
         let started = Instant::now();
-        let proxy = CacheProxy::start(bucket.clone()).await?;
+        let proxy =
+            CacheProxy::start_with_prefetch(bucket.clone(), std::slice::from_ref(&setup.top))
+                .await?;
         setup
             .nix
             .pull(proxy.url(), std::slice::from_ref(&setup.top))
             .await?;
         let secs = started.elapsed().as_secs_f64();
-        Ok((secs, ferry_bucket::Bucket::requests(&*bucket)))
+        Ok((
+            secs,
+            ferry_bucket::Bucket::requests(&*bucket),
+            proxy.served_ahead(),
+        ))
     })
 }
 
@@ -229,20 +241,23 @@ fn main() -> Result<()> {
         "ferry pull median s",
         "p90 s",
         "requests",
+        "NARs fetched ahead",
         "nix copy from plain HTTP median s",
         "p90 s",
         "ferry ÷ plain",
     ]);
     for rtt in [Duration::ZERO, added] {
-        let (mut ferry, mut plain, mut requests) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ferry, mut plain) = (Vec::new(), Vec::new());
+        let (mut requests, mut ahead) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             let ferry_first = round % 2 == 0;
             for side in 0..2 {
                 delete_closure(&setup.paths)?;
                 if (side == 0) == ferry_first {
-                    let (secs, n) = ferry_pull(&setup, rtt, &rt)?;
+                    let (secs, n, a) = ferry_pull(&setup, rtt, &rt)?;
                     ferry.push(secs);
                     requests.push(n.to_string());
+                    ahead.push(a.to_string());
                 } else {
                     plain.push(plain_pull(&setup, rtt)?);
                 }
@@ -263,6 +278,7 @@ fn main() -> Result<()> {
             format!("{:.2}", f.median),
             format!("{:.2}", f.p90),
             requests.join("/"),
+            ahead.join("/"),
             format!("{:.2}", p.median),
             format!("{:.2}", p.p90),
             format!("{:.2}x", f.median / p.median),

@@ -162,6 +162,90 @@ async fn agent_s3_bucket_conditional_get_missing_unreachable_and_cache_proxy() -
     Ok(())
 }
 
+/// The proxy's look-ahead against Garage: told a closure's root, it walks the narinfos and
+/// fetches the NARs this host lacks; Nix's requests then take them without asking the bucket
+/// again, byte for byte. (The closure is made up: nothing here runs Nix, whose pulls through
+/// the look-ahead the agent bed tests and `bench/pull.sh` run.)
+#[tokio::test]
+async fn cache_proxy_fetches_a_closure_ahead_from_garage() -> Result<()> {
+    let bed = Bed::start(BedOptions::default())?;
+    let s3 = bed.s3();
+    let creds = credentials_file(s3)?;
+    // A chain of five paths (0 → 1 → … → 4), NARs of 1 KiB to 3 MiB.
+    let hash = |i: usize| format!("{i:0>31}x");
+    let mut nars = Vec::new();
+    for i in 0..5usize {
+        let nar: Vec<u8> = (0..(1024 << (2 * i)))
+            .map(|b| (b % 251) as u8 ^ i as u8)
+            .collect();
+        let refs = if i < 4 {
+            format!("{}-p{}", hash(i + 1), i + 1)
+        } else {
+            String::new()
+        };
+        let narinfo = format!(
+            "StorePath: /nix/store/{}-p{i}\nURL: nar/n{i}.nar.zst\nCompression: zstd\nFileSize: {}\nReferences: {refs}\n",
+            hash(i),
+            nar.len()
+        );
+        for (key, body) in [
+            (format!("nar/n{i}.nar.zst"), nar.clone()),
+            (format!("{}.narinfo", hash(i)), narinfo.into_bytes()),
+        ] {
+            s3.client()
+                .put_object()
+                .bucket(&s3.bucket)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send()
+                .await?;
+        }
+        nars.push(nar);
+    }
+    let bucket = Arc::new(S3Bucket::new(&settings(s3, creds.path())).await);
+    let root = format!("/nix/store/{}-p0", hash(0));
+    let mut proxy = CacheProxy::start_with_prefetch(bucket.clone(), &[root]).await?;
+    proxy.ahead_done().await;
+    assert_eq!(
+        bucket.requests(),
+        10,
+        "five narinfos and five NARs, once each"
+    );
+    let http = reqwest::Client::new();
+    for (i, nar) in nars.iter().enumerate() {
+        let info = http
+            .get(format!("{}/{}.narinfo", proxy.url(), hash(i)))
+            .send()
+            .await?;
+        assert_eq!(info.status(), 200);
+        assert!(info.text().await?.contains(&format!("-p{i}\n")));
+        let got = http
+            .get(format!("{}/nar/n{i}.nar.zst", proxy.url()))
+            .send()
+            .await?;
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.content_length(), Some(nar.len() as u64));
+        assert!(
+            got.bytes().await?.as_ref() == nar.as_slice(),
+            "NAR {i} differs"
+        );
+    }
+    assert_eq!(
+        bucket.requests(),
+        10,
+        "everything Nix asked for was fetched ahead"
+    );
+    assert_eq!(proxy.served_ahead(), 5);
+    // Taken once: asked again, the NAR comes from the bucket.
+    let again = http
+        .get(format!("{}/nar/n0.nar.zst", proxy.url()))
+        .send()
+        .await?;
+    assert!(again.bytes().await?.as_ref() == nars[0].as_slice());
+    assert_eq!(bucket.requests(), 11);
+    Ok(())
+}
+
 #[tokio::test]
 async fn agent_systemd_backend_runs_jobs_and_reads_state_over_a_hosts_bus() -> Result<()> {
     let bed = Bed::start(BedOptions {

@@ -24,11 +24,14 @@ pub(super) async fn pull_all<B: ReadBucket, S: Store, D, U, P>(
     if pulls.is_empty() {
         return;
     }
+    let mut paths: Vec<String> = pulls.iter().filter_map(|p| p.to.clone()).collect();
+    paths.sort();
+    paths.dedup();
     // The proxy lives exactly as long as this function: the duration of the copies.
     let mut _proxy = None;
     let url = match b.bucket.direct_cache_url() {
         Some(url) => url,
-        None => match CacheProxy::start(b.bucket.clone()).await {
+        None => match CacheProxy::start_with_prefetch(b.bucket.clone(), &paths).await {
             Ok(proxy) => {
                 let url = proxy.url().to_owned();
                 _proxy = Some(proxy);
@@ -45,9 +48,6 @@ pub(super) async fn pull_all<B: ReadBucket, S: Store, D, U, P>(
             }
         },
     };
-    let mut paths: Vec<String> = pulls.iter().filter_map(|p| p.to.clone()).collect();
-    paths.sort();
-    paths.dedup();
     if b.store.pull(&url, &paths).await.is_ok() {
         return;
     }

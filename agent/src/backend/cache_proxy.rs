@@ -7,7 +7,8 @@
 //! the manifest, its archives, status reports or any other object. NARs are streamed through
 //! as they arrive, so the agent's memory does not grow with the largest one; narinfos are
 //! small and capped ([`NARINFO_CAP`]). What the bucket says when it fails goes to the agent's
-//! log, not to whoever asked.
+//! log, not to whoever asked. Told what it is about to pull, the proxy also fetches ahead
+//! of Nix ([`super::cache_prefetch`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,12 +24,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
-use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use super::bucket::ReadBucket;
+use super::cache_prefetch::{Cache, NarInfo, prefetch};
 
 /// The largest narinfo the proxy passes on. Real ones are hundreds of bytes, and a few
 /// hundred KiB for paths with thousands of references; Nix reads a narinfo whole, so a
@@ -89,11 +90,23 @@ pub fn cache_object(key: &str) -> Option<CacheObject> {
 pub struct CacheProxy {
     url: String,
     task: JoinHandle<()>,
+    ahead: Option<JoinHandle<()>>,
+    cache: Arc<Cache>,
 }
 
 impl CacheProxy {
     /// Start serving `bucket` on a random loopback port under a random path prefix.
     pub async fn start<B: ReadBucket>(bucket: Arc<B>) -> std::io::Result<Self> {
+        Self::start_with_prefetch(bucket, &[]).await
+    }
+
+    /// Like [`CacheProxy::start`], and fetch the closures of `roots` (store paths) ahead of
+    /// the `nix copy` about to pull them.
+    pub async fn start_with_prefetch<B: ReadBucket>(
+        bucket: Arc<B>,
+        roots: &[String],
+    ) -> std::io::Result<Self> {
+        let cache = Arc::new(Cache::default());
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         let token: String = rand::thread_rng()
@@ -103,6 +116,8 @@ impl CacheProxy {
             .collect();
         let url = format!("http://127.0.0.1:{port}/{token}");
         let prefix = Arc::new(format!("/{token}/"));
+        let (bucket_for_ahead, cache_for_ahead) = (bucket.clone(), cache.clone());
+        let cache_for_stats = cache.clone();
         let task = tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -121,11 +136,13 @@ impl CacheProxy {
                 }
                 let bucket = bucket.clone();
                 let prefix = prefix.clone();
+                let cache = cache.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let bucket = bucket.clone();
                         let prefix = prefix.clone();
-                        async move { Ok::<_, Infallible>(serve(&*bucket, &prefix, req).await) }
+                        let cache = cache.clone();
+                        async move { Ok::<_, Infallible>(serve(&*bucket, &cache, &prefix, req).await) }
                     });
                     // A client that hangs up mid-transfer is nix's business, not ours.
                     let _ = http1::Builder::new()
@@ -134,18 +151,42 @@ impl CacheProxy {
                 });
             }
         });
-        Ok(Self { url, task })
+        let ahead = (!roots.is_empty())
+            .then(|| tokio::spawn(prefetch(bucket_for_ahead, cache_for_ahead, roots.to_vec())));
+        Ok(Self {
+            url,
+            task,
+            ahead,
+            cache: cache_for_stats,
+        })
     }
 
     /// The binary cache URL to give `nix copy --from`.
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// NARs served from what the proxy fetched ahead, not streamed from the bucket.
+    pub fn served_ahead(&self) -> u64 {
+        self.cache.served_ahead()
+    }
+
+    /// Waits until the look-ahead has fetched all it will, for tests and benchmarks (a pull
+    /// never waits for it: `nix copy` starts at once and shares what is in flight).
+    pub async fn ahead_done(&mut self) {
+        if let Some(ahead) = self.ahead.as_mut() {
+            let _ = ahead.await;
+            self.ahead = None;
+        }
+    }
 }
 
 impl Drop for CacheProxy {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(ahead) = &self.ahead {
+            ahead.abort();
+        }
     }
 }
 
@@ -172,7 +213,12 @@ fn bucket_failed(key: &str, detail: &dyn std::fmt::Display) -> Response<Body> {
     )
 }
 
-async fn serve<B: ReadBucket>(bucket: &B, prefix: &str, req: Request<Incoming>) -> Response<Body> {
+async fn serve<B: ReadBucket>(
+    bucket: &B,
+    cache: &Cache,
+    prefix: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "");
     }
@@ -184,15 +230,21 @@ async fn serve<B: ReadBucket>(bucket: &B, prefix: &str, req: Request<Incoming>) 
     let Some(kind) = cache_object(key) else {
         return reply(StatusCode::NOT_FOUND, "");
     };
+    let head = req.method() == Method::HEAD;
+    if kind == CacheObject::NarInfo {
+        return narinfo(key, cache.narinfo(bucket, key).await, head);
+    }
+    if kind == CacheObject::Nar && !head {
+        if let Some(bytes) = cache.take_nar(key).await {
+            return whole(bytes, false);
+        }
+    }
     let object = match bucket.get_reader(key).await {
         Ok(Some(object)) => object,
         Ok(None) => return reply(StatusCode::NOT_FOUND, ""),
         Err(e) => return bucket_failed(key, &e),
     };
-    if kind == CacheObject::NarInfo {
-        return narinfo(key, object, req.method() == Method::HEAD).await;
-    }
-    let mut r = if req.method() == Method::HEAD {
+    let mut r = if head {
         reply(StatusCode::OK, "")
     } else {
         let frames = ReaderStream::with_capacity(object.body, STREAM_CHUNK).map_ok(Frame::data);
@@ -204,45 +256,39 @@ async fn serve<B: ReadBucket>(bucket: &B, prefix: &str, req: Request<Incoming>) 
     r
 }
 
-/// A narinfo, read whole but never beyond [`NARINFO_CAP`]: one over the cap is refused
-/// before Nix reads a byte of it.
-async fn narinfo(key: &str, object: super::bucket::ObjectReader, head: bool) -> Response<Body> {
-    let too_large = |size: &dyn std::fmt::Display| {
-        tracing::warn!(
-            "cache proxy: {key} is {size} bytes, over the narinfo cap of {NARINFO_CAP}; refused (a narinfo this large is not one `ferry upload` writes)"
-        );
-        reply(
-            StatusCode::BAD_GATEWAY,
-            "narinfo over ferry-agent's size cap; see the ferry-agent log\n",
-        )
-    };
-    if let Some(len) = object.len.filter(|len| *len > NARINFO_CAP) {
-        return too_large(&len);
-    }
-    let mut bytes = Vec::new();
-    if let Err(e) = object
-        .body
-        .take(NARINFO_CAP + 1)
-        .read_to_end(&mut bytes)
-        .await
-    {
-        return bucket_failed(key, &e);
-    }
-    if bytes.len() as u64 > NARINFO_CAP {
-        return too_large(&format!("more than {NARINFO_CAP}"));
-    }
+/// An object held whole, with its length.
+fn whole(bytes: Bytes, head: bool) -> Response<Body> {
     let len = bytes.len() as u64;
     let mut r = if head {
         reply(StatusCode::OK, "")
     } else {
         Response::new(
-            Full::new(Bytes::from(bytes))
+            Full::new(bytes)
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         )
     };
     r.headers_mut().insert(CONTENT_LENGTH, len.into());
     r
+}
+
+/// A narinfo as the bucket answered it; one over [`NARINFO_CAP`] is refused before Nix
+/// reads a byte of it.
+fn narinfo(key: &str, answer: NarInfo, head: bool) -> Response<Body> {
+    match answer {
+        NarInfo::Found(bytes) => whole(bytes, head),
+        NarInfo::Missing => reply(StatusCode::NOT_FOUND, ""),
+        NarInfo::Failed(detail) => bucket_failed(key, &detail),
+        NarInfo::TooLarge(size) => {
+            tracing::warn!(
+                "cache proxy: {key} is {size} bytes, over the narinfo cap of {NARINFO_CAP}; refused (a narinfo this large is not one `ferry upload` writes)"
+            );
+            reply(
+                StatusCode::BAD_GATEWAY,
+                "narinfo over ferry-agent's size cap; see the ferry-agent log\n",
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! runs at its end (`hook`: a command, a webhook).
 
 pub mod bucket;
+pub mod cache_prefetch;
 pub mod cache_proxy;
 pub mod caddy;
 pub mod configured_bucket;

@@ -256,7 +256,7 @@ async fn pull<B: ReadBucket, S: Store, D, U, P>(
     let url = match b.bucket.direct_cache_url() {
         Some(url) => url,
         None => {
-            let proxy = CacheProxy::start(b.bucket.clone())
+            let proxy = CacheProxy::start_with_prefetch(b.bucket.clone(), &one)
                 .await
                 .map_err(|e| format!("cannot start the loopback cache proxy: {e}"))?;
             let url = proxy.url().to_owned();
