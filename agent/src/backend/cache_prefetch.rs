@@ -287,10 +287,10 @@ async fn walk<B: ReadBucket>(
         let Ok(path) = StorePath::parse(root) else {
             continue;
         };
-        if let Some(hash) = narinfo_hash(path.base_name()) {
-            if seen.insert(hash.to_owned()) {
-                queue.push_back(hash.to_owned());
-            }
+        if let Some(hash) = narinfo_hash(path.base_name())
+            && seen.insert(hash.to_owned())
+        {
+            queue.push_back(hash.to_owned());
         }
     }
     let mut infos = BTreeMap::new();
@@ -323,10 +323,10 @@ async fn walk<B: ReadBucket>(
             continue;
         }
         for r in &info.references {
-            if let Some(h) = narinfo_hash(r) {
-                if seen.insert(h.to_owned()) {
-                    queue.push_back(h.to_owned());
-                }
+            if let Some(h) = narinfo_hash(r)
+                && seen.insert(h.to_owned())
+            {
+                queue.push_back(h.to_owned());
             }
         }
         infos.insert(hash, info);

@@ -234,10 +234,11 @@ async fn serve<B: ReadBucket>(
     if kind == CacheObject::NarInfo {
         return narinfo(key, cache.narinfo(bucket, key).await, head);
     }
-    if kind == CacheObject::Nar && !head {
-        if let Some(bytes) = cache.take_nar(key).await {
-            return whole(bytes, false);
-        }
+    if kind == CacheObject::Nar
+        && !head
+        && let Some(bytes) = cache.take_nar(key).await
+    {
+        return whole(bytes, false);
     }
     let object = match bucket.get_reader(key).await {
         Ok(Some(object)) => object,
