@@ -195,13 +195,29 @@ async fn attempt_write(
     options: &WriteOptions,
     conditional: bool,
 ) -> Result<Result<Option<String>, Retry>, WriteError> {
-    let archived = match current {
-        Some(c) => Some(archive_current(bucket, c).await?),
-        None => None,
+    // Archiving does not need the lease (archives have unique names): it runs while the lease
+    // is taken, which on a store without conditional writes includes the settle time.
+    let archive = async {
+        match current {
+            Some(c) => archive_current(bucket, c).await.map(Some),
+            None => Ok(None),
+        }
     };
-    let held = match take(bucket, purpose, options.lease, conditional).await? {
+    let (archived, taken) =
+        tokio::join!(archive, take(bucket, purpose, options.lease, conditional));
+    let held = match taken? {
         Taken::Held(held) => held,
-        Taken::Busy(busy) => return Ok(Err(Retry::Busy(busy))),
+        Taken::Busy(busy) => {
+            archived?;
+            return Ok(Err(Retry::Busy(busy)));
+        }
+    };
+    let archived = match archived {
+        Ok(archived) => archived,
+        Err(e) => {
+            release(bucket, held).await;
+            return Err(e.into());
+        }
     };
     match write_holding(bucket, &held, current, planned, conditional).await {
         Ok(Holding::Written) => {

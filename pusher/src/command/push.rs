@@ -313,12 +313,18 @@ pub async fn run_with(
             .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
-    let mut report = execute(bucket, &plan, &key, &upload_options).await?;
+    // Whether the bucket honours conditional writes (a few requests, asked once per run) is
+    // needed by the index update and the manifest write: asked while the upload runs, so its
+    // round trips are not added to a push's wall time over a slow link.
+    let (report, _) = tokio::join!(
+        execute(bucket, &plan, &key, &upload_options),
+        bucket.conditional_writes()
+    );
+    let mut report = report?;
     let signer = Signer {
         key: &key,
         trusted: trusted.keys(),
     };
-    record_upload_or_warn(bucket, &plan, signer).await;
     if !args.quiet {
         print_report(&report, bucket.requests());
     }
@@ -327,11 +333,15 @@ pub async fn run_with(
         Pushed::Service { name, .. } => format!("ferry push {name}"),
         Pushed::System { host, .. } => format!("ferry push --system {host}"),
     };
+    // The cache index is an optimisation for the next push, independent of the manifest:
+    // it is updated while the manifest is written rather than before.
+    let index = record_upload_or_warn(bucket, &plan, signer);
     let mut reuploads = 0;
-    let (written, changes, generation) = loop {
-        let mut changes = Vec::new();
-        let mut generation = String::new();
-        let result = write_manifest(
+    let write = async {
+        loop {
+            let mut changes = Vec::new();
+            let mut generation = String::new();
+            let result = write_manifest(
             bucket,
             Some(live.current()),
             &purpose,
@@ -388,30 +398,37 @@ pub async fn run_with(
             },
         )
         .await;
-        match result {
-            Ok(written) => break (written, changes, generation),
-            Err(WriteError::Missing(gone)) if reuploads < REUPLOADS => {
-                reuploads += 1;
-                eprintln!(
-                    "{} of this push's objects were deleted (by `ferry gc`?) before the manifest was written; uploading again",
-                    gone.len()
-                );
-                let (_, _, again) = prepare(
-                    std::slice::from_ref(&installable),
-                    bucket,
-                    Some(trusted.keys()),
-                    false,
-                )
-                .await?;
-                report = execute(bucket, &again, &key, &upload_options).await?;
-                record_upload_or_warn(bucket, &again, signer).await;
+            match result {
+                Ok(written) => break Ok(Ok((written, changes, generation))),
+                Err(WriteError::Missing(gone)) if reuploads < REUPLOADS => {
+                    reuploads += 1;
+                    eprintln!(
+                        "{} of this push's objects were deleted (by `ferry gc`?) before the manifest was written; uploading again",
+                        gone.len()
+                    );
+                    let (_, _, again) = prepare(
+                        std::slice::from_ref(&installable),
+                        bucket,
+                        Some(trusted.keys()),
+                        false,
+                    )
+                    .await?;
+                    report = execute(bucket, &again, &key, &upload_options).await?;
+                    record_upload_or_warn(bucket, &again, signer).await;
+                }
+                Err(WriteError::Refused(why)) => {
+                    eprintln!("not pushed: {why}");
+                    break Ok(Err(ExitCode::from(EXIT_FAILED)));
+                }
+                Err(e) => break Err(anyhow::Error::from(e)),
             }
-            Err(WriteError::Refused(why)) => {
-                eprintln!("not pushed: {why}");
-                return Ok(ExitCode::from(EXIT_FAILED));
-            }
-            Err(e) => return Err(e.into()),
         }
+    };
+    let ((), written) = tokio::join!(index, write);
+    let (written, changes, generation) = match written {
+        Ok(Ok(written)) => written,
+        Ok(Err(code)) => return Ok(code),
+        Err(e) => return Err(e),
     };
     for line in &changes {
         println!("{line}");
