@@ -224,8 +224,7 @@ impl StorePath {
     /// base-32). Paths that fail this cannot come from `nix build`; they are accepted with a
     /// warning because the original design's example uses one.
     pub fn has_nix_hash(&self) -> bool {
-        let hash = self.hash_part();
-        hash.len() == NIX_HASH_LEN && hash.chars().all(|c| NIX32_CHARS.contains(c))
+        is_nix_hash(self.hash_part())
     }
 }
 
@@ -239,6 +238,12 @@ impl AsRef<str> for StorePath {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `hash` is a Nix store hash: 32 characters of Nix's base-32 (no `e`, `o`, `u`,
+/// `t`), as in a store path's hash part and a narinfo's key.
+pub fn is_nix_hash(hash: &str) -> bool {
+    hash.len() == NIX_HASH_LEN && hash.chars().all(|c| NIX32_CHARS.contains(c))
 }
 
 /// Characters Nix allows in a store path's base name.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ferry_schema::names::StorePath;
+use ferry_schema::names::{StorePath, is_nix_hash};
 use ferry_schema::narinfo::{NarInfoLinks, links};
 use hyper::body::Bytes;
 use tokio::io::AsyncReadExt as _;
@@ -147,9 +147,7 @@ impl Cache {
         }
         bytes
     }
-}
 
-impl Cache {
     /// NARs Nix got from the look-ahead rather than from the bucket.
     pub fn served_ahead(&self) -> u64 {
         self.served_ahead.load(Ordering::Relaxed)
@@ -216,7 +214,7 @@ async fn fetch_nar<B: ReadBucket>(
 /// The hash part of a store path's base name, if it names a narinfo the proxy serves.
 fn narinfo_hash(base_name: &str) -> Option<&str> {
     let hash = base_name.split_once('-').map_or(base_name, |(h, _)| h);
-    (cache_object(&format!("{hash}.narinfo")) == Some(CacheObject::NarInfo)).then_some(hash)
+    is_nix_hash(hash).then_some(hash)
 }
 
 /// Walk the closures of `roots` through the cache, then fetch ahead the NARs of the paths
@@ -317,8 +315,7 @@ async fn walk<B: ReadBucket>(
         let Some(info) = std::str::from_utf8(&bytes).ok().and_then(links) else {
             continue;
         };
-        let matches = StorePath::parse(&info.store_path)
-            .is_ok_and(|p| narinfo_hash(p.base_name()) == Some(hash.as_str()));
+        let matches = StorePath::parse(&info.store_path).is_ok_and(|p| p.hash_part() == hash);
         if !matches {
             continue;
         }
@@ -343,7 +340,8 @@ mod tests {
     use crate::backend::bucket::{BucketError, Fetched};
     use std::time::Duration;
 
-    /// An in-memory bucket that counts GETs per key and fails a key's first `fail` GETs.
+    /// An in-memory bucket that counts GETs per key and fails the first GET of each key in
+    /// `fail_first`.
     #[derive(Default)]
     struct MemBucket {
         objects: HashMap<String, Vec<u8>>,

@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
+use ferry_schema::names::is_nix_hash;
+
 use super::bucket::ReadBucket;
 use super::cache_prefetch::{Cache, NarInfo, prefetch};
 
@@ -55,11 +57,6 @@ pub enum CacheObject {
     Nar,
 }
 
-/// Nix's base-32 alphabet (no `e`, `o`, `u`, `t`).
-fn is_nix32(c: u8) -> bool {
-    matches!(c, b'0'..=b'9' | b'a'..=b'd' | b'f'..=b'n' | b'p'..=b's' | b'v'..=b'z')
-}
-
 /// Which cache object `key` is, or `None` for anything else (the manifest, archives, status
 /// reports, other folders, `..`, empty components). Pure.
 pub fn cache_object(key: &str) -> Option<CacheObject> {
@@ -67,7 +64,7 @@ pub fn cache_object(key: &str) -> Option<CacheObject> {
         return Some(CacheObject::Info);
     }
     if let Some(hash) = key.strip_suffix(".narinfo") {
-        return (hash.len() == 32 && hash.bytes().all(is_nix32)).then_some(CacheObject::NarInfo);
+        return is_nix_hash(hash).then_some(CacheObject::NarInfo);
     }
     let file = key.strip_prefix(ferry_schema::layout::NAR_PREFIX)?;
     let (name, rest) = file.split_once(".nar")?;
@@ -116,8 +113,9 @@ impl CacheProxy {
             .collect();
         let url = format!("http://127.0.0.1:{port}/{token}");
         let prefix = Arc::new(format!("/{token}/"));
-        let (bucket_for_ahead, cache_for_ahead) = (bucket.clone(), cache.clone());
-        let cache_for_stats = cache.clone();
+        let ahead = (!roots.is_empty())
+            .then(|| tokio::spawn(prefetch(bucket.clone(), cache.clone(), roots.to_vec())));
+        let serving = cache.clone();
         let task = tokio::spawn(async move {
             loop {
                 let stream = match listener.accept().await {
@@ -136,7 +134,7 @@ impl CacheProxy {
                 }
                 let bucket = bucket.clone();
                 let prefix = prefix.clone();
-                let cache = cache.clone();
+                let cache = serving.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let bucket = bucket.clone();
@@ -151,13 +149,11 @@ impl CacheProxy {
                 });
             }
         });
-        let ahead = (!roots.is_empty())
-            .then(|| tokio::spawn(prefetch(bucket_for_ahead, cache_for_ahead, roots.to_vec())));
         Ok(Self {
             url,
             task,
             ahead,
-            cache: cache_for_stats,
+            cache,
         })
     }
 
