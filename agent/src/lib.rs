@@ -20,7 +20,6 @@ pub mod host_report;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
-pub mod prefetch_order;
 pub mod profile_retention;
 pub mod render;
 pub mod rollback_hold;

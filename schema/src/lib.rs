@@ -1,11 +1,13 @@
 //! The contract between `ferry` (the pusher) and `ferry-agent`: the manifest v1 types and
 //! everything that can be decided about a manifest without I/O: its JSON Schema,
-//! validation, signing, key format, narinfo fingerprints, `nix path-info` output, bucket
-//! layout and names; and the host status report hosts write and `ferry status` reads.
+//! validation, signing, key format, narinfo fingerprints, the order `nix copy` fetches a
+//! closure in, `nix path-info` output, bucket layout and names; and the host status report
+//! hosts write and `ferry status` reads.
 
 // Tests may panic on a broken precondition; the library itself may not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod copy_order;
 pub mod generation;
 pub mod health_budget;
 pub mod host_status;

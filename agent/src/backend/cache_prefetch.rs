@@ -3,7 +3,7 @@
 //! chain of round trips, and each of Garage's small block-stored NARs waits out a delayed
 //! ACK (PLAN "Pulls"). Told the closure's roots, the proxy walks their narinfos itself, many
 //! at a time, then fetches the NARs this host lacks in the order Nix will ask for them
-//! ([`crate::prefetch_order`]), several at a time and at most [`NAR_BUDGET`] bytes ahead of
+//! ([`ferry_schema::copy_order`]), several at a time and at most [`NAR_BUDGET`] bytes ahead of
 //! what Nix has taken. Nix's requests share what is in flight or already here, and fall
 //! through to the bucket for anything else.
 //!
@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use super::bucket::ReadBucket;
 use super::cache_proxy::{CacheObject, NARINFO_CAP, cache_object};
-use crate::prefetch_order::nar_order;
+use ferry_schema::copy_order::nar_order;
 
 /// Narinfos fetched at once while walking a closure: small objects, so the walk is bound
 /// by round trips, not bandwidth.
