@@ -90,7 +90,8 @@ fn me() -> String {
     holder_id(&host, std::process::id(), nonce)
 }
 
-async fn read_record(bucket: &impl Bucket) -> Result<Option<Vec<u8>>> {
+/// The lease record as stored (`None`: no lease).
+pub async fn read_record(bucket: &impl Bucket) -> Result<Option<Vec<u8>>> {
     match bucket
         .get(LEASE_KEY, None)
         .await
@@ -101,14 +102,48 @@ async fn read_record(bucket: &impl Bucket) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// Tries once to take the lease for `purpose`. `conditional` says whether the store
-/// honours conditional writes (then taking it is atomic and needs no settle time).
-pub async fn take(
+/// A lease record this run has written but not yet made sure of: on a store without
+/// conditional writes another writer may still overwrite it until the settle time is over.
+/// Reads made after the claim was written may run during the settle: if [`Claim::confirm`]
+/// then finds the lease ours, nobody else held it since the claim was written (`lease.rs`),
+/// so what they read still stands.
+#[derive(Debug)]
+pub struct Claim {
+    held: Held,
+    /// From sending the first read to the write completing.
+    took: Duration,
+    /// When the settle time ends, and its length; `None` when the store made the write
+    /// atomic (the lease is ours already).
+    settle: Option<(Instant, Duration)>,
+}
+
+/// The outcome of [`claim`].
+#[derive(Debug)]
+pub enum Claimed {
+    /// Our record is written; [`Claim::confirm`] says whether it stays ours.
+    Written(Claim),
+    /// Someone else holds it.
+    Busy(Busy),
+}
+
+/// A lease that another writer took at the same moment as we did.
+fn same_moment() -> Busy {
+    Busy {
+        holder: "another ferry".to_owned(),
+        purpose: String::new(),
+        left: Duration::ZERO,
+    }
+}
+
+/// Reads the lease and, if it is free (or stale), writes our record for `purpose`.
+/// `conditional` says whether the store honours conditional writes (then the write is
+/// atomic and needs no settle time).
+pub async fn claim(
     bucket: &impl Bucket,
     purpose: &str,
     timings: LeaseTimings,
     conditional: bool,
-) -> Result<Taken> {
+) -> Result<Claimed> {
     let me = me();
     let started = Instant::now();
     let found = bucket
@@ -132,7 +167,7 @@ pub async fn take(
             old.ttl().as_secs()
         ),
         Acquire::Busy { record, left } => {
-            return Ok(Taken::Busy(Busy {
+            return Ok(Claimed::Busy(Busy {
                 holder: record.holder,
                 purpose: record.purpose,
                 left,
@@ -143,11 +178,10 @@ pub async fn take(
         ),
     }
     let record = LeaseRecord::new(&me, purpose, Utc::now(), timings.ttl).to_bytes();
-    let sent = Instant::now();
-    let same_moment = Busy {
-        holder: "another ferry".to_owned(),
-        purpose: String::new(),
-        left: Duration::ZERO,
+    let held = Held {
+        me,
+        sent: Instant::now(),
+        ttl: timings.ttl,
     };
     if conditional {
         let condition = match found.and_then(|t| t.etag) {
@@ -159,12 +193,12 @@ pub async fn take(
             .await
             .with_context(|| format!("writing {LEASE_KEY}"))?;
         return Ok(match outcome {
-            PutOutcome::Written => Taken::Held(Held {
-                me,
-                sent,
-                ttl: timings.ttl,
+            PutOutcome::Written => Claimed::Written(Claim {
+                held,
+                took: started.elapsed(),
+                settle: None,
             }),
-            PutOutcome::PreconditionFailed => Taken::Busy(same_moment),
+            PutOutcome::PreconditionFailed => Claimed::Busy(same_moment()),
         });
     }
     bucket
@@ -172,35 +206,66 @@ pub async fn take(
         .await
         .with_context(|| format!("writing {LEASE_KEY}"))?;
     let took = started.elapsed();
-    tokio::time::sleep(timings.settle).await;
-    let held = Held {
-        me,
-        sent,
-        ttl: timings.ttl,
-    };
-    match confirm(
-        read_record(bucket).await?.as_deref(),
-        &held.me,
+    Ok(Claimed::Written(Claim {
+        held,
         took,
-        timings.settle,
-    ) {
-        Confirm::Held => Ok(Taken::Held(held)),
-        Confirm::Lost(other) => Ok(Taken::Busy(other.map_or(same_moment, |o| Busy {
-            holder: o.holder,
-            purpose: o.purpose,
-            left: Duration::ZERO,
-        }))),
-        Confirm::TooSlow(took) => {
-            release(bucket, held).await;
-            Ok(Taken::Busy(Busy {
-                holder: format!(
-                    "nobody we know of (taking {LEASE_KEY} took {} ms, too slow to be sure no other ferry held it)",
-                    took.as_millis()
-                ),
-                purpose: String::new(),
+        settle: Some((Instant::now() + timings.settle, timings.settle)),
+    }))
+}
+
+impl Claim {
+    /// Waits out the settle time and reads the lease back: [`Taken::Held`] when it is still
+    /// ours and our read-to-write was quick enough to trust (`lease.rs`, [`confirm`]).
+    pub async fn confirm(self, bucket: &impl Bucket) -> Result<Taken> {
+        let Some((until, settle)) = self.settle else {
+            return Ok(Taken::Held(self.held));
+        };
+        tokio::time::sleep_until(until.into()).await;
+        let record = match read_record(bucket).await {
+            Ok(record) => record,
+            Err(e) => {
+                release(bucket, self.held).await;
+                return Err(e);
+            }
+        };
+        match confirm(record.as_deref(), &self.held.me, self.took, settle) {
+            Confirm::Held => Ok(Taken::Held(self.held)),
+            Confirm::Lost(other) => Ok(Taken::Busy(other.map_or_else(same_moment, |o| Busy {
+                holder: o.holder,
+                purpose: o.purpose,
                 left: Duration::ZERO,
-            }))
+            }))),
+            Confirm::TooSlow(took) => {
+                release(bucket, self.held).await;
+                Ok(Taken::Busy(Busy {
+                    holder: format!(
+                        "nobody we know of (taking {LEASE_KEY} took {} ms, too slow to be sure no other ferry held it)",
+                        took.as_millis()
+                    ),
+                    purpose: String::new(),
+                    left: Duration::ZERO,
+                }))
+            }
         }
+    }
+
+    /// Gives back a claim that will not be used (the command failed before its write): the
+    /// record is deleted only if it is still ours.
+    pub async fn abandon(self, bucket: &impl Bucket) {
+        release(bucket, self.held).await;
+    }
+}
+
+/// Tries once to take the lease for `purpose`: [`claim`], then [`Claim::confirm`].
+pub async fn take(
+    bucket: &impl Bucket,
+    purpose: &str,
+    timings: LeaseTimings,
+    conditional: bool,
+) -> Result<Taken> {
+    match claim(bucket, purpose, timings, conditional).await? {
+        Claimed::Written(claim) => claim.confirm(bucket).await,
+        Claimed::Busy(busy) => Ok(Taken::Busy(busy)),
     }
 }
 
@@ -209,7 +274,15 @@ pub async fn take(
 /// reading it and deleting it, another writer can take it over only if ours lapsed in those
 /// milliseconds.)
 pub async fn release(bucket: &impl Bucket, held: Held) {
-    let record = match read_record(bucket).await {
+    let record = read_record(bucket).await;
+    give_back(bucket, held, record).await;
+}
+
+/// [`release`] with the lease as read a moment ago (`read_record`), e.g. beside the write
+/// the lease was taken for: that write has a deadline inside the lease, so a record read
+/// while it ran is as good as one read after it.
+pub async fn give_back(bucket: &impl Bucket, held: Held, record: Result<Option<Vec<u8>>>) {
+    let record = match record {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

@@ -24,7 +24,7 @@ use rand::Rng;
 use thiserror::Error;
 
 use crate::lease::LeaseTimings;
-use crate::lease_holder::{Busy, Held, Taken, release, take};
+use crate::lease_holder::{Busy, Claimed, Held, Taken, claim, give_back, read_record, release};
 use crate::live_manifest::archive_current;
 pub use crate::retry::RetryPolicy;
 
@@ -130,22 +130,50 @@ pub async fn write_manifest<B, F>(
     first: Option<Current>,
     purpose: &str,
     options: &WriteOptions,
+    plan: F,
+) -> Result<Written, WriteError>
+where
+    B: Bucket,
+    F: FnMut(Option<&Current>) -> Result<Planned, WriteError>,
+{
+    write_manifest_claimed(bucket, first, purpose, options, None, plan).await
+}
+
+/// [`write_manifest`] whose first attempt uses `early`, the lease claimed (for the same
+/// `purpose`) while the command did something else, so that its settle time is already
+/// over. A claim that goes unused is given back.
+pub async fn write_manifest_claimed<B, F>(
+    bucket: &B,
+    first: Option<Current>,
+    purpose: &str,
+    options: &WriteOptions,
+    mut early: Option<Claimed>,
     mut plan: F,
 ) -> Result<Written, WriteError>
 where
     B: Bucket,
     F: FnMut(Option<&Current>) -> Result<Planned, WriteError>,
 {
-    let conditional = bucket
-        .conditional_writes()
-        .await
-        .context("checking whether the bucket honours conditional writes")?;
+    let prepared = match bucket.conditional_writes().await {
+        Ok(conditional) => plan(first.as_ref()).map(|planned| (conditional, planned)),
+        Err(e) => Err(WriteError::Other(
+            anyhow::Error::new(e).context("checking whether the bucket honours conditional writes"),
+        )),
+    };
+    let (conditional, mut planned) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            if let Some(Claimed::Written(claim)) = early {
+                claim.abandon(bucket).await;
+            }
+            return Err(e);
+        }
+    };
     let started = Instant::now();
     let mut current = first;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let planned = plan(current.as_ref())?;
         let why = match attempt_write(
             bucket,
             current.as_ref(),
@@ -153,6 +181,7 @@ where
             purpose,
             options,
             conditional,
+            early.take(),
         )
         .await?
         {
@@ -183,10 +212,12 @@ where
         }
         tokio::time::sleep(wait).await;
         current = read_current(bucket).await?;
+        planned = plan(current.as_ref())?;
     }
 }
 
-/// One attempt; `Ok(Ok(archive key))` when written.
+/// One attempt (`early`: a lease claimed before it, for the first); `Ok(Ok(archive key))`
+/// when written.
 async fn attempt_write(
     bucket: &impl Bucket,
     current: Option<&Current>,
@@ -194,20 +225,26 @@ async fn attempt_write(
     purpose: &str,
     options: &WriteOptions,
     conditional: bool,
+    early: Option<Claimed>,
 ) -> Result<Result<Option<String>, Retry>, WriteError> {
     // Archiving does not need the lease (archives have unique names): it runs while the lease
-    // is taken, which on a store without conditional writes includes the settle time.
+    // is claimed.
     let archive = async {
         match current {
             Some(c) => archive_current(bucket, c).await.map(Some),
             None => Ok(None),
         }
     };
-    let (archived, taken) =
-        tokio::join!(archive, take(bucket, purpose, options.lease, conditional));
-    let held = match taken? {
-        Taken::Held(held) => held,
-        Taken::Busy(busy) => {
+    let claiming = async {
+        match early {
+            Some(claimed) => Ok(claimed),
+            None => claim(bucket, purpose, options.lease, conditional).await,
+        }
+    };
+    let (archived, claimed) = tokio::join!(archive, claiming);
+    let claim = match claimed? {
+        Claimed::Written(claim) => claim,
+        Claimed::Busy(busy) => {
             archived?;
             return Ok(Err(Retry::Busy(busy)));
         }
@@ -215,65 +252,76 @@ async fn attempt_write(
     let archived = match archived {
         Ok(archived) => archived,
         Err(e) => {
-            release(bucket, held).await;
+            claim.abandon(bucket).await;
             return Err(e.into());
         }
     };
-    match write_holding(bucket, &held, current, planned, conditional).await {
-        Ok(Holding::Written) => {
-            release(bucket, held).await;
-            Ok(Ok(archived))
-        }
-        Ok(Holding::Again(why)) => {
-            release(bucket, held).await;
-            Ok(Err(Retry::Again(why)))
-        }
-        Ok(Holding::TimedOut(deadline)) => Err(WriteError::Other(anyhow::anyhow!(
-            "writing {MANIFEST_KEY} did not finish within {} ms, while the lease still held; it may still land. Check with `ferry show`, then run again (the lease lapses by itself)",
-            deadline.as_millis()
-        ))),
+    // The checks run during the settle time: they count only once the lease is confirmed
+    // ours, and then nobody else can have changed the bucket since our claim was written.
+    let (checked, taken) = tokio::join!(check(bucket, current, planned), claim.confirm(bucket));
+    let held = match taken? {
+        Taken::Held(held) => held,
+        Taken::Busy(busy) => return Ok(Err(Retry::Busy(busy))),
+    };
+    let why = match checked {
+        Ok(None) => match held.deadline() {
+            Some(deadline) => {
+                return write_holding(
+                    bucket,
+                    held,
+                    current,
+                    planned,
+                    conditional,
+                    deadline,
+                    archived,
+                )
+                .await;
+            }
+            None => format!(
+                "too little of the lease was left for the write (the checks took {} ms)",
+                held.age().as_millis()
+            ),
+        },
+        Ok(Some(why)) => why,
         Err(e) => {
             release(bucket, held).await;
-            Err(e)
+            return Err(e);
         }
-    }
+    };
+    release(bucket, held).await;
+    Ok(Err(Retry::Again(why)))
 }
 
-/// What happened under the lease.
-enum Holding {
-    Written,
-    Again(String),
-    /// The write did not answer within the deadline; the lease is kept until it lapses,
-    /// so nobody else writes while that request may still land.
-    TimedOut(Duration),
-}
-
-async fn write_holding(
+/// The checks before the write, made once our lease record is written: the closures the new
+/// manifest names are in the bucket ([`WriteError::Missing`] if not), and the live manifest
+/// is still the one read (`Some(why)` if not).
+async fn check(
     bucket: &impl Bucket,
-    held: &Held,
     current: Option<&Current>,
     planned: &Planned,
-    conditional: bool,
-) -> Result<Holding, WriteError> {
-    let missing = missing(bucket, planned).await?;
+) -> Result<Option<String>, WriteError> {
+    let (missing, now) = tokio::join!(missing(bucket, planned), bucket.get(MANIFEST_KEY, None));
+    let missing = missing?;
     if !missing.is_empty() {
         return Err(WriteError::Missing(missing));
     }
-    let now = bucket
-        .get(MANIFEST_KEY, None)
-        .await
-        .with_context(|| format!("reading {MANIFEST_KEY}"))?;
-    if !unchanged(current, &now) {
-        return Ok(Holding::Again(format!(
-            "{MANIFEST_KEY} was replaced since this command read it"
-        )));
-    }
-    let Some(deadline) = held.deadline() else {
-        return Ok(Holding::Again(format!(
-            "too little of the lease was left for the write (the checks took {} ms)",
-            held.age().as_millis()
-        )));
-    };
+    let now = now.with_context(|| format!("reading {MANIFEST_KEY}"))?;
+    Ok((!unchanged(current, &now))
+        .then(|| format!("{MANIFEST_KEY} was replaced since this command read it")))
+}
+
+/// Writes the manifest while `held`, within `deadline`, and gives the lease back (read beside
+/// the write: see [`give_back`]) unless the write did not answer in time; then the lease is
+/// kept until it lapses, so nobody else writes while that request may still land.
+async fn write_holding(
+    bucket: &impl Bucket,
+    held: Held,
+    current: Option<&Current>,
+    planned: &Planned,
+    conditional: bool,
+    deadline: Duration,
+    archived: Option<String>,
+) -> Result<Result<Option<String>, Retry>, WriteError> {
     let bytes = planned.bytes.clone();
     let write = async {
         match (conditional, current) {
@@ -292,22 +340,33 @@ async fn write_holding(
                     .put_if(MANIFEST_KEY, bytes, PutCondition::IfMatch(etag.clone()))
                     .await
             }
-            // No conditional writes (or no ETag): the lease and the byte check above decide.
+            // No conditional writes (or no ETag): the lease and the byte check decide.
             _ => bucket
                 .put(MANIFEST_KEY, bytes)
                 .await
                 .map(|()| PutOutcome::Written),
         }
     };
-    match tokio::time::timeout(deadline, write).await {
-        Err(_) => Ok(Holding::TimedOut(deadline)),
-        Ok(Err(e)) => Err(WriteError::Other(
+    let (written, record) =
+        tokio::join!(tokio::time::timeout(deadline, write), read_record(bucket));
+    let outcome = match written {
+        Err(_) => {
+            return Err(WriteError::Other(anyhow::anyhow!(
+                "writing {MANIFEST_KEY} did not finish within {} ms, while the lease still held; it may still land. Check with `ferry show`, then run again (the lease lapses by itself)",
+                deadline.as_millis()
+            )));
+        }
+        Ok(outcome) => outcome,
+    };
+    give_back(bucket, held, record).await;
+    match outcome {
+        Err(e) => Err(WriteError::Other(
             anyhow::Error::new(e).context(format!("writing {MANIFEST_KEY}")),
         )),
-        Ok(Ok(PutOutcome::PreconditionFailed)) => Ok(Holding::Again(format!(
+        Ok(PutOutcome::PreconditionFailed) => Ok(Err(Retry::Again(format!(
             "{MANIFEST_KEY} was replaced since this command read it"
-        ))),
-        Ok(Ok(PutOutcome::Written)) => Ok(Holding::Written),
+        )))),
+        Ok(PutOutcome::Written) => Ok(Ok(archived)),
     }
 }
 

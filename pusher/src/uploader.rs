@@ -19,8 +19,7 @@ use ferry_schema::{PublicKey, SecretKey};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
-use crate::cache_index::{IndexPlan, hash_of};
-use crate::cache_index_store;
+use crate::cache_index::{IndexPlan, Seen, hash_of};
 use crate::nar_stream::{CompressedNar, Compression, NarSource, dump_and_compress};
 use crate::narinfo_order::NarinfoOrder;
 use crate::narinfo_text::{CACHE_INFO, UploadedNar, render, signed_by};
@@ -77,24 +76,35 @@ enum Lookup {
     Untrusted,
 }
 
-/// Plans the upload of `closure`: which paths the bucket already has. The cache index is
-/// read first (one request): a path it lists counts as cached with no request of its own;
-/// only the others are looked up one by one. With `trusted` keys the index counts only
-/// when one of them signed it (otherwise it is ignored, with a warning in the plan), and a
-/// narinfo found by lookup counts only when one of them signed it for that path (a planted
-/// narinfo, or one signed by a key no longer in use, is uploaded again); without (a dry
-/// run, no key loaded) any index or narinfo counts. `force` uploads every path again (the
-/// index is read only for its epoch).
+/// The paths of `closure` that the cache `index` does not list (every path with `force`):
+/// the ones planning looks up, and at most what the upload sends.
+pub fn unlisted<'a>(
+    closure: &'a [PathInfo],
+    index: &'a Seen,
+    force: bool,
+) -> impl Iterator<Item = &'a PathInfo> + 'a {
+    closure
+        .iter()
+        .filter(move |i| force || !hash_of(&i.path).is_some_and(|h| index.hashes.contains(&h)))
+}
+
+/// Plans the upload of `closure`: which paths the bucket already has. `index` is the cache
+/// index as read (`cache_index_store::read`, with the same `trusted`): a path it lists
+/// counts as cached with no request of its own; only the others are looked up one by one.
+/// With `trusted` keys a narinfo found by lookup counts only when one of them signed it for
+/// that path (a planted narinfo, or one signed by a key no longer in use, is uploaded
+/// again); without (a dry run, no key loaded) any narinfo counts. `force` uploads every
+/// path again (the index counts only for its epoch).
 pub async fn plan_upload(
     bucket: &impl Bucket,
     closure: &[PathInfo],
+    index: Seen,
     trusted: Option<&[PublicKey]>,
     force: bool,
 ) -> Result<UploadPlan> {
-    let index = cache_index_store::read(bucket, trusted).await?.seen;
     let listed =
         |info: &PathInfo| !force && hash_of(&info.path).is_some_and(|h| index.hashes.contains(&h));
-    let found: Vec<(String, Lookup)> = stream::iter(closure.iter().filter(|i| !listed(i)))
+    let found: Vec<(String, Lookup)> = stream::iter(unlisted(closure, &index, force))
         .map(|info| async move {
             let key = key_of(&info.path)?;
             let lookup = if force {
@@ -336,4 +346,44 @@ async fn upload_all<'a>(
         bail!("some narinfos were never written (a bug in the upload order)");
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(hash: char, nar_size: u64) -> PathInfo {
+        PathInfo {
+            path: format!("/nix/store/{}-p", hash.to_string().repeat(32)),
+            nar_hash: "sha256:0".into(),
+            nar_size,
+            references: Vec::new(),
+            deriver: None,
+            ca: None,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// What a push may upload is bounded by what the index does not list: the early lease
+    /// claim is sized from it.
+    #[test]
+    fn unlisted_is_what_the_index_does_not_list_or_everything_when_forced() {
+        let closure = vec![info('a', 10), info('b', 20), info('c', 40)];
+        let index = Seen {
+            hashes: ["a".repeat(32), "c".repeat(32)].into(),
+            ..Seen::default()
+        };
+        let sizes = |force| {
+            unlisted(&closure, &index, force)
+                .map(|i| i.nar_size)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(false), vec![20]);
+        assert_eq!(sizes(true), vec![10, 20, 40]);
+        assert_eq!(
+            unlisted(&closure, &Seen::default(), false).count(),
+            3,
+            "no index lists nothing"
+        );
+    }
 }

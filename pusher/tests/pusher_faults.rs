@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use ferry_bucket::fault::{At, Fault, FaultyBucket, Gate, Op, Rule};
 use ferry_bucket::{Bucket, S3Bucket};
+use ferry_schema::{Manifest, sign_manifest};
 use ferry_tests::{Bed, BedOptions};
 use serde_json::json;
 use support::inproc::{
@@ -458,4 +459,74 @@ async fn a_push_whose_reused_path_gc_deleted_meanwhile_uploads_it_again() {
     let now = live(&plain).await;
     assert_eq!(service_state(&now, "web").0, s.web[0]);
     assert_closure_present(&plain, &s.web[0]).await;
+}
+
+/// Issue 19: a push checks the live manifest and the closure while its lease record
+/// settles, and only the read-back after the settle says whether those checks count. Here
+/// another writer's record replaces A's during the settle, and that writer changes `api`
+/// (after A's check read the manifest) and gives the lease back. A's read-back finds the
+/// lease not its own, so A must not write what it checked: it tries again on the new
+/// manifest, and both changes are live.
+#[tokio::test]
+async fn checks_made_while_the_lease_settles_count_only_if_it_stays_ours() {
+    let s = Setup::new();
+    let key = secret_key(&s.key_file);
+    let options = short_lease();
+    let plain = s.bucket();
+    let a_bucket = s.faulty();
+    let (checked, settled) = (Gate::new(), Gate::new());
+    // A's second read of manifest.json (the first is the push's own read) is its check
+    // under the lease; its first plain read of the lease is the read-back after the settle.
+    a_bucket.rule(
+        Rule::on(
+            Op::Get,
+            "manifest.json",
+            Fault::Hold(At::After, checked.clone()),
+        )
+        .skip(1)
+        .times(1),
+    );
+    a_bucket.rule(
+        Rule::on(
+            Op::Get,
+            "manifest.lease",
+            Fault::Hold(At::Before, settled.clone()),
+        )
+        .times(1),
+    );
+    let a_args = push_args("web", &s.web[1], "web-a");
+    let a = push(&a_bucket, &a_args, &key, &options);
+    let other = async {
+        checked.reached().await;
+        checked.open();
+        settled.reached().await;
+        // The other writer's record replaced A's; it writes `api` and gives the lease back.
+        plain
+            .put("manifest.lease", their_lease().into_bytes())
+            .await
+            .unwrap();
+        let mut m: Manifest = serde_json::from_value(live(&plain).await).unwrap();
+        let api = m.services.iter_mut().find(|s| s.name == "api").unwrap();
+        api.artifact.store_path.clone_from(&s.api[1]);
+        api.revision = Some("api-b".to_owned());
+        sign_manifest(&mut m, &key).unwrap();
+        plain
+            .put("manifest.json", serde_json::to_vec(&m).unwrap())
+            .await
+            .unwrap();
+        plain.delete("manifest.lease").await.unwrap();
+        settled.open();
+    };
+    let (a, ()) = tokio::join!(a, other);
+    assert!(a.is_ok(), "{a:?}");
+    let now = live(&plain).await;
+    assert_eq!(
+        service_state(&now, "api"),
+        (s.api[1].clone(), "api-b".to_owned()),
+        "A wrote over the change another writer made while A's lease was settling: a lost update"
+    );
+    assert_eq!(
+        service_state(&now, "web"),
+        (s.web[1].clone(), "web-a".to_owned())
+    );
 }

@@ -14,15 +14,18 @@ use ferry_schema::{Manifest, SecretKey, sign_manifest, validate_manifest};
 
 use crate::cache_index_store::{Signer, record_upload_or_warn};
 use crate::cli::EXIT_FAILED;
-use crate::command::upload::{CompressionArg, prepare, print_report};
+use crate::command::upload::{
+    CompressionArg, Resolved, plan_resolved, prepare, print_report, resolve_closure,
+};
 use crate::command::writing::Writing;
 use crate::fleet_wait::WaitArgs;
-use crate::live_manifest::{parse, read_live, to_bytes};
+use crate::lease_holder::{Claimed, claim};
+use crate::live_manifest::{Live, parse, read_live, to_bytes};
 use crate::manifest_edit::{
     EditError, find_service, next_generation, reapply_push, reapply_system, service_changes,
 };
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
-use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest};
+use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest_claimed};
 use crate::resolve::resolve_system;
 use crate::revision::git_head;
 use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
@@ -30,6 +33,12 @@ use crate::uploader::{UploadOptions, execute};
 
 /// How often a push uploads again what `ferry gc` deleted while it was under way.
 const REUPLOADS: u32 = 2;
+
+/// The most NAR bytes a push may have left to upload (the closure's paths the cache index
+/// does not list) for it to claim the manifest lease while it uploads: seconds on a slow
+/// link, well inside the lease's TTL, so it holds other writers up hardly longer than its
+/// write would. A larger upload claims the lease after it.
+const CLAIM_WHILE_UPLOADING: u64 = 16 * 1024 * 1024;
 
 /// Deploy a new version of one service (or, with `--system`, a whole NixOS host): upload its
 /// closure, then update the live manifest.
@@ -222,6 +231,76 @@ pub async fn run(args: &Args) -> Result<ExitCode> {
     w.follow(code).await
 }
 
+/// What a push knows once its closure is resolved.
+struct Started {
+    live: Live,
+    base: Base,
+    trusted: Option<Trusted>,
+    /// With `--force` on a manifest no trusted key signed: the newest one a trusted key did
+    /// (its key and itself).
+    reference: Option<(String, Manifest)>,
+    /// The installable (for a system, the toplevel it was built to).
+    installable: String,
+    resolved: Resolved,
+}
+
+/// Reads the live manifest, checks the pushed part and the manifest's signature, and
+/// resolves the closure; `Err(code)` when the push stops here (untrusted manifest).
+async fn start(
+    args: &Args,
+    pushed: &Pushed,
+    bucket: &impl Bucket,
+    url: &str,
+    key: Option<&SecretKey>,
+    config: &ConfigFile,
+) -> Result<Result<Started, ExitCode>> {
+    let Some(live) = read_live(bucket).await? else {
+        bail!(
+            "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
+            pushed.target()
+        );
+    };
+    // Check the service before building or uploading anything.
+    let base = Base::of(pushed, &live.manifest)?;
+    let trusted = key.map(|k| Trusted::new(k, config)).transpose()?;
+    let mut reference = None;
+    if let Some(t) = &trusted
+        && let Err(why) = t.check(&live.manifest)
+    {
+        if !args.force {
+            eprintln!("not pushed: {}", refusal(MANIFEST_KEY, &why));
+            return Ok(Err(ExitCode::from(EXIT_FAILED)));
+        }
+        reference = newest_trusted(bucket, t, MANIFEST_KEY).await?;
+    }
+    // A system is built and checked here (a configuration file needs `<nixpkgs/nixos>`);
+    // then its store path is resolved like any other.
+    let installable = match pushed {
+        Pushed::Service { installable, .. } => installable.clone(),
+        Pushed::System { target, .. } => {
+            let target = target.clone();
+            tokio::task::spawn_blocking(move || resolve_system(&target))
+                .await
+                .context("the nix thread failed")??
+        }
+    };
+    let resolved = resolve_closure(
+        std::slice::from_ref(&installable),
+        bucket,
+        trusted.as_ref().map(Trusted::keys),
+    )
+    .await
+    .with_context(|| format!("preparing the upload to {url}"))?;
+    Ok(Ok(Started {
+        live,
+        base,
+        trusted,
+        reference,
+        installable,
+        resolved,
+    }))
+}
+
 /// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.
 pub async fn run_with(
     args: &Args,
@@ -232,80 +311,49 @@ pub async fn run_with(
     options: &WriteOptions,
 ) -> Result<ExitCode> {
     let pushed = args.pushed()?;
-    let Some(live) = read_live(bucket).await? else {
-        bail!(
-            "{url} has no {MANIFEST_KEY}; upload the closure with `ferry upload {}` and create the manifest with `ferry publish MANIFEST`",
-            pushed.target()
-        );
+    let purpose = match &pushed {
+        Pushed::Service { name, .. } => format!("ferry push {name}"),
+        Pushed::System { host, .. } => format!("ferry push --system {host}"),
     };
-    // Check the service before building or uploading anything.
-    let base = Base::of(&pushed, &live.manifest)?;
-    let trusted = key.as_ref().map(|k| Trusted::new(k, config)).transpose()?;
-    let mut reference = None;
-    if let Some(t) = &trusted
-        && let Err(why) = t.check(&live.manifest)
-    {
-        if !args.force {
-            eprintln!("not pushed: {}", refusal(MANIFEST_KEY, &why));
-            return Ok(ExitCode::from(EXIT_FAILED));
+    // Whether the bucket honours conditional writes (a few requests, asked once per run) is
+    // needed to take the lease: asked while the closure is resolved, so its round trips are
+    // not added to a push's wall time over a slow link. Not in a dry run, which writes
+    // nothing (the probe writes an object).
+    let writes = key.is_some();
+    let probe = async {
+        if writes {
+            Some(bucket.conditional_writes().await)
+        } else {
+            None
         }
-        reference = newest_trusted(bucket, t, MANIFEST_KEY).await?;
-    }
+    };
+    let (started, conditional) = tokio::join!(
+        start(args, &pushed, bucket, url, key.as_ref(), config),
+        probe
+    );
+    let Started {
+        live,
+        base,
+        trusted,
+        reference,
+        installable,
+        resolved,
+    } = match started? {
+        Ok(started) => started,
+        Err(code) => return Ok(code),
+    };
     let trusted_keys = trusted.as_ref().map(Trusted::keys);
 
-    // A system is built and checked here (a configuration file needs `<nixpkgs/nixos>`);
-    // `prepare` then takes its store path like any other.
-    let installable = match &pushed {
-        Pushed::Service { installable, .. } => installable.clone(),
-        Pushed::System { target, .. } => {
-            let target = target.clone();
-            tokio::task::spawn_blocking(move || resolve_system(&target))
+    // A small upload (the usual incremental push) claims the manifest lease while it looks
+    // up and uploads its paths, so the lease's settle time passes meanwhile instead of after.
+    let small = resolved.unlisted_bytes(false) <= CLAIM_WHILE_UPLOADING;
+    let claiming = async {
+        match conditional {
+            Some(Ok(conditional)) if small => claim(bucket, &purpose, options.lease, conditional)
                 .await
-                .context("the nix thread failed")??
+                .ok(),
+            _ => None,
         }
-    };
-    let (tops, closure_len, plan) = prepare(
-        std::slice::from_ref(&installable),
-        bucket,
-        trusted_keys,
-        false,
-    )
-    .await
-    .with_context(|| format!("preparing the upload to {url}"))?;
-    let top = tops.first().context("no store path resolved")?.clone();
-    let revision = args.revision.clone().or_else(git_head);
-    let mut manifest = base.apply(&live.manifest, &top, revision.clone())?;
-    manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
-    let problems: Vec<String> = validate_manifest(&manifest)
-        .iter()
-        .filter(|p| p.is_error())
-        .map(ToString::to_string)
-        .collect();
-    if !problems.is_empty() {
-        bail!(
-            "the updated manifest would be invalid:\n{}",
-            problems.join("\n")
-        );
-    }
-
-    let (Some(key), Some(trusted)) = (key, trusted) else {
-        println!(
-            "{closure_len} paths in the closure of {top}: {} cached, {} to upload",
-            plan.cached.len(),
-            plan.missing().count()
-        );
-        for info in plan.missing() {
-            println!("  upload {} ({} bytes)", info.path, info.nar_size);
-        }
-        println!(
-            "manifest generation {} -> {}",
-            live.manifest.generation, manifest.generation
-        );
-        for line in &service_changes(Some(&live.manifest), &manifest) {
-            println!("  {line}");
-        }
-        eprintln!("dry run: nothing written to {url}");
-        return Ok(ExitCode::SUCCESS);
     };
     let upload_options = UploadOptions {
         compression: args
@@ -313,14 +361,63 @@ pub async fn run_with(
             .with_zstd_level(args.zstd_level.or(config.zstd_level)),
         verbose: !args.quiet,
     };
-    // Whether the bucket honours conditional writes (a few requests, asked once per run) is
-    // needed by the index update and the manifest write: asked while the upload runs, so its
-    // round trips are not added to a push's wall time over a slow link.
-    let (report, _) = tokio::join!(
-        execute(bucket, &plan, &key, &upload_options),
-        bucket.conditional_writes()
-    );
-    let mut report = report?;
+    let uploading = async {
+        let (tops, closure_len, plan) = plan_resolved(resolved, bucket, trusted_keys, false)
+            .await
+            .with_context(|| format!("preparing the upload to {url}"))?;
+        let top = tops.first().context("no store path resolved")?.clone();
+        let revision = args.revision.clone().or_else(git_head);
+        let mut manifest = base.apply(&live.manifest, &top, revision.clone())?;
+        manifest.generation = next_generation(Some(&live.manifest.generation), Utc::now())?;
+        let problems: Vec<String> = validate_manifest(&manifest)
+            .iter()
+            .filter(|p| p.is_error())
+            .map(ToString::to_string)
+            .collect();
+        if !problems.is_empty() {
+            bail!(
+                "the updated manifest would be invalid:\n{}",
+                problems.join("\n")
+            );
+        }
+        let Some(key) = &key else {
+            println!(
+                "{closure_len} paths in the closure of {top}: {} cached, {} to upload",
+                plan.cached.len(),
+                plan.missing().count()
+            );
+            for info in plan.missing() {
+                println!("  upload {} ({} bytes)", info.path, info.nar_size);
+            }
+            println!(
+                "manifest generation {} -> {}",
+                live.manifest.generation, manifest.generation
+            );
+            for line in &service_changes(Some(&live.manifest), &manifest) {
+                println!("  {line}");
+            }
+            eprintln!("dry run: nothing written to {url}");
+            return Ok(None);
+        };
+        let report = execute(bucket, &plan, key, &upload_options).await?;
+        Ok(Some((top, revision, plan, report)))
+    };
+    let (claimed, uploaded) = tokio::join!(claiming, uploading);
+    let uploaded = match uploaded {
+        Ok(uploaded) => uploaded,
+        Err(e) => {
+            if let Some(Claimed::Written(claim)) = claimed {
+                claim.abandon(bucket).await;
+            }
+            return Err(e);
+        }
+    };
+    let (Some((top, revision, plan, mut report)), Some(key), Some(trusted)) =
+        (uploaded, key, trusted)
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut early = claimed;
     let signer = Signer {
         key: &key,
         trusted: trusted.keys(),
@@ -329,10 +426,6 @@ pub async fn run_with(
         print_report(&report, bucket.requests());
     }
 
-    let purpose = match &pushed {
-        Pushed::Service { name, .. } => format!("ferry push {name}"),
-        Pushed::System { host, .. } => format!("ferry push --system {host}"),
-    };
     // The cache index is an optimisation for the next push, independent of the manifest:
     // it is updated while the manifest is written rather than before.
     let index = record_upload_or_warn(bucket, &plan, signer);
@@ -341,11 +434,12 @@ pub async fn run_with(
         loop {
             let mut changes = Vec::new();
             let mut generation = String::new();
-            let result = write_manifest(
+            let result = write_manifest_claimed(
             bucket,
             Some(live.current()),
             &purpose,
             options,
+            early.take(),
             |current| {
                 let current = current.ok_or_else(|| {
                     WriteError::Conflict(format!("{MANIFEST_KEY} was deleted meanwhile"))

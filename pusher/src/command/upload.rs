@@ -7,13 +7,15 @@ use anyhow::{Context, Result};
 use ferry_bucket::Bucket;
 use ferry_schema::{PublicKey, SecretKey};
 
+use crate::cache_index::Seen;
 use crate::cache_index_store::{self, Signer, record_upload_or_warn};
 use crate::manifest_trust::Trusted;
 use crate::nar_stream::Compression;
 use crate::resolve::{closure, resolve};
 use crate::settings::{BucketArgs, KeyArgs, load_config, load_key, open_bucket};
 use crate::upload_plan::UploadPlan;
-use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload};
+use crate::uploader::{UploadOptions, UploadReport, execute, plan_upload, unlisted};
+use ferry_schema::path_info::PathInfo;
 
 /// Upload the closures of store paths or installables to the bucket's binary cache.
 ///
@@ -75,26 +77,65 @@ impl CompressionArg {
     }
 }
 
-/// Resolves `installables` and plans the upload of their closures (see [`plan_upload`]
-/// for `trusted` and `force`).
-pub async fn prepare(
+/// Resolved installables: their store paths, their closure and the cache index read
+/// beside them.
+pub struct Resolved {
+    /// The top-level store paths, one per installable.
+    pub tops: Vec<String>,
+    /// Their closure, as Nix describes it.
+    pub closure: Vec<PathInfo>,
+    /// The cache index as read.
+    pub index: Seen,
+}
+
+impl Resolved {
+    /// The NAR bytes of the paths the index does not list: at most what the upload sends.
+    pub fn unlisted_bytes(&self, force: bool) -> u64 {
+        unlisted(&self.closure, &self.index, force)
+            .map(|i| i.nar_size)
+            .sum()
+    }
+}
+
+/// Resolves `installables` (building them if need be) and their closure, while the cache
+/// index is read (with `trusted`, see [`cache_index_store::read`]).
+pub async fn resolve_closure(
     installables: &[String],
     bucket: &impl Bucket,
     trusted: Option<&[PublicKey]>,
-    force: bool,
-) -> Result<(Vec<String>, usize, UploadPlan)> {
+) -> Result<Resolved> {
     let owned = installables.to_vec();
-    let (tops, infos) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let nix = tokio::task::spawn_blocking(move || -> Result<_> {
         let tops = owned
             .iter()
             .map(|i| resolve(i))
             .collect::<Result<Vec<_>>>()?;
         let infos = closure(&tops)?;
         Ok((tops, infos))
+    });
+    let (nix, index) = tokio::join!(nix, cache_index_store::read(bucket, trusted));
+    let (tops, closure) = nix.context("the nix thread failed")??;
+    Ok(Resolved {
+        tops,
+        closure,
+        index: index?.seen,
     })
-    .await
-    .context("the nix thread failed")??;
-    let plan = plan_upload(bucket, &infos, trusted, force).await?;
+}
+
+/// Plans the upload of a resolved closure (see [`plan_upload`] for `trusted` and `force`),
+/// printing what the plan warns of; returns the top-level paths and the closure's size.
+pub async fn plan_resolved(
+    resolved: Resolved,
+    bucket: &impl Bucket,
+    trusted: Option<&[PublicKey]>,
+    force: bool,
+) -> Result<(Vec<String>, usize, UploadPlan)> {
+    let Resolved {
+        tops,
+        closure,
+        index,
+    } = resolved;
+    let plan = plan_upload(bucket, &closure, index, trusted, force).await?;
     if let Some(why) = &plan.index.warning {
         eprintln!("{}", cache_index_store::warning(why));
     }
@@ -107,7 +148,19 @@ pub async fn prepare(
             eprintln!("  {path}");
         }
     }
-    Ok((tops, infos.len(), plan))
+    Ok((tops, closure.len(), plan))
+}
+
+/// Resolves `installables` and plans the upload of their closures ([`resolve_closure`],
+/// then [`plan_resolved`]).
+pub async fn prepare(
+    installables: &[String],
+    bucket: &impl Bucket,
+    trusted: Option<&[PublicKey]>,
+    force: bool,
+) -> Result<(Vec<String>, usize, UploadPlan)> {
+    let resolved = resolve_closure(installables, bucket, trusted).await?;
+    plan_resolved(resolved, bucket, trusted, force).await
 }
 
 /// Resolves `installables`, then uploads what their closures lack.
