@@ -8,6 +8,13 @@
 //! `If-Match`), which the store makes atomic; elsewhere (Garage) we wait a settle time
 //! and read it back. Then do the work and delete the lease, if it is still ours.
 //!
+//! Reads made after our record is written may run during the settle time (a writer's checks
+//! of the manifest and the cache do): every other writer changes the bucket only while it
+//! holds a confirmed lease, and a read-back that finds our record after the settle means
+//! no other writer confirmed one since our record was written (by the argument below, under
+//! the same bounded delays), so those reads still stand. When the read-back finds another
+//! record, they are thrown away with the attempt.
+//!
 //! Age is judged by the store's clock: the `Date` of the answer minus the lease object's
 //! `Last-Modified` ([`ferry_bucket::Bucket::get_timed`]), against the TTL the holder wrote
 //! (its `expires - acquired`, a difference on one clock). So writers whose clocks disagree
