@@ -1,8 +1,9 @@
 //! Taking and giving back `manifest.lease` on a bucket, for the manifest writers
 //! (`manifest_write.rs`) and `ferry gc`'s delete batches. The rules live in `lease.rs`;
-//! this module does the requests. On a store with conditional writes the lease is created
-//! atomically (`If-None-Match: *`, or `If-Match` on the stale lease it replaces); on one
-//! without (Garage) it is written, left to settle and read back.
+//! this module does the requests. A lease is claimed (read, then our record written with
+//! `If-None-Match: *`, or `If-Match` on the stale lease it replaces) and confirmed: on a
+//! store that honours the condition the claim is ours at once; on one that ignores it
+//! (Garage) it is left to settle and read back.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -112,9 +113,12 @@ pub struct Claim {
     held: Held,
     /// From sending the first read to the write completing.
     took: Duration,
-    /// When the settle time ends, and its length; `None` when the store made the write
-    /// atomic (the lease is ours already).
-    settle: Option<(Instant, Duration)>,
+    /// When the write completed.
+    written: Instant,
+    /// Whether the write carried its condition (`If-None-Match: *` or `If-Match`): on a store
+    /// that honours conditions the claim is then ours already.
+    conditioned: bool,
+    settle: Duration,
 }
 
 /// The outcome of [`claim`].
@@ -135,15 +139,11 @@ fn same_moment() -> Busy {
     }
 }
 
-/// Reads the lease and, if it is free (or stale), writes our record for `purpose`.
-/// `conditional` says whether the store honours conditional writes (then the write is
-/// atomic and needs no settle time).
-pub async fn claim(
-    bucket: &impl Bucket,
-    purpose: &str,
-    timings: LeaseTimings,
-    conditional: bool,
-) -> Result<Claimed> {
+/// Reads the lease and, if it is free (or stale), writes our record for `purpose`. The write
+/// carries the condition that makes it atomic where the store honours conditional writes;
+/// whether it does (the bucket's probe) is asked only by [`Claim::confirm`], so a claim
+/// need not wait for the probe. A store that refuses the condition gets a plain write.
+pub async fn claim(bucket: &impl Bucket, purpose: &str, timings: LeaseTimings) -> Result<Claimed> {
     let me = me();
     let started = Instant::now();
     let found = bucket
@@ -183,44 +183,48 @@ pub async fn claim(
         sent: Instant::now(),
         ttl: timings.ttl,
     };
-    if conditional {
-        let condition = match found.and_then(|t| t.etag) {
-            Some(etag) => PutCondition::IfMatch(etag),
-            None => PutCondition::IfAbsent,
-        };
-        let outcome = bucket
-            .put_if(LEASE_KEY, record, condition)
-            .await
-            .with_context(|| format!("writing {LEASE_KEY}"))?;
-        return Ok(match outcome {
-            PutOutcome::Written => Claimed::Written(Claim {
-                held,
-                took: started.elapsed(),
-                settle: None,
-            }),
-            PutOutcome::PreconditionFailed => Claimed::Busy(same_moment()),
-        });
-    }
-    bucket
-        .put(LEASE_KEY, record)
-        .await
-        .with_context(|| format!("writing {LEASE_KEY}"))?;
-    let took = started.elapsed();
+    let condition = match found.and_then(|t| t.etag) {
+        Some(etag) => PutCondition::IfMatch(etag),
+        None => PutCondition::IfAbsent,
+    };
+    let conditioned = match bucket.put_if(LEASE_KEY, record.clone(), condition).await {
+        Ok(PutOutcome::Written) => true,
+        Ok(PutOutcome::PreconditionFailed) => return Ok(Claimed::Busy(same_moment())),
+        Err(_) => {
+            bucket
+                .put(LEASE_KEY, record)
+                .await
+                .with_context(|| format!("writing {LEASE_KEY}"))?;
+            false
+        }
+    };
     Ok(Claimed::Written(Claim {
         held,
-        took,
-        settle: Some((Instant::now() + timings.settle, timings.settle)),
+        took: started.elapsed(),
+        written: Instant::now(),
+        conditioned,
+        settle: timings.settle,
     }))
 }
 
 impl Claim {
-    /// Waits out the settle time and reads the lease back: [`Taken::Held`] when it is still
-    /// ours and our read-to-write was quick enough to trust (`lease.rs`, [`confirm`]).
+    /// Makes sure the claim is ours: at once where the store honours the condition the
+    /// write carried; elsewhere it waits out the settle time and reads the lease back —
+    /// [`Taken::Held`] when it is still ours and our read-to-write was quick enough to trust
+    /// (`lease.rs`, [`confirm`]).
     pub async fn confirm(self, bucket: &impl Bucket) -> Result<Taken> {
-        let Some((until, settle)) = self.settle else {
-            return Ok(Taken::Held(self.held));
+        let atomic = match bucket.conditional_writes().await {
+            Ok(conditional) => conditional && self.conditioned,
+            Err(e) => {
+                release(bucket, self.held).await;
+                return Err(anyhow::Error::new(e)
+                    .context("checking whether the bucket honours conditional writes"));
+            }
         };
-        tokio::time::sleep_until(until.into()).await;
+        if atomic {
+            return Ok(Taken::Held(self.held));
+        }
+        tokio::time::sleep_until((self.written + self.settle).into()).await;
         let record = match read_record(bucket).await {
             Ok(record) => record,
             Err(e) => {
@@ -228,7 +232,7 @@ impl Claim {
                 return Err(e);
             }
         };
-        match confirm(record.as_deref(), &self.held.me, self.took, settle) {
+        match confirm(record.as_deref(), &self.held.me, self.took, self.settle) {
             Confirm::Held => Ok(Taken::Held(self.held)),
             Confirm::Lost(other) => Ok(Taken::Busy(other.map_or_else(same_moment, |o| Busy {
                 holder: o.holder,
@@ -249,21 +253,17 @@ impl Claim {
         }
     }
 
-    /// Gives back a claim that will not be used (the command failed before its write): the
-    /// record is deleted only if it is still ours.
+    /// Gives back a claim that will not be used (the command failed before its write, or
+    /// claimed early for an upload that turned out large): the record is deleted only if it
+    /// is still ours.
     pub async fn abandon(self, bucket: &impl Bucket) {
         release(bucket, self.held).await;
     }
 }
 
 /// Tries once to take the lease for `purpose`: [`claim`], then [`Claim::confirm`].
-pub async fn take(
-    bucket: &impl Bucket,
-    purpose: &str,
-    timings: LeaseTimings,
-    conditional: bool,
-) -> Result<Taken> {
-    match claim(bucket, purpose, timings, conditional).await? {
+pub async fn take(bucket: &impl Bucket, purpose: &str, timings: LeaseTimings) -> Result<Taken> {
+    match claim(bucket, purpose, timings).await? {
         Claimed::Written(claim) => claim.confirm(bucket).await,
         Claimed::Busy(busy) => Ok(Taken::Busy(busy)),
     }
@@ -318,13 +318,12 @@ pub async fn take_waiting(
     purpose: &str,
     timings: LeaseTimings,
     retry: &RetryPolicy,
-    conditional: bool,
 ) -> Result<std::result::Result<Held, Busy>> {
     let started = Instant::now();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let busy = match take(bucket, purpose, timings, conditional).await? {
+        let busy = match take(bucket, purpose, timings).await? {
             Taken::Held(held) => return Ok(Ok(held)),
             Taken::Busy(busy) => busy,
         };

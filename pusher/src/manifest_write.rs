@@ -238,7 +238,7 @@ async fn attempt_write(
     let claiming = async {
         match early {
             Some(claimed) => Ok(claimed),
-            None => claim(bucket, purpose, options.lease, conditional).await,
+            None => claim(bucket, purpose, options.lease).await,
         }
     };
     let (archived, claimed) = tokio::join!(archive, claiming);

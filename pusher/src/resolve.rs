@@ -10,6 +10,17 @@ use ferry_schema::names::STORE_DIR;
 use crate::nix_cli::{build_command, built_path, path_info_command, run, system_build_command};
 use ferry_schema::path_info::{self, PathInfo};
 
+/// Whether resolving `arg` builds nothing: it is a store path or a symlink into the store
+/// (`./result`), not a `.nix` file or an installable.
+pub fn is_built(arg: &str) -> bool {
+    !arg.ends_with(".nix")
+        && (arg.starts_with(STORE_DIR)
+            || std::fs::canonicalize(arg)
+                .ok()
+                .and_then(|t| t.to_str().map(|t| t.starts_with(STORE_DIR)))
+                .unwrap_or(false))
+}
+
 /// The top-level store path of a store path, a symlink into the store, or an installable.
 pub fn resolve(arg: &str) -> Result<String> {
     if arg.starts_with(STORE_DIR) {

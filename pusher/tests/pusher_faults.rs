@@ -436,7 +436,9 @@ async fn a_push_whose_reused_path_gc_deleted_meanwhile_uploads_it_again() {
     let plain = s.bucket();
     let push_bucket = s.faulty();
     let gate = Gate::new();
-    // The push holds before its manifest write begins (the conditional-write probe).
+    // The push holds at the conditional-write probe, which it asks at its start, beside
+    // reading the live manifest and the cache index (and claiming the lease, which gc then
+    // waits out): the push plans from what it read before gc deleted.
     push_bucket.rule(Rule::on(Op::Probe, "", Fault::Hold(At::Before, gate.clone())).times(1));
     let (gc_args, push_args) = (gc_args(0), push_args("web", &s.web[0], "back-to-v1"));
     let p = push(&push_bucket, &push_args, &key, &options);

@@ -301,21 +301,9 @@ async fn delete_batches(
     options: &WriteOptions,
     pruning: &mut Pruning<'_>,
 ) -> Result<Result<usize, String>> {
-    let conditional = bucket
-        .conditional_writes()
-        .await
-        .context("checking whether the bucket honours conditional writes")?;
     let mut deleted = 0;
     for batch in all {
-        let held = match take_waiting(
-            bucket,
-            "ferry gc",
-            options.lease,
-            &options.retry,
-            conditional,
-        )
-        .await?
-        {
+        let held = match take_waiting(bucket, "ferry gc", options.lease, &options.retry).await? {
             Ok(held) => held,
             Err(busy) => {
                 return Ok(Err(format!(

@@ -26,7 +26,7 @@ use crate::manifest_edit::{
 };
 use crate::manifest_trust::{Trusted, forced_diff, newest_trusted, refusal};
 use crate::manifest_write::{Planned, WriteError, WriteOptions, write_manifest_claimed};
-use crate::resolve::resolve_system;
+use crate::resolve::{is_built, resolve_system};
 use crate::revision::git_head;
 use crate::settings::{BucketArgs, ConfigFile, KeyArgs};
 use crate::uploader::{UploadOptions, execute};
@@ -301,6 +301,13 @@ async fn start(
     }))
 }
 
+/// Gives back a lease claimed for a push that stops before its write.
+async fn give_back(bucket: &impl Bucket, claimed: Option<Claimed>) {
+    if let Some(Claimed::Written(claim)) = claimed {
+        claim.abandon(bucket).await;
+    }
+}
+
 /// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.
 pub async fn run_with(
     args: &Args,
@@ -315,11 +322,11 @@ pub async fn run_with(
         Pushed::Service { name, .. } => format!("ferry push {name}"),
         Pushed::System { host, .. } => format!("ferry push --system {host}"),
     };
-    // Whether the bucket honours conditional writes (a few requests, asked once per run) is
-    // needed to take the lease: asked while the closure is resolved, so its round trips are
-    // not added to a push's wall time over a slow link. Not in a dry run, which writes
-    // nothing (the probe writes an object).
     let writes = key.is_some();
+    // Whether the bucket honours conditional writes (a few requests, asked once per run) is
+    // needed to confirm the lease and for the manifest write: asked at once, beside the
+    // rest, so its round trips are not added to a push's wall time over a slow link. Not in
+    // a dry run, which writes nothing (the probe writes an object).
     let probe = async {
         if writes {
             Some(bucket.conditional_writes().await)
@@ -327,10 +334,32 @@ pub async fn run_with(
             None
         }
     };
-    let (started, conditional) = tokio::join!(
+    // A push of something already built (a store path, `./result`) claims the manifest lease
+    // at once, so the lease's settle time passes while the closure is read, looked up and
+    // uploaded instead of after; it gives the claim back if the upload turns out large.
+    let claim_now = async {
+        if writes && is_built(pushed.target()) {
+            claim(bucket, &purpose, options.lease).await.ok()
+        } else {
+            None
+        }
+    };
+    let (started, claimed, _) = tokio::join!(
         start(args, &pushed, bucket, url, key.as_ref(), config),
+        claim_now,
         probe
     );
+    let started = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(code)) => {
+            give_back(bucket, claimed).await;
+            return Ok(code);
+        }
+        Err(e) => {
+            give_back(bucket, claimed).await;
+            return Err(e);
+        }
+    };
     let Started {
         live,
         base,
@@ -338,21 +367,22 @@ pub async fn run_with(
         reference,
         installable,
         resolved,
-    } = match started? {
-        Ok(started) => started,
-        Err(code) => return Ok(code),
-    };
+    } = started;
     let trusted_keys = trusted.as_ref().map(Trusted::keys);
 
-    // A small upload (the usual incremental push) claims the manifest lease while it looks
-    // up and uploads its paths, so the lease's settle time passes meanwhile instead of after.
+    // A small upload (the usual incremental push) holds the lease while it looks up and
+    // uploads its paths (claimed above, or now after a build); a larger one claims it after
+    // the upload, so that it never holds other writers up for long.
     let small = resolved.unlisted_bytes(false) <= CLAIM_WHILE_UPLOADING;
     let claiming = async {
-        match conditional {
-            Some(Ok(conditional)) if small => claim(bucket, &purpose, options.lease, conditional)
-                .await
-                .ok(),
-            _ => None,
+        match claimed {
+            Some(Claimed::Written(claim)) if !small => {
+                claim.abandon(bucket).await;
+                None
+            }
+            Some(claimed) => Some(claimed),
+            None if writes && small => claim(bucket, &purpose, options.lease).await.ok(),
+            None => None,
         }
     };
     let upload_options = UploadOptions {
@@ -406,9 +436,7 @@ pub async fn run_with(
     let uploaded = match uploaded {
         Ok(uploaded) => uploaded,
         Err(e) => {
-            if let Some(Claimed::Written(claim)) = claimed {
-                claim.abandon(bucket).await;
-            }
+            give_back(bucket, claimed).await;
             return Err(e);
         }
     };
