@@ -261,6 +261,14 @@ impl Claim {
     }
 }
 
+/// Gives back a claim made for a write that will not happen (nothing to do for a claim that
+/// found the lease busy, or none).
+pub async fn abandon(bucket: &impl Bucket, claimed: Option<Claimed>) {
+    if let Some(Claimed::Written(claim)) = claimed {
+        claim.abandon(bucket).await;
+    }
+}
+
 /// Tries once to take the lease for `purpose`: [`claim`], then [`Claim::confirm`].
 pub async fn take(bucket: &impl Bucket, purpose: &str, timings: LeaseTimings) -> Result<Taken> {
     match claim(bucket, purpose, timings).await? {

@@ -24,7 +24,9 @@ use rand::Rng;
 use thiserror::Error;
 
 use crate::lease::LeaseTimings;
-use crate::lease_holder::{Busy, Claimed, Held, Taken, claim, give_back, read_record, release};
+use crate::lease_holder::{
+    Busy, Claimed, Held, Taken, abandon, claim, give_back, read_record, release,
+};
 use crate::live_manifest::archive_current;
 pub use crate::retry::RetryPolicy;
 
@@ -163,9 +165,7 @@ where
     let (conditional, mut planned) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            if let Some(Claimed::Written(claim)) = early {
-                claim.abandon(bucket).await;
-            }
+            abandon(bucket, early).await;
             return Err(e);
         }
     };

@@ -76,6 +76,11 @@ enum Lookup {
     Untrusted,
 }
 
+/// Whether the cache `index` lists `info` and counts as cached for it (never with `force`).
+fn listed(info: &PathInfo, index: &Seen, force: bool) -> bool {
+    !force && hash_of(&info.path).is_some_and(|h| index.hashes.contains(&h))
+}
+
 /// The paths of `closure` that the cache `index` does not list (every path with `force`):
 /// the ones planning looks up, and at most what the upload sends.
 pub fn unlisted<'a>(
@@ -83,9 +88,7 @@ pub fn unlisted<'a>(
     index: &'a Seen,
     force: bool,
 ) -> impl Iterator<Item = &'a PathInfo> + 'a {
-    closure
-        .iter()
-        .filter(move |i| force || !hash_of(&i.path).is_some_and(|h| index.hashes.contains(&h)))
+    closure.iter().filter(move |i| !listed(i, index, force))
 }
 
 /// Plans the upload of `closure`: which paths the bucket already has. `index` is the cache
@@ -102,8 +105,6 @@ pub async fn plan_upload(
     trusted: Option<&[PublicKey]>,
     force: bool,
 ) -> Result<UploadPlan> {
-    let listed =
-        |info: &PathInfo| !force && hash_of(&info.path).is_some_and(|h| index.hashes.contains(&h));
     let found: Vec<(String, Lookup)> = stream::iter(unlisted(closure, &index, force))
         .map(|info| async move {
             let key = key_of(&info.path)?;
@@ -146,7 +147,7 @@ pub async fn plan_upload(
     verified.sort();
     let cached: BTreeSet<String> = closure
         .iter()
-        .filter(|i| listed(i))
+        .filter(|i| listed(i, &index, force))
         .map(|i| i.path.clone())
         .chain(verified.iter().cloned())
         .collect();
@@ -158,7 +159,7 @@ pub async fn plan_upload(
         .collect();
     p.untrusted.sort();
     p.index = IndexPlan {
-        listed: closure.iter().filter(|i| listed(i)).count(),
+        listed: closure.iter().filter(|i| listed(i, &index, force)).count(),
         epoch: index.epoch,
         verified,
         warning: index.warning,

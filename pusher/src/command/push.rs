@@ -19,7 +19,7 @@ use crate::command::upload::{
 };
 use crate::command::writing::Writing;
 use crate::fleet_wait::WaitArgs;
-use crate::lease_holder::{Claimed, claim};
+use crate::lease_holder::{Claimed, abandon, claim};
 use crate::live_manifest::{Live, parse, read_live, to_bytes};
 use crate::manifest_edit::{
     EditError, find_service, next_generation, reapply_push, reapply_system, service_changes,
@@ -301,13 +301,6 @@ async fn start(
     }))
 }
 
-/// Gives back a lease claimed for a push that stops before its write.
-async fn give_back(bucket: &impl Bucket, claimed: Option<Claimed>) {
-    if let Some(Claimed::Written(claim)) = claimed {
-        claim.abandon(bucket).await;
-    }
-}
-
 /// `ferry push` on an opened bucket (`url` names it in messages); `key: None` is a dry run.
 pub async fn run_with(
     args: &Args,
@@ -336,7 +329,8 @@ pub async fn run_with(
     };
     // A push of something already built (a store path, `./result`) claims the manifest lease
     // at once, so the lease's settle time passes while the closure is read, looked up and
-    // uploaded instead of after; it gives the claim back if the upload turns out large.
+    // uploaded instead of after; it gives the claim back if the upload turns out large. A
+    // claim that fails is left to the write, which claims again and reports what fails.
     let claim_now = async {
         if writes && is_built(pushed.target()) {
             claim(bucket, &purpose, options.lease).await.ok()
@@ -352,11 +346,11 @@ pub async fn run_with(
     let started = match started {
         Ok(Ok(started)) => started,
         Ok(Err(code)) => {
-            give_back(bucket, claimed).await;
+            abandon(bucket, claimed).await;
             return Ok(code);
         }
         Err(e) => {
-            give_back(bucket, claimed).await;
+            abandon(bucket, claimed).await;
             return Err(e);
         }
     };
@@ -373,7 +367,7 @@ pub async fn run_with(
     // A small upload (the usual incremental push) holds the lease while it looks up and
     // uploads its paths (claimed above, or now after a build); a larger one claims it after
     // the upload, so that it never holds other writers up for long.
-    let small = resolved.unlisted_bytes(false) <= CLAIM_WHILE_UPLOADING;
+    let small = resolved.unlisted_bytes() <= CLAIM_WHILE_UPLOADING;
     let claiming = async {
         match claimed {
             Some(Claimed::Written(claim)) if !small => {
@@ -436,7 +430,7 @@ pub async fn run_with(
     let uploaded = match uploaded {
         Ok(uploaded) => uploaded,
         Err(e) => {
-            give_back(bucket, claimed).await;
+            abandon(bucket, claimed).await;
             return Err(e);
         }
     };

@@ -89,9 +89,10 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The NAR bytes of the paths the index does not list: at most what the upload sends.
-    pub fn unlisted_bytes(&self, force: bool) -> u64 {
-        unlisted(&self.closure, &self.index, force)
+    /// The NAR bytes of the paths the index does not list: at most what an upload (without
+    /// `--force`) sends.
+    pub fn unlisted_bytes(&self) -> u64 {
+        unlisted(&self.closure, &self.index, false)
             .map(|i| i.nar_size)
             .sum()
     }
